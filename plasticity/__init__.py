@@ -1,0 +1,72 @@
+"""plasticity: keep neural networks trainable on changing data.
+
+A framework-agnostic library of plain PyTorch functions and optimizers (no RL loop inside):
+
+- isometry: :func:`newton_schulz`, :func:`polar`, :func:`deviation_from_isometry`,
+  :func:`isometry_penalty`;
+- the :class:`AdamO` optimizer (Adam + decoupled isometry step) and :func:`adamo_param_groups`;
+- in-place interventions that clear the optimizer state they invalidate: :func:`fire_`,
+  :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`;
+- regularizers: :func:`l2_init_penalty`, :func:`parseval_penalty`, :func:`spectral_penalty`,
+  :func:`effective_rank_ascent_`;
+- named methods for training loops: :data:`METHODS`, :func:`make_method`;
+- :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.
+"""
+
+from plasticity import metrics
+from plasticity.interventions import (
+    InterventionReport,
+    clear_optimizer_state_,
+    fire_,
+    full_reset_,
+    redo_,
+    shrink_perturb_,
+    sync_targets,
+)
+from plasticity.isometry import (
+    deviation_from_isometry,
+    isometry_grad,
+    isometry_penalty,
+    newton_schulz,
+    polar,
+    squared_frobenius_error,
+)
+from plasticity.methods import METHODS, Method, MethodConfig, MethodHandle, make_method
+from plasticity.metrics import PlasticityMonitor
+from plasticity.optim import AdamO, adamo_param_groups, isometry_parameters
+from plasticity.regularizers import (
+    effective_rank_ascent_,
+    l2_init_penalty,
+    parseval_penalty,
+    spectral_penalty,
+)
+
+__all__ = [
+    "METHODS",
+    "AdamO",
+    "InterventionReport",
+    "Method",
+    "MethodConfig",
+    "MethodHandle",
+    "PlasticityMonitor",
+    "adamo_param_groups",
+    "clear_optimizer_state_",
+    "deviation_from_isometry",
+    "effective_rank_ascent_",
+    "fire_",
+    "full_reset_",
+    "isometry_grad",
+    "isometry_parameters",
+    "isometry_penalty",
+    "l2_init_penalty",
+    "make_method",
+    "metrics",
+    "newton_schulz",
+    "parseval_penalty",
+    "polar",
+    "redo_",
+    "shrink_perturb_",
+    "spectral_penalty",
+    "squared_frobenius_error",
+    "sync_targets",
+]

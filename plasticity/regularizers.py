@@ -1,0 +1,132 @@
+"""Regularizers that preserve plasticity, as differentiable loss terms or small update steps.
+
+Each penalty returns a 0-dim tensor to multiply by a coefficient and add to the loss. The
+isometry penalty itself lives in :mod:`plasticity.isometry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plasticity._layers import Inputs, call_module, hidden_layers
+
+
+def _zero(module: nn.Module) -> torch.Tensor:
+    return next(module.parameters()).new_zeros(())
+
+
+def l2_init_penalty(module: nn.Module, initial_state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``Σ ‖θ − θ₀‖²`` over all parameters: L2 toward the initial weights.
+
+    Regenerative regularization, "L2 Init" (Kumar et al. 2023, arXiv 2308.11958);
+    ``initial_state`` is the network's ``state_dict`` saved right after construction.
+    """
+    terms = []
+    for name, p in module.named_parameters():
+        if name not in initial_state:
+            raise ValueError(
+                f"initial_state has no entry {name!r}; save it with network.state_dict()"
+            )
+        terms.append(((p - initial_state[name].to(p.device, p.dtype)) ** 2).sum())
+    return torch.stack(terms).sum() if terms else _zero(module)
+
+
+def parseval_penalty(
+    module: nn.Module, scale: float = 1.0, heads: Iterable[str] | None = None
+) -> torch.Tensor:
+    """``Σ ‖WWᵀ − sI‖_F²`` over hidden layers (rows of conv kernels flattened).
+
+    Parseval regularization (Chung et al. 2024, arXiv 2412.07224): keeps each layer's rows
+    orthogonal with squared norm ``s`` (``s = gain²``, e.g. 2 for a √2-gain orthogonal init).
+    Unlike the isometry penalty it always uses the row Gram ``WWᵀ``. Heads are skipped.
+    """
+    terms = []
+    for _, layer in hidden_layers(module, heads):
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
+        eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+        terms.append(((w @ w.T - scale * eye) ** 2).sum())
+    return torch.stack(terms).sum() if terms else _zero(module)
+
+
+def spectral_penalty(
+    module: nn.Module,
+    vectors: dict[str, torch.Tensor],
+    power_iterations: int = 1,
+    exponent: int = 2,
+    heads: Iterable[str] | None = None,
+) -> torch.Tensor:
+    """``Σ (σ_max(W)^k − 1)²`` over hidden layers, ``σ_max`` by power iteration.
+
+    Spectral regularization (Lewandowski et al., ICLR 2025, arXiv 2406.06811) keeps each
+    layer's largest singular value near 1. ``vectors`` holds one right singular vector estimate
+    per layer and is updated in place (pass the same dict every call, start with ``{}``), so one
+    power iteration per step suffices, as in spectral normalization (arXiv 1802.05957). The
+    estimate is detached; the gradient flows through ``σ = ‖W v‖``.
+    """
+    terms = []
+    for name, layer in hidden_layers(module, heads):
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
+        v = vectors.get(name)
+        if v is None or v.shape[0] != w.shape[1]:
+            v = F.normalize(torch.randn(w.shape[1], dtype=w.dtype, device=w.device), dim=0)
+        with torch.no_grad():
+            wd = w.detach()
+            for _ in range(power_iterations):
+                v = F.normalize(wd.T @ (wd @ v), dim=0)
+        vectors[name] = v
+        sigma = torch.linalg.vector_norm(w @ v)
+        terms.append((sigma**exponent - 1.0) ** 2)
+    return torch.stack(terms).sum() if terms else _zero(module)
+
+
+def differentiable_effective_rank(features: torch.Tensor) -> torch.Tensor:
+    """Effective rank ``exp(−Σ p log p)``, ``p = σ/Σσ``, with gradients (float32/64 as given)."""
+    if features.ndim > 2:
+        features = features.flatten(2).mean(2)
+    sv = torch.linalg.svdvals(features)
+    p = sv / (sv.sum() + 1e-12)
+    return torch.exp(-(p * torch.log(p + 1e-12)).sum())
+
+
+def effective_rank_ascent_(
+    module: nn.Module,
+    inputs: Inputs,
+    lr: float,
+    heads: Iterable[str] | None = None,
+    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
+) -> float:
+    """One SGD ascent step on ``mean_l erank(Φ_l)`` over the hidden layers' features, in place.
+
+    The effective-rank half of ER + L2 ("Spectral Collapse Drives Loss of Plasticity",
+    arXiv 2509.22335): keeping feature rank high keeps the K-FAC input factor, and so the
+    curvature, from collapsing; the L2 half is weight decay in the optimizer. The step uses
+    plain SGD and leaves the training optimizer's state alone. Returns the mean effective rank
+    before the step.
+    """
+    features: list[torch.Tensor] = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, _a, out: features.append(activation(out)))
+        for _, layer in hidden_layers(module, heads)
+    ]
+    try:
+        with torch.enable_grad():
+            call_module(module, inputs)
+            if not features:
+                raise ValueError(
+                    f"{type(module).__name__} has no hidden layer whose features could be ranked"
+                )
+            objective = torch.stack([differentiable_effective_rank(f) for f in features]).mean()
+            params = [p for p in module.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(objective, params, allow_unused=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.add_(g, alpha=lr)
+    return float(objective.detach())

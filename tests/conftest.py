@@ -1,0 +1,32 @@
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def mlp(sizes=(8, 32, 32, 4)) -> nn.Sequential:
+    """A ReLU MLP whose layers are named '0', '2', '4', …; the last one is the head."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def random_orthogonal(n: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
+    return q
+
+
+def with_singular_values(rows: int, cols: int, values) -> torch.Tensor:
+    """A float64 (rows, cols) matrix with the given singular values (padded with zeros)."""
+    s = torch.zeros(min(rows, cols), dtype=torch.float64)
+    s[: len(values)] = torch.as_tensor(values, dtype=torch.float64)
+    u = random_orthogonal(rows)[:, : len(s)]
+    v = random_orthogonal(cols)[:, : len(s)]
+    return u @ torch.diag(s) @ v.T

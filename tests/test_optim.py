@@ -1,0 +1,164 @@
+"""AdamO against torch.optim.AdamW and against its update formula written out by hand."""
+
+import copy
+import io
+
+import pytest
+import torch
+from conftest import mlp
+from torch import nn
+
+from plasticity import AdamO, adamo_param_groups, deviation_from_isometry
+from plasticity.isometry import isometry_grad, isometry_residual
+
+
+def train(net, opt, steps, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(16, net[0].in_features, generator=gen)
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_iso_coef_zero_reproduces_adamw(weight_decay):
+    a = mlp()
+    b = copy.deepcopy(a)
+    train(a, AdamO(a.parameters(), lr=1e-2, weight_decay=weight_decay, iso_coef=0.0), 100)
+    train(b, torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=weight_decay), 100)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
+
+
+def test_one_step_follows_the_decoupled_formula():
+    lr, lam, s, (b1, b2), eps = 1e-2, 0.5, 1.5, (0.9, 0.999), 1e-8
+    w0 = torch.randn(12, 5, dtype=torch.float64)
+    w = nn.Parameter(w0.clone())
+    opt = AdamO([w], lr=lr, betas=(b1, b2), eps=eps, iso_coef=lam, iso_scale=s)
+    for t in (1, 2):  # the second step only checks that stepping on works
+        g = torch.randn_like(w0)
+        w.grad = g.clone()
+        prev = w.detach().clone()
+        opt.step()
+        if t == 1:
+            m_hat, v_hat = g, g * g  # bias-corrected first-step moments
+            w_iso = prev.clone().requires_grad_(True)
+            (grad_r,) = torch.autograd.grad(isometry_residual(w_iso, s), w_iso)
+            expected = prev - lr * m_hat / (v_hat.sqrt() + eps) - lr * lam * grad_r
+            torch.testing.assert_close(w.detach(), expected)
+    assert opt.state[w]["step"].item() == 2
+
+
+def test_moments_see_only_the_task_gradient():
+    w = nn.Parameter(torch.randn(10, 10))
+    opt = AdamO([w], lr=1e-2, iso_coef=10.0)
+    g = torch.randn(10, 10)
+    w.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(opt.state[w]["exp_avg"], 0.1 * g)
+    torch.testing.assert_close(opt.state[w]["exp_avg_sq"], 0.001 * g * g)
+
+
+def test_vectors_never_get_the_isometry_step():
+    bias = nn.Parameter(torch.randn(7))
+    ref = nn.Parameter(bias.detach().clone())
+    a = AdamO([bias], lr=1e-2, iso_coef=1.0)
+    b = torch.optim.Adam([ref], lr=1e-2)
+    for _ in range(5):
+        bias.grad = torch.ones(7)
+        ref.grad = torch.ones(7)
+        a.step()
+        b.step()
+    torch.testing.assert_close(bias, ref)
+
+
+def test_iso_every_amortizes_the_same_total_push():
+    k, lr, lam = 4, 1e-3, 0.3
+    start = torch.randn(16, 8)
+    w = nn.Parameter(start.clone())
+    plain = nn.Parameter(start.clone())
+    opt = AdamO([w], lr=lr, iso_coef=lam, iso_every=k)
+    ref = torch.optim.Adam([plain], lr=lr)
+    grads = [torch.randn(16, 8) for _ in range(k)]
+    for i, g in enumerate(grads):
+        before = w.detach().clone()
+        w.grad, plain.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+        if i < k - 1:  # no isometry step yet: identical to Adam
+            torch.testing.assert_close(w, plain)
+    expected = plain.detach() - k * lr * lam * isometry_grad(before)
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_isometry_step_alone_moves_weights_toward_isometry():
+    w = nn.Parameter(torch.randn(32, 16) * 0.5)
+    opt = AdamO([w], lr=1e-2, iso_coef=1.0)
+    start = float(deviation_from_isometry(w))
+    for _ in range(200):
+        w.grad = torch.zeros_like(w)  # no task gradient: only the isometry step acts
+        opt.step()
+    assert float(deviation_from_isometry(w)) < 1e-3 * start
+
+
+def test_cleared_state_restarts_at_step_one():
+    net = mlp()
+    opt = AdamO(net.parameters(), lr=1e-2)
+    train(net, opt, 5)
+    opt.state.pop(net[0].weight)
+    train(net, opt, 1)
+    assert opt.state[net[0].weight]["step"].item() == 1
+    assert opt.state[net[2].weight]["step"].item() == 6
+
+
+def saved_and_loaded(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer)
+
+
+def test_checkpoint_round_trip_continues_identically():
+    a = mlp()
+    b = copy.deepcopy(a)
+    opt_a = AdamO(adamo_param_groups(a), lr=1e-2)
+    train(a, opt_a, 3)
+    opt_b = AdamO(adamo_param_groups(b), lr=1e-2)
+    b.load_state_dict(saved_and_loaded(a.state_dict()))
+    opt_b.load_state_dict(saved_and_loaded(opt_a.state_dict()))
+    train(a, opt_a, 3, seed=5)
+    train(b, opt_b, 3, seed=5)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_param_groups_exclude_heads_biases_and_zero_matrices():
+    net = mlp((4, 8, 8, 8, 2))
+    nn.init.zeros_(net[4].weight)
+    iso, rest = adamo_param_groups(net, iso_coef=0.01, iso_every=2)
+    assert [id(p) for p in iso["params"]] == [id(net[0].weight), id(net[2].weight)]
+    assert iso["iso_coef"] == 0.01 and rest["iso_coef"] == 0.0 and rest["iso_every"] == 2
+    assert len(rest["params"]) == len(list(net.parameters())) - 2
+    (only,) = adamo_param_groups(net, heads=["0", "2", "4", "6"])
+    assert only["iso_coef"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": -1.0}, "learning rate"),
+        ({"betas": (1.0, 0.9)}, "betas"),
+        ({"iso_coef": -0.1}, "iso_coef"),
+        ({"iso_every": 0}, "iso_every"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
+def test_bad_hyperparameters_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdamO(mlp().parameters(), **kwargs)
+
+
+def test_unknown_head_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="not layers of Sequential"):
+        adamo_param_groups(mlp(), heads=["fc_out"])
