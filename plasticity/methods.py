@@ -75,7 +75,7 @@ class MethodConfig:
     """isometry coefficient λ: AdamO's decoupled step (adamo) and the coupled penalty (isometry)"""
     iso_scale: float = 1.0
     """target Gram scale s in R(W) = ‖G − sI‖² (2 is a variant for ReLU)"""
-    iso_every: int = 8
+    iso_every: int = 32
     """AdamO takes its isometry step every k-th update with k·lr·λ (1 = every update)"""
     fire_every: int = 100_000
     """FIRE period in steps (0 = only at task switches)"""

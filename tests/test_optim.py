@@ -35,7 +35,7 @@ def test_one_step_follows_the_decoupled_formula():
     lr, lam, s, (b1, b2), eps = 1e-2, 0.5, 1.5, (0.9, 0.999), 1e-8
     w0 = torch.randn(12, 5, dtype=torch.float64)
     w = nn.Parameter(w0.clone())
-    opt = AdamO([w], lr=lr, betas=(b1, b2), eps=eps, iso_coef=lam, iso_scale=s)
+    opt = AdamO([w], lr=lr, betas=(b1, b2), eps=eps, iso_coef=lam, iso_scale=s, iso_every=1)
     for t in (1, 2):  # the second step only checks that stepping on works
         g = torch.randn_like(w0)
         w.grad = g.clone()
@@ -94,7 +94,7 @@ def test_iso_every_amortizes_the_same_total_push():
 
 def test_isometry_step_alone_moves_weights_toward_isometry():
     w = nn.Parameter(torch.randn(32, 16) * 0.5)
-    opt = AdamO([w], lr=1e-2, iso_coef=1.0)
+    opt = AdamO([w], lr=1e-2, iso_coef=1.0, iso_every=1)
     start = float(deviation_from_isometry(w))
     for _ in range(200):
         w.grad = torch.zeros_like(w)  # no task gradient: only the isometry step acts
