@@ -11,7 +11,6 @@ are not known here: re-sync them with :func:`sync_targets` (the method handles i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,7 +26,13 @@ from plasticity._layers import (
     named_layers,
     select_layers,
 )
-from plasticity.isometry import newton_schulz, polar, squared_frobenius_error
+from plasticity.isometry import (
+    fire_slices,
+    newton_schulz,
+    polar,
+    sliced_deviation,
+    squared_frobenius_error,
+)
 
 Optimizers = torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None
 
@@ -119,29 +124,6 @@ def sync_targets(network: nn.Module, targets: Iterable[nn.Module]) -> None:
 # --- FIRE -----------------------------------------------------------------------------------
 
 
-def _fire_slices(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The 2-D slices FIRE orthogonalizes and their target scale.
-
-    Linear ``(out, in)``: the matrix itself, scale ``sqrt(out/in)``. Conv ``(out, in, *k)``:
-    one matrix per spatial tap, as a batch ``(taps, out, in)``, scale
-    ``sqrt(out/in) / prod(k)`` (the FIRE authors' "muon" scaling, arXiv 2602.08040).
-    """
-    d_out, d_in = weight.shape[0], weight.shape[1]
-    if weight.ndim == 2:
-        return weight, math.sqrt(d_out / d_in)
-    taps = math.prod(weight.shape[2:])
-    slices = weight.reshape(d_out, d_in, taps).permute(2, 0, 1)
-    return slices, math.sqrt(d_out / d_in) / taps
-
-
-def _slice_dfi(slices: torch.Tensor, scale: float) -> float:
-    """Σ over slices of ``‖G − I‖_F²`` for ``slices / scale`` (Gram on the smaller side)."""
-    x = slices.to(torch.float32) / scale
-    gram = x.mT @ x if x.shape[-2] >= x.shape[-1] else x @ x.mT
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    return float(((gram - eye) ** 2).sum())
-
-
 @torch.no_grad()
 def fire_(
     module: nn.Module,
@@ -177,9 +159,9 @@ def fire_(
     touched = []
     for name, layer in select_layers(module, include, exclude):
         weight = layer.weight
-        slices, muon_scale = _fire_slices(weight)
+        slices, muon_scale = fire_slices(weight)
         target_scale = muon_scale if scale == "muon" else 1.0
-        dfi_before = _slice_dfi(slices, target_scale)
+        dfi_before = sliced_deviation(weight, target_scale)
         ortho = newton_schulz(slices, ns_steps) if mode == "newton_schulz" else polar(slices)
         new_slices = ortho * target_scale
         if weight.ndim > 2:
@@ -189,7 +171,7 @@ def fire_(
         report.layers[name] = {
             "sfe": float(squared_frobenius_error(weight, new_weight)),
             "dfi_before": dfi_before,
-            "dfi_after": _slice_dfi(new_slices, target_scale),
+            "dfi_after": sliced_deviation(new_weight, target_scale),
         }
         weight.copy_(new_weight)
         touched.append(weight)
@@ -208,11 +190,6 @@ def _layer_parameters(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, nn
         for name, layer in layers
         for pname, p in layer.named_parameters(recurse=False)
     ]
-
-
-def _weight_dfi(weight: torch.Tensor) -> float:
-    slices, muon_scale = _fire_slices(weight)
-    return _slice_dfi(slices, muon_scale)
 
 
 @torch.no_grad()
@@ -234,7 +211,7 @@ def _blend_(
     touched = []
     for name, layer in layers:
         before = layer.weight.clone()
-        dfi_before = _weight_dfi(before)
+        dfi_before = sliced_deviation(before)
         for pname, p in layer.named_parameters(recurse=False):
             source = target[f"{name}.{pname}" if name else pname]
             p.mul_(keep).add_(source.to(p.device, p.dtype), alpha=take)
@@ -242,7 +219,7 @@ def _blend_(
         report.layers[name] = {
             "sfe": float(squared_frobenius_error(before, layer.weight)),
             "dfi_before": dfi_before,
-            "dfi_after": _weight_dfi(layer.weight),
+            "dfi_after": sliced_deviation(layer.weight),
         }
     clear_optimizer_state_(optimizer, touched)
     return report

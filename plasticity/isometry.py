@@ -13,6 +13,7 @@ Sources:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -86,6 +87,14 @@ def polar(weight: torch.Tensor) -> torch.Tensor:
     return (u @ vh).to(weight.dtype)
 
 
+def _deviation(x: torch.Tensor) -> torch.Tensor:
+    """``Σ ‖G − I‖_F²`` over the (batched) matrices ``x``, in float32, without gradient."""
+    with torch.no_grad():
+        gram = _small_gram(x.to(torch.float32))
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        return ((gram - eye) ** 2).sum()
+
+
 def deviation_from_isometry(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """DfI ``‖G − I‖_F²`` of ``weight / scale``, ``G`` the Gram on the smaller side (FIRE Eq. 2).
 
@@ -93,11 +102,33 @@ def deviation_from_isometry(weight: torch.Tensor, scale: float = 1.0) -> torch.T
     ``scale·Q`` with ``Q`` semi-orthogonal has zero deviation at that scale. Returns a 0-dim
     float32 tensor (no gradient).
     """
-    with torch.no_grad():
-        m = as_matrix(weight).to(torch.float32) / scale
-        gram = _small_gram(m)
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        return torch.linalg.matrix_norm(gram - eye) ** 2
+    return _deviation(as_matrix(weight) / scale)
+
+
+def fire_slices(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The 2-D slices FIRE orthogonalizes and their "muon" target scale (arXiv 2602.08040).
+
+    Linear ``(out, in)``: the matrix itself, scale ``sqrt(out/in)``. Conv ``(out, in, *k)``:
+    one matrix per spatial tap, as a batch ``(taps, out, in)`` (a permuted view of the
+    kernel), scale ``sqrt(out/in) / prod(k)``.
+    """
+    as_matrix(weight)  # validates the number of dims
+    d_out, d_in = weight.shape[0], weight.shape[1]
+    if weight.ndim == 2:
+        return weight, math.sqrt(d_out / d_in)
+    taps = math.prod(weight.shape[2:])
+    slices = weight.reshape(d_out, d_in, taps).permute(2, 0, 1)
+    return slices, math.sqrt(d_out / d_in) / taps
+
+
+def sliced_deviation(weight: torch.Tensor, scale: float | None = None) -> float:
+    """DfI in FIRE's sense: summed over :func:`fire_slices`, each divided by its target scale.
+
+    Zero for a weight that FIRE with the exact polar factor produced; ``scale`` overrides the
+    muon scale (``1.0`` for FIRE's ``scale="none"``).
+    """
+    slices, muon_scale = fire_slices(weight)
+    return float(_deviation(slices / (muon_scale if scale is None else scale)))
 
 
 def squared_frobenius_error(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

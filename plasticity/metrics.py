@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from plasticity._layers import Inputs, call_module, hidden_layers, named_layers
-from plasticity.interventions import _fire_slices, _slice_dfi, unit_scores
-from plasticity.isometry import deviation_from_isometry
+from plasticity.interventions import unit_scores
+from plasticity.isometry import deviation_from_isometry, sliced_deviation
 
 __all__ = [
     "PlasticityMonitor",
@@ -115,8 +115,7 @@ def isometry_deviations(module: nn.Module, scale: str = "muon") -> dict[str, flo
         if scale == "none":
             out[name] = float(deviation_from_isometry(weight))
         else:
-            slices, target = _fire_slices(weight)
-            out[name] = _slice_dfi(slices, target)
+            out[name] = sliced_deviation(weight)
     return out
 
 
