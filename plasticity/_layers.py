@@ -110,7 +110,7 @@ def call_module(module: nn.Module, inputs: Inputs) -> torch.Tensor:
         raise ValueError("inputs must be a tensor or a tuple of tensors (the network's arguments)")
     try:
         return module(*args)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:  # shape mismatch, or missing arguments
         shapes = ", ".join(str(tuple(a.shape)) for a in args)
         first_line = str(err).splitlines()[0]
         raise ValueError(
