@@ -1,0 +1,288 @@
+"""Nonstationary environments: a fixed cycle of tasks, and permuted observations or actions.
+
+Settings of the plasticity literature: Atari game cycling (Abbas et al. 2023, "Loss of
+Plasticity in Continual Deep Reinforcement Learning": games in a fixed order, revisited in
+rounds, all with the full 18-action set); task sequences on one body (C-CHAIN, Plasticine:
+stand -> walk -> run); permuted observations / actions (Dohare et al. 2024, "Loss of plasticity
+in deep continual learning").
+
+How the switch is scheduled (and why vector copies agree)
+---------------------------------------------------------
+:class:`TaskCycle` keeps a clock ``ticks`` that counts every ``step()`` call and every
+``reset()`` call after the first. The period is ``ticks // switch_every``; period ``k`` runs task
+``k % len(tasks)`` (fixed order, repeating in rounds). The period is read at each ``reset()``,
+so a task switch happens at the first episode boundary after the clock passes a multiple of
+``switch_every`` (a period that ends within one episode is skipped: pick ``switch_every``
+longer than an episode). With ``switch_mode="truncate"`` the running episode is truncated on
+the very step the clock passes the boundary.
+
+Under ``gymnasium.vector`` (default ``NEXT_STEP`` autoreset) each copy receives exactly one
+``step()`` or ``reset()`` per vector step, so every copy's clock shows the same number and all
+copies decide the switch on the same vector step; each copy applies it at its own next episode
+boundary, or on that same step with ``switch_mode="truncate"``. Permutations are drawn from
+``(schedule_seed, period)`` only, never from the per-copy seed, so all copies permute alike.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.atari import EpisodicLife
+from envs.wrappers import find_wrapper
+
+CYCLE_PREFIX = "cycle:"
+PRESETS = {
+    # Our choice of five games (the three FIRE-paper DQN games, Pong and Space Invaders).
+    "atari_cycle": (
+        "atari_asterix",
+        "atari_beam_rider",
+        "atari_demon_attack",
+        "atari_pong",
+        "atari_space_invaders",
+    ),
+    "humanoid_cycle": ("humanoid_walk", "humanoid_run", "humanoid_stand"),
+}
+SWITCH_MODES = ("episode", "truncate")
+
+
+def cycle_task_names(name: str) -> tuple[str, ...] | None:
+    """Task names of a preset or of ``cycle:<name>,<name>,...``; None for any other name."""
+    if name in PRESETS:
+        return PRESETS[name]
+    if not name.startswith(CYCLE_PREFIX):
+        return None
+    names = tuple(part.strip() for part in name.removeprefix(CYCLE_PREFIX).split(","))
+    if not all(names):
+        raise ValueError(f"empty task name in {name!r}: write cycle:<name>,<name>,...")
+    return names
+
+
+def is_uniform_box(space: gym.Space) -> bool:
+    return (
+        isinstance(space, spaces.Box)
+        and np.all(space.low == space.low.flat[0])
+        and np.all(space.high == space.high.flat[0])
+    )
+
+
+def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym.Space:
+    """The one space all tasks share, or with ``pad`` the widest of several 1-D boxes."""
+    first = next(iter(task_spaces.values()))
+    if all(space == first for space in task_spaces.values()):
+        return first
+    listed = "; ".join(f"{name}: {space}" for name, space in task_spaces.items())
+    paddable = all(
+        isinstance(s, spaces.Box) and len(s.shape) == 1 and is_uniform_box(s)
+        and s.low.flat[0] == first.low.flat[0] and s.high.flat[0] == first.high.flat[0]
+        and s.dtype == first.dtype
+        for s in task_spaces.values()
+    )
+    if not pad:
+        hint = " or pass pad_spaces=True" if paddable else ""
+        raise ValueError(f"cycle tasks disagree on {kind} space ({listed}): "
+                         f"choose tasks with equal spaces{hint}")
+    if not paddable:
+        raise ValueError(f"pad_spaces needs 1-D boxes with equal bounds and dtype ({listed})")
+    size = max(space.shape[0] for space in task_spaces.values())
+    return spaces.Box(first.low.flat[0], first.high.flat[0], (size,), first.dtype)
+
+
+def pad_to(x: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros(size - x.shape[0], dtype=x.dtype)])
+
+
+def permute_positions(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    """Permute a 1-D array, or the positions of each row of an (n, ...) array alike."""
+    if x.ndim == 1:
+        return x[permutation]
+    return x.reshape(x.shape[0], -1)[:, permutation].reshape(x.shape)
+
+
+def position_count(space: gym.Space) -> int:
+    return int(np.prod(space.shape if len(space.shape) == 1 else space.shape[1:]))
+
+
+class TaskCycle(gym.Env):
+    """Cycle through ``tasks`` (name -> env) on the schedule described in the module docstring.
+
+    ``info`` of every step and reset holds ``task_id``, ``task_name`` and ``task_switched``
+    (True only on the reset that begins a new period); on the step that ends an episode it also
+    holds ``task_return``: the game score from ``info["episode"]`` for tasks that record whole
+    episodes (Atari), else the sum of this episode's rewards. ``episode_returns`` keeps them per
+    task. ``permute_observations`` / ``permute_actions`` draw a new permutation at every switch
+    (period 0 is unpermuted); with one task this turns any env into a nonstationary one.
+    """
+
+    def __init__(
+        self,
+        tasks: dict[str, gym.Env],
+        switch_every: int,
+        switch_mode: str = "episode",
+        schedule_seed: int = 0,
+        permute_observations: bool = False,
+        permute_actions: bool = False,
+        pad_spaces: bool = False,
+    ):
+        if switch_every < 1:
+            raise ValueError(f"switch_every must be a positive number of steps, got {switch_every}")
+        if switch_mode not in SWITCH_MODES:
+            raise ValueError(f"unknown switch_mode {switch_mode!r}: use one of {SWITCH_MODES}")
+        self.task_names = tuple(tasks)
+        self.task_envs = tuple(tasks.values())
+        self.switch_every = switch_every
+        self.switch_mode = switch_mode
+        self.schedule_seed = schedule_seed
+        self.observation_space = shared_space(
+            "observation", {n: e.observation_space for n, e in tasks.items()}, pad_spaces)
+        self.action_space = shared_space(
+            "action", {n: e.action_space for n, e in tasks.items()}, pad_spaces)
+        self.check_permutable(permute_observations, permute_actions)
+        self.permute_observations = permute_observations
+        self.permute_actions = permute_actions
+        self.records_episodes = [
+            find_wrapper(e, gym.wrappers.RecordEpisodeStatistics) is not None
+            for e in self.task_envs
+        ]
+        first = self.task_envs[0]
+        self.render_mode = first.render_mode
+        self.metadata = first.metadata
+        self.ticks = 0
+        self.period = 0
+        self.has_reset = False
+        self.task_seeds: dict[int, int] = {}
+        self.episode_return = 0.0
+        self.episode_returns: dict[str, list[float]] = defaultdict(list)
+        self.observation_permutation = self.action_permutation = None
+
+    def check_permutable(self, observations: bool, actions: bool) -> None:
+        if observations and not is_uniform_box(self.observation_space):
+            raise ValueError("permute_observations needs a Box observation space with the same "
+                             "bounds everywhere")
+        if actions and not (isinstance(self.action_space, spaces.Discrete)
+                            or (is_uniform_box(self.action_space)
+                                and len(self.action_space.shape) == 1)):
+            raise ValueError("permute_actions needs a Discrete action space or a 1-D Box with "
+                             "the same bounds in every dimension")
+
+    @property
+    def task_id(self) -> int:
+        return self.period % len(self.task_envs)
+
+    @property
+    def task_name(self) -> str:
+        return self.task_names[self.task_id]
+
+    @property
+    def task_env(self) -> gym.Env:
+        return self.task_envs[self.task_id]
+
+    def scheduled_period(self) -> int:
+        return self.ticks // self.switch_every
+
+    def draw_permutations(self) -> None:
+        """Permutations of the current period; identity (None) in period 0."""
+        if self.period == 0:
+            self.observation_permutation = self.action_permutation = None
+            return
+        rng = np.random.default_rng([self.schedule_seed, self.period])
+        if self.permute_observations:
+            count = position_count(self.observation_space)
+            self.observation_permutation = rng.permutation(count)
+        if self.permute_actions:
+            count = (self.action_space.n if isinstance(self.action_space, spaces.Discrete)
+                     else self.action_space.shape[0])
+            self.action_permutation = rng.permutation(count)
+
+    def task_info(self, info: dict, switched: bool = False) -> dict:
+        return {**info, "task_id": self.task_id, "task_name": self.task_name,
+                "task_switched": switched}
+
+    def observation(self, obs) -> np.ndarray:
+        obs = np.asarray(obs)
+        if obs.shape != self.observation_space.shape:
+            obs = pad_to(obs, self.observation_space.shape[0])
+        if self.observation_permutation is not None:
+            obs = permute_positions(obs, self.observation_permutation)
+        return obs
+
+    def task_action(self, action):
+        if self.action_permutation is not None:
+            action = (self.action_permutation[int(action)]
+                      if isinstance(self.action_space, spaces.Discrete)
+                      else np.asarray(action)[self.action_permutation])
+        task_space = self.task_env.action_space
+        if isinstance(task_space, spaces.Box) and task_space.shape != self.action_space.shape:
+            action = np.asarray(action)[: task_space.shape[0]]
+        return action
+
+    def restart_game(self) -> None:
+        """Start an Atari task from a new game, not from the life it stopped at."""
+        episodic_life = find_wrapper(self.task_env, EpisodicLife)
+        if episodic_life is not None:
+            episodic_life.game_over = True
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.task_seeds = {i: seed + i for i in range(len(self.task_envs))}
+        if self.has_reset:
+            self.ticks += 1
+        self.has_reset = True
+        period = self.scheduled_period()
+        switched = period != self.period
+        if switched:
+            self.period = period
+            self.draw_permutations()
+            self.restart_game()
+        self.episode_return = 0.0
+        obs, info = self.task_env.reset(seed=self.task_seeds.pop(self.task_id, None),
+                                        options=options)
+        return self.observation(obs), self.task_info(info, switched)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.task_env.step(self.task_action(action))
+        self.ticks += 1
+        self.episode_return += float(reward)
+        if self.switch_mode == "truncate" and self.scheduled_period() != self.period:
+            truncated = True
+        info = self.task_info(info)
+        if terminated or truncated:
+            self.record_episode_end(info)
+        return self.observation(obs), reward, terminated, truncated, info
+
+    def record_episode_end(self, info: dict) -> None:
+        if self.records_episodes[self.task_id]:
+            if "episode" not in info:  # a lost life, not the end of the game
+                return
+            task_return = float(np.asarray(info["episode"]["r"]))
+        else:
+            task_return = self.episode_return
+        info["task_return"] = task_return
+        self.episode_returns[self.task_name].append(task_return)
+
+    def render(self):
+        return self.task_env.render()
+
+    def close(self):
+        for env in self.task_envs:
+            env.close()
+
+
+def make_cycle(
+    task_names: Sequence[str],
+    make_task: Callable[[str], gym.Env],
+    switch_every: int | None,
+    **cycle_options,
+) -> TaskCycle:
+    """A :class:`TaskCycle` over freshly made tasks; ``make_task(name)`` builds one task."""
+    if switch_every is None:
+        raise ValueError("a task cycle needs switch_every=<env steps per task>")
+    tasks = {name: make_task(name) for name in task_names}
+    if len(tasks) != len(task_names):
+        raise ValueError(f"a task appears twice in the cycle {list(task_names)}: list each once")
+    return TaskCycle(tasks, switch_every, **cycle_options)
