@@ -303,6 +303,8 @@ class H1Env(gym.Env):
             return None
         if self.renderer is None:
             self.renderer = mujoco.Renderer(self.model, self.height, self.width)
+            # Shadows cost ~5x the frame time in software GL (llvmpipe): off for quick videos.
+            self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self.renderer.update_scene(self.data, camera="cam_default")
         return self.renderer.render()
 
