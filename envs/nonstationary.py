@@ -62,38 +62,46 @@ def cycle_task_names(name: str) -> tuple[str, ...] | None:
     return names
 
 
-def is_uniform_box(space: gym.Space) -> bool:
-    return (
-        isinstance(space, spaces.Box)
-        and np.all(space.low == space.low.flat[0])
-        and np.all(space.high == space.high.flat[0])
-    )
+def pad_to(x: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros(size - x.shape[0], dtype=x.dtype)])
 
 
 def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym.Space:
-    """The one space all tasks share, or with ``pad`` the widest of several 1-D boxes."""
+    """The one space all tasks share; with ``pad``, a 1-D box wide enough for every task's box
+    (bounds: the union, zero on the padding)."""
     first = next(iter(task_spaces.values()))
     if all(space == first for space in task_spaces.values()):
         return first
     listed = "; ".join(f"{name}: {space}" for name, space in task_spaces.items())
-    paddable = all(
-        isinstance(s, spaces.Box) and len(s.shape) == 1 and is_uniform_box(s)
-        and s.low.flat[0] == first.low.flat[0] and s.high.flat[0] == first.high.flat[0]
-        and s.dtype == first.dtype
-        for s in task_spaces.values()
-    )
+    paddable = all(isinstance(s, spaces.Box) and len(s.shape) == 1 and s.dtype == first.dtype
+                   for s in task_spaces.values())
     if not pad:
         hint = " or pass pad_spaces=True" if paddable else ""
         raise ValueError(f"cycle tasks disagree on {kind} space ({listed}): "
                          f"choose tasks with equal spaces{hint}")
     if not paddable:
-        raise ValueError(f"pad_spaces needs 1-D boxes with equal bounds and dtype ({listed})")
+        raise ValueError(f"pad_spaces cannot pad these {kind} spaces, it needs 1-D boxes of one "
+                         f"dtype ({listed}): choose tasks with equal {kind} spaces")
     size = max(space.shape[0] for space in task_spaces.values())
-    return spaces.Box(first.low.flat[0], first.high.flat[0], (size,), first.dtype)
+    low = np.min([pad_to(space.low, size) for space in task_spaces.values()], axis=0)
+    high = np.max([pad_to(space.high, size) for space in task_spaces.values()], axis=0)
+    return spaces.Box(low, high, (size,), first.dtype)
 
 
-def pad_to(x: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([x, np.zeros(size - x.shape[0], dtype=x.dtype)])
+def permutable_observation_space(space: gym.Space) -> spaces.Box:
+    """A box that holds the observation under any permutation: the widest bounds everywhere."""
+    if isinstance(space, spaces.Box):
+        return spaces.Box(space.low.min(), space.high.max(), space.shape, space.dtype)
+    raise ValueError(f"permute_observations needs a Box observation space, not {space}")
+
+
+def permutable_action_space(space: gym.Space) -> gym.Space:
+    """A space whose actions are valid under any permutation: the narrowest bounds everywhere."""
+    if isinstance(space, spaces.Discrete):
+        return space
+    if not (isinstance(space, spaces.Box) and len(space.shape) == 1):
+        raise ValueError(f"permute_actions needs a Discrete or 1-D Box action space, not {space}")
+    return spaces.Box(space.low.max(), space.high.min(), space.shape, space.dtype)
 
 
 def permute_positions(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
@@ -141,7 +149,10 @@ class TaskCycle(gym.Env):
             "observation", {n: e.observation_space for n, e in tasks.items()}, pad_spaces)
         self.action_space = shared_space(
             "action", {n: e.action_space for n, e in tasks.items()}, pad_spaces)
-        self.check_permutable(permute_observations, permute_actions)
+        if permute_observations:
+            self.observation_space = permutable_observation_space(self.observation_space)
+        if permute_actions:
+            self.action_space = permutable_action_space(self.action_space)
         self.permute_observations = permute_observations
         self.permute_actions = permute_actions
         self.records_episodes = [
@@ -158,16 +169,6 @@ class TaskCycle(gym.Env):
         self.episode_return = 0.0
         self.episode_returns: dict[str, list[float]] = defaultdict(list)
         self.observation_permutation = self.action_permutation = None
-
-    def check_permutable(self, observations: bool, actions: bool) -> None:
-        if observations and not is_uniform_box(self.observation_space):
-            raise ValueError("permute_observations needs a Box observation space with the same "
-                             "bounds everywhere")
-        if actions and not (isinstance(self.action_space, spaces.Discrete)
-                            or (is_uniform_box(self.action_space)
-                                and len(self.action_space.shape) == 1)):
-            raise ValueError("permute_actions needs a Discrete action space or a 1-D Box with "
-                             "the same bounds in every dimension")
 
     @property
     def task_id(self) -> int:
