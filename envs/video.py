@@ -26,17 +26,17 @@ def use_offscreen_gl() -> None:
 
 def video_unavailable_reason(env: gym.Env) -> str | None:
     """Why ``env`` cannot be recorded, or None when a frame renders and moviepy imports."""
+    if env.render_mode != "rgb_array":
+        return f"render_mode is {env.render_mode!r}, not 'rgb_array'"
     try:
         import moviepy  # noqa: F401  (RecordVideo encodes with it)
     except ModuleNotFoundError:
         return "moviepy is not installed (pip install moviepy)"
     try:
         env.reset()
-        frame = env.render()
+        env.render()
     except Exception as error:  # noqa: BLE001  (any GL failure just means: no video)
         return f"rendering failed ({type(error).__name__}: {error})"
-    if frame is None:
-        return f"render_mode is {env.render_mode!r}, not 'rgb_array'"
     return None
 
 
