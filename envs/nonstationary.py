@@ -20,7 +20,11 @@ Under ``gymnasium.vector`` (default ``NEXT_STEP`` autoreset) each copy receives 
 ``step()`` or ``reset()`` per vector step, so every copy's clock shows the same number and all
 copies decide the switch on the same vector step; each copy applies it at its own next episode
 boundary, or on that same step with ``switch_mode="truncate"``. Permutations are drawn from
-``(schedule_seed, period)`` only, never from the per-copy seed, so all copies permute alike.
+``(schedule_seed, period)`` only, never from the per-copy seed, so all copies permute alike::
+
+    envs = gym.vector.SyncVectorEnv([
+        lambda i=i: make_env("atari_cycle", seed=i, switch_every=1_000_000) for i in range(4)
+    ])  # same schedule_seed (default 0) in every copy; per-copy seeds only vary the episodes
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ def with_video(env: gym.Env, run_name: str, root: str | Path = VIDEO_ROOT,
     ``<root>/<run_name>/``; the unchanged ``env`` plus a warning when video cannot work."""
     reason = video_unavailable_reason(env)
     if reason is not None:
-        warnings.warn(f"no video for {run_name}: {reason}; install the EGL/Mesa libraries "
-                      "(libegl1 libgl1-mesa-dri) or set MUJOCO_GL", stacklevel=2)
+        warnings.warn(f"no video for {run_name}: {reason}; for MuJoCo install EGL/Mesa "
+                      "(libegl1 libgl1-mesa-dri) and import envs before mujoco, or set MUJOCO_GL",
+                      stacklevel=2)
         return env
     return gym.wrappers.RecordVideo(
         env, str(Path(root) / run_name), episode_trigger=lambda _: True,
