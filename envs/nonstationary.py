@@ -122,12 +122,15 @@ def position_count(space: gym.Space) -> int:
 class TaskCycle(gym.Env):
     """Cycle through ``tasks`` (name -> env) on the schedule described in the module docstring.
 
-    ``info`` of every step and reset holds ``task_id``, ``task_name`` and ``task_switched``
-    (True only on the reset that begins a new period); on the step that ends an episode it also
-    holds ``task_return``: the game score from ``info["episode"]`` for tasks that record whole
-    episodes (Atari), else the sum of this episode's rewards. ``episode_returns`` keeps them per
-    task. ``permute_observations`` / ``permute_actions`` draw a new permutation at every switch
-    (period 0 is unpermuted); with one task this turns any env into a nonstationary one.
+    ``info`` of every step and reset holds ``task_id``, ``task_name``, ``task_period`` (how many
+    switches so far) and ``task_switched`` (True only on the reset that begins a new period; a
+    vector training loop that must act once per switch can watch ``max(info["task_period"])``
+    instead, since copies apply a switch at their own episode boundaries). On the step that ends
+    an episode ``info`` also holds ``task_return``: the game score from ``info["episode"]`` for
+    tasks that record whole episodes (Atari), else the sum of this episode's rewards;
+    ``episode_returns`` keeps them per task. ``permute_observations`` / ``permute_actions`` draw
+    a new permutation at every switch (period 0 is unpermuted); with one task this turns any env
+    into a nonstationary one.
     """
 
     def __init__(
@@ -205,7 +208,7 @@ class TaskCycle(gym.Env):
 
     def task_info(self, info: dict, switched: bool = False) -> dict:
         return {**info, "task_id": self.task_id, "task_name": self.task_name,
-                "task_switched": switched}
+                "task_period": self.period, "task_switched": switched}
 
     def observation(self, obs) -> np.ndarray:
         obs = np.asarray(obs)

@@ -73,7 +73,7 @@ def test_fixed_order_repeats_in_rounds():
 def test_every_step_has_task_info_and_current_task_is_readable():
     env = gym.wrappers.RecordEpisodeStatistics(cycle_of([3, 4], switch_every=10))
     resets, infos = run(env, 40)
-    assert all({"task_id", "task_name", "task_switched"} <= info.keys()
+    assert all({"task_id", "task_name", "task_period", "task_switched"} <= info.keys()
                for info in resets + infos)
     *_, info = env.step(0)
     assert env.get_wrapper_attr("task_name") == info["task_name"]
