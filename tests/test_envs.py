@@ -1,6 +1,9 @@
 """make_env names, the built-in H1 tasks, Atari preprocessing, action repeat."""
 
+import importlib.machinery
 import importlib.util
+import sys
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -240,3 +243,13 @@ def test_missing_optional_dependency_says_what_to_install(monkeypatch, name, mod
                         lambda mod, *args: None if mod == module else find_spec(mod, *args))
     with pytest.raises(ModuleNotFoundError, match=f"needs {module}.*pip install"):
         make_env(name)
+
+
+def test_humanoid_bench_is_preferred_when_it_imports(monkeypatch):
+    """A stand-in ``humanoid_bench`` that registers ``h1-walk-v0`` (as the real one does)."""
+    fake = types.ModuleType("humanoid_bench")
+    fake.__spec__ = importlib.machinery.ModuleSpec("humanoid_bench", None)
+    monkeypatch.setitem(sys.modules, "humanoid_bench", fake)
+    monkeypatch.setitem(gym.registry, "h1-walk-v0", gym.envs.registration.EnvSpec(
+        "h1-walk-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv"))
+    assert make_env("humanoid_walk").spec.id == "h1-walk-v0"
