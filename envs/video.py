@@ -1,15 +1,16 @@
 """Record evaluation episodes of any of our environments to ``videos/<run_name>/*.mp4``.
 
 Uses gymnasium's ``RecordVideo`` (which writes MP4 through moviepy). MuJoCo renders off-screen
-through EGL (Mesa works without a GPU or a display), so ``MUJOCO_GL`` is set to ``egl`` when it
-is unset; that only takes effect if it happens before ``mujoco`` or ``dm_control`` is imported,
-which is why ``envs/__init__.py`` calls :func:`use_offscreen_gl` first. When no frame can be
+through EGL (Mesa works without a GPU or a display), so on Linux ``MUJOCO_GL`` is set to ``egl``
+when it is unset; that only takes effect before ``mujoco`` or ``dm_control`` is imported, which is
+why importing ``envs`` calls :func:`use_offscreen_gl` (and loads neither). When no frame can be
 rendered (no GL library, no moviepy) the helpers warn and go on without video.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,10 @@ VIDEO_ROOT = "videos"
 
 
 def use_offscreen_gl() -> None:
-    """Select MuJoCo's EGL back end unless the user chose one (``MUJOCO_GL``)."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    """Select MuJoCo's EGL back end on Linux unless the user chose one (``MUJOCO_GL``); other
+    systems keep MuJoCo's default, since they reject ``egl``."""
+    if platform.system() == "Linux":
+        os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def video_unavailable_reason(env: gym.Env) -> str | None:

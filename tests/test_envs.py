@@ -81,6 +81,18 @@ def test_h1_servos(h1_model):
     for name in ("com", "head", "left_foot", "right_hand"):
         h1_model.site(name)
     assert h1_model.nsensordata == 2 + 3 * 3 + 3
+    assert h1_model.nexclude == 0
+
+
+def test_h1_collides_with_link_meshes(h1_model):
+    collision = h1_model.geom_group == 3
+    mesh_bodies = set(h1_model.geom_bodyid[collision & (h1_model.geom_type == 7)])
+    moving_bodies = set(range(1, h1_model.nbody)) - {h1_model.body(f"{s}_hand").id
+                                                     for s in ("left", "right")}
+    hip_yaw = {h1_model.body(f"{s}_hip_yaw_link").id for s in ("left", "right")}
+    assert mesh_bodies == moving_bodies - hip_yaw
+    assert all(h1_model.geom_type[collision & np.isin(h1_model.geom_bodyid, list(hip_yaw))]
+               == mujoco.mjtGeom.mjGEOM_CYLINDER)
 
 
 def test_h1_reset_spaces_and_head_height():
