@@ -25,7 +25,8 @@ HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which import
 DMC_PREFIX = "dmc_humanoid_"
 DMC_TASKS = ("stand", "walk", "run")
 CYCLE_OPTIONS = ("switch_mode", "schedule_seed", "permute_observations", "permute_actions",
-                 "pad_spaces")
+                 "redraw_friction", "pad_spaces")
+PERTURBATIONS = ("permute_observations", "permute_actions", "redraw_friction")
 BASE_NAMES = (
     *(HUMANOID_PREFIX + task for task in HUMANOID_TASKS),
     *(DMC_PREFIX + task for task in DMC_TASKS),
@@ -91,16 +92,16 @@ def make_env(
     """Environment ``name`` seeded with ``seed`` (its first ``reset`` is already done).
 
     ``action_repeat`` repeats each action (SimBa/FIRE use 2 on humanoids). ``switch_every``
-    (env steps) drives task cycles and, with ``permute_observations`` / ``permute_actions``,
-    turns a single env into a nonstationary one; the other cycle options are ``switch_mode``,
-    ``schedule_seed`` and ``pad_spaces`` (see :class:`envs.nonstationary.TaskCycle`). Any other
-    keyword goes to the environment itself (e.g. ``full_action_space``, ``training``,
-    ``sticky_actions`` for Atari).
+    (env steps) drives task cycles and, with ``permute_observations``, ``permute_actions`` or
+    ``redraw_friction``, turns a single env into a nonstationary one; the other cycle options
+    are ``switch_mode``, ``schedule_seed`` and ``pad_spaces`` (see
+    :class:`envs.nonstationary.TaskCycle`). Any other keyword goes to the environment itself
+    (e.g. ``full_action_space``, ``training``, ``sticky_actions`` for Atari).
     """
     cycle_options = {key: kwargs.pop(key) for key in CYCLE_OPTIONS if key in kwargs}
     task_names = cycle_task_names(name)
-    permuted = cycle_options.get("permute_observations") or cycle_options.get("permute_actions")
-    if task_names is None and permuted:
+    perturbed = any(cycle_options.get(option) for option in PERTURBATIONS)
+    if task_names is None and perturbed:
         task_names = (name,)
     if task_names is not None:
         env = make_cycle(
@@ -112,7 +113,7 @@ def make_env(
         )
     elif switch_every is not None or cycle_options:
         raise ValueError(f"switch_every and cycle options need a cycle ({', '.join(PRESETS)}, "
-                         f"{CYCLE_PREFIX}...) or permute_observations/permute_actions=True")
+                         f"{CYCLE_PREFIX}...) or a perturbation ({', '.join(PERTURBATIONS)})")
     else:
         env = make_task(name, render_mode, action_repeat, False, **kwargs)
     env.reset(seed=seed)

@@ -3,8 +3,8 @@
 Settings of the plasticity literature: Atari game cycling (Abbas et al. 2023, "Loss of
 Plasticity in Continual Deep Reinforcement Learning": games in a fixed order, revisited in
 rounds, all with the full 18-action set); task sequences on one body (C-CHAIN, Plasticine:
-stand -> walk -> run); permuted observations / actions (Dohare et al. 2024, "Loss of plasticity
-in deep continual learning").
+stand -> walk -> run); permuted observations / actions and Slippery-Ant-style friction changes
+(Dohare et al. 2024, "Loss of plasticity in deep continual learning").
 
 How the switch is scheduled (and why vector copies agree)
 ---------------------------------------------------------
@@ -52,6 +52,14 @@ PRESETS = {
     "humanoid_cycle": ("humanoid_walk", "humanoid_run", "humanoid_stand"),
 }
 SWITCH_MODES = ("episode", "truncate")
+FRICTION_RANGE = (0.02, 2.0)  # Slippery Ant (Dohare et al. 2024); drawn log-uniformly here
+
+
+def check_friction_models(tasks: dict[str, gym.Env]) -> None:
+    for name, env in tasks.items():
+        if not hasattr(getattr(env.unwrapped, "model", None), "geom_friction"):
+            raise ValueError(f"redraw_friction needs MuJoCo tasks exposing env.unwrapped.model; "
+                             f"{name} has none (use humanoid_* or a gymnasium MuJoCo id)")
 
 
 def cycle_task_names(name: str) -> tuple[str, ...] | None:
@@ -129,8 +137,9 @@ class TaskCycle(gym.Env):
     an episode ``info`` also holds ``task_return``: the game score from ``info["episode"]`` for
     tasks that record whole episodes (Atari), else the sum of this episode's rewards;
     ``episode_returns`` keeps them per task. ``permute_observations`` / ``permute_actions`` draw
-    a new permutation at every switch (period 0 is unpermuted); with one task this turns any env
-    into a nonstationary one.
+    a new permutation at every switch, ``redraw_friction`` a new sliding friction for every geom
+    of a MuJoCo task, log-uniform in [0.02, 2] (period 0 is unperturbed); with one task this
+    turns any env into a nonstationary one.
     """
 
     def __init__(
@@ -141,6 +150,7 @@ class TaskCycle(gym.Env):
         schedule_seed: int = 0,
         permute_observations: bool = False,
         permute_actions: bool = False,
+        redraw_friction: bool = False,
         pad_spaces: bool = False,
     ):
         if switch_every < 1:
@@ -162,6 +172,9 @@ class TaskCycle(gym.Env):
             self.action_space = permutable_action_space(self.action_space)
         self.permute_observations = permute_observations
         self.permute_actions = permute_actions
+        if redraw_friction:
+            check_friction_models(tasks)
+        self.redraw_friction = redraw_friction
         self.records_episodes = [
             find_wrapper(e, gym.wrappers.RecordEpisodeStatistics) is not None
             for e in self.task_envs
@@ -192,8 +205,8 @@ class TaskCycle(gym.Env):
     def scheduled_period(self) -> int:
         return self.ticks // self.switch_every
 
-    def draw_permutations(self) -> None:
-        """Permutations of the current period; identity (None) in period 0."""
+    def draw_perturbations(self) -> None:
+        """Permutations and friction of the current period; none in period 0."""
         if self.period == 0:
             self.observation_permutation = self.action_permutation = None
             return
@@ -205,6 +218,9 @@ class TaskCycle(gym.Env):
             count = (self.action_space.n if isinstance(self.action_space, spaces.Discrete)
                      else self.action_space.shape[0])
             self.action_permutation = rng.permutation(count)
+        if self.redraw_friction:
+            friction = np.exp(rng.uniform(*np.log(FRICTION_RANGE)))
+            self.task_env.unwrapped.model.geom_friction[:, 0] = friction
 
     def task_info(self, info: dict, switched: bool = False) -> dict:
         return {**info, "task_id": self.task_id, "task_name": self.task_name,
@@ -245,7 +261,7 @@ class TaskCycle(gym.Env):
         switched = period != self.period
         if switched:
             self.period = period
-            self.draw_permutations()
+            self.draw_perturbations()
             self.restart_game()
         self.episode_return = 0.0
         obs, info = self.task_env.reset(seed=self.task_seeds.pop(self.task_id, None),

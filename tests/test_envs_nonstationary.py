@@ -192,3 +192,23 @@ def test_atari_cycle_shares_full_action_set():
     assert env.action_space == spaces.Discrete(18)
     assert env.observation_space.shape == (4, 84, 84)
     assert all(task.action_space.n == 18 for task in env.task_envs)
+
+
+def test_redraw_friction_on_a_mujoco_task():
+    pytest.importorskip("mujoco")
+    env = make_env("humanoid_stand", switch_every=5, redraw_friction=True)
+    model = env.task_env.unwrapped.model
+    assert np.all(model.geom_friction[:, 0] == 1.0)  # period 0: MuJoCo's default friction
+    terminated = False
+    while not terminated:
+        *_, terminated, _, _ = env.step(env.action_space.sample())
+    _, info = env.reset()
+    assert info["task_switched"]
+    friction = model.geom_friction[0, 0]
+    assert 0.02 <= friction <= 2 and friction != 1.0
+    assert np.all(model.geom_friction[:, 0] == friction)
+
+
+def test_redraw_friction_needs_mujoco():
+    with pytest.raises(ValueError, match="redraw_friction needs MuJoCo"):
+        make_env("CartPole-v1", switch_every=5, redraw_friction=True)
