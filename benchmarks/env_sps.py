@@ -55,8 +55,10 @@ def steps_per_second(env, steps: int) -> float:
 
 
 def bench_family(name: str, kwargs: dict, steps: int, repeats: int) -> dict[str, float]:
-    envs = {label: make_env(env_name(name, extra), seed=0, **kwargs, **extra)
-            for label, extra in VARIANTS}
+    envs = {
+        label: make_env(env_name(name, extra), seed=0, **kwargs, **extra)
+        for label, extra in VARIANTS
+    }
     samples = {label: [] for label in envs}
     for env in envs.values():
         steps_per_second(env, max(10, steps // 10))  # warm-up
@@ -75,8 +77,10 @@ def overhead(bare: float, wrapped: float) -> str:
 
 def table(results: dict[str, dict[str, float]]) -> list[str]:
     lines = [
-        ("| env family | bare steps/s | cycle steps/s | cycle overhead "
-         "| cycle + permuted obs steps/s | overhead |"),
+        (
+            "| env family | bare steps/s | cycle steps/s | cycle overhead "
+            "| cycle + permuted obs steps/s | overhead |"
+        ),
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, sps in results.items():
@@ -102,11 +106,13 @@ def main() -> None:
     header = [
         "# Environment steps per second",
         "",
-        (f"`python benchmarks/env_sps.py --steps {steps} --repeats {repeats}`; one process, "
-         f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
-         f"Python {platform.python_version()}. Random actions, resets included; median of "
-         f"{repeats} runs. Overhead: wrapped time per step / bare time per step - 1 "
-         "(and the difference in µs per step)."),
+        (
+            f"`python benchmarks/env_sps.py --steps {steps} --repeats {repeats}`; one process, "
+            f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+            f"Python {platform.python_version()}. Random actions, resets included; median of "
+            f"{repeats} runs. Overhead: wrapped time per step / bare time per step - 1 "
+            "(and the difference in µs per step)."
+        ),
         "",
     ]
     text = "\n".join(header + table(results)) + "\n"

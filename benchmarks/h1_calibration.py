@@ -45,9 +45,11 @@ def main() -> None:
     lines = [
         "# H1 calibration (built-in HumanoidBench-style tasks)",
         "",
-        (f"Seeds {SEEDS.start}-{SEEDS.stop - 1}; reset noise and random actions both use the "
-         "seed. Reference: hold qpos0 falls after ~96 steps, stand ~67, walk/run ~12; random "
-         "falls after ~33."),
+        (
+            f"Seeds {SEEDS.start}-{SEEDS.stop - 1}; reset noise and random actions both use the "
+            "seed. Reference: hold qpos0 falls after ~96 steps, stand ~67, walk/run ~12; random "
+            "falls after ~33."
+        ),
         "",
         "| task | policy | steps per seed | return per seed | median steps | median return |",
         "|---|---|---|---|---:|---:|",

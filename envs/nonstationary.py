@@ -58,8 +58,10 @@ FRICTION_RANGE = (0.02, 2.0)  # Slippery Ant (Dohare et al. 2024); drawn log-uni
 def check_friction_models(tasks: dict[str, gym.Env]) -> None:
     for name, env in tasks.items():
         if not hasattr(getattr(env.unwrapped, "model", None), "geom_friction"):
-            raise ValueError(f"redraw_friction needs MuJoCo tasks exposing env.unwrapped.model; "
-                             f"{name} has none (use humanoid_* or a gymnasium MuJoCo id)")
+            raise ValueError(
+                f"redraw_friction needs MuJoCo tasks exposing env.unwrapped.model; "
+                f"{name} has none (use humanoid_* or a gymnasium MuJoCo id)"
+            )
 
 
 def cycle_task_names(name: str) -> tuple[str, ...] | None:
@@ -85,15 +87,20 @@ def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym
     if all(space == first for space in task_spaces.values()):
         return first
     listed = "; ".join(f"{name}: {space}" for name, space in task_spaces.items())
-    paddable = all(isinstance(s, spaces.Box) and len(s.shape) == 1 and s.dtype == first.dtype
-                   for s in task_spaces.values())
+    paddable = all(
+        isinstance(s, spaces.Box) and len(s.shape) == 1 and s.dtype == first.dtype
+        for s in task_spaces.values()
+    )
     if not pad:
         hint = " or pass pad_spaces=True" if paddable else ""
-        raise ValueError(f"cycle tasks disagree on {kind} space ({listed}): "
-                         f"choose tasks with equal spaces{hint}")
+        raise ValueError(
+            f"cycle tasks disagree on {kind} space ({listed}): choose tasks with equal spaces{hint}"
+        )
     if not paddable:
-        raise ValueError(f"pad_spaces cannot pad these {kind} spaces, it needs 1-D boxes of one "
-                         f"dtype ({listed}): choose tasks with equal {kind} spaces")
+        raise ValueError(
+            f"pad_spaces cannot pad these {kind} spaces, it needs 1-D boxes of one "
+            f"dtype ({listed}): choose tasks with equal {kind} spaces"
+        )
     size = max(space.shape[0] for space in task_spaces.values())
     low = np.min([pad_to(space.low, size) for space in task_spaces.values()], axis=0)
     high = np.max([pad_to(space.high, size) for space in task_spaces.values()], axis=0)
@@ -163,9 +170,11 @@ class TaskCycle(gym.Env):
         self.switch_mode = switch_mode
         self.schedule_seed = schedule_seed
         self.observation_space = shared_space(
-            "observation", {n: e.observation_space for n, e in tasks.items()}, pad_spaces)
+            "observation", {n: e.observation_space for n, e in tasks.items()}, pad_spaces
+        )
         self.action_space = shared_space(
-            "action", {n: e.action_space for n, e in tasks.items()}, pad_spaces)
+            "action", {n: e.action_space for n, e in tasks.items()}, pad_spaces
+        )
         if permute_observations:
             self.observation_space = permutable_observation_space(self.observation_space)
         if permute_actions:
@@ -215,16 +224,24 @@ class TaskCycle(gym.Env):
             count = position_count(self.observation_space)
             self.observation_permutation = rng.permutation(count)
         if self.permute_actions:
-            count = (self.action_space.n if isinstance(self.action_space, spaces.Discrete)
-                     else self.action_space.shape[0])
+            count = (
+                self.action_space.n
+                if isinstance(self.action_space, spaces.Discrete)
+                else self.action_space.shape[0]
+            )
             self.action_permutation = rng.permutation(count)
         if self.redraw_friction:
             friction = np.exp(rng.uniform(*np.log(FRICTION_RANGE)))
             self.task_env.unwrapped.model.geom_friction[:, 0] = friction
 
     def task_info(self, info: dict, switched: bool = False) -> dict:
-        return {**info, "task_id": self.task_id, "task_name": self.task_name,
-                "task_period": self.period, "task_switched": switched}
+        return {
+            **info,
+            "task_id": self.task_id,
+            "task_name": self.task_name,
+            "task_period": self.period,
+            "task_switched": switched,
+        }
 
     def observation(self, obs) -> np.ndarray:
         obs = np.asarray(obs)
@@ -236,9 +253,11 @@ class TaskCycle(gym.Env):
 
     def task_action(self, action):
         if self.action_permutation is not None:
-            action = (self.action_permutation[int(action)]
-                      if isinstance(self.action_space, spaces.Discrete)
-                      else np.asarray(action)[self.action_permutation])
+            action = (
+                self.action_permutation[int(action)]
+                if isinstance(self.action_space, spaces.Discrete)
+                else np.asarray(action)[self.action_permutation]
+            )
         task_space = self.task_env.action_space
         if isinstance(task_space, spaces.Box) and task_space.shape != self.action_space.shape:
             action = np.asarray(action)[: task_space.shape[0]]
@@ -264,8 +283,9 @@ class TaskCycle(gym.Env):
             self.draw_perturbations()
             self.restart_game()
         self.episode_return = 0.0
-        obs, info = self.task_env.reset(seed=self.task_seeds.pop(self.task_id, None),
-                                        options=options)
+        obs, info = self.task_env.reset(
+            seed=self.task_seeds.pop(self.task_id, None), options=options
+        )
         return self.observation(obs), self.task_info(info, switched)
 
     def step(self, action):

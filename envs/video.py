@@ -43,19 +43,25 @@ def video_unavailable_reason(env: gym.Env) -> str | None:
     return None
 
 
-def with_video(env: gym.Env, run_name: str, root: str | Path = VIDEO_ROOT,
-               name_prefix: str = "eval") -> gym.Env:
+def with_video(
+    env: gym.Env, run_name: str, root: str | Path = VIDEO_ROOT, name_prefix: str = "eval"
+) -> gym.Env:
     """``env`` (made with ``render_mode="rgb_array"``) recording every episode to
     ``<root>/<run_name>/``; the unchanged ``env`` plus a warning when video cannot work."""
     reason = video_unavailable_reason(env)
     if reason is not None:
-        warnings.warn(f"no video for {run_name}: {reason}; for MuJoCo install EGL/Mesa "
-                      "(libegl1 libgl1-mesa-dri) and import envs before mujoco, or set MUJOCO_GL",
-                      stacklevel=2)
+        warnings.warn(
+            f"no video for {run_name}: {reason}; for MuJoCo install EGL/Mesa "
+            "(libegl1 libgl1-mesa-dri) and import envs before mujoco, or set MUJOCO_GL",
+            stacklevel=2,
+        )
         return env
     return gym.wrappers.RecordVideo(
-        env, str(Path(root) / run_name), episode_trigger=lambda _: True,
-        name_prefix=name_prefix, disable_logger=True,
+        env,
+        str(Path(root) / run_name),
+        episode_trigger=lambda _: True,
+        name_prefix=name_prefix,
+        disable_logger=True,
     )
 
 

@@ -28,6 +28,7 @@ def h1_model():
 
 # --- make_env ---------------------------------------------------------------------------------
 
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="humanoid_walk.*atari_<game>.*gymnasium id"):
         make_env("no_such_env")
@@ -41,8 +42,16 @@ def test_gymnasium_ids_pass_through(env_id):
 
 
 def test_env_names_cover_families():
-    for name in ("humanoid_walk", "humanoid_stand", "humanoid_run", "dmc_humanoid_walk",
-                 "atari_breakout", "atari_pong", "atari_cycle", "humanoid_cycle"):
+    for name in (
+        "humanoid_walk",
+        "humanoid_stand",
+        "humanoid_run",
+        "dmc_humanoid_walk",
+        "atari_breakout",
+        "atari_pong",
+        "atari_cycle",
+        "humanoid_cycle",
+    ):
         assert name in ENV_NAMES
     assert set(humanoid.TASKS) == {"walk", "stand", "run"}
 
@@ -63,6 +72,7 @@ def test_switch_every_without_cycle_is_an_error():
 
 
 # --- built-in H1 (HumanoidBench-style, menagerie H1) ------------------------------------------
+
 
 def test_h1_model_matches_humanoidbench_sizes(h1_model):
     assert (h1_model.nq, h1_model.nv, h1_model.nu) == (26, 25, 19)
@@ -87,12 +97,15 @@ def test_h1_servos(h1_model):
 def test_h1_collides_with_link_meshes(h1_model):
     collision = h1_model.geom_group == 3
     mesh_bodies = set(h1_model.geom_bodyid[collision & (h1_model.geom_type == 7)])
-    moving_bodies = set(range(1, h1_model.nbody)) - {h1_model.body(f"{s}_hand").id
-                                                     for s in ("left", "right")}
+    moving_bodies = set(range(1, h1_model.nbody)) - {
+        h1_model.body(f"{s}_hand").id for s in ("left", "right")
+    }
     hip_yaw = {h1_model.body(f"{s}_hip_yaw_link").id for s in ("left", "right")}
     assert mesh_bodies == moving_bodies - hip_yaw
-    assert all(h1_model.geom_type[collision & np.isin(h1_model.geom_bodyid, list(hip_yaw))]
-               == mujoco.mjtGeom.mjGEOM_CYLINDER)
+    assert all(
+        h1_model.geom_type[collision & np.isin(h1_model.geom_bodyid, list(hip_yaw))]
+        == mujoco.mjtGeom.mjGEOM_CYLINDER
+    )
 
 
 def test_h1_reset_spaces_and_head_height():
@@ -156,17 +169,24 @@ def test_reward_pieces_at_known_state():
         assert terms["reward"] == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("inputs", "expected"), [
-    # head at the threshold minus one margin -> 0.1 (gaussian), torso zz 0.9 - 0.95 -> 0.5
-    ({"head_height": 1.65 - 0.4125, "torso_upright": -0.05}, {"standing": 0.1, "upright": 0.5}),
-    # forces 5 and 10 N*m -> 1 - 0.25 and 0 -> small_control (4 + 0.375) / 5
-    ({"actuator_force": np.array([5.0, 10.0])}, {"small_control": 0.875}),
-    # walk speed 0.5 of 1 -> move (5 * 0.5 + 1) / 6
-    ({"com_velocity": np.array([0.5, 0.0, 0.0])}, {"move": 3.5 / 6}),
-])
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        # head at the threshold minus one margin -> 0.1 (gaussian), torso zz 0.9 - 0.95 -> 0.5
+        ({"head_height": 1.65 - 0.4125, "torso_upright": -0.05}, {"standing": 0.1, "upright": 0.5}),
+        # forces 5 and 10 N*m -> 1 - 0.25 and 0 -> small_control (4 + 0.375) / 5
+        ({"actuator_force": np.array([5.0, 10.0])}, {"small_control": 0.875}),
+        # walk speed 0.5 of 1 -> move (5 * 0.5 + 1) / 6
+        ({"com_velocity": np.array([0.5, 0.0, 0.0])}, {"move": 3.5 / 6}),
+    ],
+)
 def test_reward_pieces_against_hand_computed(inputs, expected):
-    upright_still = {"head_height": 1.7, "torso_upright": 1.0,
-                     "actuator_force": np.zeros(19), "com_velocity": np.zeros(3)}
+    upright_still = {
+        "head_height": 1.7,
+        "torso_upright": 1.0,
+        "actuator_force": np.zeros(19),
+        "com_velocity": np.zeros(3),
+    }
     terms = humanoid.reward_terms("walk", **(upright_still | inputs))
     for name, value in expected.items():
         assert terms[name] == pytest.approx(value, abs=1e-9)
@@ -180,13 +200,13 @@ def test_dont_move_is_gaussian_in_horizontal_speed():
 def test_tolerance_matches_dm_control():
     rewards = pytest.importorskip("dm_control.utils.rewards")
     x = np.linspace(-4, 4, 81)
-    for kwargs in ({"bounds": (1.65, np.inf), "margin": 0.4125},
-                   {"bounds": (0.9, np.inf), "margin": 1.9, "sigmoid": "linear",
-                    "value_at_margin": 0},
-                   {"margin": 10, "sigmoid": "quadratic", "value_at_margin": 0},
-                   {"margin": 2}):
-        np.testing.assert_allclose(humanoid.tolerance(x, **kwargs),
-                                   rewards.tolerance(x, **kwargs))
+    for kwargs in (
+        {"bounds": (1.65, np.inf), "margin": 0.4125},
+        {"bounds": (0.9, np.inf), "margin": 1.9, "sigmoid": "linear", "value_at_margin": 0},
+        {"margin": 10, "sigmoid": "quadratic", "value_at_margin": 0},
+        {"margin": 2},
+    ):
+        np.testing.assert_allclose(humanoid.tolerance(x, **kwargs), rewards.tolerance(x, **kwargs))
 
 
 def test_dmc_humanoid_is_flat():
@@ -199,6 +219,7 @@ def test_dmc_humanoid_is_flat():
 
 
 # --- Atari ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def ale():
@@ -246,13 +267,17 @@ def test_atari_57_names_exist(ale):
     assert all(ale_id(game) in gym.registry for game in ATARI_57)
 
 
-@pytest.mark.parametrize(("name", "module"), [("atari_pong", "ale_py"),
-                                              ("humanoid_walk", "mujoco"),
-                                              ("dmc_humanoid_walk", "shimmy")])
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [("atari_pong", "ale_py"), ("humanoid_walk", "mujoco"), ("dmc_humanoid_walk", "shimmy")],
+)
 def test_missing_optional_dependency_says_what_to_install(monkeypatch, name, module):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda mod, *args: None if mod == module else find_spec(mod, *args))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda mod, *args: None if mod == module else find_spec(mod, *args),
+    )
     with pytest.raises(ModuleNotFoundError, match=f"needs {module}.*pip install"):
         make_env(name)
 
@@ -262,6 +287,11 @@ def test_humanoid_bench_is_preferred_when_it_imports(monkeypatch):
     fake = types.ModuleType("humanoid_bench")
     fake.__spec__ = importlib.machinery.ModuleSpec("humanoid_bench", None)
     monkeypatch.setitem(sys.modules, "humanoid_bench", fake)
-    monkeypatch.setitem(gym.registry, "h1-walk-v0", gym.envs.registration.EnvSpec(
-        "h1-walk-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv"))
+    monkeypatch.setitem(
+        gym.registry,
+        "h1-walk-v0",
+        gym.envs.registration.EnvSpec(
+            "h1-walk-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv"
+        ),
+    )
     assert make_env("humanoid_walk").spec.id == "h1-walk-v0"

@@ -22,7 +22,8 @@ class FixedLengthEnv(gym.Env):
 
     def obs(self):
         return np.concatenate([[self.t], np.arange(1, self.observation_space.shape[0])]).astype(
-            np.float32)
+            np.float32
+        )
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -73,8 +74,10 @@ def test_fixed_order_repeats_in_rounds():
 def test_every_step_has_task_info_and_current_task_is_readable():
     env = gym.wrappers.RecordEpisodeStatistics(cycle_of([3, 4], switch_every=10))
     resets, infos = run(env, 40)
-    assert all({"task_id", "task_name", "task_period", "task_switched"} <= info.keys()
-               for info in resets + infos)
+    assert all(
+        {"task_id", "task_name", "task_period", "task_switched"} <= info.keys()
+        for info in resets + infos
+    )
     *_, info = env.step(0)
     assert env.get_wrapper_attr("task_name") == info["task_name"]
 
@@ -83,8 +86,7 @@ def test_per_task_returns():
     env = cycle_of([3, 4], switch_every=10)
     _, infos = run(env, 40)
     ends = [info for info in infos if "task_return" in info]
-    assert {info["task_name"]: info["task_return"] for info in ends} == {
-        "task0": 3.0, "task1": 4.0}
+    assert {info["task_name"]: info["task_return"] for info in ends} == {"task0": 3.0, "task1": 4.0}
     assert env.episode_returns["task0"][:2] == [3.0, 3.0]
 
 
@@ -117,8 +119,9 @@ def test_cycle_needs_switch_every():
 
 
 def test_permuted_observations_redraw_at_each_switch():
-    env = TaskCycle({"a": FixedLengthEnv(length=2, obs_size=6)}, switch_every=3,
-                    permute_observations=True)
+    env = TaskCycle(
+        {"a": FixedLengthEnv(length=2, obs_size=6)}, switch_every=3, permute_observations=True
+    )
     observations = [env.reset(seed=0)[0]]
     for _ in range(3):  # 2 steps + 1 reset = 3 ticks: every reset begins a new period
         env.step(0)
@@ -159,8 +162,9 @@ def test_vector_copies_switch_together():
     copy that happens to be resetting switches one vector step before the others."""
 
     def make(length):
-        return lambda: cycle_of([length, length + 2], switch_every=9, switch_mode="truncate",
-                                permute_observations=True)
+        return lambda: cycle_of(
+            [length, length + 2], switch_every=9, switch_mode="truncate", permute_observations=True
+        )
 
     envs = gym.vector.SyncVectorEnv([make(3), make(4), make(5)])
     envs.reset(seed=[0, 1, 2])
