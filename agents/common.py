@@ -1,0 +1,444 @@
+"""What every agent shares, so that each agent file holds only its algorithm.
+
+- :class:`CommonArgs`: the fields every agent's ``Args`` has (seed, env, methods, logging, …).
+- :class:`Run`: the run folder ``runs/<run_name>/`` with ``config.json``, TensorBoard events,
+  ``scalars.jsonl``, checkpoints and ``summary.json``; ``--resume`` reopens one.
+- :func:`attach_method`: a plasticity method (``--method``/``--actor-method``/``--critic-method``)
+  attached to a network, with user errors turned into one-line messages.
+- :func:`make_train_envs`, :func:`evaluate`: environments for training and evaluation.
+- :class:`UserError` and :func:`run_cli`: every user mistake ends as one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from torch import nn
+
+from plasticity import MethodConfig, MethodHandle, make_method
+
+CHECKPOINTS_KEPT = 2
+
+
+class UserError(Exception):
+    """A mistake in the command or its inputs: reported as one line, exit code 2."""
+
+
+class TrainingDiverged(Exception):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@contextmanager
+def user_errors(what: str):
+    """Turn the ``ValueError`` of a user-facing call (make_env, make_method) into a UserError."""
+    try:
+        yield
+    except ValueError as err:
+        raise UserError(f"{what}: {err}") from None
+
+
+@dataclass
+class CommonArgs:
+    """Fields every agent has; each agent's ``Args`` adds its algorithm's own."""
+
+    exp_name: str = "run"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, ``torch.backends.cudnn.deterministic=True``"""
+    env: str = "Pendulum-v1"
+    """environment: a short name of ``envs.ENV_NAMES``, a cycle, or a gymnasium id"""
+    total_timesteps: int = 100_000
+    """total environment steps of the run (with --resume: up to this many in all)"""
+    num_envs: int = 1
+    """number of parallel training environments"""
+    switch_every: int | None = None
+    """env steps between task switches of a cycle env (atari_cycle, humanoid_cycle, cycle:...)"""
+    device: str = "auto"
+    """torch device: auto (CUDA when available), cpu, cuda, cuda:1, …"""
+    method: str = "none"
+    """plasticity method of every network, e.g. fire, adamo, fire+adamo (see plasticity.METHODS)"""
+    actor_method: str | None = None
+    """plasticity method of the actor/policy network (overrides --method)"""
+    critic_method: str | None = None
+    """plasticity method of the critic/value network (overrides --method)"""
+    plasticity: tyro.conf.OmitArgPrefixes[MethodConfig] = field(default_factory=MethodConfig)
+    """settings of the plasticity methods"""
+    eval_every: int = 10_000
+    """env steps between evaluation runs (0 disables evaluation)"""
+    eval_episodes: int = 5
+    """episodes per evaluation, with the deterministic policy (0 disables evaluation)"""
+    capture_video: bool = False
+    """record evaluation episodes to videos/<run_name>/"""
+    metrics_every: int = 5_000
+    """env steps between plasticity metrics (0 disables them)"""
+    checkpoint_every: int = 50_000
+    """env steps between checkpoints (one is always written at the end)"""
+    save_buffer: bool = False
+    """include the replay buffer in checkpoints (large; resumed runs otherwise refill it)"""
+    resume: str | None = None
+    """a run folder (runs/<run_name>) to continue from its latest checkpoint"""
+    runs_dir: str = "runs"
+    """folder of the run folders"""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def attach_method(
+    args: CommonArgs, role: str, network: nn.Module, lr: float, **attach_kwargs
+) -> MethodHandle:
+    """The method named for ``role`` ("actor" or "critic"; --method unless overridden)."""
+    name = getattr(args, f"{role}_method", None) or args.method
+    with user_errors(f"--{role}-method" if getattr(args, f"{role}_method", None) else "--method"):
+        method = make_method(name, config=args.plasticity)
+    return method.attach(network, lr, **attach_kwargs)
+
+
+# --- environments ---------------------------------------------------------------------------
+
+
+def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``args.env``, each recording its episode statistics.
+
+    The copies share the cycle's schedule (see ``envs.nonstationary``); the default
+    next-step autoreset keeps their switch clocks in step.
+    """
+    from envs import make_env
+    from envs.nonstationary import TaskCycle
+    from envs.wrappers import find_wrapper
+
+    def thunk(index: int):
+        def make():
+            with user_errors("--env"):
+                env = make_env(
+                    args.env, seed=args.seed + index, switch_every=args.switch_every, **env_kwargs
+                )
+            # Atari records raw game scores inside (before clipping), cycles report task_return.
+            if find_wrapper(env, gym.wrappers.RecordEpisodeStatistics) or isinstance(
+                env.unwrapped, TaskCycle
+            ):
+                return env
+            return gym.wrappers.RecordEpisodeStatistics(env)
+
+        return make
+
+    with user_errors("--env"):
+        return gym.vector.SyncVectorEnv([thunk(i) for i in range(args.num_envs)])
+
+
+def evaluate(
+    args: CommonArgs,
+    run_name: str,
+    policy: Callable[[np.ndarray], np.ndarray],
+    tag: str,
+    **env_kwargs,
+) -> list[float]:
+    """Episode returns of the deterministic ``policy`` on fresh copies of the env.
+
+    With ``--capture-video`` the episodes are recorded to ``videos/<run_name>/<tag>/``;
+    a machine that cannot render gets a warning and unrecorded episodes.
+    """
+    from envs import make_env
+    from envs.video import record_episodes
+
+    render_mode = "rgb_array" if args.capture_video else None
+    env = make_env(args.env, seed=args.seed + 10_000, render_mode=render_mode, **env_kwargs)
+    if args.capture_video:
+        return record_episodes(
+            env, policy, f"{run_name}/{tag}", episodes=args.eval_episodes, seed=args.seed + 10_000
+        )
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+class EpisodeTracker:
+    """Episode returns (overall and per task) and task switches from vector-env ``infos``."""
+
+    def __init__(self):
+        self.recent: list[float] = []
+        self.period = 0
+
+    def update(self, infos: dict) -> tuple[dict[str, float], bool]:
+        """Scalars to log for episodes that ended, and whether a new task period began."""
+        scalars: dict[str, float] = {}
+        if "task_return" in infos:
+            done = infos["_task_return"]
+            returns = infos["task_return"]
+        elif "episode" in infos:
+            done = infos["_episode"]
+            returns = infos["episode"]["r"]
+        else:
+            done, returns = np.zeros(0, bool), np.zeros(0)
+        for i in np.flatnonzero(done):
+            value = float(returns[i])
+            self.recent = [*self.recent[-19:], value]
+            scalars["charts/episodic_return"] = value
+            if "task_name" in infos:
+                scalars[f"charts/episodic_return/{infos['task_name'][i]}"] = value
+        switched = False
+        if "task_period" in infos:
+            period = int(np.max(infos["task_period"]))
+            switched = period > self.period
+            if switched:
+                self.period = period
+                scalars["charts/task_id"] = float(np.max(infos["task_id"]))
+        return scalars, switched
+
+    @property
+    def mean_return(self) -> float:
+        return mean_or_nan(self.recent)
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions kept on the training device; sampling stays there.
+
+    ``add`` takes one vector-env step (``(num_envs, ...)`` arrays) and a mask of the copies
+    whose transition is real: with next-step autoreset the step after an episode's end only
+    resets, and must not be stored.
+    """
+
+    def __init__(self, capacity: int, obs_shape, obs_dtype, action_shape, action_dtype, device):
+        self.capacity, self.device = capacity, device
+        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, device=device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.actions = torch.zeros((capacity, *action_shape), dtype=action_dtype, device=device)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.terminations = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.position = 0
+        self.size = 0
+
+    def add(self, obs, next_obs, actions, rewards, terminations, valid) -> None:
+        keep = np.flatnonzero(valid)
+        if keep.size == 0:
+            return
+        idx = (self.position + np.arange(keep.size)) % self.capacity
+        idx_t = torch.as_tensor(idx, device=self.device)
+        for store, values in (
+            (self.obs, obs),
+            (self.next_obs, next_obs),
+            (self.actions, actions),
+            (self.rewards, rewards),
+            (self.terminations, terminations),
+        ):
+            store[idx_t] = torch.as_tensor(values[keep], device=self.device).to(store.dtype)
+        self.position = int((self.position + keep.size) % self.capacity)
+        self.size = min(self.size + keep.size, self.capacity)
+
+    def sample(self, batch_size: int):
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return (
+            self.obs[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_obs[idx],
+            self.terminations[idx],
+        )
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {
+            "position": self.position,
+            "size": n,
+            **{
+                k: getattr(self, k)[:n].cpu()
+                for k in ("obs", "next_obs", "actions", "rewards", "terminations")
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        for key in ("obs", "next_obs", "actions", "rewards", "terminations"):
+            getattr(self, key)[:n] = state[key].to(self.device)
+        self.position, self.size = state["position"], n
+
+
+def progress_bar(total: int, initial: int):
+    """A tqdm bar over env steps (plain lines when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0, disable=None
+    )
+
+
+# --- the run folder -------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Run:
+    """A run folder: config, scalars (TensorBoard + JSONL), checkpoints, summary.
+
+    A new run is ``<runs_dir>/<env>__<exp_name>__<seed>__<unix time>``; with ``args.resume``
+    the given folder is reopened, its latest checkpoint found, and logging appends to it.
+    """
+
+    def __init__(self, agent: str, args: CommonArgs):
+        self.agent = agent
+        if args.resume:
+            self.dir = Path(args.resume)
+            if not (self.dir / "config.json").is_file():
+                raise UserError(
+                    f"--resume {args.resume}: not a run folder (no config.json); "
+                    f"pass a folder under {args.runs_dir}/"
+                )
+            saved = json.loads((self.dir / "config.json").read_text())
+            if saved.get("agent") != agent:
+                raise UserError(
+                    f"--resume {args.resume}: that run is a {saved.get('agent')} run; "
+                    f"resume it with --agent {saved.get('agent')}"
+                )
+            if self.latest_checkpoint() is None:
+                raise UserError(f"--resume {args.resume}: the run has no checkpoint to resume from")
+        else:
+            env_name = args.env.replace("/", "-").replace(":", "-").replace(",", "-")
+            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.dir = Path(args.runs_dir) / name
+            self.dir.mkdir(parents=True, exist_ok=False)
+            config = {"agent": agent, **_jsonable(args)}
+            (self.dir / "config.json").write_text(json.dumps(config, indent=2))
+        self.name = self.dir.name
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.dir))
+        self._scalars = open(self.dir / "scalars.jsonl", "a")  # noqa: SIM115 (closed in close())
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Write scalars at ``step`` to TensorBoard and one JSON line."""
+        clean = {k: float(v) for k, v in scalars.items()}
+        for key, value in clean.items():
+            self.writer.add_scalar(key, value, step)
+        self._scalars.write(json.dumps({"step": step, **clean}) + "\n")
+        self._scalars.flush()
+
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoint_dir().glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+        return found[-1] if found else None
+
+    def save_checkpoint(self, step: int, state: dict) -> Path:
+        """Write ``state`` atomically as ``checkpoints/step_<step>.pt``; keep the newest two."""
+        folder = self.checkpoint_dir()
+        folder.mkdir(exist_ok=True)
+        path = folder / f"step_{step}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({"agent": self.agent, "step": step, **state}, tmp)
+        os.replace(tmp, path)
+        old = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))[:-CHECKPOINTS_KEPT]
+        for stale in old:
+            stale.unlink()
+        return path
+
+    def load_checkpoint(self, device: torch.device) -> dict:
+        path = self.latest_checkpoint()
+        try:
+            state = torch.load(path, map_location=device, weights_only=False)
+        except Exception as err:  # a truncated or foreign file: say which and stop
+            raise UserError(
+                f"checkpoint {path} cannot be read ({err}); delete it to use the previous one"
+            ) from None
+        if state.get("agent") != self.agent:
+            raise UserError(f"checkpoint {path} is not a {self.agent} checkpoint")
+        return state
+
+    def write_summary(self, summary: dict) -> None:
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def close(self) -> None:
+        self.writer.close()
+        self._scalars.close()
+
+
+def load_modules(state: dict, modules: dict[str, nn.Module], path_hint: str) -> None:
+    """Load ``state[name]`` into each module; a shape mismatch is a UserError."""
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(state[name])
+        except (KeyError, RuntimeError) as err:
+            first = str(err).splitlines()[0]
+            raise UserError(
+                f"checkpoint in {path_hint} does not fit this {name} ({first}); "
+                "resume with the same env and network settings"
+            ) from None
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run ``main``; a UserError or a divergence ends with one line on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,387 @@
+"""Soft Actor-Critic for continuous actions, with plasticity methods on actor and critic.
+
+Read top to bottom like CleanRL's ``sac_continuous_action.py`` (Haarnoja et al. 2018,
+arXiv 1812.05905): twin Q, autotuned entropy, delayed policy updates. What this file adds:
+each network carries a plasticity method (``--method``, ``--actor-method``,
+``--critic-method``) through :func:`plasticity.make_method`, the critic's target is re-synced
+after every intervention, task switches of cycling envs trigger ``on_task_switch``, and the run
+folder gets metrics, checkpoints, evaluation and ``--resume``.
+
+    python -m agents.sac --env humanoid_walk --method fire
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from agents.common import (
+    CommonArgs,
+    EpisodeTracker,
+    ReplayBuffer,
+    Run,
+    TrainingDiverged,
+    UserError,
+    attach_method,
+    evaluate,
+    load_modules,
+    make_train_envs,
+    mean_or_nan,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    run_cli,
+    seed_everything,
+    set_rng_state,
+)
+from plasticity import PlasticityMonitor
+
+
+@dataclass
+class Args(CommonArgs):
+    env: str = "humanoid_walk"
+    """environment with a Box action space (short name, cycle, or gymnasium id)"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of the run"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 5_000
+    """env steps before learning starts (also after a resume without the buffer)"""
+    policy_lr: float = 3e-4
+    """the learning rate of the policy network optimizer"""
+    q_lr: float = 1e-3
+    """the learning rate of the Q network optimizer"""
+    policy_frequency: int = 2
+    """frequency of training policy (delayed; repeated to compensate)"""
+    target_network_frequency: int = 1
+    """frequency of target network updates (Polyak averaging)"""
+    alpha: float = 0.2
+    """entropy regularization coefficient (initial value when autotuned)"""
+    autotune: bool = True
+    """automatic tuning of the entropy coefficient"""
+    hidden_size: int = 256
+    """units of each of the two hidden layers of actor and critics"""
+    action_repeat: int = 1
+    """repeat each action this many times (SimBa/FIRE use 2 on humanoids)"""
+    reset_alpha_on_intervention: bool = False
+    """reset the entropy coefficient when the critic is reinitialized (FIRE paper's SAC)"""
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class TwinQ(nn.Module):
+    """Two Q networks ``concat(obs, act) → 256 → 256 → 1``, evaluated together."""
+
+    heads = ("qf1.4", "qf2.4")
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.qf1 = nn.Sequential(
+            nn.Linear(obs_dim + act_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
+        self.qf2 = copy.deepcopy(self.qf1)
+        for layer in self.qf2:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Q-values of both networks, shape ``(2, batch)``."""
+        x = torch.cat([obs, act], 1)
+        return torch.stack([self.qf1(x).squeeze(-1), self.qf2(x).squeeze(-1)])
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy with state-dependent log-std."""
+
+    heads = ("fc_mean", "fc_logstd")
+
+    def __init__(self, obs_dim: int, action_space: gym.spaces.Box, hidden: int):
+        super().__init__()
+        act_dim = int(np.prod(action_space.shape))
+        self.fc1 = nn.Linear(obs_dim, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc_mean = nn.Linear(hidden, act_dim)
+        self.fc_logstd = nn.Linear(hidden, act_dim)
+        high, low = np.asarray(action_space.high), np.asarray(action_space.low)
+        self.register_buffer("action_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((high + low) / 2, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor):
+        h = F.relu(self.fc2(F.relu(self.fc1(obs))))
+        log_std = torch.tanh(self.fc_logstd(h))
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
+        return self.fc_mean(h), log_std
+
+    def get_action(self, obs: torch.Tensor):
+        """A sampled action, its log-probability, and the deterministic (mean) action."""
+        mean, log_std = self(obs)
+        std = log_std.exp()
+        x_t = mean + std * torch.randn_like(mean)  # reparameterization trick
+        y_t = torch.tanh(x_t)
+        action = y_t * self.action_scale + self.action_bias
+        log_prob = (-0.5 * ((x_t - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(1)
+        # Enforcing the action bound (tanh change of variables)
+        log_prob = log_prob - torch.log(self.action_scale * (1 - y_t.pow(2)) + 1e-6).sum(1)
+        return action, log_prob, torch.tanh(mean) * self.action_scale + self.action_bias
+
+
+def main(args: Args) -> dict:
+    device = resolve_device(args.device)
+    run = Run("sac", args)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_train_envs(args, action_repeat=args.action_repeat)
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        raise UserError(
+            f"SAC needs continuous (Box) actions, {args.env} has {envs.single_action_space}; "
+            "use --agent dqn or --agent ppo"
+        )
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size).to(device)
+    critic = TwinQ(obs_dim, act_dim, args.hidden_size).to(device)
+    critic_target = copy.deepcopy(critic)
+    actor_plasticity = attach_method(args, "actor", actor, args.policy_lr, heads=Actor.heads)
+    critic_plasticity = attach_method(
+        args, "critic", critic, args.q_lr, heads=TwinQ.heads, targets=[critic_target]
+    )
+    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
+    critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
+
+    target_entropy = -float(act_dim)
+    log_alpha = torch.full((), float(np.log(args.alpha)), device=device, requires_grad=True)
+    a_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr)
+
+    rb = ReplayBuffer(
+        args.buffer_size, (obs_dim,), torch.float32, (act_dim,), torch.float32, device
+    )
+    global_step, learning_starts = 0, args.learning_starts
+    if args.resume:
+        state = run.load_checkpoint(device)
+        load_modules(
+            state, {"actor": actor, "critic": critic, "critic_target": critic_target}, run.name
+        )
+        actor_plasticity.load_state_dict(state["actor_plasticity"])
+        critic_plasticity.load_state_dict(state["critic_plasticity"])
+        with torch.no_grad():
+            log_alpha.copy_(state["log_alpha"])
+        a_optimizer.load_state_dict(state["a_optimizer"])
+        set_rng_state(state["rng"])
+        global_step = state["step"]
+        if "buffer" in state:
+            rb.load_state_dict(state["buffer"])
+        else:  # refill before learning again
+            learning_starts = global_step + args.learning_starts
+        if global_step >= args.total_timesteps:
+            raise UserError(
+                f"--resume {args.resume}: the run is already at step {global_step}; "
+                "raise --total-timesteps to continue it"
+            )
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "actor": actor.state_dict(),
+            "critic": critic.state_dict(),
+            "critic_target": critic_target.state_dict(),
+            "actor_plasticity": actor_plasticity.state_dict(),
+            "critic_plasticity": critic_plasticity.state_dict(),
+            "log_alpha": log_alpha.detach(),
+            "a_optimizer": a_optimizer.state_dict(),
+            "rng": rng_state(),
+        }
+        if args.save_buffer:
+            state["buffer"] = rb.state_dict()
+        run.save_checkpoint(step, state)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
+            return actor.get_action(obs_t)[2][0].cpu().numpy()
+
+    def log_interventions(reports, step: int, prefix: str) -> None:
+        for report in reports:
+            run.log(step, report.scalars(prefix))
+            if args.reset_alpha_on_intervention and prefix == "critic/":
+                with torch.no_grad():
+                    log_alpha.fill_(float(np.log(args.alpha)))
+                a_optimizer.state.clear()
+
+    tracker = EpisodeTracker()
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    bar = progress_bar(args.total_timesteps, global_step)
+    start_time, start_step = time.perf_counter(), global_step
+    obs, _ = envs.reset(seed=args.seed)
+    done = np.zeros(args.num_envs, dtype=bool)
+    eval_returns: list[float] = []
+    actor_loss = torch.zeros((), device=device)
+    while global_step < args.total_timesteps:
+        # ALGO LOGIC: put action logic here
+        if global_step < learning_starts:
+            actions = np.array([envs.single_action_space.sample() for _ in range(args.num_envs)])
+        else:
+            with torch.no_grad():
+                actions = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = actions[0].cpu().numpy()
+
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        # next-step autoreset: a copy that ended last step only reset now; store nothing for it
+        rb.add(obs, next_obs, actions, rewards, terminations, valid=~done)
+        done = np.logical_or(terminations, truncations)
+        obs = next_obs
+        global_step += args.num_envs
+        bar.update(args.num_envs)
+
+        episode_scalars, switched = tracker.update(infos)
+        if episode_scalars:
+            run.log(global_step, episode_scalars)
+        if switched and rb.size > 0:
+            probe = rb.sample(args.batch_size)
+            log_interventions(
+                actor_plasticity.on_task_switch(inputs=probe[0]), global_step, "actor/"
+            )
+            log_interventions(
+                critic_plasticity.on_task_switch(inputs=probe[:2]), global_step, "critic/"
+            )
+
+        # ALGO LOGIC: training.
+        if global_step > learning_starts:
+            data_obs, data_act, data_rew, data_next, data_term = rb.sample(args.batch_size)
+            alpha = log_alpha.detach().exp()
+            with torch.no_grad():
+                next_actions, next_log_pi, _ = actor.get_action(data_next)
+                min_next_q = critic_target(data_next, next_actions).min(0).values
+                next_q = data_rew + (1 - data_term) * args.gamma * (
+                    min_next_q - alpha * next_log_pi
+                )
+            qf_values = critic(data_obs, data_act)
+            qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
+            qf_loss = qf_loss + critic_plasticity.penalty()
+            critic_plasticity.optimizer.zero_grad(set_to_none=True)
+            qf_loss.backward()
+            critic_plasticity.optimizer.step()
+            nonfinite |= ~torch.isfinite(qf_loss)
+
+            if global_step % args.policy_frequency == 0:  # TD3 delayed update support
+                for _ in range(args.policy_frequency):
+                    pi, log_pi, _ = actor.get_action(data_obs)
+                    min_q = critic(data_obs, pi).min(0).values
+                    actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
+                    actor_plasticity.optimizer.zero_grad(set_to_none=True)
+                    actor_loss.backward()
+                    actor_plasticity.optimizer.step()
+                    nonfinite |= ~torch.isfinite(actor_loss)
+                    if args.autotune:
+                        alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+                        a_optimizer.zero_grad(set_to_none=True)
+                        alpha_loss.backward()
+                        a_optimizer.step()
+                        alpha = log_alpha.detach().exp()
+
+            if global_step % args.target_network_frequency == 0:
+                with torch.no_grad():
+                    torch._foreach_lerp_(
+                        list(critic_target.parameters()), list(critic.parameters()), args.tau
+                    )
+
+            log_interventions(
+                actor_plasticity.after_update(global_step, inputs=data_obs), global_step, "actor/"
+            )
+            log_interventions(
+                critic_plasticity.after_update(global_step, inputs=(data_obs, data_act)),
+                global_step,
+                "critic/",
+            )
+
+            if args.metrics_every and global_step % args.metrics_every < args.num_envs:
+                if bool(nonfinite):
+                    raise TrainingDiverged(
+                        f"a loss became NaN/Inf before step {global_step}; the last good "
+                        f"checkpoint is kept in {run.dir} (lower the learning rates?)"
+                    )
+                sps = (global_step - start_step) / (time.perf_counter() - start_time)
+                scalars = {
+                    "losses/qf_loss": qf_loss.item() / 2,
+                    "losses/qf1_values": qf_values[0].mean().item(),
+                    "losses/actor_loss": actor_loss.item(),
+                    "losses/alpha": alpha.item(),
+                    "charts/SPS": sps,
+                }
+                scalars.update(
+                    {f"actor/{k}": v for k, v in actor_monitor.measure(data_obs).items()}
+                )
+                scalars.update(
+                    {
+                        f"critic/{k}": v
+                        for k, v in critic_monitor.measure((data_obs, data_act)).items()
+                    }
+                )
+                run.log(global_step, scalars)
+                bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
+
+        periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
+        if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
+            eval_returns = evaluate(
+                args, run.name, policy, f"step_{global_step}", action_repeat=args.action_repeat
+            )
+            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
+        if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
+            if bool(nonfinite):
+                raise TrainingDiverged(
+                    f"a loss became NaN/Inf before step {global_step}; the last good "
+                    f"checkpoint is kept in {run.dir}"
+                )
+            checkpoint(global_step)
+
+    bar.close()
+    envs.close()
+    if bool(nonfinite):
+        raise TrainingDiverged(
+            f"a loss became NaN/Inf; the last good checkpoint is kept in {run.dir}"
+        )
+    checkpoint(global_step)
+    if args.eval_episodes:
+        eval_returns = evaluate(args, run.name, policy, "final", action_repeat=args.action_repeat)
+    sps = (global_step - start_step) / (time.perf_counter() - start_time)
+    summary = {
+        "agent": "sac",
+        "env": args.env,
+        "method": args.method,
+        "actor_method": args.actor_method or args.method,
+        "critic_method": args.critic_method or args.method,
+        "total_timesteps": global_step,
+        "final_eval_return": mean_or_nan(eval_returns),
+        "final_eval_returns": eval_returns,
+        "sps": sps,
+        "interventions": {
+            "actor": actor_plasticity.interventions,
+            "critic": critic_plasticity.interventions,
+        },
+        "run_dir": str(run.dir),
+    }
+    run.write_summary(summary)
+    run.close()
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(tyro.cli(Args)))
