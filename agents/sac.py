@@ -234,6 +234,7 @@ def main(args: Args) -> dict:
     done = np.zeros(args.num_envs, dtype=bool)
     eval_returns: list[float] = []
     actor_loss = torch.zeros((), device=device)
+    train_clock = None
     while global_step < args.total_timesteps:
         # ALGO LOGIC: put action logic here
         if global_step < learning_starts:
@@ -265,6 +266,8 @@ def main(args: Args) -> dict:
 
         # ALGO LOGIC: training.
         if global_step > learning_starts:
+            if train_clock is None:  # steady-state speed is measured from here
+                train_clock = (global_step, time.perf_counter())
             data_obs, data_act, data_rew, data_next, data_term = rb.sample(args.batch_size)
             alpha = log_alpha.detach().exp()
             with torch.no_grad():
@@ -361,7 +364,9 @@ def main(args: Args) -> dict:
     checkpoint(global_step)
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", action_repeat=args.action_repeat)
-    sps = (global_step - start_step) / (time.perf_counter() - start_time)
+    end_time = time.perf_counter()
+    sps = (global_step - start_step) / (end_time - start_time)
+    train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
     summary = {
         "agent": "sac",
         "env": args.env,
@@ -372,6 +377,7 @@ def main(args: Args) -> dict:
         "final_eval_return": mean_or_nan(eval_returns),
         "final_eval_returns": eval_returns,
         "sps": sps,
+        "train_sps": train_sps,
         "interventions": {
             "actor": actor_plasticity.interventions,
             "critic": critic_plasticity.interventions,

@@ -1,0 +1,149 @@
+"""SAC through its Args and through train.py: run folders, methods, resume, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import sac
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_args(tmp_path, **overrides) -> sac.Args:
+    settings = dict(
+        env="Pendulum-v1",
+        total_timesteps=300,
+        learning_starts=100,
+        batch_size=32,
+        hidden_size=32,
+        buffer_size=1000,
+        eval_every=0,
+        eval_episodes=1,
+        metrics_every=100,
+        checkpoint_every=150,
+        runs_dir=str(tmp_path / "runs"),
+        device="cpu",
+    )
+    settings.update(overrides)
+    return sac.Args(**settings)
+
+
+def read_scalars(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["none", "fire", "adamo", "redo", "reset", "parseval"])
+def test_sac_runs_each_method_family_and_writes_its_run(tmp_path, method):
+    args = small_args(tmp_path, method=method)
+    args.plasticity.fire_every = args.plasticity.reset_every = 200
+    args.plasticity.redo_every = 150
+    summary = sac.main(args)
+    run_dir = Path(summary["run_dir"])
+    assert summary["total_timesteps"] == 300
+    assert summary["final_eval_return"] < 0  # Pendulum returns are negative
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent"] == "sac" and config["method"] == method
+    assert json.loads((run_dir / "summary.json").read_text())["sps"] > 0
+    assert (run_dir / "checkpoints" / "step_300.pt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    logged = set().union(*(row.keys() for row in read_scalars(run_dir)))
+    assert {"critic/dormant_ratio", "actor/effective_rank", "critic/qf1.2/dfi"} <= logged
+    if method in ("fire", "reset"):
+        assert summary["interventions"] == {"actor": 1, "critic": 1}
+        assert f"critic/{method}/total_sfe" in logged
+    if method == "redo":
+        assert "critic/redo/total_dormant" in logged
+
+
+def final_checkpoint(summary: dict) -> dict:
+    path = Path(summary["run_dir"]) / "checkpoints" / f"step_{summary['total_timesteps']}.pt"
+    return torch.load(path, weights_only=False)
+
+
+@pytest.mark.parametrize("method, synced", [("none", False), ("fire", True)])
+def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
+    # with tau = 0 the target only changes when an intervention copies the critic into it
+    args = small_args(tmp_path, method=method, total_timesteps=200, tau=0.0)
+    args.plasticity.fire_every = 200  # FIRE right after the last update
+    state = final_checkpoint(sac.main(args))
+    same = [torch.equal(v, state["critic_target"][k]) for k, v in state["critic"].items()]
+    assert all(same) == synced
+
+
+def test_resume_continues_the_step_counter(tmp_path):
+    first = sac.main(small_args(tmp_path, total_timesteps=200, checkpoint_every=100))
+    run_dir = Path(first["run_dir"])
+    second = sac.main(small_args(tmp_path, total_timesteps=400, resume=str(run_dir)))
+    assert second["run_dir"] == str(run_dir) and second["total_timesteps"] == 400
+    steps = [row["step"] for row in read_scalars(run_dir)]
+    assert max(steps) > 200 and steps == sorted(steps)
+    assert (run_dir / "checkpoints" / "step_400.pt").is_file()
+
+
+def train_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--agent", "a2c"], "unknown agent 'a2c'"),
+        ([], "choose an agent with --agent"),
+        (["--agent", "sac", "--env", "CartPole-v1"], "SAC needs continuous (Box) actions"),
+        (["--agent", "sac", "--env", "no_such_env"], "--env: unknown env 'no_such_env'"),
+        (
+            ["--agent", "sac", "--env", "Pendulum-v1", "--method", "fir"],
+            "unknown plasticity method",
+        ),
+        (["--agent", "sac", "--resume", "nowhere"], "not a run folder"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, argv, message):
+    result = train_cli(*argv, "--runs-dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert message in lines[0]
+
+
+def test_cli_help_shows_sac_and_method_fields(tmp_path):
+    result = train_cli("--agent", "sac", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in ("--policy-lr", "--q-lr", "--fire-every", "--critic-method", "--eval-every"):
+        assert flag in result.stdout
+
+
+def test_headline_command_runs_on_cpu(tmp_path):
+    result = train_cli(
+        "--agent",
+        "sac",
+        "--method",
+        "fire",
+        "--env",
+        "humanoid_walk",
+        "--total-timesteps",
+        "200",
+        "--learning-starts",
+        "100",
+        "--batch-size",
+        "32",
+        "--eval-episodes",
+        "1",
+        "--metrics-every",
+        "100",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "done: 200 steps" in result.stdout
