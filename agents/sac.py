@@ -355,6 +355,7 @@ def main(args: Args) -> dict:
                 )
             checkpoint(global_step)
 
+    end_time = time.perf_counter()  # speed excludes the final checkpoint and evaluation
     bar.close()
     envs.close()
     if bool(nonfinite):
@@ -364,7 +365,6 @@ def main(args: Args) -> dict:
     checkpoint(global_step)
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", action_repeat=args.action_repeat)
-    end_time = time.perf_counter()
     sps = (global_step - start_step) / (end_time - start_time)
     train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
     summary = {
