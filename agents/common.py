@@ -163,25 +163,34 @@ def evaluate(
     run_name: str,
     policy: Callable[[np.ndarray], np.ndarray],
     tag: str,
+    task_period: int = 0,
     **env_kwargs,
 ) -> list[float]:
-    """Episode returns of the deterministic ``policy`` on fresh copies of the env.
+    """Episode returns of the deterministic ``policy`` on a fresh copy of the env.
 
-    With ``--capture-video`` the episodes are recorded to ``videos/<run_name>/<tag>/``;
-    a machine that cannot render gets a warning and unrecorded episodes.
+    A task cycle is held at ``task_period`` (the training loop's current task, with its
+    perturbations). With ``--capture-video`` the episodes are recorded to
+    ``videos/<run_name>/<tag>/``; a machine that cannot render gets a warning and unrecorded
+    episodes.
     """
     from envs import make_env
+    from envs.nonstationary import TaskCycle
     from envs.video import record_episodes
 
     render_mode = "rgb_array" if args.capture_video else None
-    env = make_env(args.env, seed=args.seed + 10_000, render_mode=render_mode, **env_kwargs)
+    seed = args.seed + 10_000
+    env = make_env(
+        args.env, seed=seed, render_mode=render_mode, switch_every=args.switch_every, **env_kwargs
+    )
+    if isinstance(env.unwrapped, TaskCycle):
+        env.unwrapped.hold_task(task_period)
     if args.capture_video:
         return record_episodes(
-            env, policy, f"{run_name}/{tag}", episodes=args.eval_episodes, seed=args.seed + 10_000
+            env, policy, f"{run_name}/{tag}", episodes=args.eval_episodes, seed=seed
         )
     returns = []
     for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
             obs, reward, terminated, truncated, _ = env.step(policy(obs))

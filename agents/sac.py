@@ -161,6 +161,8 @@ def main(args: Args) -> dict:
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size).to(device)
     critic = TwinQ(obs_dim, act_dim, args.hidden_size).to(device)
     critic_target = copy.deepcopy(critic)
+    # interventions rewrite parameters in place, so these lists stay valid for the whole run
+    critic_params, target_params = list(critic.parameters()), list(critic_target.parameters())
     actor_plasticity = attach_method(args, "actor", actor, args.policy_lr, heads=Actor.heads)
     critic_plasticity = attach_method(
         args, "critic", critic, args.q_lr, heads=TwinQ.heads, targets=[critic_target]
@@ -285,6 +287,8 @@ def main(args: Args) -> dict:
             nonfinite |= ~torch.isfinite(qf_loss)
 
             if global_step % args.policy_frequency == 0:  # TD3 delayed update support
+                # the actor loss needs dQ/da only: skip the critic's weight gradients
+                critic.requires_grad_(False)
                 for _ in range(args.policy_frequency):
                     pi, log_pi, _ = actor.get_action(data_obs)
                     min_q = critic(data_obs, pi).min(0).values
@@ -299,12 +303,11 @@ def main(args: Args) -> dict:
                         alpha_loss.backward()
                         a_optimizer.step()
                         alpha = log_alpha.detach().exp()
+                critic.requires_grad_(True)
 
             if global_step % args.target_network_frequency == 0:
                 with torch.no_grad():
-                    torch._foreach_lerp_(
-                        list(critic_target.parameters()), list(critic.parameters()), args.tau
-                    )
+                    torch._foreach_lerp_(target_params, critic_params, args.tau)
 
             log_interventions(
                 actor_plasticity.after_update(global_step, inputs=data_obs), global_step, "actor/"
@@ -344,7 +347,12 @@ def main(args: Args) -> dict:
         periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
             eval_returns = evaluate(
-                args, run.name, policy, f"step_{global_step}", action_repeat=args.action_repeat
+                args,
+                run.name,
+                policy,
+                f"step_{global_step}",
+                tracker.period,
+                action_repeat=args.action_repeat,
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
         if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
@@ -364,7 +372,9 @@ def main(args: Args) -> dict:
         )
     checkpoint(global_step)
     if args.eval_episodes:
-        eval_returns = evaluate(args, run.name, policy, "final", action_repeat=args.action_repeat)
+        eval_returns = evaluate(
+            args, run.name, policy, "final", tracker.period, action_repeat=args.action_repeat
+        )
     sps = (global_step - start_step) / (end_time - start_time)
     train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
     summary = {

@@ -193,6 +193,7 @@ class TaskCycle(gym.Env):
         self.metadata = first.metadata
         self.ticks = 0
         self.period = 0
+        self.held_period: int | None = None
         self.has_reset = False
         self.task_seeds: dict[int, int] = {}
         self.episode_return = 0.0
@@ -212,7 +213,21 @@ class TaskCycle(gym.Env):
         return self.task_envs[self.task_id]
 
     def scheduled_period(self) -> int:
+        if self.held_period is not None:
+            return self.held_period
         return self.ticks // self.switch_every
+
+    def hold_task(self, period: int) -> None:
+        """Run period ``period``'s task and perturbations from now on, never switching.
+
+        For evaluation: a fresh cycle held at the training loop's current period shows the
+        policy the same task, permutations and friction it is being trained on.
+        """
+        if period < 0:
+            raise ValueError(f"period must be >= 0, got {period}")
+        self.held_period = period
+        self.period = period
+        self.draw_perturbations()
 
     def draw_perturbations(self) -> None:
         """Permutations and friction of the current period; none in period 0."""

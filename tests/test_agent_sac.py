@@ -147,3 +147,21 @@ def test_headline_command_runs_on_cpu(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "done: 200 steps" in result.stdout
+
+
+def test_task_cycle_triggers_interventions_and_per_task_logging(tmp_path):
+    args = small_args(
+        tmp_path,
+        env="cycle:humanoid_walk,humanoid_stand",
+        switch_every=100,
+        method="fire",
+        total_timesteps=400,
+        eval_every=300,
+    )
+    summary = sac.main(args)
+    assert summary["interventions"]["critic"] >= 2  # one FIRE per task switch
+    logged = set().union(*(row.keys() for row in read_scalars(Path(summary["run_dir"]))))
+    assert {"charts/episodic_return/humanoid_walk", "charts/episodic_return/humanoid_stand"} <= (
+        logged
+    )
+    assert {"charts/task_id", "eval/episodic_return", "critic/fire/total_sfe"} <= logged

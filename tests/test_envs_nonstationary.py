@@ -216,3 +216,23 @@ def test_redraw_friction_on_a_mujoco_task():
 def test_redraw_friction_needs_mujoco():
     with pytest.raises(ValueError, match="redraw_friction needs MuJoCo"):
         make_env("CartPole-v1", switch_every=5, redraw_friction=True)
+
+
+def test_hold_task_pins_one_period_with_its_perturbations():
+    def make():
+        tasks = {name: FixedLengthEnv(length=2, obs_size=6) for name in ("a", "b", "c")}
+        return TaskCycle(tasks, switch_every=3, permute_observations=True)
+
+    training = make()
+    training.reset(seed=0)
+    while training.period < 4:  # walk the training cycle to its period 4
+        for _ in range(2):
+            training.step(0)
+        training.reset()
+    held = make()
+    held.hold_task(4)
+    obs, info = held.reset(seed=0)
+    assert info["task_name"] == training.task_name == "b" and info["task_period"] == 4
+    np.testing.assert_array_equal(obs, training.reset()[0])  # same permutation as training
+    _, infos = run(held, 30)
+    assert {i["task_period"] for i in infos} == {4}
