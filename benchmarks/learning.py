@@ -1,0 +1,102 @@
+"""Learning evidence for the agents (run by hand, not in CI).
+
+- ``sac_pendulum``: SAC on Pendulum-v1 must reach a mean evaluation return above −250 within
+  15k steps (CleanRL's order of magnitude).
+- ``sac_humanoid``: short SAC runs on ``humanoid_walk`` with ``fire`` and with ``none``, to show
+  the plasticity metrics and FIRE's interventions in the logs (far too short to learn to walk).
+
+Run: ``python benchmarks/learning.py [sac_pendulum] [sac_humanoid]``. Writes
+``benchmarks/results/learning_<name>.json`` with the evaluation curve and summary of each run;
+the run folders go to ``runs/learning/`` (open them with TensorBoard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agents import sac
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def eval_curve(run_dir: str) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (Path(run_dir) / "scalars.jsonl").open()]
+    return [(r["step"], r["eval/episodic_return"]) for r in rows if "eval/episodic_return" in r]
+
+
+def sac_pendulum() -> list[dict]:
+    args = sac.Args(
+        env="Pendulum-v1",
+        total_timesteps=15_000,
+        learning_starts=5_000,
+        eval_every=2_500,
+        eval_episodes=10,
+        metrics_every=2_500,
+        checkpoint_every=0,
+        exp_name="learning_sac_pendulum",
+        runs_dir="runs/learning",
+    )
+    summary = sac.main(args)
+    summary["eval_curve"] = eval_curve(summary["run_dir"])
+    summary["goal"] = "final_eval_return > -250 within 15k steps"
+    summary["passed"] = summary["final_eval_return"] > -250
+    return [summary]
+
+
+def sac_humanoid() -> list[dict]:
+    summaries = []
+    for method in ("none", "fire"):
+        args = sac.Args(
+            env="humanoid_walk",
+            method=method,
+            total_timesteps=12_000,
+            learning_starts=2_000,
+            eval_every=4_000,
+            eval_episodes=3,
+            metrics_every=1_000,
+            checkpoint_every=0,
+            exp_name=f"learning_sac_humanoid_{method}",
+            runs_dir="runs/learning",
+        )
+        args.plasticity.fire_every = 5_000
+        summary = sac.main(args)
+        summary["eval_curve"] = eval_curve(summary["run_dir"])
+        rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "scalars.jsonl").open()]
+        last = {k: v for r in rows for k, v in r.items()}  # the latest value of every scalar
+        summary["final_metrics"] = {
+            k: last[k]
+            for k in (
+                "critic/dormant_ratio",
+                "critic/effective_rank",
+                "critic/dfi",
+                "actor/dormant_ratio",
+                "actor/effective_rank",
+            )
+            if k in last
+        }
+        summaries.append(summary)
+    return summaries
+
+
+EXPERIMENTS = {"sac_pendulum": sac_pendulum, "sac_humanoid": sac_humanoid}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiments", nargs="*", choices=[*EXPERIMENTS, []], default=[])
+    names = parser.parse_args().experiments or list(EXPERIMENTS)
+    RESULTS.mkdir(exist_ok=True)
+    for name in names:
+        summaries = EXPERIMENTS[name]()
+        (RESULTS / f"learning_{name}.json").write_text(json.dumps(summaries, indent=2))
+        for s in summaries:
+            print(
+                f"{name} {s['critic_method']}: final eval {s['final_eval_return']:.1f}, "
+                f"curve {s['eval_curve']}, {s['sps']:.0f} steps/s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Stable-Baselines3 integration: AdamO through ``policy_kwargs`` and a plasticity callback.
+
+Two lines give an SB3 agent AdamO and periodic FIRE::
+
+    model = SAC("MlpPolicy", env, policy_kwargs=adamo_policy_kwargs(iso_coef=1e-3))
+    model.learn(200_000, callback=PlasticityCallback("fire", every=100_000))
+
+SB3 builds each optimizer from a flat ``parameters()`` list, so AdamO alone cannot tell output
+heads from hidden layers; :func:`use_adamo_groups` (called by :class:`PlasticityCallback` when
+training starts, before any step) rebuilds every AdamO with the hidden weights in an isometry
+group and heads and biases in a group with ``iso_coef=0``.
+
+What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``parseval``,
+``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
+the decoupled form of the isometry penalty, instead.
+
+This is the only module of the project that imports ``stable_baselines3`` (an optional extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.policies import BasePolicy
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "plasticity.sb3 needs stable-baselines3: pip install 'stable-baselines3>=2.3'"
+    ) from err
+
+from plasticity._layers import named_layers
+from plasticity.interventions import (
+    InterventionReport,
+    fire_,
+    full_reset_,
+    redo_,
+    shrink_perturb_,
+    sync_targets,
+)
+from plasticity.methods import MethodConfig, make_method
+from plasticity.metrics import PlasticityMonitor
+from plasticity.optim import AdamO, adamo_param_groups
+
+INTERVENTIONS = ("fire", "reset", "shrink_perturb", "redo")
+PENALTIES = ("isometry", "l2_init", "parseval", "spectral", "er_l2")
+
+
+def adamo_policy_kwargs(iso_coef: float = 1e-3, **optimizer_kwargs) -> dict:
+    """``policy_kwargs`` that make every optimizer of an SB3 policy :class:`AdamO`.
+
+    ``optimizer_kwargs`` (``iso_scale``, ``iso_every``, ``weight_decay``, ``eps``) go to AdamO.
+    Pair with :class:`PlasticityCallback` (or call :func:`use_adamo_groups` once) so that heads
+    and biases are kept out of the isometry step.
+    """
+    return {
+        "optimizer_class": AdamO,
+        "optimizer_kwargs": {"iso_coef": iso_coef, **optimizer_kwargs},
+    }
+
+
+# --- which networks an algorithm has --------------------------------------------------------
+
+
+class _PolicyPart(nn.Module):
+    """The actor or the critic half of an on-policy ``ActorCriticPolicy``, as one module.
+
+    It registers the policy's own submodules (no copies): the MLP extractor's branch and the
+    head, so interventions on it act on the policy in place; a features extractor (shared or
+    not) is left alone. Its forward maps observations to action logits/means or values.
+    """
+
+    def __init__(self, policy: nn.Module, part: str):
+        super().__init__()
+        self.policy_ref = [policy]  # a list keeps the whole policy out of this module's children
+        self.part = part
+        extractor = policy.mlp_extractor
+        if part == "actor":
+            self.latent = extractor.policy_net
+            self.head = policy.action_net
+        else:
+            self.latent = extractor.value_net
+            self.head = policy.value_net
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        policy = self.policy_ref[0]
+        extractor = (
+            policy.pi_features_extractor if self.part == "actor" else policy.vf_features_extractor
+        )
+        features = BasePolicy.extract_features(policy, obs, extractor)
+        return self.head(self.latent(features))
+
+
+@dataclass
+class Network:
+    """One network of an SB3 algorithm and what an intervention on it must also handle."""
+
+    name: str
+    module: nn.Module
+    owner: object  # the object whose ``optimizer`` attribute trains ``module``
+    targets: tuple[nn.Module, ...]
+    heads: tuple[str, ...]
+    probe: str  # "obs" or "obs_actions": the arguments of the module's forward
+
+
+def _last_layer(module: nn.Module, prefix: str) -> str:
+    return f"{prefix}.{named_layers(module)[-1][0]}" if prefix else named_layers(module)[-1][0]
+
+
+def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
+    """The networks of a SAC, TD3, DQN, PPO or A2C model, by name."""
+    policy = model.policy
+    if isinstance(model, SAC):
+        critic = policy.critic
+        return {
+            "actor": Network("actor", policy.actor, policy.actor, (), ("mu", "log_std"), "obs"),
+            "critic": Network(
+                "critic",
+                critic,
+                critic,
+                (policy.critic_target,),
+                tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks)),
+                "obs_actions",
+            ),
+        }
+    if isinstance(model, TD3):
+        critic = policy.critic
+        return {
+            "actor": Network(
+                "actor",
+                policy.actor,
+                policy.actor,
+                (policy.actor_target,),
+                (_last_layer(policy.actor.mu, "mu"),),
+                "obs",
+            ),
+            "critic": Network(
+                "critic",
+                critic,
+                critic,
+                (policy.critic_target,),
+                tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks)),
+                "obs_actions",
+            ),
+        }
+    if isinstance(model, DQN):
+        q_net = policy.q_net
+        return {
+            "q_net": Network(
+                "q_net", q_net, policy, (policy.q_net_target,), (_last_layer(q_net, ""),), "obs"
+            )
+        }
+    if isinstance(model, (PPO, A2C)):
+        return {
+            part: Network(part, _PolicyPart(policy, part), policy, (), ("head",), "obs")
+            for part in ("actor", "critic")
+        }
+    raise TypeError(f"{type(model).__name__} is not supported; use SAC, TD3, DQN, PPO or A2C")
+
+
+def _adamo_optimizers(model: BaseAlgorithm) -> list[tuple[object, nn.Module, tuple[str, ...]]]:
+    """(owner, module trained by ``owner.optimizer``, its heads) for every optimizer."""
+    networks = sb3_networks(model)
+    if isinstance(model, (PPO, A2C)):  # one optimizer for the whole policy
+        policy = model.policy
+        return [(policy, policy, ("action_net", "value_net"))]
+    return [(n.owner, n.module, n.heads) for n in networks.values()]
+
+
+def use_adamo_groups(model: BaseAlgorithm) -> int:
+    """Rebuild each AdamO of ``model`` so heads and biases skip the isometry step.
+
+    Call before training starts (the callback does); optimizers that are not AdamO are left
+    alone. Returns how many optimizers were rebuilt.
+    """
+    rebuilt = 0
+    for owner, module, heads in _adamo_optimizers(model):
+        old = owner.optimizer
+        if not isinstance(old, AdamO) or len(old.param_groups) != 1:
+            continue
+        settings = {k: v for k, v in old.param_groups[0].items() if k != "params"}
+        iso_coef = settings.pop("iso_coef")
+        groups = adamo_param_groups(module, iso_coef, heads, **settings)
+        owner.optimizer = AdamO(groups, **old.defaults)
+        rebuilt += 1
+    return rebuilt
+
+
+# --- the callback ---------------------------------------------------------------------------
+
+
+class PlasticityCallback(BaseCallback):
+    """Apply a plasticity method's interventions to an SB3 model, correctly.
+
+    ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo`` or a ``+``
+    combination (``fire+adamo``). Interventions run every ``every`` env steps (None: never on a
+    schedule; ReDo defaults to ``redo_every``) and, with ``on_task_switch``, when a cycling env
+    of :mod:`envs` starts a new task (read from ``infos["task_period"]``). After each one the
+    touched optimizer state is cleared and SB3's target networks are re-synced. ``networks``:
+    which ones (SAC/TD3/PPO/A2C: ``actor``, ``critic``; DQN: ``q_net``). ``metrics_every``:
+    log plasticity metrics through SB3's logger. ``settings`` are :class:`MethodConfig`
+    fields (``fire_ns_steps``, ``redo_tau``, ``shrink``, …).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        every: int | None = None,
+        on_task_switch: bool = True,
+        networks: Iterable[str] = ("actor", "critic"),
+        metrics_every: int | None = None,
+        probe_size: int = 256,
+        verbose: int = 0,
+        **settings,
+    ):
+        super().__init__(verbose)
+        parsed = make_method(method, **settings)
+        penalties = [p for p in parsed.parts if p in PENALTIES]
+        if penalties:
+            raise ValueError(
+                f"{', '.join(penalties)} must enter the loss, which a callback cannot reach; "
+                "use AdamO (policy_kwargs=adamo_policy_kwargs()) for the isometry penalty"
+            )
+        self.parts = parsed.parts
+        self.config: MethodConfig = parsed.config
+        self.every = every
+        self.switch_interventions = on_task_switch
+        self.network_names = tuple(networks)
+        self.metrics_every = metrics_every
+        self.probe_size = probe_size
+        self.interventions = 0
+        self._last_period = 0
+        self._task_period = 0
+
+    # resolved in _init_callback, when the model is known
+    def _init_callback(self) -> None:
+        available = sb3_networks(self.model)
+        if isinstance(self.model, DQN) and self.network_names == ("actor", "critic"):
+            self.network_names = ("q_net",)
+        unknown = [n for n in self.network_names if n not in available]
+        if unknown:
+            raise ValueError(
+                f"{type(self.model).__name__} has no network {unknown[0]!r}; "
+                f"choose from {', '.join(available)}"
+            )
+        self.networks = [available[n] for n in self.network_names]
+        optimizers = [owner.optimizer for owner, _, _ in _adamo_optimizers(self.model)]
+        if "adamo" in self.parts and not any(isinstance(o, AdamO) for o in optimizers):
+            raise ValueError(
+                "method 'adamo' needs AdamO optimizers: build the model with "
+                "policy_kwargs=adamo_policy_kwargs()"
+            )
+        self.monitors = {n.name: PlasticityMonitor(n.module, heads=n.heads) for n in self.networks}
+
+    def _on_training_start(self) -> None:
+        use_adamo_groups(self.model)
+
+    def _probe(self, network: Network):
+        """A batch of the network's inputs from the replay or rollout buffer (None if empty)."""
+        model = self.model
+        buffer = getattr(model, "replay_buffer", None)
+        if buffer is not None:
+            if buffer.size() == 0:
+                return None
+            data = buffer.sample(self.probe_size)
+            obs, actions = data.observations, data.actions
+        else:
+            rollout = model.rollout_buffer
+            if not rollout.full and rollout.pos == 0:
+                return None
+            n = rollout.buffer_size if rollout.full else rollout.pos
+            obs = torch.as_tensor(
+                rollout.observations[:n].reshape(-1, *rollout.obs_shape)[: self.probe_size],
+                device=model.device,
+            ).float()
+            actions = None
+        return (obs, actions) if network.probe == "obs_actions" else obs
+
+    def _intervene(self, network: Network, part: str) -> InterventionReport | None:
+        cfg = self.config
+        optimizer = network.owner.optimizer
+        if part == "fire":
+            report = fire_(
+                network.module, optimizer, cfg.fire_ns_steps, cfg.fire_scale, cfg.fire_mode
+            )
+        elif part == "reset":
+            report = full_reset_(network.module, optimizer)
+        elif part == "shrink_perturb":
+            if cfg.perturb_target != "fresh":
+                raise ValueError(
+                    "the SB3 callback supports shrink & perturb toward a fresh init only"
+                )
+            report = shrink_perturb_(network.module, cfg.shrink, cfg.perturb, "fresh", optimizer)
+        else:  # redo keeps the function: no target re-sync
+            probe = self._probe(network)
+            if probe is None:
+                return None
+            return redo_(network.module, probe, cfg.redo_tau, optimizer, network.heads)
+        for target in network.targets:
+            sync_targets(network.module, [target])
+        return report
+
+    def _run(self, parts: Iterable[str]) -> None:
+        for network in self.networks:
+            for part in parts:
+                report = self._intervene(network, part)
+                if report is None:
+                    continue
+                self.interventions += part != "redo"
+                for key, value in report.scalars(f"plasticity/{network.name}/").items():
+                    self.logger.record(key, value, exclude=("stdout",))
+        self.logger.record("plasticity/interventions", self.interventions)
+
+    def _task_switched(self) -> bool:
+        infos = self.locals.get("infos") or []
+        periods = [info["task_period"] for info in infos if "task_period" in info]
+        if not periods or max(periods) <= self._task_period:
+            return False
+        self._task_period = max(periods)
+        return True
+
+    def _on_step(self) -> bool:
+        step = self.num_timesteps
+        scheduled = [p for p in self.parts if p in INTERVENTIONS and p != "redo"]
+        if self.every and step // self.every > self._last_period:
+            self._last_period = step // self.every
+            self._run(scheduled)
+        if "redo" in self.parts and step % (self.every or self.config.redo_every) == 0:
+            self._run(["redo"])
+        if self.switch_interventions and self._task_switched():
+            self.logger.record("plasticity/task_period", self._task_period)
+            self._run(scheduled)
+        if self.metrics_every and step % self.metrics_every == 0:
+            self._log_metrics()
+        return True
+
+    def _log_metrics(self) -> None:
+        for network in self.networks:
+            probe = self._probe(network)
+            if probe is None:
+                continue
+            metrics = self.monitors[network.name].measure(probe)
+            for key, value in metrics.items():
+                if np.isfinite(value):
+                    exclude = ("stdout",) if "/" in key else None
+                    self.logger.record(f"plasticity/{network.name}/{key}", value, exclude=exclude)

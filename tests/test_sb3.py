@@ -1,0 +1,134 @@
+"""Stable-Baselines3 integration: AdamO via policy_kwargs, the plasticity callback."""
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("stable_baselines3")
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
+
+from envs import make_env  # noqa: E402
+from plasticity import AdamO, fire_  # noqa: E402
+from plasticity._layers import named_layers  # noqa: E402
+from plasticity.sb3 import PlasticityCallback, adamo_policy_kwargs, sb3_networks  # noqa: E402
+
+SMALL = {"net_arch": [32, 32]}
+
+
+def off_policy(algo, env="Pendulum-v1", **kwargs):
+    return algo(
+        "MlpPolicy",
+        make_env(env),
+        learning_starts=50,
+        batch_size=32,
+        buffer_size=1000,
+        policy_kwargs={**SMALL, **adamo_policy_kwargs(iso_coef=1e-3, iso_every=1)},
+        seed=0,
+        device="cpu",
+        **kwargs,
+    )
+
+
+def on_policy(algo, env="CartPole-v1"):
+    return algo(
+        "MlpPolicy",
+        make_env(env),
+        n_steps=64,
+        seed=0,
+        device="cpu",
+        policy_kwargs={**SMALL, **adamo_policy_kwargs(iso_coef=1e-3)},
+    )
+
+
+def optimizers(model):
+    if isinstance(model, (SAC, TD3)):
+        return [model.actor.optimizer, model.critic.optimizer]
+    return [model.policy.optimizer]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: off_policy(SAC),
+        lambda: off_policy(TD3),
+        lambda: off_policy(DQN, env="CartPole-v1", target_update_interval=50),
+        lambda: on_policy(PPO),
+        lambda: on_policy(A2C),
+    ],
+    ids=["SAC", "TD3", "DQN", "PPO", "A2C"],
+)
+def test_each_algorithm_learns_with_adamo_and_heads_excluded(make):
+    model = make()
+    callback = PlasticityCallback("adamo", networks=tuple(sb3_networks(model)))
+    model.learn(200, callback=callback)
+    assert model.num_timesteps >= 200
+    for opt in optimizers(model):
+        assert isinstance(opt, AdamO)
+        iso, rest = opt.param_groups
+        assert iso["iso_coef"] == 1e-3 and rest["iso_coef"] == 0.0
+        assert all(p.ndim == 2 for p in iso["params"])
+        assert all(len(opt.state[p]) for p in iso["params"])  # trained after regrouping
+    for network in sb3_networks(model).values():
+        assert all(torch.isfinite(p).all() for p in network.module.parameters())
+
+
+def test_fire_on_sac_critic_resyncs_target_and_clears_state():
+    model = off_policy(SAC)
+    model.learn(100)
+    critic = model.critic
+    expected = copy.deepcopy(critic)
+    fire_(expected)
+    callback = PlasticityCallback("fire", every=100, networks=("critic",))
+    model.gradient_steps = 0  # see the intervention alone, before any further update
+    model.learn(1, callback=callback, reset_num_timesteps=False)  # step 101 crosses 100
+    assert callback.interventions == 1
+    for p, q in zip(critic.parameters(), expected.parameters(), strict=True):
+        torch.testing.assert_close(p, q)  # FIRE'd weights, untouched biases
+    for key, value in critic.state_dict().items():
+        assert torch.equal(value, model.critic_target.state_dict()[key])
+    for layer in (critic.qf0[0], critic.qf1[2]):
+        assert layer.weight not in critic.optimizer.state
+
+
+def test_fire_clears_touched_adam_state():
+    model = off_policy(SAC)
+    model.learn(100)
+    callback = PlasticityCallback("fire", networks=("critic",))
+    callback.init_callback(model)
+    before = set(model.critic.optimizer.state)
+    callback._run(["fire"])
+    weights = [layer.weight for _, layer in named_layers(model.critic)]
+    assert all(w in before for w in weights)
+    assert all(w not in model.critic.optimizer.state for w in weights)
+    assert model.critic.qf0[0].bias in model.critic.optimizer.state  # biases keep theirs
+
+
+def test_callback_reacts_to_a_task_switch_of_a_cycling_env():
+    env = make_env("CartPole-v1", switch_every=150, permute_observations=True)
+    model = DQN(
+        "MlpPolicy",
+        env,
+        learning_starts=50,
+        buffer_size=1000,
+        seed=0,
+        device="cpu",
+        policy_kwargs=SMALL,
+    )
+    callback = PlasticityCallback("fire")
+    model.learn(400, callback=callback)
+    assert callback._task_period >= 1
+    assert callback.interventions == callback._task_period  # one FIRE per switch
+
+
+def test_wrong_network_names_and_penalties_are_clear_errors():
+    model = off_policy(SAC)
+    with pytest.raises(ValueError, match="SAC has no network 'q_net'; choose from actor, critic"):
+        model.learn(10, callback=PlasticityCallback("fire", networks=("q_net",)))
+    with pytest.raises(ValueError, match="must enter the loss"):
+        PlasticityCallback("parseval")
+    with pytest.raises(ValueError, match="unknown plasticity method"):
+        PlasticityCallback("fir")
+    plain = SAC("MlpPolicy", make_env("Pendulum-v1"), device="cpu")
+    with pytest.raises(ValueError, match="needs AdamO optimizers"):
+        plain.learn(10, callback=PlasticityCallback("adamo"))
