@@ -132,3 +132,32 @@ def test_wrong_network_names_and_penalties_are_clear_errors():
     plain = SAC("MlpPolicy", make_env("Pendulum-v1"), device="cpu")
     with pytest.raises(ValueError, match="needs AdamO optimizers"):
         plain.learn(10, callback=PlasticityCallback("adamo"))
+
+
+def test_example_runs_and_records_a_video(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "sb3_sac_fire.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            "--total-timesteps",
+            "300",
+            "--fire-every",
+            "200",
+            "--video-length",
+            "30",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FIRE interventions: 1" in result.stdout
+    assert list((tmp_path / "videos" / "sb3_sac_fire").glob("*.mp4"))
