@@ -236,7 +236,7 @@ class PlasticityCallback(BaseCallback):
         self.metrics_every = metrics_every
         self.probe_size = probe_size
         self.interventions = 0
-        self._last_period = 0
+        self._last_period: dict[str, int] = {}
         self._task_period = 0
 
     # resolved in _init_callback, when the model is known
@@ -326,18 +326,29 @@ class PlasticityCallback(BaseCallback):
         self._task_period = max(periods)
         return True
 
+    def _due(self, key: str, every: int | None) -> bool:
+        """True once each time ``num_timesteps`` crosses a multiple of ``every``.
+
+        Robust to vectorized envs, whose ``num_timesteps`` grows by ``n_envs`` per call.
+        """
+        if not every:
+            return False
+        period = self.num_timesteps // every
+        if period <= self._last_period.get(key, 0):
+            return False
+        self._last_period[key] = period
+        return True
+
     def _on_step(self) -> bool:
-        step = self.num_timesteps
         scheduled = [p for p in self.parts if p in INTERVENTIONS and p != "redo"]
-        if self.every and step // self.every > self._last_period:
-            self._last_period = step // self.every
+        if scheduled and self._due("interventions", self.every):
             self._run(scheduled)
-        if "redo" in self.parts and step % (self.every or self.config.redo_every) == 0:
+        if "redo" in self.parts and self._due("redo", self.every or self.config.redo_every):
             self._run(["redo"])
         if self.switch_interventions and self._task_switched():
             self.logger.record("plasticity/task_period", self._task_period)
             self._run(scheduled)
-        if self.metrics_every and step % self.metrics_every == 0:
+        if self._due("metrics", self.metrics_every):
             self._log_metrics()
         return True
 
