@@ -2,9 +2,9 @@
 
 Read top to bottom like CleanRL's ``dqn.py`` and ``dqn_atari.py`` (Mnih et al. 2015, Nature
 518): ε-greedy acting with a linearly decaying ε, a replay buffer, a target network copied every
-``target_network_frequency`` steps, and a Huber (smooth L1) TD loss as in Mnih et al. and the
-FIRE paper's DQN (CleanRL's files use MSE). Vector observations get CleanRL's 120-84 MLP, Atari
-frames (``uint8`` (4, 84, 84)) the Nature CNN.
+``target_network_frequency`` steps. Atari frames (``uint8`` (4, 84, 84)) get the Nature CNN and
+a Huber (smooth L1) TD loss as in Mnih et al. and the FIRE paper's DQN; vector observations get
+CleanRL's 120-84 MLP and its MSE loss (``--td-loss`` picks either).
 
 What this file adds: the Q-network carries one plasticity method. DQN has no actor, so the
 method is ``--critic-method`` when given, else ``--method``; ``--actor-method`` is refused. The
@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -90,6 +91,10 @@ class Args(CommonArgs):
     (dqn_atari.py: 80_000; FIRE paper: 20_000)"""
     train_frequency: int = 10
     """env steps between gradient updates (dqn_atari.py: 4)"""
+    td_loss: Literal["huber", "mse"] | None = None
+    """TD loss; default huber (smooth L1) for images as Mnih et al. 2015 and the FIRE paper, mse
+    for vector observations as dqn.py: with huber and these CartPole settings the Q-values
+    diverged (far above the 100 a return can reach, benchmarks/learning_dqn.md)"""
     eval_epsilon: float = 0.0
     """ε of evaluation episodes: 0 is the greedy policy; dqn_atari.py evaluates with 0.05, which
     also keeps games that wait for FIRE after a lost life from stalling until the time limit"""
@@ -175,7 +180,9 @@ def main(args: Args) -> dict:
         args,
         learning_rate=args.learning_rate or (1e-4 if image else 2.5e-4),
         buffer_size=args.buffer_size or (100_000 if image else 10_000),
+        td_loss=args.td_loss or ("huber" if image else "mse"),
     )
+    loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     run = Run("dqn", args)
     n_actions, action_start = int(action_space.n), int(action_space.start)
     # Atari: evaluate whole games with raw scores (no life loss, no reward clipping)
@@ -282,7 +289,7 @@ def main(args: Args) -> dict:
                     target_max = target_network(data_next).max(1).values
                     td_target = data_rew + args.gamma * target_max * (1 - data_term)
                 q_taken = q_network(data_obs).gather(1, data_act[:, None]).squeeze(1)
-                loss = F.smooth_l1_loss(q_taken, td_target) + q_plasticity.penalty()
+                loss = loss_fn(q_taken, td_target) + q_plasticity.penalty()
                 q_plasticity.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 q_plasticity.optimizer.step()
