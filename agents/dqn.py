@@ -183,7 +183,6 @@ def main(args: Args) -> dict:
         td_loss=args.td_loss or ("huber" if image else "mse"),
     )
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
-    run = Run("dqn", args)
     n_actions, action_start = int(action_space.n), int(action_space.start)
     # Atari: evaluate whole games with raw scores (no life loss, no reward clipping)
     eval_kwargs = {"training": False} if is_atari(args.env) else {}
@@ -200,6 +199,7 @@ def main(args: Args) -> dict:
         eps=args.adam_eps,
     )
     q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
+    run = Run("dqn", args)  # after the checks above, so a refused command writes nothing
 
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)

@@ -88,9 +88,12 @@ def test_resume_continues_the_step_counter(tmp_path):
         dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
 
 
-def test_actor_method_is_refused(tmp_path):
+def test_actor_method_and_unknown_method_are_refused(tmp_path):
     with pytest.raises(UserError, match="no actor"):
         dqn.main(small_args(tmp_path, actor_method="fire"))
+    with pytest.raises(UserError, match="--critic-method: unknown plasticity method"):
+        dqn.main(small_args(tmp_path, critic_method="bogus"))
+    assert not list(tmp_path.iterdir())  # no run folder for a refused command
 
 
 def test_box_actions_exit_2_with_one_line(tmp_path):
