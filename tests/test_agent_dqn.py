@@ -145,3 +145,14 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
     network = dqn.QNetwork((4, 84, 84), 6)
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     assert network(frames).shape == (2, 6)
+
+
+def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypatch):
+    from agents import common
+
+    monkeypatch.setattr(common.time, "time", lambda: 1_000.0)
+    runs = [common.Run("dqn", small_args(tmp_path)) for _ in range(3)]
+    names = [run.name for run in runs]
+    for run in runs:
+        run.close()
+    assert names == [f"CartPole-v1__run__1__1000{suffix}" for suffix in ("", "_2", "_3")]
