@@ -1,3 +1,3 @@
-"""Single-file agents (CleanRL style): ``agents.sac``; run through ``train.py``."""
+"""Single-file agents (CleanRL style): ``agents.sac``, ``agents.dqn``; run through ``train.py``."""
 
-AGENTS = ("sac",)
+AGENTS = ("sac", "dqn")

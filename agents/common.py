@@ -350,7 +350,15 @@ class Run:
             env_name = args.env.replace("/", "-").replace(":", "-").replace(",", "-")
             name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
             self.dir = Path(args.runs_dir) / name
-            self.dir.mkdir(parents=True, exist_ok=False)
+            Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+            copy = 1
+            while True:  # runs started in the same second (a sweep) get _2, _3, ...
+                try:
+                    self.dir.mkdir(exist_ok=False)
+                    break
+                except FileExistsError:
+                    copy += 1
+                    self.dir = Path(args.runs_dir) / f"{name}_{copy}"
             config = {"agent": agent, **_jsonable(args)}
             (self.dir / "config.json").write_text(json.dumps(config, indent=2))
         self.name = self.dir.name

@@ -1,0 +1,369 @@
+"""Deep Q-Network for discrete actions, with a plasticity method on the Q-network.
+
+Read top to bottom like CleanRL's ``dqn.py`` and ``dqn_atari.py`` (Mnih et al. 2015, Nature
+518): ε-greedy acting with a linearly decaying ε, a replay buffer, a target network copied every
+``target_network_frequency`` steps. Atari frames (``uint8`` (4, 84, 84)) get the Nature CNN and
+a Huber (smooth L1) TD loss as in Mnih et al. and the FIRE paper's DQN; vector observations get
+CleanRL's 120-84 MLP and its MSE loss (``--td-loss`` picks either).
+
+What this file adds: the Q-network carries one plasticity method. DQN has no actor, so the
+method is ``--critic-method`` when given, else ``--method``; ``--actor-method`` is refused. The
+method's handle re-syncs the target network after every intervention that changes the
+function (FIRE, reset, shrink & perturb), task switches of cycling envs trigger
+``on_task_switch``, and the run folder gets metrics, checkpoints, evaluation and ``--resume``
+as in ``agents/sac.py``.
+
+    python train.py --agent dqn --env CartPole-v1
+    python train.py --agent dqn --env atari_breakout --method fire --learning-starts 80000 \
+        --batch-size 32 --train-frequency 4 --target-network-frequency 1000 --end-e 0.01 \
+        --exploration-fraction 0.1 --total-timesteps 10000000
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from agents.common import (
+    CommonArgs,
+    EpisodeTracker,
+    ReplayBuffer,
+    Run,
+    TrainingDiverged,
+    UserError,
+    attach_method,
+    evaluate,
+    load_modules,
+    make_train_envs,
+    mean_or_nan,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    run_cli,
+    seed_everything,
+    set_rng_state,
+    user_errors,
+)
+from plasticity import PlasticityMonitor
+
+
+@dataclass
+class Args(CommonArgs):
+    env: str = "CartPole-v1"
+    """environment with a Discrete action space (gymnasium id, atari_<game>, or a cycle)"""
+    total_timesteps: int = 500_000
+    """total environment steps of the run (dqn_atari.py: 10M)"""
+    learning_rate: float | None = None
+    """Adam learning rate; default 2.5e-4 for vector observations (dqn.py) and 1e-4 for images
+    (dqn_atari.py; the FIRE paper uses 6.25e-5)"""
+    adam_eps: float = 1e-8
+    """Adam epsilon (PyTorch's default, as CleanRL; the FIRE paper's Atari DQN uses 1.5e-4)"""
+    buffer_size: int | None = None
+    """replay memory size; default 10_000 for vector observations (dqn.py) and 100_000 for
+    images: an image transition keeps obs and next_obs (2 x 28 KB), so dqn_atari.py's 1e6
+    would take 56 GB of memory"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 1.0
+    """the target network update rate (1.0: hard copy)"""
+    target_network_frequency: int = 500
+    """env steps between target network updates (dqn_atari.py: 1000; FIRE paper: 2000)"""
+    batch_size: int = 128
+    """the batch size of sample from the replay memory (dqn_atari.py: 32)"""
+    start_e: float = 1.0
+    """the starting epsilon for exploration"""
+    end_e: float = 0.05
+    """the ending epsilon for exploration (dqn_atari.py: 0.01)"""
+    exploration_fraction: float = 0.5
+    """the fraction of total_timesteps it takes from start_e to end_e (dqn_atari.py: 0.1)"""
+    learning_starts: int = 10_000
+    """env steps before learning starts, also after a resume without the buffer
+    (dqn_atari.py: 80_000; FIRE paper: 20_000)"""
+    train_frequency: int = 10
+    """env steps between gradient updates (dqn_atari.py: 4)"""
+    td_loss: Literal["huber", "mse"] | None = None
+    """TD loss; default huber (smooth L1) for images as Mnih et al. 2015 and the FIRE paper, mse
+    for vector observations as dqn.py: with huber and these CartPole settings the Q-values
+    diverged (far above the 100 a return can reach, benchmarks/learning_dqn.md)"""
+    eval_epsilon: float = 0.0
+    """ε of evaluation episodes: 0 is the greedy policy; dqn_atari.py evaluates with 0.05, which
+    also keeps games that wait for FIRE after a lost life from stalling until the time limit"""
+
+
+class QNetwork(nn.Module):
+    """Q-values of all actions: Nature CNN for ``(C, H, W)`` frames, 120-84 MLP otherwise.
+
+    ``uint8`` inputs are scaled to [0, 1] inside, so the replay buffer can keep frames as bytes.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int):
+        super().__init__()
+        if len(obs_shape) == 3:  # Mnih et al. 2015: 32-8/4, 64-4/2, 64-3/1, fc 512
+            convs = nn.Sequential(
+                nn.Conv2d(obs_shape[0], 32, 8, stride=4),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2),
+                nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
+            with torch.no_grad():
+                flat = convs(torch.zeros(1, *obs_shape)).shape[1]  # 3136 for 84x84
+            self.network = nn.Sequential(
+                *convs, nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, n_actions)
+            )
+        else:
+            self.network = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(int(np.prod(obs_shape)), 120),
+                nn.ReLU(),
+                nn.Linear(120, 84),
+                nn.ReLU(),
+                nn.Linear(84, n_actions),
+            )
+        self.heads = (f"network.{len(self.network) - 1}",)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+        return self.network(x)
+
+
+def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
+    """ε decays linearly from ``start_e`` to ``end_e`` over ``duration`` steps, then stays."""
+    slope = (end_e - start_e) / max(duration, 1.0)
+    return max(slope * t + start_e, end_e)
+
+
+def is_atari(env_name: str) -> bool:
+    """Whether every task of ``env_name`` is an ``atari_<game>`` (evaluated on whole games)."""
+    from envs.atari import ATARI_PREFIX
+    from envs.nonstationary import cycle_task_names
+
+    with user_errors("--env"):
+        names = cycle_task_names(env_name) or (env_name,)
+    return all(name.startswith(ATARI_PREFIX) for name in names)
+
+
+def main(args: Args) -> dict:
+    if args.actor_method is not None:
+        raise UserError(
+            "DQN has no actor network: name the Q-network's method with --method or --critic-method"
+        )
+    device = resolve_device(args.device)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_train_envs(args)
+    action_space, obs_space = envs.single_action_space, envs.single_observation_space
+    if not isinstance(action_space, gym.spaces.Discrete):
+        envs.close()
+        raise UserError(
+            f"DQN needs discrete actions, {args.env} has {action_space}; "
+            "use --agent sac or --agent ppo"
+        )
+    if not isinstance(obs_space, gym.spaces.Box):
+        envs.close()
+        raise UserError(f"DQN needs array (Box) observations, {args.env} has {obs_space}")
+    image = len(obs_space.shape) == 3
+    # per-family defaults, resolved before the run folder records the config
+    args = dataclasses.replace(
+        args,
+        learning_rate=args.learning_rate or (1e-4 if image else 2.5e-4),
+        buffer_size=args.buffer_size or (100_000 if image else 10_000),
+        td_loss=args.td_loss or ("huber" if image else "mse"),
+    )
+    loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
+    n_actions, action_start = int(action_space.n), int(action_space.start)
+    # Atari: evaluate whole games with raw scores (no life loss, no reward clipping)
+    eval_kwargs = {"training": False} if is_atari(args.env) else {}
+
+    q_network = QNetwork(obs_space.shape, n_actions).to(device)
+    target_network = copy.deepcopy(q_network)
+    q_plasticity = attach_method(
+        args,
+        "critic",
+        q_network,
+        args.learning_rate,
+        targets=[target_network],
+        heads=q_network.heads,
+        eps=args.adam_eps,
+    )
+    q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
+    run = Run("dqn", args)  # after the checks above, so a refused command writes nothing
+
+    obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+    rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)
+    global_step, learning_starts = 0, args.learning_starts
+    if args.resume:
+        state = run.load_checkpoint(device)
+        load_modules(state, {"q_network": q_network, "target_network": target_network}, run.name)
+        with user_errors(f"--resume {args.resume}"):
+            q_plasticity.load_state_dict(state["q_plasticity"])
+        set_rng_state(state["rng"])
+        global_step = state["step"]
+        if "buffer" in state:
+            rb.load_state_dict(state["buffer"])
+        else:  # refill before learning again
+            learning_starts = global_step + args.learning_starts
+        if global_step >= args.total_timesteps:
+            raise UserError(
+                f"--resume {args.resume}: the run is already at step {global_step}; "
+                "raise --total-timesteps to continue it"
+            )
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "q_network": q_network.state_dict(),
+            "target_network": target_network.state_dict(),
+            "q_plasticity": q_plasticity.state_dict(),
+            "rng": rng_state(),
+        }
+        if args.save_buffer:
+            state["buffer"] = rb.state_dict()
+        run.save_checkpoint(step, state)
+
+    eval_rng = np.random.default_rng(args.seed + 20_000)  # keeps training's RNG stream intact
+
+    def policy(obs: np.ndarray) -> int:
+        if args.eval_epsilon and eval_rng.random() < args.eval_epsilon:
+            return int(eval_rng.integers(n_actions)) + action_start
+        with torch.no_grad():
+            obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]
+            return int(q_network(obs_t).argmax(1).item()) + action_start
+
+    def log_interventions(reports, step: int) -> None:
+        for report in reports:
+            run.log(step, report.scalars("q/"))
+
+    tracker = EpisodeTracker()
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    bar = progress_bar(args.total_timesteps, global_step)
+    start_time, start_step = time.perf_counter(), global_step
+    obs, _ = envs.reset(seed=args.seed)
+    done = np.zeros(args.num_envs, dtype=bool)
+    eval_returns: list[float] = []
+    loss = q_taken = None
+    while global_step < args.total_timesteps:
+        # ALGO LOGIC: put action logic here
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+        )
+        explore = np.random.random(args.num_envs) < epsilon
+        actions = np.random.randint(n_actions, size=args.num_envs)
+        if not explore.all():  # the forward pass only when some copy acts greedily
+            with torch.no_grad():
+                greedy = q_network(torch.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions + action_start)
+        # next-step autoreset: a copy that ended last step only reset now; store nothing for it
+        rb.add(obs, next_obs, actions, rewards, terminations, valid=~done)
+        done = np.logical_or(terminations, truncations)
+        obs = next_obs
+        prev_step, global_step = global_step, global_step + args.num_envs
+        bar.update(args.num_envs)
+
+        episode_scalars, switched = tracker.update(infos)
+        if episode_scalars:
+            run.log(global_step, episode_scalars)
+        if switched and rb.size > 0:
+            probe = rb.sample(args.batch_size)[0]
+            log_interventions(q_plasticity.on_task_switch(inputs=probe), global_step)
+
+        # ALGO LOGIC: training (one update per train_frequency env steps, also with num_envs > 1)
+        if global_step > learning_starts:
+            updates = global_step // args.train_frequency - prev_step // args.train_frequency
+            for _ in range(updates):
+                data_obs, data_act, data_rew, data_next, data_term = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    target_max = target_network(data_next).max(1).values
+                    td_target = data_rew + args.gamma * target_max * (1 - data_term)
+                q_taken = q_network(data_obs).gather(1, data_act[:, None]).squeeze(1)
+                loss = loss_fn(q_taken, td_target) + q_plasticity.penalty()
+                q_plasticity.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                q_plasticity.optimizer.step()
+                nonfinite |= ~torch.isfinite(loss)
+                log_interventions(
+                    q_plasticity.after_update(global_step, inputs=data_obs), global_step
+                )
+
+            # update target network
+            period = args.target_network_frequency
+            if global_step // period > prev_step // period:
+                with torch.no_grad():
+                    torch._foreach_lerp_(
+                        list(target_network.parameters()), list(q_network.parameters()), args.tau
+                    )
+
+            if args.metrics_every and global_step % args.metrics_every < args.num_envs:
+                if bool(nonfinite):
+                    raise TrainingDiverged(
+                        f"a loss became NaN/Inf before step {global_step}; the last good "
+                        f"checkpoint is kept in {run.dir} (lower the learning rate?)"
+                    )
+                sps = (global_step - start_step) / (time.perf_counter() - start_time)
+                scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
+                if loss is not None:
+                    scalars["losses/td_loss"] = loss.item()
+                    scalars["losses/q_values"] = q_taken.mean().item()
+                    probe = data_obs
+                else:
+                    probe = rb.sample(args.batch_size)[0]
+                scalars.update({f"q/{k}": v for k, v in q_monitor.measure(probe).items()})
+                run.log(global_step, scalars)
+                bar.set_postfix(
+                    ret=f"{tracker.mean_return:.1f}", eps=f"{epsilon:.2f}", sps=f"{sps:.0f}"
+                )
+
+        periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
+        if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
+            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", **eval_kwargs)
+            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
+        if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
+            if bool(nonfinite):
+                raise TrainingDiverged(
+                    f"a loss became NaN/Inf before step {global_step}; the last good "
+                    f"checkpoint is kept in {run.dir}"
+                )
+            checkpoint(global_step)
+
+    bar.close()
+    envs.close()
+    if bool(nonfinite):
+        raise TrainingDiverged(
+            f"a loss became NaN/Inf; the last good checkpoint is kept in {run.dir}"
+        )
+    checkpoint(global_step)
+    if args.eval_episodes:
+        eval_returns = evaluate(args, run.name, policy, "final", **eval_kwargs)
+    sps = (global_step - start_step) / (time.perf_counter() - start_time)
+    summary = {
+        "agent": "dqn",
+        "env": args.env,
+        "method": args.method,
+        "q_method": args.critic_method or args.method,
+        "total_timesteps": global_step,
+        "final_eval_return": mean_or_nan(eval_returns),
+        "final_eval_returns": eval_returns,
+        "sps": sps,
+        "interventions": {"q": q_plasticity.interventions},
+        "run_dir": str(run.dir),
+    }
+    run.write_summary(summary)
+    run.close()
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(tyro.cli(Args)))

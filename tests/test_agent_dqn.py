@@ -1,0 +1,158 @@
+"""DQN: short runs on CartPole with plasticity methods, resume, the Box-space error, Atari."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import dqn
+from agents.common import UserError
+from plasticity import MethodConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_args(tmp_path, **overrides) -> dqn.Args:
+    settings = {
+        "env": "CartPole-v1",
+        "total_timesteps": 300,
+        "learning_starts": 100,
+        "buffer_size": 1_000,
+        "batch_size": 32,
+        "train_frequency": 2,
+        "target_network_frequency": 50,
+        "exploration_fraction": 0.5,
+        "eval_every": 0,
+        "eval_episodes": 1,
+        "metrics_every": 100,
+        "checkpoint_every": 0,
+        "runs_dir": str(tmp_path),
+        "device": "cpu",
+        "plasticity": MethodConfig(fire_every=100, reset_every=100, redo_every=50, redo_tau=0.1),
+    }
+    settings.update(overrides)
+    return dqn.Args(**settings)
+
+
+def read_scalars(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["none", "fire", "redo", "reset"])
+def test_cartpole_run_writes_its_folder(tmp_path, method):
+    summary = dqn.main(small_args(tmp_path, method=method))
+    run_dir = Path(summary["run_dir"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent"] == "dqn" and config["method"] == method
+    assert config["learning_rate"] == 2.5e-4  # vector-observation defaults, resolved
+    assert config["td_loss"] == "mse"
+    assert (run_dir / "checkpoints" / "step_300.pt").is_file()
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["total_timesteps"] == 300
+    assert saved["final_eval_return"] > 0 and len(saved["final_eval_returns"]) == 1
+    assert saved["sps"] > 0
+    keys = set().union(*read_scalars(run_dir))
+    assert {"losses/td_loss", "losses/q_values", "charts/epsilon", "charts/SPS"} <= keys
+    assert {"q/dormant_ratio", "q/effective_rank", "q/dfi"} <= keys
+    if method == "none":
+        assert saved["interventions"] == {"q": 0}
+    else:
+        assert saved["interventions"]["q"] >= 2
+        assert any(key.startswith(f"q/{method}/") for key in keys)
+
+
+def test_interventions_resync_the_target(tmp_path):
+    # target updates far apart: only FIRE's re-sync can make the target equal the network
+    summary = dqn.main(small_args(tmp_path, method="fire", target_network_frequency=10_000))
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False)
+    fired_at = 300  # fire_every=100: the last FIRE ran at the last update, step 300
+    assert state["q_plasticity"]["last_period"]["fire"] == fired_at // 100
+    for key, value in state["q_network"].items():
+        torch.testing.assert_close(state["target_network"][key], value)
+
+
+def test_resume_continues_the_step_counter(tmp_path):
+    first = dqn.main(small_args(tmp_path, method="fire", total_timesteps=200))
+    run_dir = Path(first["run_dir"])
+    second = dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
+    assert second["run_dir"] == str(run_dir)
+    assert second["total_timesteps"] == 400
+    assert second["interventions"]["q"] > first["interventions"]["q"]
+    assert (run_dir / "checkpoints" / "step_400.pt").is_file()
+    steps = [row["step"] for row in read_scalars(run_dir)]
+    assert max(steps) == 400 and any(200 < s < 400 for s in steps)
+    with pytest.raises(UserError, match="already at step 400"):
+        dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
+
+
+def test_actor_method_and_unknown_method_are_refused(tmp_path):
+    with pytest.raises(UserError, match="no actor"):
+        dqn.main(small_args(tmp_path, actor_method="fire"))
+    with pytest.raises(UserError, match="--critic-method: unknown plasticity method"):
+        dqn.main(small_args(tmp_path, critic_method="bogus"))
+    assert not list(tmp_path.iterdir())  # no run folder for a refused command
+
+
+def test_box_actions_exit_2_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--agent", "dqn", "--env", "Pendulum-v1"]
+        + ["--runs-dir", str(tmp_path / "runs")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "DQN needs discrete actions" in lines[0] and "--agent sac" in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing written for a refused run
+
+
+def test_linear_schedule():
+    assert dqn.linear_schedule(1.0, 0.05, 100, 0) == 1.0
+    assert dqn.linear_schedule(1.0, 0.05, 100, 50) == pytest.approx(0.525)
+    assert dqn.linear_schedule(1.0, 0.05, 100, 500) == 0.05
+
+
+def test_atari_smoke_uses_the_nature_cnn(tmp_path):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    summary = dqn.main(
+        small_args(
+            tmp_path,
+            env="atari_pong",
+            total_timesteps=200,
+            buffer_size=300,
+            batch_size=8,
+            train_frequency=4,
+            eval_episodes=0,
+        )
+    )
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["learning_rate"] == 1e-4  # image defaults
+    assert config["td_loss"] == "huber"
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
+    q = state["q_network"]
+    assert q["network.0.weight"].shape == (32, 4, 8, 8)
+    assert q["network.2.weight"].shape == (64, 32, 4, 4)
+    assert q["network.4.weight"].shape == (64, 64, 3, 3)
+    assert q["network.7.weight"].shape == (512, 3136)
+    assert q["network.9.weight"].shape == (6, 512)  # Pong's minimal action set
+    network = dqn.QNetwork((4, 84, 84), 6)
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    assert network(frames).shape == (2, 6)
+
+
+def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypatch):
+    from agents import common
+
+    monkeypatch.setattr(common.time, "time", lambda: 1_000.0)
+    runs = [common.Run("dqn", small_args(tmp_path)) for _ in range(3)]
+    names = [run.name for run in runs]
+    for run in runs:
+        run.close()
+    assert names == [f"CartPole-v1__run__1__1000{suffix}" for suffix in ("", "_2", "_3")]
