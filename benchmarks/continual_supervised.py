@@ -161,10 +161,13 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_dormant) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for result in results:
+    colors = plt.get_cmap("tab20").colors
+    for i, result in enumerate(results):
+        style = {"color": colors[(2 * i) % 20 + (i // 10) % 2], "ls": ("-", "--", ":")[i % 3]}
         tasks = [t["task"] + 1 for t in result["per_task"]]
-        ax_acc.plot(tasks, [t["accuracy"] for t in result["per_task"]], label=result["method"])
-        ax_dormant.plot(tasks, [t["dormant_ratio"] for t in result["per_task"]])
+        accuracy = [t["accuracy"] for t in result["per_task"]]
+        ax_acc.plot(tasks, accuracy, label=result["method"], **style)
+        ax_dormant.plot(tasks, [t["dormant_ratio"] for t in result["per_task"]], **style)
     ax_acc.set(
         xlabel="task",
         ylabel="train accuracy at end of task",

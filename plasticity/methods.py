@@ -116,7 +116,9 @@ class MethodConfig:
     spectral_exponent: int = 2
     """spectral regularization exponent k"""
     er_every: int = 100
-    """ER+L2: steps between effective-rank ascent steps (needs a probe batch)"""
+    """ER+L2: steps between effective-rank ascent steps (needs a probe batch); the supervised
+    protocol ascends about every 100 samples, i.e. every update: at 100 updates it only delays
+    collapse (benchmarks/continual_supervised.py)"""
     er_lr: float = 1e-2
     """ER+L2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
     er_weight_decay: float = 1e-3
