@@ -29,7 +29,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def median_time(fn, repeats: int, inner: int) -> float:
     """Median over ``repeats`` of the mean time of ``inner`` calls, in seconds (after warm-up)."""
-    for _ in range(max(1, inner // 4)):
+    for _ in range(max(2, inner // 4)):
         fn()
     samples = []
     for _ in range(repeats):
@@ -45,8 +45,9 @@ def bench_fire(sizes: list[int], repeats: int) -> list[dict]:
     for n in sizes:
         w = torch.randn(n, n)
         inner = max(1, int(2e9 / (20 * n**3)))  # about a second of work per sample
-        ns = median_time(lambda w=w: newton_schulz(w, 10), repeats, inner)
-        svd = median_time(lambda w=w: polar(w), repeats, inner)
+        reps = repeats if n <= 1024 else 2  # a 4096² SVD alone takes tens of seconds here
+        ns = median_time(lambda w=w: newton_schulz(w, 10), reps, inner)
+        svd = median_time(lambda w=w: polar(w), reps, inner)
         rows.append(
             {"width": n, "newton_schulz_s": ns, "svd_polar_s": svd, "svd_over_ns": svd / ns}
         )
@@ -102,37 +103,46 @@ def update_fn(net: nn.Module, opt: torch.optim.Optimizer, batch):
 
 
 def bench_adamo(name: str, make_net, batch, periods: list[int], repeats: int, inner: int):
-    torch.manual_seed(0)
-    base_net = make_net()
-    base = median_time(
-        update_fn(base_net, torch.optim.Adam(base_net.parameters(), lr=3e-4), batch), repeats, inner
-    )
-    rows = [
-        {
-            "network": name,
-            "optimizer": "Adam",
-            "iso_every": None,
-            "update_ms": base * 1e3,
-            "added": 0.0,
-        }
-    ]
-    print(f"{name:<12} Adam                    {base * 1e3:8.3f} ms/update")
-    for k in periods:
+    """Update time with Adam and with AdamO at each ``iso_every``, measured round-robin.
+
+    Every repeat times each variant once in turn, so a load change on the machine hits all
+    variants alike; the median over repeats is reported.
+    """
+    variants = {"Adam": None, **{f"AdamO iso_every={k}": k for k in periods}}
+    updates = {}
+    for label, k in variants.items():
+        torch.manual_seed(0)
         net = make_net()
-        opt = AdamO(adamo_param_groups(net, iso_every=k), lr=3e-4)
-        t = median_time(update_fn(net, opt, batch), repeats, inner)
+        opt = (
+            torch.optim.Adam(net.parameters(), lr=3e-4)
+            if k is None
+            else AdamO(adamo_param_groups(net, iso_every=k), lr=3e-4)
+        )
+        updates[label] = update_fn(net, opt, batch)
+        for _ in range(max(2, inner // 4)):  # warm-up
+            updates[label]()
+    samples: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(repeats):
+        for label, update in updates.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                update()
+            samples[label].append((time.perf_counter() - start) / inner)
+    base = statistics.median(samples["Adam"])
+    rows = []
+    for label, k in variants.items():
+        t = statistics.median(samples[label])
         rows.append(
             {
                 "network": name,
-                "optimizer": "AdamO",
+                "optimizer": label.split()[0],
                 "iso_every": k,
                 "update_ms": t * 1e3,
                 "added": t / base - 1,
             }
         )
         print(
-            f"{name:<12} AdamO iso_every={k:<3}     {t * 1e3:8.3f} ms/update  "
-            f"added {100 * (t / base - 1):+6.1f}%"
+            f"{name:<12} {label:<22} {t * 1e3:8.3f} ms/update  added {100 * (t / base - 1):+6.1f}%"
         )
     return rows
 
@@ -140,19 +150,20 @@ def bench_adamo(name: str, make_net, batch, periods: list[int], repeats: int, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--skip-fire", action="store_true", help="only the AdamO part")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     sizes = [256, 512, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
-    periods = [1, 8] if args.quick else [1, 2, 4, 8, 16]
+    periods = [1, 32] if args.quick else [1, 2, 4, 8, 16, 32]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}"
     )
 
-    fire = bench_fire(sizes, repeats)
+    fire = [] if args.skip_fire else bench_fire(sizes, repeats)
     sac_batch = ((torch.randn(256, 51), torch.randn(256, 19)), torch.randn(256, 1))
     atari_batch = ((torch.randint(0, 256, (32, 4, 84, 84)).float(),), torch.randn(32, 18))
-    adamo = bench_adamo("sac_critic", SACCritic, sac_batch, periods, repeats, 200)
+    adamo = bench_adamo("sac_critic", SACCritic, sac_batch, periods, 3 * repeats, 200)
     adamo += bench_adamo("nature_cnn", NatureCNN, atari_batch, periods, repeats, 20)
 
     RESULTS.mkdir(exist_ok=True)
