@@ -249,11 +249,13 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_shape, obs_dtype, action_shape, action_dtype, device):
         self.capacity, self.device = capacity, device
-        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, device=device)
-        self.next_obs = torch.zeros_like(self.obs)
-        self.actions = torch.zeros((capacity, *action_shape), dtype=action_dtype, device=device)
-        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
-        self.terminations = torch.zeros(capacity, dtype=torch.float32, device=device)
+        # empty, not zeros: only the first `size` rows are ever read, and zero-filling a
+        # million humanoid transitions costs seconds and touches gigabytes up front
+        self.obs = torch.empty((capacity, *obs_shape), dtype=obs_dtype, device=device)
+        self.next_obs = torch.empty_like(self.obs)
+        self.actions = torch.empty((capacity, *action_shape), dtype=action_dtype, device=device)
+        self.rewards = torch.empty(capacity, dtype=torch.float32, device=device)
+        self.terminations = torch.empty(capacity, dtype=torch.float32, device=device)
         self.position = 0
         self.size = 0
 

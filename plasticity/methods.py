@@ -237,6 +237,9 @@ class MethodHandle:
                 iso_every=cfg.iso_every,
             )
             return AdamO(groups, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
+        # torch picks the multi-tensor (foreach) kernels by default on CUDA only; on the CPU
+        # they save the per-tensor Python loop as well
+        optimizer_kwargs = {"foreach": True, **optimizer_kwargs}
         if weight_decay > 0.0:
             return torch.optim.AdamW(
                 self.network.parameters(), lr=lr, weight_decay=weight_decay, **optimizer_kwargs
