@@ -1,3 +1,3 @@
-"""Single-file agents (CleanRL style): ``agents.sac``; run through ``train.py``."""
+"""Single-file agents (CleanRL style): ``agents.sac``, ``agents.ppo``; run through ``train.py``."""
 
-AGENTS = ("sac",)
+AGENTS = ("sac", "ppo")
