@@ -220,6 +220,12 @@ def compute_gae(
     return advantages, advantages + values[:-1]
 
 
+def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(T, num_envs, ...)`` rollout tensors flattened to a batch of the valid steps."""
+    keep = valid.flatten()
+    return [x.flatten(0, 1)[keep] for x in rollout]
+
+
 def crossed(step: int, every: int, span: int) -> bool:
     """Whether the last ``span`` steps up to ``step`` crossed a multiple of ``every``."""
     return every > 0 and step // every > (step - span) // every
@@ -404,13 +410,9 @@ def main(args: Args) -> dict:
             )
 
         # flatten the batch; reset-only steps are left out
-        keep = valid.flatten()
-        b_obs = obs[:T].flatten(0, 1)[keep]
-        b_actions = actions.flatten(0, 1)[keep]
-        b_logprobs = logprobs.flatten()[keep]
-        b_advantages = advantages.flatten()[keep]
-        b_returns = returns.flatten()[keep]
-        b_values = values[:T].flatten()[keep]
+        b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = valid_steps(
+            valid, obs[:T], actions, logprobs, advantages, returns, values[:T]
+        )
 
         # Optimizing the policy and value networks
         n = b_obs.shape[0]

@@ -1,10 +1,13 @@
 """PPO: short runs with each kind of plasticity method, resume, two methods at once, and GAE."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +126,45 @@ def test_too_short_run_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: --total-timesteps 10 is less than one rollout")
     assert "Traceback" not in result.stderr
+
+
+class ThreeSteps(gym.Env):
+    """Reward 1 per step; every episode terminates after exactly three steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t / 3, np.float32), 1.0, self.t == 3, False, {}
+
+
+def test_reset_only_steps_of_next_step_autoreset_are_left_out(tmp_path, monkeypatch):
+    gym.register("ThreeSteps-v0", entry_point=ThreeSteps)
+    batches = []
+
+    def record(valid, *rollout):
+        batches.append(original(valid, *rollout))
+        return batches[-1]
+
+    original = ppo.valid_steps
+    monkeypatch.setattr(ppo, "valid_steps", record)
+    args = small_args(tmp_path, env="ThreeSteps-v0", num_steps=8, total_timesteps=32)
+    ppo.main(dataclasses.replace(args, gamma=1.0, gae_lambda=1.0, eval_episodes=0))
+    # each env: steps 0-2 episode, 3 reset only, 4-6 episode, 7 reset only → 6 of 8 kept
+    b_obs, *_, b_returns, _ = batches[0]
+    assert b_obs.shape == (12, 1)
+    # with gamma = lambda = 1 the returns are the rewards left in the episode, whatever V says
+    # (time-major: both envs' step 0, then both envs' step 1, …)
+    expected = torch.tensor([3.0, 3.0, 2.0, 2.0, 1.0, 1.0] * 2)
+    assert torch.allclose(b_returns, expected)
+    # the second rollout starts right after a reset-only step: again two whole episodes
+    assert torch.allclose(batches[1][4], expected)
