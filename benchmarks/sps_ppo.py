@@ -5,7 +5,7 @@ Both use the hyperparameters of CleanRL's ``ppo.py`` (``agents.ppo.Args`` defaul
 clip 0.2 (value clip 0.2 too), entropy 0.01, value 0.5, grad-norm 0.5, Adam eps 1e-5,
 separate 64-64 tanh actor and critic. No evaluation, no plasticity metrics, no intermediate
 checkpoints. Runs alternate (ours, SB3, ours, …) so machine noise hits both alike; the table
-gives the median env steps per second.
+gives the median env steps per second, and the ratio ours/SB3 of each repeat.
 
 - ours, loop: ``summary["sps"]``, the training loop only.
 - ours, wall: the whole ``agents.ppo.main`` (env creation, run folder, final checkpoint).
@@ -99,6 +99,11 @@ def main() -> None:
     for name, values in results.items():
         runs = ", ".join(f"{v:.0f}" for v in values)
         print(f"| {name} | {statistics.median(values):.0f} | {runs} |")
+    ratios = [a / b for a, b in zip(results["ours, wall"], results["SB3 2.9.2, wall"], strict=True)]
+    print(
+        f"\nours (wall) / SB3 per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; "
+        f"median {statistics.median(ratios):.2f}"
+    )
 
 
 if __name__ == "__main__":
