@@ -174,7 +174,13 @@ def evaluate(
     from envs.video import record_episodes
 
     render_mode = "rgb_array" if args.capture_video else None
-    env = make_env(args.env, seed=args.seed + 10_000, render_mode=render_mode, **env_kwargs)
+    env = make_env(
+        args.env,
+        seed=args.seed + 10_000,
+        render_mode=render_mode,
+        switch_every=args.switch_every,  # a cycle needs it (evaluation starts at its first task)
+        **env_kwargs,
+    )
     if args.capture_video:
         return record_episodes(
             env, policy, f"{run_name}/{tag}", episodes=args.eval_episodes, seed=args.seed + 10_000
