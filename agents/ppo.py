@@ -303,9 +303,12 @@ def main(args: Args) -> dict:
         with user_errors(f"--resume {args.resume}"):
             actor_plasticity.load_state_dict(state["actor_plasticity"])
             critic_plasticity.load_state_dict(state["critic_plasticity"])
+        if args.normalize != ("obs_rms" in state):
+            raise UserError(
+                f"--resume {args.resume}: that run was trained "
+                f"{'without' if args.normalize else 'with'} --normalize; resume it the same way"
+            )
         if args.normalize:
-            if "obs_rms" not in state:
-                raise UserError(f"--resume {args.resume}: that run did not use --normalize")
             for rms, saved in ((obs_rms, state["obs_rms"]), (return_rms, state["return_rms"])):
                 rms.mean, rms.var, rms.count = saved
         set_rng_state(state["rng"])

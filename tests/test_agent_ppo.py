@@ -178,3 +178,18 @@ def test_task_switches_of_a_cycle_trigger_on_task_switch(tmp_path):
     assert switches >= 1
     assert summary["interventions"] == {"actor": switches, "critic": switches}
     assert summary["final_eval_return"] > 0  # evaluation builds the cycle too
+
+
+def test_normalization_statistics_are_checkpointed_and_resumed(tmp_path):
+    args = small_args(tmp_path, env="Pendulum-v1", normalize=True, eval_every=0)
+    run_dir = Path(ppo.main(args)["run_dir"])
+    saved = torch.load(run_dir / "checkpoints" / "step_128.pt", weights_only=False)
+    mean, var, count = saved["obs_rms"]
+    assert mean.shape == (3,) and count > 128  # every observation seen, resets included
+    resumed = ppo.main(dataclasses.replace(args, total_timesteps=256, resume=str(run_dir)))
+    assert np.isfinite(resumed["final_eval_return"])
+    later = torch.load(run_dir / "checkpoints" / "step_256.pt", weights_only=False)
+    assert later["obs_rms"][2] > count  # the statistics went on from the saved ones
+    without = dataclasses.replace(args, normalize=False, total_timesteps=512, resume=str(run_dir))
+    with pytest.raises(UserError, match="trained with --normalize"):
+        ppo.main(without)
