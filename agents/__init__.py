@@ -1,3 +1,6 @@
-"""Single-file agents (CleanRL style): ``agents.sac``, ``agents.dqn``; run through ``train.py``."""
+"""Single-file agents (CleanRL style): ``agents.sac``, ``agents.dqn``, ``agents.ppo``.
 
-AGENTS = ("sac", "dqn")
+Run them through ``train.py --agent NAME`` or as ``python -m agents.NAME``.
+"""
+
+AGENTS = ("sac", "dqn", "ppo")

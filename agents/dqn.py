@@ -328,7 +328,9 @@ def main(args: Args) -> dict:
 
         periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
-            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", **eval_kwargs)
+            eval_returns = evaluate(
+                args, run.name, policy, f"step_{global_step}", tracker.period, **eval_kwargs
+            )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
         if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
             if bool(nonfinite):
@@ -346,7 +348,7 @@ def main(args: Args) -> dict:
         )
     checkpoint(global_step)
     if args.eval_episodes:
-        eval_returns = evaluate(args, run.name, policy, "final", **eval_kwargs)
+        eval_returns = evaluate(args, run.name, policy, "final", tracker.period, **eval_kwargs)
     sps = (global_step - start_step) / (time.perf_counter() - start_time)
     summary = {
         "agent": "dqn",

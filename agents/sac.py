@@ -41,6 +41,7 @@ from agents.common import (
     run_cli,
     seed_everything,
     set_rng_state,
+    user_errors,
 )
 from plasticity import PlasticityMonitor
 
@@ -183,8 +184,9 @@ def main(args: Args) -> dict:
         load_modules(
             state, {"actor": actor, "critic": critic, "critic_target": critic_target}, run.name
         )
-        actor_plasticity.load_state_dict(state["actor_plasticity"])
-        critic_plasticity.load_state_dict(state["critic_plasticity"])
+        with user_errors(f"--resume {args.resume}"):  # a different --method: one line
+            actor_plasticity.load_state_dict(state["actor_plasticity"])
+            critic_plasticity.load_state_dict(state["critic_plasticity"])
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
         a_optimizer.load_state_dict(state["a_optimizer"])

@@ -1,0 +1,553 @@
+"""Proximal Policy Optimization, with plasticity methods on actor and critic.
+
+Read top to bottom like CleanRL's ``ppo.py`` / ``ppo_continuous_action.py`` /
+``ppo_atari.py`` (Schulman et al. 2017, arXiv 1707.06347): vectorized rollouts, GAE, clipped
+surrogate and clipped value loss, annealed learning rate. What this file changes:
+
+- actor and critic are two networks (CleanRL: one ``Agent`` with two heads), so each carries
+  its own plasticity method (``--method``, ``--actor-method``, ``--critic-method``), optimizer
+  and gradient-norm clip. Their losses are summed and backpropagated once, as in CleanRL.
+- the vector env autoresets at the *next* step (gymnasium 1.x default). The step that follows
+  an episode's end only resets that copy: its action is ignored and its reward is 0. Such
+  steps are stored with ``valid = False`` and left out of every loss. Because the observation
+  returned at the end of an episode is the real final observation, ``V(final obs)`` is
+  already in the rollout, and truncated episodes are bootstrapped from it. Terminated ones are
+  not. CleanRL treats truncation like termination.
+- interventions (``after_update``, ``on_task_switch``) run between iterations, after the
+  update epochs and never in the middle of a rollout, so stored log-probabilities stay those
+  of the policy that acted.
+
+    python train.py --agent ppo --env CartPole-v1 --method fire
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from agents.common import (
+    CommonArgs,
+    EpisodeTracker,
+    Run,
+    TrainingDiverged,
+    UserError,
+    attach_method,
+    evaluate,
+    load_modules,
+    make_train_envs,
+    mean_or_nan,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    run_cli,
+    seed_everything,
+    set_rng_state,
+    user_errors,
+)
+from plasticity import PlasticityMonitor
+
+
+@dataclass
+class Args(CommonArgs):
+    env: str = "CartPole-v1"
+    """environment with Discrete or Box actions (short name, cycle, or gymnasium id)"""
+    total_timesteps: int = 500_000
+    """total environment steps (ppo_continuous_action: 1M, ppo_atari: 10M)"""
+    learning_rate: float = 2.5e-4
+    """learning rate of actor and critic optimizers (ppo_continuous_action: 3e-4)"""
+    num_envs: int = 4
+    """number of parallel environments (ppo_continuous_action: 1, ppo_atari: 8)"""
+    num_steps: int = 128
+    """steps per environment per rollout (ppo_continuous_action: 2048)"""
+    anneal_lr: bool = True
+    """anneal the learning rates linearly to 0 over the run"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda of generalized advantage estimation"""
+    num_minibatches: int = 4
+    """minibatches per epoch (ppo_continuous_action: 32)"""
+    update_epochs: int = 4
+    """epochs over each rollout (ppo_continuous_action: 10)"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient (ppo_atari: 0.1)"""
+    clip_vloss: bool = True
+    """use the clipped value loss of the PPO paper's code"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy bonus (ppo_continuous_action: 0.0)"""
+    vf_coef: float = 0.5
+    """coefficient of the value loss"""
+    max_grad_norm: float = 0.5
+    """gradient-norm clip, applied to actor and critic separately"""
+    target_kl: float | None = None
+    """stop the epochs of an iteration early when approx-KL exceeds this"""
+    normalize: bool = False
+    """normalize observations (clip ±10) and rewards (clip ±10) with running statistics,
+    as ppo_continuous_action does; vector observations only"""
+    hidden_size: int = 64
+    """units of the two tanh hidden layers of the MLPs (image observations use the Nature CNN)"""
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    """CleanRL's initialization: orthogonal weights with gain ``std``, constant bias."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def is_image(space: gym.Space) -> bool:
+    return space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def make_trunk(obs_space: gym.Space, hidden: int) -> tuple[nn.Sequential, int]:
+    """Nature CNN (ReLU) for uint8 images (C, H, W), else a two-layer tanh MLP."""
+    if is_image(obs_space):
+        conv = nn.Sequential(
+            layer_init(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = conv(torch.zeros(1, *obs_space.shape)).shape[1]
+        return nn.Sequential(*conv, layer_init(nn.Linear(flat, 512)), nn.ReLU()), 512
+    obs_dim = int(np.prod(obs_space.shape))
+    trunk = nn.Sequential(
+        layer_init(nn.Linear(obs_dim, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+    )
+    return trunk, hidden
+
+
+def hidden_activation(obs_space: gym.Space):
+    """The hidden nonlinearity of the trunk (for ReDo and the plasticity metrics)."""
+    return F.relu if is_image(obs_space) else torch.tanh
+
+
+def preprocess(obs: torch.Tensor, image: bool) -> torch.Tensor:
+    return obs.float() / 255.0 if image else obs.float().flatten(1)
+
+
+class Actor(nn.Module):
+    """The policy: Categorical over logits, or Gaussian with a state-independent log-std."""
+
+    heads = ("head",)
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64):
+        super().__init__()
+        self.image = is_image(obs_space)
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.trunk, features = make_trunk(obs_space, hidden)
+        out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.head = layer_init(nn.Linear(features, out), std=0.01)
+        if not self.discrete:
+            self.logstd = nn.Parameter(torch.zeros(1, out))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits (discrete) or the mean action (continuous)."""
+        return self.head(self.trunk(preprocess(obs, self.image)))
+
+    def distribution(self, obs: torch.Tensor):
+        out = self(obs)  # argument validation off: it costs ~10% of a CartPole run
+        if self.discrete:
+            return Categorical(logits=out, validate_args=False)
+        return Normal(out, self.logstd.expand_as(out).exp(), validate_args=False)
+
+    def log_prob_entropy(self, dist, action: torch.Tensor):
+        if self.discrete:
+            return dist.log_prob(action), dist.entropy()
+        return dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        out = self(obs)
+        if deterministic:
+            return out.argmax(-1) if self.discrete else out
+        return self.distribution(obs).sample()
+
+
+class Critic(nn.Module):
+    """The state-value function V(s)."""
+
+    heads = ("head",)
+
+    def __init__(self, obs_space: gym.Space, hidden: int = 64):
+        super().__init__()
+        self.image = is_image(obs_space)
+        self.trunk, features = make_trunk(obs_space, hidden)
+        self.head = layer_init(nn.Linear(features, 1), std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(preprocess(obs, self.image))).squeeze(-1)
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminations: torch.Tensor,
+    dones: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns of a rollout, shape ``(T, num_envs)``.
+
+    ``values`` has ``T + 1`` rows: ``values[t + 1]`` is V of the observation that step ``t``
+    returned (for ``t = T - 1`` the observation after the rollout). ``terminations[t]`` stops
+    the bootstrap of step ``t``; ``dones[t]`` (terminated or truncated) stops the advantage
+    chain, so a truncated step still bootstraps from V(final obs). Entries of reset-only steps
+    are meaningless and must be masked out by the caller.
+    """
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * (1.0 - terminations[t]) * values[t + 1] - values[t]
+        last = delta + gamma * gae_lambda * (1.0 - dones[t]) * last
+        advantages[t] = last
+    return advantages, advantages + values[:-1]
+
+
+def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(T, num_envs, ...)`` rollout tensors flattened to a batch of the valid steps."""
+    keep = valid.flatten()
+    return [x.flatten(0, 1)[keep] for x in rollout]
+
+
+def crossed(step: int, every: int, span: int) -> bool:
+    """Whether the last ``span`` steps up to ``step`` crossed a multiple of ``every``."""
+    return every > 0 and step // every > (step - span) // every
+
+
+def main(args: Args) -> dict:
+    device = resolve_device(args.device)
+    batch_size = args.num_envs * args.num_steps
+    if batch_size < args.num_minibatches:
+        raise UserError(
+            f"num_envs × num_steps = {batch_size} is smaller than --num-minibatches "
+            f"{args.num_minibatches}; raise --num-steps"
+        )
+    num_iterations = args.total_timesteps // batch_size
+    if num_iterations < 1:
+        raise UserError(
+            f"--total-timesteps {args.total_timesteps} is less than one rollout "
+            f"(num_envs × num_steps = {batch_size}); raise it or lower --num-steps"
+        )
+    run = Run("ppo", args)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_train_envs(args)
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if not discrete and not isinstance(action_space, gym.spaces.Box):
+        raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
+    if args.normalize:
+        if is_image(obs_space):
+            raise UserError("--normalize is for vector observations; drop it for image envs")
+        envs = obs_norm = gym.wrappers.vector.NormalizeObservation(envs)
+        envs = gym.wrappers.vector.TransformObservation(envs, lambda o: np.clip(o, -10, 10))
+        envs = reward_norm = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+        envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+        obs_rms, return_rms = obs_norm.obs_rms, reward_norm.return_rms
+    else:
+        obs_rms = return_rms = None
+
+    def new_actor() -> Actor:
+        return Actor(obs_space, action_space, args.hidden_size).to(device)
+
+    def new_critic() -> Critic:
+        return Critic(obs_space, args.hidden_size).to(device)
+
+    actor, critic = new_actor(), new_critic()
+    activation = hidden_activation(obs_space)
+    actor_plasticity = attach_method(
+        args,
+        "actor",
+        actor,
+        args.learning_rate,
+        heads=Actor.heads,
+        fresh=new_actor,
+        activation=activation,
+        eps=1e-5,
+    )
+    critic_plasticity = attach_method(
+        args,
+        "critic",
+        critic,
+        args.learning_rate,
+        heads=Critic.heads,
+        fresh=new_critic,
+        activation=activation,
+        eps=1e-5,
+    )
+    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
+    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
+    critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
+
+    global_step = 0
+    if args.resume:
+        state = run.load_checkpoint(device)
+        load_modules(state, {"actor": actor, "critic": critic}, run.name)
+        with user_errors(f"--resume {args.resume}"):
+            actor_plasticity.load_state_dict(state["actor_plasticity"])
+            critic_plasticity.load_state_dict(state["critic_plasticity"])
+        if args.normalize != ("obs_rms" in state):
+            raise UserError(
+                f"--resume {args.resume}: that run was trained "
+                f"{'without' if args.normalize else 'with'} --normalize; resume it the same way"
+            )
+        if args.normalize:
+            for rms, saved in ((obs_rms, state["obs_rms"]), (return_rms, state["return_rms"])):
+                rms.mean, rms.var, rms.count = saved
+        set_rng_state(state["rng"])
+        global_step = state["step"]
+        if global_step >= num_iterations * batch_size:
+            raise UserError(
+                f"--resume {args.resume}: the run is already at step {global_step}; "
+                "raise --total-timesteps to continue it"
+            )
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "actor": actor.state_dict(),
+            "critic": critic.state_dict(),
+            "actor_plasticity": actor_plasticity.state_dict(),
+            "critic_plasticity": critic_plasticity.state_dict(),
+            "rng": rng_state(),
+        }
+        if args.normalize:
+            state["obs_rms"] = (obs_rms.mean, obs_rms.var, obs_rms.count)
+            state["return_rms"] = (return_rms.mean, return_rms.var, return_rms.count)
+        run.save_checkpoint(step, state)
+
+    low = torch.as_tensor(getattr(action_space, "low", 0), dtype=torch.float32, device=device)
+    high = torch.as_tensor(getattr(action_space, "high", 0), dtype=torch.float32, device=device)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        """The deterministic policy for evaluation: argmax of the logits, or the mean action."""
+        if obs_rms is not None:  # the training statistics, frozen
+            obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -10, 10)
+        with torch.no_grad():
+            action = actor.act(torch.as_tensor(obs, device=device)[None], deterministic=True)[0]
+            if not discrete:
+                action = action.clamp(low, high)
+            return action.cpu().numpy()
+
+    def log_interventions(reports, step: int, prefix: str) -> None:
+        for report in reports:
+            run.log(step, report.scalars(prefix))
+
+    # ALGO Logic: storage setup. Row t holds the observation acted on at step t; row T of
+    # ``obs``/``values`` holds the observation after the rollout, for bootstrapping.
+    T, N = args.num_steps, args.num_envs
+    obs_dtype = torch.uint8 if is_image(obs_space) else torch.float32
+    obs = torch.zeros((T + 1, N, *obs_space.shape), dtype=obs_dtype, device=device)
+    act_shape = () if discrete else action_space.shape
+    act_dtype = torch.long if discrete else torch.float32
+    actions = torch.zeros((T, N, *act_shape), dtype=act_dtype, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    terminations = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)
+    valid = torch.zeros((T, N), dtype=torch.bool, device=device)
+    values = torch.zeros((T + 1, N), device=device)
+
+    tracker = EpisodeTracker()
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    bar = progress_bar(num_iterations * batch_size, global_step)
+    start_time, start_step = time.perf_counter(), global_step
+    next_obs_np, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs_np, device=device)
+    prev_done = torch.zeros(N, dtype=torch.bool, device=device)
+    eval_returns: list[float] = []
+    for iteration in range(global_step // batch_size + 1, num_iterations + 1):
+        # Annealing the rate if instructed to do so.
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / num_iterations
+            for handle in handles.values():
+                for group in handle.optimizer.param_groups:
+                    group["lr"] = frac * args.learning_rate
+
+        switched = False
+        for step in range(T):
+            obs[step] = next_obs
+            valid[step] = ~prev_done  # a copy that ended last step only resets at this one
+            # ALGO LOGIC: action logic
+            with torch.no_grad():
+                dist = actor.distribution(next_obs)
+                action = dist.sample()
+                logprobs[step] = actor.log_prob_entropy(dist, action)[0]
+                values[step] = critic(next_obs)
+            actions[step] = action
+            env_action = action if discrete else action.clamp(low, high)
+
+            next_obs_np, reward, terminated, truncated, infos = envs.step(env_action.cpu().numpy())
+            next_obs = torch.as_tensor(next_obs_np, device=device)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+            prev_done = torch.as_tensor(terminated | truncated, device=device)
+            dones[step] = prev_done.float()
+            global_step += N
+
+            episode_scalars, task_switch = tracker.update(infos)
+            switched |= task_switch
+            if episode_scalars:
+                run.log(global_step, episode_scalars)
+        obs[T] = next_obs
+        with torch.no_grad():
+            values[T] = critic(next_obs)
+            advantages, returns = compute_gae(
+                rewards, values, terminations, dones, args.gamma, args.gae_lambda
+            )
+
+        # flatten the batch; reset-only steps are left out
+        b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = valid_steps(
+            valid, obs[:T], actions, logprobs, advantages, returns, values[:T]
+        )
+
+        # Optimizing the policy and value networks
+        n = b_obs.shape[0]
+        clipfracs = []
+        for _epoch in range(args.update_epochs):
+            for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
+                mb_obs = b_obs[mb_inds]
+                dist = actor.distribution(mb_obs)
+                newlogprob, entropy = actor.log_prob_entropy(dist, b_actions[mb_inds])
+                newvalue = critic(mb_obs)
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (
+                        mb_advantages.std() + 1e-8
+                    )
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(
+                    ratio, 1 - args.clip_coef, 1 + args.clip_coef
+                )
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                if args.clip_vloss:
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                    )
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * v_loss_unclipped.mean()
+
+                entropy_loss = entropy.mean()
+                actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
+                critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
+                for handle in handles.values():
+                    handle.optimizer.zero_grad(set_to_none=True)
+                (actor_loss + critic_loss).backward()
+                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                for handle in handles.values():
+                    handle.optimizer.step()
+                nonfinite |= ~torch.isfinite(actor_loss + critic_loss)
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        # interventions between iterations: scheduled ones, then those of a task switch
+        log_interventions(
+            actor_plasticity.after_update(global_step, inputs=mb_obs), global_step, "actor/"
+        )
+        log_interventions(
+            critic_plasticity.after_update(global_step, inputs=mb_obs), global_step, "critic/"
+        )
+        if switched:
+            log_interventions(actor_plasticity.on_task_switch(inputs=mb_obs), global_step, "actor/")
+            log_interventions(
+                critic_plasticity.on_task_switch(inputs=mb_obs), global_step, "critic/"
+            )
+
+        if bool(nonfinite):
+            raise TrainingDiverged(
+                f"a loss became NaN/Inf before step {global_step}; the last good "
+                f"checkpoint is kept in {run.dir} (lower --learning-rate?)"
+            )
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        sps = (global_step - start_step) / (time.perf_counter() - start_time)
+        scalars = {
+            "charts/learning_rate": actor_plasticity.optimizer.param_groups[0]["lr"],
+            "losses/value_loss": v_loss.item(),
+            "losses/policy_loss": pg_loss.item(),
+            "losses/entropy": entropy_loss.item(),
+            "losses/old_approx_kl": old_approx_kl.item(),
+            "losses/approx_kl": approx_kl.item(),
+            "losses/clipfrac": torch.stack(clipfracs).mean().item(),
+            "losses/explained_variance": explained_var,
+            "charts/SPS": sps,
+        }
+        if crossed(global_step, args.metrics_every, batch_size):
+            scalars.update({f"actor/{k}": v for k, v in actor_monitor.measure(mb_obs).items()})
+            scalars.update({f"critic/{k}": v for k, v in critic_monitor.measure(mb_obs).items()})
+        run.log(global_step, scalars)
+        bar.update(batch_size)
+        bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
+
+        last = iteration == num_iterations
+        if crossed(global_step, args.eval_every, batch_size) and args.eval_episodes and not last:
+            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
+            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
+        if crossed(global_step, args.checkpoint_every, batch_size) and not last:
+            checkpoint(global_step)
+
+    bar.close()
+    envs.close()
+    checkpoint(global_step)
+    if args.eval_episodes:
+        eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
+        run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
+    sps = (global_step - start_step) / (time.perf_counter() - start_time)
+    summary = {
+        "agent": "ppo",
+        "env": args.env,
+        "method": args.method,
+        "actor_method": args.actor_method or args.method,
+        "critic_method": args.critic_method or args.method,
+        "total_timesteps": global_step,
+        "final_eval_return": mean_or_nan(eval_returns),
+        "final_eval_returns": eval_returns,
+        "sps": sps,
+        "interventions": {
+            "actor": actor_plasticity.interventions,
+            "critic": critic_plasticity.interventions,
+        },
+        "run_dir": str(run.dir),
+    }
+    run.write_summary(summary)
+    run.close()
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(tyro.cli(Args)))
