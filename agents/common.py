@@ -430,6 +430,52 @@ def load_modules(state: dict, modules: dict[str, nn.Module], path_hint: str) -> 
             ) from None
 
 
+def restore_checkpoint(
+    run: Run,
+    args: CommonArgs,
+    device: torch.device,
+    modules: dict[str, nn.Module],
+    handles: dict[str, MethodHandle],
+    buffer: ReplayBuffer | None = None,
+    total_steps: int | None = None,
+) -> dict:
+    """Load a resumed run's latest checkpoint into networks, method handles and buffer.
+
+    Also restores the random number generators. A mismatch (other networks, another
+    ``--method``) or a run already at ``total_steps`` (default ``--total-timesteps``) is a
+    UserError. Returns the checkpoint, for the agent's own extras and ``state["step"]``.
+    """
+    state = run.load_checkpoint(device)
+    load_modules(state, modules, run.name)
+    with user_errors(f"--resume {args.resume}"):
+        for name, handle in handles.items():
+            handle.load_state_dict(state[name])
+    if buffer is not None and "buffer" in state:
+        buffer.load_state_dict(state["buffer"])
+    set_rng_state(state["rng"])
+    limit = args.total_timesteps if total_steps is None else total_steps
+    if state["step"] >= limit:
+        raise UserError(
+            f"--resume {args.resume}: the run is already at step {state['step']}; "
+            "raise --total-timesteps to continue it"
+        )
+    return state
+
+
+def checkpoint_state(
+    modules: dict[str, nn.Module],
+    handles: dict[str, MethodHandle],
+    buffer: ReplayBuffer | None = None,
+) -> dict:
+    """What :func:`restore_checkpoint` reads: networks, method handles, RNGs, optional buffer."""
+    state = {name: module.state_dict() for name, module in modules.items()}
+    state.update({name: handle.state_dict() for name, handle in handles.items()})
+    state["rng"] = rng_state()
+    if buffer is not None:
+        state["buffer"] = buffer.state_dict()
+    return state
+
+
 def rng_state() -> dict:
     return {
         "python": random.getstate(),

@@ -42,16 +42,15 @@ from agents.common import (
     TrainingDiverged,
     UserError,
     attach_method,
+    checkpoint_state,
     evaluate,
-    load_modules,
     make_train_envs,
     mean_or_nan,
     progress_bar,
     resolve_device,
-    rng_state,
+    restore_checkpoint,
     run_cli,
     seed_everything,
-    set_rng_state,
     user_errors,
 )
 from plasticity import PlasticityMonitor
@@ -204,33 +203,18 @@ def main(args: Args) -> dict:
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)
     global_step, learning_starts = 0, args.learning_starts
+    modules = {"q_network": q_network, "target_network": target_network}
+    handles = {"q_plasticity": q_plasticity}
     if args.resume:
-        state = run.load_checkpoint(device)
-        load_modules(state, {"q_network": q_network, "target_network": target_network}, run.name)
-        with user_errors(f"--resume {args.resume}"):
-            q_plasticity.load_state_dict(state["q_plasticity"])
-        set_rng_state(state["rng"])
+        state = restore_checkpoint(run, args, device, modules, handles, rb)
         global_step = state["step"]
-        if "buffer" in state:
-            rb.load_state_dict(state["buffer"])
-        else:  # refill before learning again
+        if "buffer" not in state:  # refill before learning again
             learning_starts = global_step + args.learning_starts
-        if global_step >= args.total_timesteps:
-            raise UserError(
-                f"--resume {args.resume}: the run is already at step {global_step}; "
-                "raise --total-timesteps to continue it"
-            )
 
     def checkpoint(step: int) -> None:
-        state = {
-            "q_network": q_network.state_dict(),
-            "target_network": target_network.state_dict(),
-            "q_plasticity": q_plasticity.state_dict(),
-            "rng": rng_state(),
-        }
-        if args.save_buffer:
-            state["buffer"] = rb.state_dict()
-        run.save_checkpoint(step, state)
+        run.save_checkpoint(
+            step, checkpoint_state(modules, handles, rb if args.save_buffer else None)
+        )
 
     eval_rng = np.random.default_rng(args.seed + 20_000)  # keeps training's RNG stream intact
 

@@ -40,17 +40,15 @@ from agents.common import (
     TrainingDiverged,
     UserError,
     attach_method,
+    checkpoint_state,
     evaluate,
-    load_modules,
     make_train_envs,
     mean_or_nan,
     progress_bar,
     resolve_device,
-    rng_state,
+    restore_checkpoint,
     run_cli,
     seed_everything,
-    set_rng_state,
-    user_errors,
 )
 from plasticity import PlasticityMonitor
 
@@ -297,12 +295,12 @@ def main(args: Args) -> dict:
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
 
     global_step = 0
+    modules = {"actor": actor, "critic": critic}
+    handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
     if args.resume:
-        state = run.load_checkpoint(device)
-        load_modules(state, {"actor": actor, "critic": critic}, run.name)
-        with user_errors(f"--resume {args.resume}"):
-            actor_plasticity.load_state_dict(state["actor_plasticity"])
-            critic_plasticity.load_state_dict(state["critic_plasticity"])
+        state = restore_checkpoint(
+            run, args, device, modules, handles, total_steps=num_iterations * batch_size
+        )
         if args.normalize != ("obs_rms" in state):
             raise UserError(
                 f"--resume {args.resume}: that run was trained "
@@ -311,22 +309,10 @@ def main(args: Args) -> dict:
         if args.normalize:
             for rms, saved in ((obs_rms, state["obs_rms"]), (return_rms, state["return_rms"])):
                 rms.mean, rms.var, rms.count = saved
-        set_rng_state(state["rng"])
         global_step = state["step"]
-        if global_step >= num_iterations * batch_size:
-            raise UserError(
-                f"--resume {args.resume}: the run is already at step {global_step}; "
-                "raise --total-timesteps to continue it"
-            )
 
     def checkpoint(step: int) -> None:
-        state = {
-            "actor": actor.state_dict(),
-            "critic": critic.state_dict(),
-            "actor_plasticity": actor_plasticity.state_dict(),
-            "critic_plasticity": critic_plasticity.state_dict(),
-            "rng": rng_state(),
-        }
+        state = checkpoint_state(modules, handles)
         if args.normalize:
             state["obs_rms"] = (obs_rms.mean, obs_rms.var, obs_rms.count)
             state["return_rms"] = (return_rms.mean, return_rms.var, return_rms.count)

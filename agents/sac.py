@@ -31,17 +31,15 @@ from agents.common import (
     TrainingDiverged,
     UserError,
     attach_method,
+    checkpoint_state,
     evaluate,
-    load_modules,
     make_train_envs,
     mean_or_nan,
     progress_bar,
     resolve_device,
-    rng_state,
+    restore_checkpoint,
     run_cli,
     seed_everything,
-    set_rng_state,
-    user_errors,
 )
 from plasticity import PlasticityMonitor
 
@@ -179,42 +177,20 @@ def main(args: Args) -> dict:
         args.buffer_size, (obs_dim,), torch.float32, (act_dim,), torch.float32, device
     )
     global_step, learning_starts = 0, args.learning_starts
+    modules = {"actor": actor, "critic": critic, "critic_target": critic_target}
+    handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
     if args.resume:
-        state = run.load_checkpoint(device)
-        load_modules(
-            state, {"actor": actor, "critic": critic, "critic_target": critic_target}, run.name
-        )
-        with user_errors(f"--resume {args.resume}"):  # a different --method: one line
-            actor_plasticity.load_state_dict(state["actor_plasticity"])
-            critic_plasticity.load_state_dict(state["critic_plasticity"])
+        state = restore_checkpoint(run, args, device, modules, handles, rb)
+        global_step = state["step"]
+        if "buffer" not in state:  # refill before learning again
+            learning_starts = global_step + args.learning_starts
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
         a_optimizer.load_state_dict(state["a_optimizer"])
-        set_rng_state(state["rng"])
-        global_step = state["step"]
-        if "buffer" in state:
-            rb.load_state_dict(state["buffer"])
-        else:  # refill before learning again
-            learning_starts = global_step + args.learning_starts
-        if global_step >= args.total_timesteps:
-            raise UserError(
-                f"--resume {args.resume}: the run is already at step {global_step}; "
-                "raise --total-timesteps to continue it"
-            )
 
     def checkpoint(step: int) -> None:
-        state = {
-            "actor": actor.state_dict(),
-            "critic": critic.state_dict(),
-            "critic_target": critic_target.state_dict(),
-            "actor_plasticity": actor_plasticity.state_dict(),
-            "critic_plasticity": critic_plasticity.state_dict(),
-            "log_alpha": log_alpha.detach(),
-            "a_optimizer": a_optimizer.state_dict(),
-            "rng": rng_state(),
-        }
-        if args.save_buffer:
-            state["buffer"] = rb.state_dict()
+        state = checkpoint_state(modules, handles, rb if args.save_buffer else None)
+        state.update(log_alpha=log_alpha.detach(), a_optimizer=a_optimizer.state_dict())
         run.save_checkpoint(step, state)
 
     def policy(obs: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -81,14 +82,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="timed steps after warm-up")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    ours_sps = ours(args.env, args.learning_starts, args.steps, args.device)
-    print(f"ours SAC   {ours_sps:7.1f} steps/s", flush=True)
-    sb3_sps = sb3_sac(args.env, args.learning_starts, args.steps, args.device)
-    print(f"SB3 SAC    {sb3_sps:7.1f} steps/s", flush=True)
-    print(f"ratio ours/SB3: {ours_sps / sb3_sps:.2f}")
+    ours_runs, sb3_runs = [], []
+    for _ in range(args.repeats):  # alternate, so a change of machine load hits both alike
+        ours_runs.append(ours(args.env, args.learning_starts, args.steps, args.device))
+        sb3_runs.append(sb3_sac(args.env, args.learning_starts, args.steps, args.device))
+        print(f"ours {ours_runs[-1]:6.1f}  SB3 {sb3_runs[-1]:6.1f} steps/s", flush=True)
+    ours_sps, sb3_sps = statistics.median(ours_runs), statistics.median(sb3_runs)
+    print(
+        f"median: ours SAC {ours_sps:.1f}, SB3 SAC {sb3_sps:.1f} steps/s; "
+        f"ratio {ours_sps / sb3_sps:.2f}"
+    )
 
     import stable_baselines3
 
@@ -100,6 +107,8 @@ def main() -> None:
         "timed_steps": args.steps,
         "ours_sps": ours_sps,
         "sb3_sps": sb3_sps,
+        "ours_runs": ours_runs,
+        "sb3_runs": sb3_runs,
         "ratio": ours_sps / sb3_sps,
         "torch": torch.__version__,
         "stable_baselines3": stable_baselines3.__version__,
