@@ -476,6 +476,18 @@ def checkpoint_state(
     return state
 
 
+def raise_if_diverged(nonfinite: torch.Tensor, run: Run, step: int) -> None:
+    """Stop the run when a loss was NaN/Inf (a flag kept on the device, read only here).
+
+    Called before every checkpoint, so the last checkpoint written is the last good one.
+    """
+    if bool(nonfinite):
+        raise TrainingDiverged(
+            f"a loss became NaN/Inf before step {step}; the last good checkpoint is kept in "
+            f"{run.dir} (lower the learning rates?)"
+        )
+
+
 def rng_state() -> dict:
     return {
         "python": random.getstate(),

@@ -39,7 +39,6 @@ from agents.common import (
     EpisodeTracker,
     ReplayBuffer,
     Run,
-    TrainingDiverged,
     UserError,
     attach_method,
     checkpoint_state,
@@ -47,6 +46,7 @@ from agents.common import (
     make_train_envs,
     mean_or_nan,
     progress_bar,
+    raise_if_diverged,
     resolve_device,
     restore_checkpoint,
     run_cli,
@@ -291,11 +291,7 @@ def main(args: Args) -> dict:
                     )
 
             if args.metrics_every and global_step % args.metrics_every < args.num_envs:
-                if bool(nonfinite):
-                    raise TrainingDiverged(
-                        f"a loss became NaN/Inf before step {global_step}; the last good "
-                        f"checkpoint is kept in {run.dir} (lower the learning rate?)"
-                    )
+                raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
                 if loss is not None:
@@ -317,19 +313,12 @@ def main(args: Args) -> dict:
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
         if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
-            if bool(nonfinite):
-                raise TrainingDiverged(
-                    f"a loss became NaN/Inf before step {global_step}; the last good "
-                    f"checkpoint is kept in {run.dir}"
-                )
+            raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 
     bar.close()
     envs.close()
-    if bool(nonfinite):
-        raise TrainingDiverged(
-            f"a loss became NaN/Inf; the last good checkpoint is kept in {run.dir}"
-        )
+    raise_if_diverged(nonfinite, run, global_step)
     checkpoint(global_step)
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", tracker.period, **eval_kwargs)

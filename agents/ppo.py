@@ -37,7 +37,6 @@ from agents.common import (
     CommonArgs,
     EpisodeTracker,
     Run,
-    TrainingDiverged,
     UserError,
     attach_method,
     checkpoint_state,
@@ -45,6 +44,7 @@ from agents.common import (
     make_train_envs,
     mean_or_nan,
     progress_bar,
+    raise_if_diverged,
     resolve_device,
     restore_checkpoint,
     run_cli,
@@ -473,11 +473,7 @@ def main(args: Args) -> dict:
                 critic_plasticity.on_task_switch(inputs=mb_obs), global_step, "critic/"
             )
 
-        if bool(nonfinite):
-            raise TrainingDiverged(
-                f"a loss became NaN/Inf before step {global_step}; the last good "
-                f"checkpoint is kept in {run.dir} (lower --learning-rate?)"
-            )
+        raise_if_diverged(nonfinite, run, global_step)
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y

@@ -28,7 +28,6 @@ from agents.common import (
     EpisodeTracker,
     ReplayBuffer,
     Run,
-    TrainingDiverged,
     UserError,
     attach_method,
     checkpoint_state,
@@ -36,6 +35,7 @@ from agents.common import (
     make_train_envs,
     mean_or_nan,
     progress_bar,
+    raise_if_diverged,
     resolve_device,
     restore_checkpoint,
     run_cli,
@@ -297,11 +297,7 @@ def main(args: Args) -> dict:
             )
 
             if args.metrics_every and global_step % args.metrics_every < args.num_envs:
-                if bool(nonfinite):
-                    raise TrainingDiverged(
-                        f"a loss became NaN/Inf before step {global_step}; the last good "
-                        f"checkpoint is kept in {run.dir} (lower the learning rates?)"
-                    )
+                raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
@@ -334,20 +330,13 @@ def main(args: Args) -> dict:
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
         if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
-            if bool(nonfinite):
-                raise TrainingDiverged(
-                    f"a loss became NaN/Inf before step {global_step}; the last good "
-                    f"checkpoint is kept in {run.dir}"
-                )
+            raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 
     end_time = time.perf_counter()  # speed excludes the final checkpoint and evaluation
     bar.close()
     envs.close()
-    if bool(nonfinite):
-        raise TrainingDiverged(
-            f"a loss became NaN/Inf; the last good checkpoint is kept in {run.dir}"
-        )
+    raise_if_diverged(nonfinite, run, global_step)
     checkpoint(global_step)
     if args.eval_episodes:
         eval_returns = evaluate(

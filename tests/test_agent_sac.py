@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 from agents import sac
+from agents.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +168,37 @@ def test_task_cycle_triggers_interventions_and_per_task_logging(tmp_path):
         logged
     )
     assert {"charts/task_id", "eval/episodic_return", "critic/fire/total_sfe"} <= logged
+
+
+class NanRewardEnv(gym.Env):
+    """A 2-D continuous task whose reward becomes NaN after 150 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if self.t > 150 else 0.0
+        return np.zeros(2, np.float32), reward, False, self.t % 50 == 0, {}
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    if "NanReward-v0" not in gym.registry:
+        gym.register("NanReward-v0", entry_point=NanRewardEnv)
+    args = small_args(tmp_path, env="NanReward-v0", total_timesteps=400, checkpoint_every=100)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: sac.main(args))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "NaN/Inf" in message[0]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["step_100.pt"]  # written before the NaN rewards; nothing after
