@@ -114,42 +114,29 @@ def _last_layer(module: nn.Module, prefix: str) -> str:
     return f"{prefix}.{named_layers(module)[-1][0]}" if prefix else named_layers(module)[-1][0]
 
 
+def _twin_critic(policy: nn.Module) -> Network:
+    """SAC's and TD3's critic: Q-networks ``qf0``, ``qf1``, … of ``(obs, actions)``."""
+    critic = policy.critic
+    heads = tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks))
+    return Network("critic", critic, critic, (policy.critic_target,), heads, "obs_actions")
+
+
 def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
     """The networks of a SAC, TD3, DQN, PPO or A2C model, by name."""
     policy = model.policy
     if isinstance(model, SAC):
-        critic = policy.critic
-        return {
-            "actor": Network("actor", policy.actor, policy.actor, (), ("mu", "log_std"), "obs"),
-            "critic": Network(
-                "critic",
-                critic,
-                critic,
-                (policy.critic_target,),
-                tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks)),
-                "obs_actions",
-            ),
-        }
+        actor = Network("actor", policy.actor, policy.actor, (), ("mu", "log_std"), "obs")
+        return {"actor": actor, "critic": _twin_critic(policy)}
     if isinstance(model, TD3):
-        critic = policy.critic
-        return {
-            "actor": Network(
-                "actor",
-                policy.actor,
-                policy.actor,
-                (policy.actor_target,),
-                (_last_layer(policy.actor.mu, "mu"),),
-                "obs",
-            ),
-            "critic": Network(
-                "critic",
-                critic,
-                critic,
-                (policy.critic_target,),
-                tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks)),
-                "obs_actions",
-            ),
-        }
+        actor = Network(
+            "actor",
+            policy.actor,
+            policy.actor,
+            (policy.actor_target,),
+            (_last_layer(policy.actor.mu, "mu"),),
+            "obs",
+        )
+        return {"actor": actor, "critic": _twin_critic(policy)}
     if isinstance(model, DQN):
         q_net = policy.q_net
         return {
