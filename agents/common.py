@@ -505,6 +505,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def crossed(step: int, every: int, span: int) -> bool:
+    """Whether the last ``span`` steps up to ``step`` crossed a multiple of ``every`` (0: never).
+
+    The schedule test of every agent: steps advance by ``num_envs`` (or a rollout), so an
+    exact ``step % every == 0`` could be stepped over.
+    """
+    return every > 0 and step // every > (step - span) // every
+
+
 def mean_or_nan(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 

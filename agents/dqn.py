@@ -42,6 +42,7 @@ from agents.common import (
     UserError,
     attach_method,
     checkpoint_state,
+    crossed,
     evaluate,
     make_train_envs,
     mean_or_nan,
@@ -290,7 +291,7 @@ def main(args: Args) -> dict:
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
 
-            if args.metrics_every and global_step % args.metrics_every < args.num_envs:
+            if crossed(global_step, args.metrics_every, args.num_envs):
                 raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
@@ -306,13 +307,13 @@ def main(args: Args) -> dict:
                     ret=f"{tracker.mean_return:.1f}", eps=f"{epsilon:.2f}", sps=f"{sps:.0f}"
                 )
 
-        periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
+        periodic_eval = crossed(global_step, args.eval_every, args.num_envs)
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
             eval_returns = evaluate(
                 args, run.name, policy, f"step_{global_step}", tracker.period, **eval_kwargs
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
+        if crossed(global_step, args.checkpoint_every, args.num_envs):
             raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 

@@ -40,6 +40,7 @@ from agents.common import (
     UserError,
     attach_method,
     checkpoint_state,
+    crossed,
     evaluate,
     make_train_envs,
     mean_or_nan,
@@ -222,11 +223,6 @@ def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tenso
     """The ``(T, num_envs, ...)`` rollout tensors flattened to a batch of the valid steps."""
     keep = valid.flatten()
     return [x.flatten(0, 1)[keep] for x in rollout]
-
-
-def crossed(step: int, every: int, span: int) -> bool:
-    """Whether the last ``span`` steps up to ``step`` crossed a multiple of ``every``."""
-    return every > 0 and step // every > (step - span) // every
 
 
 def main(args: Args) -> dict:

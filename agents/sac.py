@@ -31,6 +31,7 @@ from agents.common import (
     UserError,
     attach_method,
     checkpoint_state,
+    crossed,
     evaluate,
     make_train_envs,
     mean_or_nan,
@@ -296,7 +297,7 @@ def main(args: Args) -> dict:
                 "critic/",
             )
 
-            if args.metrics_every and global_step % args.metrics_every < args.num_envs:
+            if crossed(global_step, args.metrics_every, args.num_envs):
                 raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {
@@ -318,7 +319,7 @@ def main(args: Args) -> dict:
                 run.log(global_step, scalars)
                 bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
 
-        periodic_eval = args.eval_every and global_step % args.eval_every < args.num_envs
+        periodic_eval = crossed(global_step, args.eval_every, args.num_envs)
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
             eval_returns = evaluate(
                 args,
@@ -329,7 +330,7 @@ def main(args: Args) -> dict:
                 action_repeat=args.action_repeat,
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs:
+        if crossed(global_step, args.checkpoint_every, args.num_envs):
             raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 
