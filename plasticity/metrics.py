@@ -225,7 +225,7 @@ class PlasticityMonitor:
 
         metrics: dict[str, float] = {}
         dormant_units = total_units = 0
-        last_features = None
+        last_layer = None
         for name, layer in self.hidden:
             if name not in outputs:  # a layer the forward pass did not use
                 continue
@@ -243,7 +243,7 @@ class PlasticityMonitor:
                 metrics[f"{name}/jacobian_sv_min"] = float(sv.min())
                 metrics[f"{name}/jacobian_sv_max"] = float(sv.max())
                 metrics[f"{name}/jacobian_sv_dev"] = float(((sv - 1) ** 2).mean().sqrt())
-            last_features = features
+            last_layer = name
         for name, value in isometry_deviations(self.module).items():
             metrics[f"{name}/dfi"] = value
         for name, value in weight_norms(self.module).items():
@@ -251,10 +251,9 @@ class PlasticityMonitor:
 
         if total_units:
             metrics["dormant_ratio"] = dormant_units / total_units
-        if last_features is not None:
-            metrics["effective_rank"] = effective_rank(last_features)
-            metrics["srank"] = float(srank(last_features, self.delta))
-            metrics["stable_rank"] = stable_rank(last_features)
+        if last_layer is not None:  # the representation the heads read
+            for key in ("effective_rank", "srank", "stable_rank"):
+                metrics[key] = metrics[f"{last_layer}/{key}"]
         metrics["dfi"] = sum(v for k, v in metrics.items() if k.endswith("/dfi"))
         metrics["weight_norm"] = float(
             torch.linalg.vector_norm(
