@@ -16,12 +16,14 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -95,6 +97,13 @@ class CommonArgs:
     """a run folder (runs/<run_name>) to continue from its latest checkpoint"""
     runs_dir: str = "runs"
     """folder of the run folders"""
+    compile: bool = False
+    """compile the loss computations with torch.compile (the first updates wait for it)"""
+    cudagraphs: bool = False
+    """on CUDA, also replay the compiled losses as CUDA graphs (implies --compile; CPU: ignored)"""
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
+    bfloat16 on CPUs with AVX512-BF16 or AMX; highest keeps full float32"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,6 +116,31 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
     return device
+
+
+def loss_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
+    """Apply ``--matmul-precision``; return what wraps the agent's loss functions.
+
+    ``--compile`` gives ``torch.compile`` (default mode), ``--cudagraphs`` its
+    ``reduce-overhead`` mode, which on CUDA replays each compiled loss (forward and backward)
+    as a CUDA graph; the agent then calls :func:`torch.compiler.cudagraph_mark_step_begin`
+    once per update. Without either flag the losses run eagerly. Only pure tensor functions
+    are compiled: interventions rewrite parameters in place, so compiled code stays valid.
+    """
+    torch.set_float32_matmul_precision(args.matmul_precision)
+    compiling = args.compile or args.cudagraphs
+    if compiling and device.type == "cpu" and not any(map(shutil.which, ("g++", "c++", "clang++"))):
+        raise UserError(
+            "--compile on the CPU needs a C++ compiler (g++); install one "
+            "(apt-get install g++) or leave out --compile"
+        )
+    if args.cudagraphs and device.type != "cuda":
+        print("--cudagraphs needs a CUDA device; compiling without CUDA graphs", file=sys.stderr)
+    if args.cudagraphs and device.type == "cuda":
+        return lambda fn: torch.compile(fn, mode="reduce-overhead")
+    if compiling:
+        return torch.compile
+    return lambda fn: fn
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

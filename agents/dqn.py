@@ -44,6 +44,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    loss_compiler,
     make_train_envs,
     mean_or_nan,
     progress_bar,
@@ -237,7 +238,18 @@ def main(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed)
     done = np.zeros(args.num_envs, dtype=bool)
     eval_returns: list[float] = []
-    loss = q_taken = None
+
+    def td_loss(obs, act, rew, next_obs, term):
+        """TD loss of the taken actions against the target network's greedy value; mean Q."""
+        with torch.no_grad():
+            target_max = target_network(next_obs).max(1).values
+            td_target = rew + args.gamma * target_max * (1 - term)
+        q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
+        return loss_fn(q_taken, td_target), q_taken.detach().mean()
+
+    td_loss = loss_compiler(args, device)(td_loss)
+
+    loss = q_mean = None
     while global_step < args.total_timesteps:
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(
@@ -269,12 +281,12 @@ def main(args: Args) -> dict:
         if global_step > learning_starts:
             updates = global_step // args.train_frequency - prev_step // args.train_frequency
             for _ in range(updates):
-                data_obs, data_act, data_rew, data_next, data_term = rb.sample(args.batch_size)
-                with torch.no_grad():
-                    target_max = target_network(data_next).max(1).values
-                    td_target = data_rew + args.gamma * target_max * (1 - data_term)
-                q_taken = q_network(data_obs).gather(1, data_act[:, None]).squeeze(1)
-                loss = loss_fn(q_taken, td_target) + q_plasticity.penalty()
+                if args.cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                batch = rb.sample(args.batch_size)
+                data_obs = batch[0]
+                loss, q_mean = td_loss(*batch)
+                loss = loss + q_plasticity.penalty()
                 q_plasticity.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 q_plasticity.optimizer.step()
@@ -297,7 +309,7 @@ def main(args: Args) -> dict:
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
                 if loss is not None:
                     scalars["losses/td_loss"] = loss.item()
-                    scalars["losses/q_values"] = q_taken.mean().item()
+                    scalars["losses/q_values"] = q_mean.item()
                     probe = data_obs
                 else:
                     probe = rb.sample(args.batch_size)[0]

@@ -42,6 +42,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    loss_compiler,
     make_train_envs,
     mean_or_nan,
     progress_bar,
@@ -331,6 +332,43 @@ def main(args: Args) -> dict:
         for report in reports:
             run.log(step, report.scalars(prefix))
 
+    def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
+        """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the
+        diagnostics: old and new approximate KL, clip fraction."""
+        dist = actor.distribution(obs)
+        newlogprob, entropy = actor.log_prob_entropy(dist, actions)
+        newvalue = critic(obs)
+        logratio = newlogprob - old_logprobs
+        ratio = logratio.exp()
+
+        with torch.no_grad():
+            # calculate approx_kl http://joschu.net/blog/kl-approx.html
+            old_approx_kl = (-logratio).mean()
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+        if args.norm_adv:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        # Policy loss
+        pg_loss1 = -advantages * ratio
+        pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+        pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+        # Value loss
+        v_loss_unclipped = (newvalue - returns) ** 2
+        if args.clip_vloss:
+            v_clipped = old_values + torch.clamp(
+                newvalue - old_values, -args.clip_coef, args.clip_coef
+            )
+            v_loss_clipped = (v_clipped - returns) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+        else:
+            v_loss = 0.5 * v_loss_unclipped.mean()
+        return pg_loss, v_loss, entropy.mean(), old_approx_kl, approx_kl, clipfrac
+
+    ppo_losses = loss_compiler(args, device)(ppo_losses)
+
     # ALGO Logic: storage setup. Row t holds the observation acted on at step t; row T of
     # ``obs``/``values`` holds the observation after the rollout, for bootstrapping.
     T, N = args.num_steps, args.num_envs
@@ -401,47 +439,21 @@ def main(args: Args) -> dict:
 
         # Optimizing the policy and value networks
         n = b_obs.shape[0]
-        clipfracs = []
+        clipfracs = []  # eager copies: a CUDA-graph output lives until the next replay
         for _epoch in range(args.update_epochs):
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
+                if args.cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 mb_obs = b_obs[mb_inds]
-                dist = actor.distribution(mb_obs)
-                newlogprob, entropy = actor.log_prob_entropy(dist, b_actions[mb_inds])
-                newvalue = critic(mb_obs)
-                logratio = newlogprob - b_logprobs[mb_inds]
-                ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                mb_advantages = b_advantages[mb_inds]
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (
-                        mb_advantages.std() + 1e-8
-                    )
-
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(
-                    ratio, 1 - args.clip_coef, 1 + args.clip_coef
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
+                    mb_obs,
+                    b_actions[mb_inds],
+                    b_logprobs[mb_inds],
+                    b_advantages[mb_inds],
+                    b_returns[mb_inds],
+                    b_values[mb_inds],
                 )
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss
-                v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                if args.clip_vloss:
-                    v_clipped = b_values[mb_inds] + torch.clamp(
-                        newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
-                    )
-                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                else:
-                    v_loss = 0.5 * v_loss_unclipped.mean()
-
-                entropy_loss = entropy.mean()
+                clipfracs.append(clipfrac.clone() if args.cudagraphs else clipfrac)
                 actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
                 critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
                 for handle in handles.values():

@@ -33,6 +33,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    loss_compiler,
     make_train_envs,
     mean_or_nan,
     progress_bar,
@@ -43,6 +44,7 @@ from agents.common import (
     seed_everything,
 )
 from plasticity import PlasticityMonitor
+from plasticity.optim import fused_adam_available
 
 
 @dataclass
@@ -172,7 +174,9 @@ def main(args: Args) -> dict:
 
     target_entropy = -float(act_dim)
     log_alpha = torch.full((), float(np.log(args.alpha)), device=device, requires_grad=True)
-    a_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr)
+    a_optimizer = torch.optim.Adam(
+        [log_alpha], lr=args.q_lr, fused=fused_adam_available([log_alpha])
+    )
 
     rb = ReplayBuffer(
         args.buffer_size, (obs_dim,), torch.float32, (act_dim,), torch.float32, device
@@ -206,6 +210,25 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     log_alpha.fill_(float(np.log(args.alpha)))
                 a_optimizer.state.clear()
+
+    def critic_loss(obs, act, rew, next_obs, term, alpha):
+        """Both critics' TD losses (summed) against the entropy-regularized target; mean Q1."""
+        with torch.no_grad():
+            next_actions, next_log_pi, _ = actor.get_action(next_obs)
+            min_next_q = critic_target(next_obs, next_actions).min(0).values
+            next_q = rew + (1 - term) * args.gamma * (min_next_q - alpha * next_log_pi)
+        qf_values = critic(obs, act)
+        loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
+        return loss, qf_values[0].detach().mean()
+
+    def policy_loss(obs, alpha):
+        """The actor's loss E[α log π(a|s) − min Q(s, a)], a ~ π; and log π (detached)."""
+        pi, log_pi, _ = actor.get_action(obs)
+        min_q = critic(obs, pi).min(0).values
+        return (alpha * log_pi - min_q).mean(), log_pi.detach()
+
+    compile_loss = loss_compiler(args, device)
+    critic_loss, policy_loss = compile_loss(critic_loss), compile_loss(policy_loss)
 
     tracker = EpisodeTracker()
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
@@ -247,18 +270,15 @@ def main(args: Args) -> dict:
 
         # ALGO LOGIC: training.
         if global_step > learning_starts:
-            if train_clock is None:  # steady-state speed is measured from here
+            if train_clock is None and global_step > learning_starts + 100:
+                # steady-state speed is measured from here, once --compile has compiled
                 train_clock = (global_step, time.perf_counter())
-            data_obs, data_act, data_rew, data_next, data_term = rb.sample(args.batch_size)
+            if args.cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            batch = rb.sample(args.batch_size)
+            data_obs, data_act = batch[0], batch[1]
             alpha = log_alpha.detach().exp()
-            with torch.no_grad():
-                next_actions, next_log_pi, _ = actor.get_action(data_next)
-                min_next_q = critic_target(data_next, next_actions).min(0).values
-                next_q = data_rew + (1 - data_term) * args.gamma * (
-                    min_next_q - alpha * next_log_pi
-                )
-            qf_values = critic(data_obs, data_act)
-            qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
+            qf_loss, qf1_mean = critic_loss(*batch, alpha)
             qf_loss = qf_loss + critic_plasticity.penalty()
             critic_plasticity.optimizer.zero_grad(set_to_none=True)
             qf_loss.backward()
@@ -269,15 +289,14 @@ def main(args: Args) -> dict:
                 # the actor loss needs dQ/da only: skip the critic's weight gradients
                 critic.requires_grad_(False)
                 for _ in range(args.policy_frequency):
-                    pi, log_pi, _ = actor.get_action(data_obs)
-                    min_q = critic(data_obs, pi).min(0).values
-                    actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
+                    actor_loss, log_pi = policy_loss(data_obs, alpha)
+                    actor_loss = actor_loss + actor_plasticity.penalty()
                     actor_plasticity.optimizer.zero_grad(set_to_none=True)
                     actor_loss.backward()
                     actor_plasticity.optimizer.step()
                     nonfinite |= ~torch.isfinite(actor_loss)
                     if args.autotune:
-                        alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+                        alpha_loss = (-log_alpha.exp() * (log_pi + target_entropy)).mean()
                         a_optimizer.zero_grad(set_to_none=True)
                         alpha_loss.backward()
                         a_optimizer.step()
@@ -302,7 +321,7 @@ def main(args: Args) -> dict:
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
-                    "losses/qf1_values": qf_values[0].mean().item(),
+                    "losses/qf1_values": qf1_mean.item(),
                     "losses/actor_loss": actor_loss.item(),
                     "losses/alpha": alpha.item(),
                     "charts/SPS": sps,

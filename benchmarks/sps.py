@@ -3,9 +3,11 @@
 Same hyperparameters for both: 256-256 ReLU networks, batch 256, replay 1e6, one gradient
 step per env step (ours updates the policy every 2 steps twice, the same number of updates),
 autotuned entropy, no evaluation or logging in the timed window. The figure is steady-state
-env steps/s after ``learning_starts`` (random-action warm-up excluded).
+env steps/s from 100 updates after ``learning_starts`` on (random-action warm-up and the
+compilation of ``--compile`` excluded). ``--matmul-precision`` applies to both agents.
 
-Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``). Needs the
+Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``, ``--compile``,
+``--matmul-precision``). Needs the
 ``humanoid`` extra for Humanoid-v5 and stable-baselines3. Appends to
 ``benchmarks/results/sps.jsonl``.
 """
@@ -24,7 +26,7 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def ours(env: str, learning_starts: int, steps: int, device: str) -> float:
+def ours(env: str, learning_starts: int, steps: int, device: str, compile: bool) -> float:
     from agents import sac
 
     with tempfile.TemporaryDirectory() as runs:
@@ -38,6 +40,8 @@ def ours(env: str, learning_starts: int, steps: int, device: str) -> float:
             checkpoint_every=0,
             runs_dir=runs,
             device=device,
+            compile=compile,
+            matmul_precision=torch.get_float32_matmul_precision(),
         )
         return sac.main(args)["train_sps"]
 
@@ -52,7 +56,7 @@ def sb3_sac(env: str, learning_starts: int, steps: int, device: str) -> float:
         start: tuple[int, float] | None = None
 
         def _on_step(self) -> bool:
-            if self.start is None and self.num_timesteps > learning_starts:
+            if self.start is None and self.num_timesteps > learning_starts + 100:
                 self.start = (self.num_timesteps, time.perf_counter())
             return True
 
@@ -83,12 +87,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each")
+    parser.add_argument("--compile", action="store_true", help="ours with torch.compile")
+    parser.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=["highest", "high", "medium"],
+        help="float32 matmul precision of both agents",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
 
     ours_runs, sb3_runs = [], []
     for _ in range(args.repeats):  # alternate, so a change of machine load hits both alike
-        ours_runs.append(ours(args.env, args.learning_starts, args.steps, args.device))
+        ours_runs.append(
+            ours(args.env, args.learning_starts, args.steps, args.device, args.compile)
+        )
         sb3_runs.append(sb3_sac(args.env, args.learning_starts, args.steps, args.device))
         print(f"ours {ours_runs[-1]:6.1f}  SB3 {sb3_runs[-1]:6.1f} steps/s", flush=True)
     ours_sps, sb3_sps = statistics.median(ours_runs), statistics.median(sb3_runs)
@@ -104,6 +118,8 @@ def main() -> None:
         "env": args.env,
         "device": args.device,
         "threads": args.threads,
+        "compile": args.compile,
+        "matmul_precision": args.matmul_precision,
         "timed_steps": args.steps,
         "ours_sps": ours_sps,
         "sb3_sps": sb3_sps,

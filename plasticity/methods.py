@@ -37,7 +37,7 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
-from plasticity.optim import AdamO, adamo_param_groups
+from plasticity.optim import AdamO, adamo_param_groups, fused_adam_available
 from plasticity.regularizers import (
     effective_rank_ascent_,
     l2_init_penalty,
@@ -237,9 +237,11 @@ class MethodHandle:
                 iso_every=cfg.iso_every,
             )
             return AdamO(groups, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
-        # torch picks the multi-tensor (foreach) kernels by default on CUDA only; on the CPU
-        # they save the per-tensor Python loop as well
-        optimizer_kwargs = {"foreach": True, **optimizer_kwargs}
+        # torch defaults to the multi-tensor kernels on CUDA only; its one-kernel (fused)
+        # update is faster still, on the CPU about 3x (benchmarks/sps.py)
+        if "foreach" not in optimizer_kwargs and "fused" not in optimizer_kwargs:
+            fused = fused_adam_available(list(self.network.parameters()))
+            optimizer_kwargs = {("fused" if fused else "foreach"): True, **optimizer_kwargs}
         if weight_decay > 0.0:
             return torch.optim.AdamW(
                 self.network.parameters(), lr=lr, weight_decay=weight_decay, **optimizer_kwargs

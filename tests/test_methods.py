@@ -45,7 +45,10 @@ def test_every_method_attaches_and_trains(name):
 
 def test_optimizer_follows_the_method():
     net = mlp()
-    assert type(make_method("none").attach(net, 1e-3).optimizer) is torch.optim.Adam
+    adam = make_method("none").attach(net, 1e-3).optimizer
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["fused"]  # one-kernel update
+    kept = make_method("none").attach(net, 1e-3, foreach=True).optimizer.param_groups[0]
+    assert kept["foreach"] and not kept["fused"]  # an explicit kernel choice is respected
     assert isinstance(make_method("fire+adamo").attach(net, 1e-3).optimizer, AdamO)
     er = make_method("er_l2").attach(net, 1e-3).optimizer
     assert type(er) is torch.optim.AdamW and er.param_groups[0]["weight_decay"] == 1e-3

@@ -162,3 +162,30 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 def test_unknown_head_name_is_a_clear_error():
     with pytest.raises(ValueError, match="not layers of Sequential"):
         adamo_param_groups(mlp(), heads=["fc_out"])
+
+
+def test_fused_and_foreach_paths_give_the_same_steps():
+    a = mlp()
+    b = copy.deepcopy(a)
+    settings = dict(lr=1e-2, weight_decay=0.1, iso_coef=0.1, iso_every=2)
+    opt_a = AdamO(adamo_param_groups(a, **settings), fused=True)
+    opt_b = AdamO(adamo_param_groups(b, **settings), fused=False)
+    assert all(g["fused"] for g in opt_a.param_groups)
+    assert not any(g["fused"] for g in opt_b.param_groups)
+    train(a, opt_a, 4)
+    train(b, opt_b, 4)
+    for opt, net in ((opt_a, a), (opt_b, b)):  # an intervention clears one tensor's state
+        opt.state.pop(net[0].weight)
+    train(a, opt_a, 3, seed=2)
+    train(b, opt_b, 3, seed=2)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    assert opt_a.state[a[0].weight]["step"].item() == 3
+
+
+def test_fused_is_refused_for_mixed_dtypes_and_auto_falls_back():
+    params = [nn.Parameter(torch.randn(3, 3)), nn.Parameter(torch.randn(3, dtype=torch.float64))]
+    with pytest.raises(ValueError, match="fused=True needs floating-point parameters"):
+        AdamO(params, fused=True)
+    assert not AdamO(params).param_groups[0]["fused"]
+    assert AdamO([params[0]]).param_groups[0]["fused"]

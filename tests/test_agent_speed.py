@@ -1,0 +1,84 @@
+"""The speed options every agent shares: --compile, --cudagraphs, --matmul-precision."""
+
+import json
+from pathlib import Path
+
+import pytest
+import test_agent_dqn
+import test_agent_ppo
+import test_agent_sac
+import torch
+
+from agents import dqn, ppo, sac
+from agents.common import UserError, loss_compiler
+
+
+def logged_losses(summary: dict) -> dict[str, float]:
+    rows = (Path(summary["run_dir"]) / "scalars.jsonl").read_text().splitlines()
+    return {
+        key: value
+        for row in map(json.loads, rows)
+        for key, value in row.items()
+        if key.startswith("losses/")
+    }
+
+
+# Each case stops right after its first update(s), where compiled and eager runs have seen
+# the same data and the same parameters.
+CASES = {
+    "sac": lambda tmp: (
+        sac.main,
+        test_agent_sac.small_args(
+            tmp, total_timesteps=101, metrics_every=101, eval_episodes=0, checkpoint_every=0
+        ),
+    ),
+    "dqn": lambda tmp: (
+        dqn.main,
+        test_agent_dqn.small_args(tmp, total_timesteps=102, metrics_every=102),
+    ),
+    "ppo": lambda tmp: (
+        ppo.main,
+        test_agent_ppo.small_args(tmp, total_timesteps=64, eval_every=0, eval_episodes=0),
+    ),
+}
+
+
+@pytest.mark.parametrize("agent", sorted(CASES))
+def test_compiled_losses_equal_eager_ones(tmp_path, agent, monkeypatch):
+    # compiled code draws SAC's action noise from its own generator unless told otherwise
+    monkeypatch.setattr("torch._inductor.config.fallback_random", True)
+    main, eager_args = CASES[agent](tmp_path / "eager")
+    _, compiled_args = CASES[agent](tmp_path / "compiled")
+    compiled_args.compile = True
+    eager, compiled = logged_losses(main(eager_args)), logged_losses(main(compiled_args))
+    assert eager and eager.keys() == compiled.keys()
+    for key, value in eager.items():
+        assert compiled[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+
+
+def test_cudagraphs_without_cuda_compile_without_them(tmp_path, capsys):
+    args = test_agent_sac.small_args(tmp_path, cudagraphs=True)
+    wrap = loss_compiler(args, torch.device("cpu"))
+    assert "--cudagraphs needs a CUDA device" in capsys.readouterr().err
+    assert wrap(torch.sin) is not torch.sin  # compiled all the same
+
+
+def test_no_speed_flag_leaves_losses_eager(tmp_path):
+    wrap = loss_compiler(test_agent_sac.small_args(tmp_path), torch.device("cpu"))
+    assert wrap(torch.sin) is torch.sin
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("agents.common.shutil.which", lambda _name: None)
+    args = test_agent_sac.small_args(tmp_path, compile=True)
+    with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
+        loss_compiler(args, torch.device("cpu"))
+
+
+def test_matmul_precision_is_applied(tmp_path):
+    try:
+        args = test_agent_sac.small_args(tmp_path, matmul_precision="medium")
+        loss_compiler(args, torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
