@@ -12,10 +12,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-import tyro
-
 from agents import AGENTS
-from agents.common import UserError, run_cli
+from agents.common import UserError, parse_args, run_cli
 
 
 def split_agent(argv: list[str]) -> tuple[str, list[str]]:
@@ -39,7 +37,7 @@ def main(argv: list[str]) -> None:
     if name not in AGENTS:
         raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
     module = importlib.import_module(f"agents.{name}")
-    args = tyro.cli(module.Args, args=rest, prog=f"train.py --agent {name}")
+    args = parse_args(module.Args, name, rest, prog=f"train.py --agent {name}")
     summary = module.main(args)
     print(
         f"done: {summary['total_timesteps']} steps, "

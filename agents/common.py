@@ -552,6 +552,38 @@ def mean_or_nan(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def parse_args(
+    args_class: type, agent: str, argv: list[str] | None = None, prog: str | None = None
+):
+    """The agent's ``Args`` from the command line (``argv``, default ``sys.argv[1:]``).
+
+    With ``--resume RUN``, the settings saved in ``RUN/config.json`` are the defaults, so a
+    resumed run keeps its env, methods and hyperparameters; flags given again override them
+    (typically a higher ``--total-timesteps``). A path that is not a run of this agent parses
+    as usual, and :class:`Run` then reports what is wrong with it.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    resume = next(
+        (
+            arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
+            for i, arg in enumerate(argv)
+            if (arg == "--resume" and i + 1 < len(argv)) or arg.startswith("--resume=")
+        ),
+        None,
+    )
+    default = None
+    config_file = Path(resume) / "config.json" if resume else None
+    if config_file is not None and config_file.is_file():
+        saved = json.loads(config_file.read_text())
+        if saved.get("agent") == agent:
+            names = {f.name for f in dataclasses.fields(args_class)}
+            values = {k: v for k, v in saved.items() if k in names - {"plasticity", "resume"}}
+            default = args_class(
+                **values, plasticity=MethodConfig(**saved.get("plasticity", {})), resume=resume
+            )
+    return tyro.cli(args_class, args=argv, prog=prog, default=default)
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run ``main``; a UserError or a divergence ends with one line on stderr and exit code 2."""
     try:

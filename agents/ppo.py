@@ -29,7 +29,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 from torch import nn
 from torch.distributions import Categorical, Normal
 
@@ -45,6 +44,7 @@ from agents.common import (
     loss_compiler,
     make_train_envs,
     mean_or_nan,
+    parse_args,
     progress_bar,
     raise_if_diverged,
     resolve_device,
@@ -540,4 +540,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(tyro.cli(Args)))
+    run_cli(lambda: main(parse_args(Args, "ppo")))

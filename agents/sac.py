@@ -20,7 +20,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 from torch import nn
 
 from agents.common import (
@@ -36,6 +35,7 @@ from agents.common import (
     loss_compiler,
     make_train_envs,
     mean_or_nan,
+    parse_args,
     progress_bar,
     raise_if_diverged,
     resolve_device,
@@ -387,4 +387,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(tyro.cli(Args)))
+    run_cli(lambda: main(parse_args(Args, "sac")))

@@ -1,7 +1,8 @@
 """Learning evidence for the agents (run by hand, not in CI).
 
 - ``sac_pendulum``: SAC on Pendulum-v1 must reach a mean evaluation return above −250 within
-  15k steps (CleanRL's order of magnitude).
+  15k steps (CleanRL's order of magnitude): with the defaults (eager, float32), with
+  ``--matmul-precision medium`` (bfloat16 products on the CPU) and with ``--compile``.
 - ``sac_humanoid``: short SAC runs on ``humanoid_walk`` with ``fire`` and with ``none``, to show
   the plasticity metrics and FIRE's interventions in the logs (far too short to learn to walk).
 
@@ -27,22 +28,32 @@ def eval_curve(run_dir: str) -> list[tuple[int, float]]:
 
 
 def sac_pendulum() -> list[dict]:
-    args = sac.Args(
-        env="Pendulum-v1",
-        total_timesteps=15_000,
-        learning_starts=5_000,
-        eval_every=2_500,
-        eval_episodes=10,
-        metrics_every=2_500,
-        checkpoint_every=0,
-        exp_name="learning_sac_pendulum",
-        runs_dir="runs/learning",
-    )
-    summary = sac.main(args)
-    summary["eval_curve"] = eval_curve(summary["run_dir"])
-    summary["goal"] = "final_eval_return > -250 within 15k steps"
-    summary["passed"] = summary["final_eval_return"] > -250
-    return [summary]
+    variants = {
+        "float32": {},
+        "bfloat16_products": {"matmul_precision": "medium"},
+        "compiled": {"compile": True},
+    }
+    summaries = []
+    for variant, speed_settings in variants.items():
+        args = sac.Args(
+            env="Pendulum-v1",
+            total_timesteps=15_000,
+            learning_starts=5_000,
+            eval_every=2_500,
+            eval_episodes=10,
+            metrics_every=2_500,
+            checkpoint_every=0,
+            exp_name=f"learning_sac_pendulum_{variant}",
+            runs_dir="runs/learning",
+            **speed_settings,
+        )
+        summary = sac.main(args)
+        summary["variant"] = variant
+        summary["eval_curve"] = eval_curve(summary["run_dir"])
+        summary["goal"] = "final_eval_return > -250 within 15k steps"
+        summary["passed"] = summary["final_eval_return"] > -250
+        summaries.append(summary)
+    return summaries
 
 
 def sac_humanoid() -> list[dict]:
@@ -93,7 +104,8 @@ def main() -> None:
         (RESULTS / f"learning_{name}.json").write_text(json.dumps(summaries, indent=2))
         for s in summaries:
             print(
-                f"{name} {s['critic_method']}: final eval {s['final_eval_return']:.1f}, "
+                f"{name} {s.get('variant', s['critic_method'])}: "
+                f"final eval {s['final_eval_return']:.1f}, "
                 f"curve {s['eval_curve']}, {s['sps']:.0f} steps/s"
             )
 

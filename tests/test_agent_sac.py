@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents import sac
-from agents.common import run_cli
+from agents import dqn, sac
+from agents.common import UserError, parse_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +85,22 @@ def test_resume_continues_the_step_counter(tmp_path):
     steps = [row["step"] for row in read_scalars(run_dir)]
     assert max(steps) > 200 and steps == sorted(steps)
     assert (run_dir / "checkpoints" / "step_400.pt").is_file()
+
+
+def test_resume_takes_the_saved_settings_and_new_flags(tmp_path):
+    args = small_args(tmp_path, total_timesteps=200, checkpoint_every=100, method="fire", gamma=0.9)
+    args.plasticity.fire_every = 150
+    run_dir = sac.main(args)["run_dir"]
+    resumed = parse_args(sac.Args, "sac", ["--resume", run_dir, "--total-timesteps", "400"])
+    assert (resumed.env, resumed.hidden_size, resumed.gamma) == ("Pendulum-v1", 32, 0.9)
+    assert resumed.method == "fire" and resumed.plasticity.fire_every == 150
+    assert resumed.total_timesteps == 400 and resumed.resume == run_dir
+    assert sac.main(resumed)["total_timesteps"] == 400
+    # another agent's run gives no defaults; the run folder check then names the mismatch
+    other = parse_args(dqn.Args, "dqn", [f"--resume={run_dir}"])
+    assert other.env == dqn.Args.env
+    with pytest.raises(UserError, match="that run is a sac run"):
+        dqn.main(other)
 
 
 def train_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
