@@ -65,40 +65,66 @@ class Args(CommonArgs):
     total_timesteps: int = 500_000
     """total environment steps of the run (dqn_atari.py: 10M)"""
     learning_rate: float | None = None
-    """Adam learning rate; default 2.5e-4 for vector observations (dqn.py) and 1e-4 for images
-    (dqn_atari.py; the FIRE paper uses 6.25e-5)"""
+    """Adam learning rate (default 2.5e-4 vectors, 1e-4 images; FIRE paper: 6.25e-5)"""
     adam_eps: float = 1e-8
     """Adam epsilon (PyTorch's default, as CleanRL; the FIRE paper's Atari DQN uses 1.5e-4)"""
     buffer_size: int | None = None
-    """replay memory size; default 10_000 for vector observations (dqn.py) and 100_000 for
-    images: an image transition keeps obs and next_obs (2 x 28 KB), so dqn_atari.py's 1e6
-    would take 56 GB of memory"""
+    """replay memory size (default 10_000 vectors, 100_000 images: an image transition keeps
+    obs and next_obs, 2 x 28 KB, so dqn_atari.py's 1e6 would take 56 GB of memory)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
     """the target network update rate (1.0: hard copy)"""
-    target_network_frequency: int = 500
-    """env steps between target network updates (dqn_atari.py: 1000; FIRE paper: 2000)"""
-    batch_size: int = 128
-    """the batch size of sample from the replay memory (dqn_atari.py: 32)"""
+    target_network_frequency: int | None = None
+    """env steps between target network updates (default 500 vectors, 1000 images; FIRE
+    paper: 2000)"""
+    batch_size: int | None = None
+    """the batch size of sample from the replay memory (default 128 vectors, 32 images)"""
     start_e: float = 1.0
     """the starting epsilon for exploration"""
-    end_e: float = 0.05
-    """the ending epsilon for exploration (dqn_atari.py: 0.01)"""
-    exploration_fraction: float = 0.5
-    """the fraction of total_timesteps it takes from start_e to end_e (dqn_atari.py: 0.1)"""
-    learning_starts: int = 10_000
-    """env steps before learning starts, also after a resume without the buffer
-    (dqn_atari.py: 80_000; FIRE paper: 20_000)"""
-    train_frequency: int = 10
-    """env steps between gradient updates (dqn_atari.py: 4)"""
+    end_e: float | None = None
+    """the ending epsilon for exploration (default 0.05 vectors, 0.01 images)"""
+    exploration_fraction: float | None = None
+    """the fraction of total_timesteps it takes from start_e to end_e (default 0.5 vectors,
+    0.1 images)"""
+    learning_starts: int | None = None
+    """env steps before learning starts, also after a resume without the buffer (default
+    10_000 vectors, 80_000 images; FIRE paper: 20_000)"""
+    train_frequency: int | None = None
+    """env steps between gradient updates (default 10 vectors, 4 images)"""
     td_loss: Literal["huber", "mse"] | None = None
-    """TD loss; default huber (smooth L1) for images as Mnih et al. 2015 and the FIRE paper, mse
-    for vector observations as dqn.py: with huber and these CartPole settings the Q-values
-    diverged (far above the 100 a return can reach, benchmarks/learning_dqn.md)"""
+    """TD loss (default mse vectors, as dqn.py: with huber and its CartPole settings the
+    Q-values diverged, benchmarks/learning_dqn.md; huber images, as Mnih et al. 2015 and the
+    FIRE paper)"""
     eval_epsilon: float = 0.0
     """ε of evaluation episodes: 0 is the greedy policy; dqn_atari.py evaluates with 0.05, which
     also keeps games that wait for FIRE after a lost life from stalling until the time limit"""
+
+
+# Settings left unset (None) in Args take CleanRL's values for the kind of observation:
+# dqn.py's for vectors, dqn_atari.py's for images (but a smaller buffer).
+VECTOR_DEFAULTS = {
+    "learning_rate": 2.5e-4,
+    "buffer_size": 10_000,
+    "target_network_frequency": 500,
+    "batch_size": 128,
+    "end_e": 0.05,
+    "exploration_fraction": 0.5,
+    "learning_starts": 10_000,
+    "train_frequency": 10,
+    "td_loss": "mse",
+}
+IMAGE_DEFAULTS = {
+    "learning_rate": 1e-4,
+    "buffer_size": 100_000,
+    "target_network_frequency": 1000,
+    "batch_size": 32,
+    "end_e": 0.01,
+    "exploration_fraction": 0.1,
+    "learning_starts": 80_000,
+    "train_frequency": 4,
+    "td_loss": "huber",
+}
 
 
 class QNetwork(nn.Module):
@@ -176,12 +202,10 @@ def main(args: Args) -> dict:
         envs.close()
         raise UserError(f"DQN needs array (Box) observations, {args.env} has {obs_space}")
     image = len(obs_space.shape) == 3
-    # per-family defaults, resolved before the run folder records the config
+    # per-kind defaults, resolved before the run folder records the config
+    defaults = IMAGE_DEFAULTS if image else VECTOR_DEFAULTS
     args = dataclasses.replace(
-        args,
-        learning_rate=args.learning_rate or (1e-4 if image else 2.5e-4),
-        buffer_size=args.buffer_size or (100_000 if image else 10_000),
-        td_loss=args.td_loss or ("huber" if image else "mse"),
+        args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
     )
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)

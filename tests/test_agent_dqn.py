@@ -135,6 +135,8 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
     config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
     assert config["learning_rate"] == 1e-4  # image defaults
     assert config["td_loss"] == "huber"
+    assert config["end_e"] == 0.01  # unset: dqn_atari.py's value
+    assert config["exploration_fraction"] == 0.5 and config["batch_size"] == 8  # set: kept
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
     q = state["q_network"]
     assert q["network.0.weight"].shape == (32, 4, 8, 8)
