@@ -510,6 +510,40 @@ def checkpoint_state(
     return state
 
 
+def finish_run(
+    run: Run,
+    args: CommonArgs,
+    step: int,
+    sps: float,
+    eval_returns: list[float],
+    handles: dict[str, MethodHandle],
+    **extra,
+) -> dict:
+    """Log the final evaluation, write ``summary.json`` and close the run; returns the summary.
+
+    ``handles`` maps network names (``actor``, ``critic``, ``q``) to their method handles: the
+    summary gives each network's method and intervention count. ``extra`` adds agent fields.
+    """
+    if eval_returns:
+        run.log(step, {"eval/episodic_return": mean_or_nan(eval_returns)})
+    summary = {
+        "agent": run.agent,
+        "env": args.env,
+        "method": args.method,
+        **{f"{name}_method": handle.method.name for name, handle in handles.items()},
+        "total_timesteps": step,
+        "final_eval_return": mean_or_nan(eval_returns),
+        "final_eval_returns": eval_returns,
+        "sps": sps,
+        **extra,
+        "interventions": {name: handle.interventions for name, handle in handles.items()},
+        "run_dir": str(run.dir),
+    }
+    run.write_summary(summary)
+    run.close()
+    return summary
+
+
 def raise_if_diverged(nonfinite: torch.Tensor, run: Run, step: int) -> None:
     """Stop the run when a loss was NaN/Inf (a flag kept on the device, read only here).
 

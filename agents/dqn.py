@@ -43,6 +43,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    finish_run,
     loss_compiler,
     make_train_envs,
     mean_or_nan,
@@ -360,21 +361,7 @@ def main(args: Args) -> dict:
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", tracker.period, **eval_kwargs)
     sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    summary = {
-        "agent": "dqn",
-        "env": args.env,
-        "method": args.method,
-        "q_method": args.critic_method or args.method,
-        "total_timesteps": global_step,
-        "final_eval_return": mean_or_nan(eval_returns),
-        "final_eval_returns": eval_returns,
-        "sps": sps,
-        "interventions": {"q": q_plasticity.interventions},
-        "run_dir": str(run.dir),
-    }
-    run.write_summary(summary)
-    run.close()
-    return summary
+    return finish_run(run, args, global_step, sps, eval_returns, {"q": q_plasticity})
 
 
 if __name__ == "__main__":

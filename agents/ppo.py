@@ -5,8 +5,9 @@ Read top to bottom like CleanRL's ``ppo.py`` / ``ppo_continuous_action.py`` /
 surrogate and clipped value loss, annealed learning rate. What this file changes:
 
 - actor and critic are two networks (CleanRL: one ``Agent`` with two heads), so each carries
-  its own plasticity method (``--method``, ``--actor-method``, ``--critic-method``), optimizer
-  and gradient-norm clip. Their losses are summed and backpropagated once, as in CleanRL.
+  its own plasticity method (``--method``, ``--actor-method``, ``--critic-method``) and
+  optimizer. Their losses are summed and backpropagated once, and the gradient norm is
+  clipped over both together, as in CleanRL.
 - the vector env autoresets at the *next* step (gymnasium 1.x default). The step that follows
   an episode's end only resets that copy: its action is ignored and its reward is 0. Such
   steps are stored with ``valid = False`` and left out of every loss. Because the observation
@@ -41,6 +42,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    finish_run,
     loss_compiler,
     make_train_envs,
     mean_or_nan,
@@ -88,7 +90,7 @@ class Args(CommonArgs):
     vf_coef: float = 0.5
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
-    """gradient-norm clip, applied to actor and critic separately"""
+    """the maximum norm of the joint actor and critic gradient (clipped, as CleanRL)"""
     target_kl: float | None = None
     """stop the epochs of an iteration early when approx-KL exceeds this"""
     normalize: bool = False
@@ -287,12 +289,13 @@ def main(args: Args) -> dict:
         activation=activation,
         eps=1e-5,
     )
-    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
 
     global_step = 0
     modules = {"actor": actor, "critic": critic}
+    # gradient norm clipped jointly; interventions rewrite parameters in place, so it stays valid
+    parameters = [*actor.parameters(), *critic.parameters()]
     handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
     if args.resume:
         state = restore_checkpoint(
@@ -459,8 +462,7 @@ def main(args: Args) -> dict:
                 for handle in handles.values():
                     handle.optimizer.zero_grad(set_to_none=True)
                 (actor_loss + critic_loss).backward()
-                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
                 for handle in handles.values():
                     handle.optimizer.step()
                 nonfinite |= ~torch.isfinite(actor_loss + critic_loss)
@@ -516,27 +518,9 @@ def main(args: Args) -> dict:
     checkpoint(global_step)
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
-        run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
     sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    summary = {
-        "agent": "ppo",
-        "env": args.env,
-        "method": args.method,
-        "actor_method": args.actor_method or args.method,
-        "critic_method": args.critic_method or args.method,
-        "total_timesteps": global_step,
-        "final_eval_return": mean_or_nan(eval_returns),
-        "final_eval_returns": eval_returns,
-        "sps": sps,
-        "interventions": {
-            "actor": actor_plasticity.interventions,
-            "critic": critic_plasticity.interventions,
-        },
-        "run_dir": str(run.dir),
-    }
-    run.write_summary(summary)
-    run.close()
-    return summary
+    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
+    return finish_run(run, args, global_step, sps, eval_returns, handles)
 
 
 if __name__ == "__main__":

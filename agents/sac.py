@@ -32,6 +32,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    finish_run,
     loss_compiler,
     make_train_envs,
     mean_or_nan,
@@ -364,26 +365,8 @@ def main(args: Args) -> dict:
         )
     sps = (global_step - start_step) / (end_time - start_time)
     train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
-    summary = {
-        "agent": "sac",
-        "env": args.env,
-        "method": args.method,
-        "actor_method": args.actor_method or args.method,
-        "critic_method": args.critic_method or args.method,
-        "total_timesteps": global_step,
-        "final_eval_return": mean_or_nan(eval_returns),
-        "final_eval_returns": eval_returns,
-        "sps": sps,
-        "train_sps": train_sps,
-        "interventions": {
-            "actor": actor_plasticity.interventions,
-            "critic": critic_plasticity.interventions,
-        },
-        "run_dir": str(run.dir),
-    }
-    run.write_summary(summary)
-    run.close()
-    return summary
+    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
+    return finish_run(run, args, global_step, sps, eval_returns, handles, train_sps=train_sps)
 
 
 if __name__ == "__main__":
