@@ -183,7 +183,9 @@ class PlasticityMonitor:
     - per layer (heads too) ``<layer>/dfi`` (at FIRE's scale) and ``<layer>/weight_norm``;
     - network totals: ``dormant_ratio`` over all hidden units, ``effective_rank``/``srank``/
       ``stable_rank`` of the last hidden layer's features (the representation the heads read),
-      ``dfi`` (sum), ``weight_norm`` (global), and ``grad_norm`` of the current ``.grad``.
+      ``dfi`` (sum over hidden layers: at FIRE's scale a narrow head such as 256 → 1 is
+      compared against a tiny target norm and would swamp the sum; its own ``<head>/dfi`` is
+      still reported), ``weight_norm`` (global), and ``grad_norm`` of the current ``.grad``.
 
     ``activation`` maps a hidden layer's output (pre-activation) to its features; networks
     whose hidden layers are followed by something other than ReLU should pass it.
@@ -254,7 +256,7 @@ class PlasticityMonitor:
         if last_layer is not None:  # the representation the heads read
             for key in ("effective_rank", "srank", "stable_rank"):
                 metrics[key] = metrics[f"{last_layer}/{key}"]
-        metrics["dfi"] = sum(v for k, v in metrics.items() if k.endswith("/dfi"))
+        metrics["dfi"] = sum(metrics[f"{name}/dfi"] for name, _ in self.hidden)
         metrics["weight_norm"] = float(
             torch.linalg.vector_norm(
                 torch.tensor([v for k, v in metrics.items() if k.endswith("/weight_norm")])

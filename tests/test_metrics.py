@@ -91,6 +91,7 @@ def test_monitor_reports_per_layer_and_network_metrics():
     )
     assert metrics["effective_rank"] == metrics["2/effective_rank"] <= 24
     assert set(metrics) >= {"0/dfi", "2/dfi", "4/dfi", "4/weight_norm", "grad_norm", "srank"}
+    assert metrics["dfi"] == pytest.approx(metrics["0/dfi"] + metrics["2/dfi"])  # heads left out
     assert "4/dormant_ratio" not in metrics  # heads have no features of their own
     assert metrics["grad_norm"] == pytest.approx(grad_norm(net))
     assert 0.0 <= metrics["2/jacobian_sv_min"] <= metrics["2/jacobian_sv_max"]
