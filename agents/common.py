@@ -204,12 +204,13 @@ def evaluate(
 
     A task cycle is held at ``task_period`` (the training loop's current task, with its
     perturbations). With ``--capture-video`` the episodes are recorded to
-    ``videos/<run_name>/<tag>/``; a machine that cannot render gets a warning and unrecorded
+    ``videos/<run_name>/<tag>/`` (``<tag>_2``, … when that folder exists, as after a resume:
+    no video is overwritten); a machine that cannot render gets a warning and unrecorded
     episodes.
     """
     from envs import make_env
     from envs.nonstationary import TaskCycle
-    from envs.video import record_episodes
+    from envs.video import VIDEO_ROOT, record_episodes
 
     render_mode = "rgb_array" if args.capture_video else None
     seed = args.seed + 10_000
@@ -219,9 +220,11 @@ def evaluate(
     if isinstance(env.unwrapped, TaskCycle):
         env.unwrapped.hold_task(task_period)
     if args.capture_video:
-        return record_episodes(
-            env, policy, f"{run_name}/{tag}", episodes=args.eval_episodes, seed=seed
-        )
+        folder, copy = f"{run_name}/{tag}", 1
+        while (Path(VIDEO_ROOT) / folder).exists():
+            copy += 1
+            folder = f"{run_name}/{tag}_{copy}"
+        return record_episodes(env, policy, folder, episodes=args.eval_episodes, seed=seed)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=seed + episode)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents import dqn, sac
-from agents.common import UserError, parse_args, run_cli
+from agents.common import UserError, evaluate, parse_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,23 @@ def test_resume_takes_the_saved_settings_and_new_flags(tmp_path):
     assert other.env == dqn.Args.env
     with pytest.raises(UserError, match="that run is a sac run"):
         dqn.main(other)
+
+
+def test_evaluation_videos_are_never_overwritten(tmp_path, monkeypatch):
+    folders = []
+
+    def fake_recording(env, policy, folder, episodes, seed):
+        (Path("videos") / folder).mkdir(parents=True)
+        folders.append(folder)
+        env.close()
+        return [0.0] * episodes
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("envs.video.record_episodes", fake_recording)
+    args = small_args(tmp_path, capture_video=True)
+    for _ in range(3):  # e.g. the final evaluation of a run, then of two resumes
+        evaluate(args, "run", lambda obs: np.zeros(1, dtype=np.float32), "final")
+    assert folders == ["run/final", "run/final_2", "run/final_3"]
 
 
 def train_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
