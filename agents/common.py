@@ -163,6 +163,17 @@ def attach_method(
 # --- environments ---------------------------------------------------------------------------
 
 
+def env_spaces(args: CommonArgs) -> tuple[gym.Space, gym.Space]:
+    """Observation and action space of ``args.env`` (one copy, made and closed)."""
+    from envs import make_env
+
+    with user_errors("--env"):
+        env = make_env(args.env, seed=args.seed, switch_every=args.switch_every)
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return spaces
+
+
 def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of ``args.env``, each recording its episode statistics.
 

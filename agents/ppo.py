@@ -23,6 +23,7 @@ surrogate and clipped value loss, annealed learning rate. What this file changes
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from agents.common import (
     attach_method,
     checkpoint_state,
     crossed,
+    env_spaces,
     evaluate,
     finish_run,
     loss_compiler,
@@ -63,41 +65,66 @@ class Args(CommonArgs):
     """environment with Discrete or Box actions (short name, cycle, or gymnasium id)"""
     total_timesteps: int = 500_000
     """total environment steps (ppo_continuous_action: 1M, ppo_atari: 10M)"""
-    learning_rate: float = 2.5e-4
-    """learning rate of actor and critic optimizers (ppo_continuous_action: 3e-4)"""
-    num_envs: int = 4
-    """number of parallel environments (ppo_continuous_action: 1, ppo_atari: 8)"""
-    num_steps: int = 128
-    """steps per environment per rollout (ppo_continuous_action: 2048)"""
+    learning_rate: float | None = None
+    """learning rate of actor and critic optimizers (default 2.5e-4 discrete, 3e-4 continuous)"""
+    num_envs: int | None = None
+    """number of parallel environments (default 4 discrete, 8 Atari, 1 continuous)"""
+    num_steps: int | None = None
+    """steps per environment per rollout (default 128 discrete, 2048 continuous)"""
     anneal_lr: bool = True
     """anneal the learning rates linearly to 0 over the run"""
     gamma: float = 0.99
     """the discount factor gamma"""
     gae_lambda: float = 0.95
     """the lambda of generalized advantage estimation"""
-    num_minibatches: int = 4
-    """minibatches per epoch (ppo_continuous_action: 32)"""
-    update_epochs: int = 4
-    """epochs over each rollout (ppo_continuous_action: 10)"""
+    num_minibatches: int | None = None
+    """minibatches per epoch (default 4 discrete, 32 continuous)"""
+    update_epochs: int | None = None
+    """epochs over each rollout (default 4 discrete, 10 continuous)"""
     norm_adv: bool = True
     """normalize advantages per minibatch"""
-    clip_coef: float = 0.2
-    """the surrogate clipping coefficient (ppo_atari: 0.1)"""
+    clip_coef: float | None = None
+    """the surrogate clipping coefficient (default 0.2, 0.1 Atari)"""
     clip_vloss: bool = True
     """use the clipped value loss of the PPO paper's code"""
-    ent_coef: float = 0.01
-    """coefficient of the entropy bonus (ppo_continuous_action: 0.0)"""
+    ent_coef: float | None = None
+    """coefficient of the entropy bonus (default 0.01 discrete, 0.0 continuous)"""
     vf_coef: float = 0.5
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
     """the maximum norm of the joint actor and critic gradient (clipped, as CleanRL)"""
     target_kl: float | None = None
     """stop the epochs of an iteration early when approx-KL exceeds this"""
-    normalize: bool = False
-    """normalize observations (clip ±10) and rewards (clip ±10) with running statistics,
-    as ppo_continuous_action does; vector observations only"""
+    normalize: bool | None = None
+    """normalize observations (clip ±10) and rewards (clip ±10) with running statistics, for
+    vector observations only (default True continuous, as ppo_continuous_action; else False)"""
     hidden_size: int = 64
     """units of the two tanh hidden layers of the MLPs (image observations use the Nature CNN)"""
+
+
+# Settings left unset (None) in Args take CleanRL's values for the kind of env: ppo.py's for
+# discrete actions, ppo_atari.py's for frames, ppo_continuous_action.py's for Box actions.
+DISCRETE_DEFAULTS = {
+    "learning_rate": 2.5e-4,
+    "num_envs": 4,
+    "num_steps": 128,
+    "num_minibatches": 4,
+    "update_epochs": 4,
+    "clip_coef": 0.2,
+    "ent_coef": 0.01,
+    "normalize": False,
+}
+ATARI_DEFAULTS = {**DISCRETE_DEFAULTS, "num_envs": 8, "clip_coef": 0.1}
+CONTINUOUS_DEFAULTS = {
+    "learning_rate": 3e-4,
+    "num_envs": 1,
+    "num_steps": 2048,
+    "num_minibatches": 32,
+    "update_epochs": 10,
+    "clip_coef": 0.2,
+    "ent_coef": 0.0,
+    "normalize": True,
+}
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -230,6 +257,17 @@ def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tenso
 
 def main(args: Args) -> dict:
     device = resolve_device(args.device)
+    obs_space, action_space = env_spaces(args)
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
+    # per-kind defaults, resolved before the run folder records the config
+    if isinstance(action_space, gym.spaces.Box):
+        defaults = CONTINUOUS_DEFAULTS
+    else:
+        defaults = ATARI_DEFAULTS if is_image(obs_space) else DISCRETE_DEFAULTS
+    args = dataclasses.replace(
+        args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
+    )
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:
         raise UserError(
@@ -246,10 +284,7 @@ def main(args: Args) -> dict:
     seed_everything(args.seed, args.torch_deterministic)
 
     envs = make_train_envs(args)
-    obs_space, action_space = envs.single_observation_space, envs.single_action_space
     discrete = isinstance(action_space, gym.spaces.Discrete)
-    if not discrete and not isinstance(action_space, gym.spaces.Box):
-        raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
     if args.normalize:
         if is_image(obs_space):
             raise UserError("--normalize is for vector observations; drop it for image envs")

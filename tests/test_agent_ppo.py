@@ -94,6 +94,24 @@ def test_actor_and_critic_methods_get_their_own_optimizers(tmp_path):
     assert any(g["iso_coef"] > 0 for g in critic_groups)  # AdamO on the hidden layers
 
 
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ("CartPole-v1", {"learning_rate": 2.5e-4, "ent_coef": 0.01, "normalize": False}),
+        ("Pendulum-v1", {"learning_rate": 3e-4, "ent_coef": 0.0, "normalize": True}),
+        ("atari_pong", {"learning_rate": 2.5e-4, "clip_coef": 0.1, "normalize": False}),
+    ],
+)
+def test_unset_settings_follow_cleanrl_for_the_kind_of_env(tmp_path, env, expected):
+    if env.startswith("atari"):
+        pytest.importorskip("ale_py")
+    args = small_args(tmp_path, env=env, eval_every=0, eval_episodes=0, checkpoint_every=0)
+    run_dir = Path(ppo.main(args)["run_dir"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert {k: config[k] for k in expected} == expected
+    assert (config["num_envs"], config["update_epochs"]) == (2, 2)  # set: kept
+
+
 def test_gae_with_a_termination_and_a_truncation_mid_rollout():
     # env 0 terminates at step 1, env 1 is truncated there; step 2 only resets (masked later)
     rewards = torch.tensor([[1.0, 1.0], [2.0, 2.0], [0.0, 0.0], [3.0, 3.0]])
