@@ -114,7 +114,7 @@ def bench_adamo(name: str, make_net, batch, periods: list[int], repeats: int, in
         torch.manual_seed(0)
         net = make_net()
         opt = (
-            torch.optim.Adam(net.parameters(), lr=3e-4)
+            torch.optim.Adam(net.parameters(), lr=3e-4, fused=True)  # as make_method builds it
             if k is None
             else AdamO(adamo_param_groups(net, iso_every=k), lr=3e-4)
         )
