@@ -19,7 +19,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +70,8 @@ class CommonArgs:
     num_envs: int = 1
     """number of parallel training environments"""
     switch_every: int | None = None
-    """env steps between task switches of a cycle env (atari_cycle, humanoid_cycle, cycle:...)"""
+    """env steps (all copies together) between task switches of a cycle env (atari_cycle,
+    humanoid_cycle, cycle:...); with several copies, rounded to a multiple of num_envs"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda, cuda:1, …"""
     method: str = "none"
@@ -85,6 +86,10 @@ class CommonArgs:
     """env steps between evaluation runs (0 disables evaluation)"""
     eval_episodes: int = 5
     """episodes per evaluation, with the deterministic policy (0 disables evaluation)"""
+    eval_epsilon: float = 0.0
+    """probability of a uniformly random action in evaluation episodes: 0 is the deterministic
+    policy; dqn_atari.py evaluates with 0.05, which also keeps games that wait for FIRE after a
+    lost life from stalling until the time limit"""
     capture_video: bool = False
     """record evaluation episodes to videos/<run_name>/"""
     metrics_every: int = 5_000
@@ -104,6 +109,26 @@ class CommonArgs:
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
     bfloat16 on CPUs with AVX512-BF16 or AMX; highest keeps full float32"""
+
+
+def check_counts(args: CommonArgs, positive: Iterable[str] = ()) -> None:
+    """UserError for a count out of range: ``total_timesteps``, ``num_envs`` and the agent's
+    ``positive`` fields must be at least 1, the schedule fields at least 0 (0 disables).
+
+    Fields still ``None`` (defaults resolved later from the env) are skipped.
+    """
+    for name in ("total_timesteps", "num_envs", *positive):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    if not 0 <= args.eval_epsilon <= 1:
+        raise UserError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
+    for name in ("eval_every", "eval_episodes", "metrics_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if value < 0:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be 0 (off) or a positive integer, got {value}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,17 +203,23 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of ``args.env``, each recording its episode statistics.
 
     The copies share the cycle's schedule (see ``envs.nonstationary``); the default
-    next-step autoreset keeps their switch clocks in step.
+    next-step autoreset keeps their switch clocks in step. ``--switch-every`` counts the env
+    steps of all copies together, so each copy's clock gets ``switch_every / num_envs``.
     """
     from envs import make_env
     from envs.nonstationary import TaskCycle
     from envs.wrappers import find_wrapper
 
+    # each copy's clock counts its own steps, and the copies step together
+    switch_every = args.switch_every
+    if switch_every is not None and switch_every > 0:
+        switch_every = max(1, round(switch_every / args.num_envs))
+
     def thunk(index: int):
         def make():
             with user_errors("--env"):
                 env = make_env(
-                    args.env, seed=args.seed + index, switch_every=args.switch_every, **env_kwargs
+                    args.env, seed=args.seed + index, switch_every=switch_every, **env_kwargs
                 )
             # Atari records raw game scores inside (before clipping), cycles report task_return.
             if find_wrapper(env, gym.wrappers.RecordEpisodeStatistics) or isinstance(
@@ -203,6 +234,16 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
         return gym.vector.SyncVectorEnv([thunk(i) for i in range(args.num_envs)])
 
 
+def is_atari(env_name: str) -> bool:
+    """Whether every task of ``env_name`` is an ``atari_<game>`` (evaluated on whole games)."""
+    from envs.atari import ATARI_PREFIX
+    from envs.nonstationary import cycle_task_names
+
+    with user_errors("--env"):
+        names = cycle_task_names(env_name) or (env_name,)
+    return all(name.startswith(ATARI_PREFIX) for name in names)
+
+
 def evaluate(
     args: CommonArgs,
     run_name: str,
@@ -214,10 +255,12 @@ def evaluate(
     """Episode returns of the deterministic ``policy`` on a fresh copy of the env.
 
     A task cycle is held at ``task_period`` (the training loop's current task, with its
-    perturbations). With ``--capture-video`` the episodes are recorded to
-    ``videos/<run_name>/<tag>/`` (``<tag>_2``, … when that folder exists, as after a resume:
-    no video is overwritten); a machine that cannot render gets a warning and unrecorded
-    episodes.
+    perturbations). Atari is evaluated on whole games with raw scores (no life loss, no
+    reward clipping). With ``--eval-epsilon`` a uniformly random action replaces the
+    policy's at that rate (its own random stream: training's is left intact). With
+    ``--capture-video`` the episodes are recorded to ``videos/<run_name>/<tag>/``
+    (``<tag>_2``, … when that folder exists, as after a resume: no video is overwritten); a
+    machine that cannot render gets a warning and unrecorded episodes.
     """
     from envs import make_env
     from envs.nonstationary import TaskCycle
@@ -225,11 +268,23 @@ def evaluate(
 
     render_mode = "rgb_array" if args.capture_video else None
     seed = args.seed + 10_000
+    if is_atari(args.env):
+        env_kwargs = {"training": False, **env_kwargs}
     env = make_env(
         args.env, seed=seed, render_mode=render_mode, switch_every=args.switch_every, **env_kwargs
     )
     if isinstance(env.unwrapped, TaskCycle):
         env.unwrapped.hold_task(task_period)
+    if args.eval_epsilon > 0:
+        env.action_space.seed(seed)
+        explore = np.random.default_rng(seed)
+        greedy = policy
+
+        def policy(obs):
+            if explore.random() < args.eval_epsilon:
+                return env.action_space.sample()
+            return greedy(obs)
+
     if args.capture_video:
         folder, copy = f"{run_name}/{tag}", 1
         while (Path(VIDEO_ROOT) / folder).exists():
@@ -256,9 +311,8 @@ class EpisodeTracker:
         self.recent: list[float] = []
         self.period = 0
 
-    def update(self, infos: dict) -> tuple[dict[str, float], bool]:
-        """Scalars to log for episodes that ended, and whether a new task period began."""
-        scalars: dict[str, float] = {}
+    def update(self, infos: dict, run: Run, step: int) -> bool:
+        """Log the episodes that ended (one row each) and a task switch; whether one began."""
         if "task_return" in infos:
             done = infos["_task_return"]
             returns = infos["task_return"]
@@ -270,17 +324,18 @@ class EpisodeTracker:
         for i in np.flatnonzero(done):
             value = float(returns[i])
             self.recent = [*self.recent[-19:], value]
-            scalars["charts/episodic_return"] = value
+            row = {"charts/episodic_return": value}
             if "task_name" in infos:
-                scalars[f"charts/episodic_return/{infos['task_name'][i]}"] = value
-        switched = False
-        if "task_period" in infos:
-            period = int(np.max(infos["task_period"]))
-            switched = period > self.period
-            if switched:
-                self.period = period
-                scalars["charts/task_id"] = float(np.max(infos["task_id"]))
-        return scalars, switched
+                row[f"charts/episodic_return/{infos['task_name'][i]}"] = value
+            run.log(step, row)
+        if "task_period" not in infos:
+            return False
+        period = int(np.max(infos["task_period"]))
+        if period <= self.period:
+            return False
+        self.period = period
+        run.log(step, {"charts/task_id": float(np.max(infos["task_id"]))})
+        return True
 
     @property
     def mean_return(self) -> float:
@@ -478,18 +533,30 @@ def load_modules(state: dict, modules: dict[str, nn.Module], path_hint: str) -> 
             ) from None
 
 
+def task_cycles(envs: gym.vector.VectorEnv) -> list:
+    """The :class:`envs.nonstationary.TaskCycle` of each training copy (none: not a cycle)."""
+    from envs.nonstationary import TaskCycle
+
+    copies = [env.unwrapped for env in envs.unwrapped.envs]
+    return [env for env in copies if isinstance(env, TaskCycle)]
+
+
 def restore_checkpoint(
     run: Run,
     args: CommonArgs,
     device: torch.device,
     modules: dict[str, nn.Module],
     handles: dict[str, MethodHandle],
+    envs: gym.vector.VectorEnv,
+    tracker: EpisodeTracker,
     buffer: ReplayBuffer | None = None,
     total_steps: int | None = None,
 ) -> dict:
     """Load a resumed run's latest checkpoint into networks, method handles and buffer.
 
-    Also restores the random number generators. A mismatch (other networks, another
+    Also restores the random number generators and a task cycle's clock, so the resumed run
+    stays on its task and switches where the uninterrupted one would (call it before the
+    first ``envs.reset``). A mismatch (other networks, another
     ``--method``) or a run already at ``total_steps`` (default ``--total-timesteps``) is a
     UserError. Returns the checkpoint, for the agent's own extras and ``state["step"]``.
     """
@@ -501,6 +568,10 @@ def restore_checkpoint(
     if buffer is not None and "buffer" in state:
         buffer.load_state_dict(state["buffer"])
     set_rng_state(state["rng"])
+    if "task_cycle" in state:
+        for cycle, ticks in zip(task_cycles(envs), state["task_cycle"]["ticks"], strict=True):
+            cycle.ticks = ticks
+        tracker.period = state["task_cycle"]["period"]
     limit = args.total_timesteps if total_steps is None else total_steps
     if state["step"] >= limit:
         raise UserError(
@@ -513,12 +584,18 @@ def restore_checkpoint(
 def checkpoint_state(
     modules: dict[str, nn.Module],
     handles: dict[str, MethodHandle],
+    envs: gym.vector.VectorEnv,
+    tracker: EpisodeTracker,
     buffer: ReplayBuffer | None = None,
 ) -> dict:
-    """What :func:`restore_checkpoint` reads: networks, method handles, RNGs, optional buffer."""
+    """What :func:`restore_checkpoint` reads: networks, method handles, RNGs, a task cycle's
+    clock, optional buffer."""
     state = {name: module.state_dict() for name, module in modules.items()}
     state.update({name: handle.state_dict() for name, handle in handles.items()})
     state["rng"] = rng_state()
+    cycles = task_cycles(envs)
+    if cycles:
+        state["task_cycle"] = {"ticks": [c.ticks for c in cycles], "period": tracker.period}
     if buffer is not None:
         state["buffer"] = buffer.state_dict()
     return state

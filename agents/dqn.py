@@ -40,6 +40,7 @@ from agents.common import (
     Run,
     UserError,
     attach_method,
+    check_counts,
     checkpoint_state,
     crossed,
     evaluate,
@@ -54,7 +55,6 @@ from agents.common import (
     restore_checkpoint,
     run_cli,
     seed_everything,
-    user_errors,
 )
 from plasticity import PlasticityMonitor
 
@@ -97,9 +97,6 @@ class Args(CommonArgs):
     """TD loss (default mse vectors, as dqn.py: with huber and its CartPole settings the
     Q-values diverged, benchmarks/learning_dqn.md; huber images, as Mnih et al. 2015 and the
     FIRE paper)"""
-    eval_epsilon: float = 0.0
-    """ε of evaluation episodes: 0 is the greedy policy; dqn_atari.py evaluates with 0.05, which
-    also keeps games that wait for FIRE after a lost life from stalling until the time limit"""
 
 
 # Settings left unset (None) in Args take CleanRL's values for the kind of observation:
@@ -173,14 +170,7 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return max(slope * t + start_e, end_e)
 
 
-def is_atari(env_name: str) -> bool:
-    """Whether every task of ``env_name`` is an ``atari_<game>`` (evaluated on whole games)."""
-    from envs.atari import ATARI_PREFIX
-    from envs.nonstationary import cycle_task_names
-
-    with user_errors("--env"):
-        names = cycle_task_names(env_name) or (env_name,)
-    return all(name.startswith(ATARI_PREFIX) for name in names)
+POSITIVE_SETTINGS = ("buffer_size", "batch_size", "target_network_frequency", "train_frequency")
 
 
 def main(args: Args) -> dict:
@@ -188,6 +178,7 @@ def main(args: Args) -> dict:
         raise UserError(
             "DQN has no actor network: name the Q-network's method with --method or --critic-method"
         )
+    check_counts(args, POSITIVE_SETTINGS)
     device = resolve_device(args.device)
     seed_everything(args.seed, args.torch_deterministic)
 
@@ -208,10 +199,9 @@ def main(args: Args) -> dict:
     args = dataclasses.replace(
         args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
     )
+    check_counts(args, POSITIVE_SETTINGS)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
-    # Atari: evaluate whole games with raw scores (no life loss, no reward clipping)
-    eval_kwargs = {"training": False} if is_atari(args.env) else {}
 
     q_network = QNetwork(obs_space.shape, n_actions).to(device)
     target_network = copy.deepcopy(q_network)
@@ -225,6 +215,7 @@ def main(args: Args) -> dict:
         eps=args.adam_eps,
     )
     q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
+    compile_loss = loss_compiler(args, device)
     run = Run("dqn", args)  # after the checks above, so a refused command writes nothing
 
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -232,22 +223,20 @@ def main(args: Args) -> dict:
     global_step, learning_starts = 0, args.learning_starts
     modules = {"q_network": q_network, "target_network": target_network}
     handles = {"q_plasticity": q_plasticity}
+    tracker = EpisodeTracker()
     if args.resume:
-        state = restore_checkpoint(run, args, device, modules, handles, rb)
+        state = restore_checkpoint(run, args, device, modules, handles, envs, tracker, rb)
         global_step = state["step"]
         if "buffer" not in state:  # refill before learning again
             learning_starts = global_step + args.learning_starts
 
     def checkpoint(step: int) -> None:
         run.save_checkpoint(
-            step, checkpoint_state(modules, handles, rb if args.save_buffer else None)
+            step,
+            checkpoint_state(modules, handles, envs, tracker, rb if args.save_buffer else None),
         )
 
-    eval_rng = np.random.default_rng(args.seed + 20_000)  # keeps training's RNG stream intact
-
     def policy(obs: np.ndarray) -> int:
-        if args.eval_epsilon and eval_rng.random() < args.eval_epsilon:
-            return int(eval_rng.integers(n_actions)) + action_start
         with torch.no_grad():
             obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]
             return int(q_network(obs_t).argmax(1).item()) + action_start
@@ -256,7 +245,6 @@ def main(args: Args) -> dict:
         for report in reports:
             run.log(step, report.scalars("q/"))
 
-    tracker = EpisodeTracker()
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     bar = progress_bar(args.total_timesteps, global_step)
     start_time, start_step = time.perf_counter(), global_step
@@ -272,7 +260,7 @@ def main(args: Args) -> dict:
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
         return loss_fn(q_taken, td_target), q_taken.detach().mean()
 
-    td_loss = loss_compiler(args, device)(td_loss)
+    td_loss = compile_loss(td_loss)
 
     loss = q_mean = None
     while global_step < args.total_timesteps:
@@ -295,9 +283,7 @@ def main(args: Args) -> dict:
         prev_step, global_step = global_step, global_step + args.num_envs
         bar.update(args.num_envs)
 
-        episode_scalars, switched = tracker.update(infos)
-        if episode_scalars:
-            run.log(global_step, episode_scalars)
+        switched = tracker.update(infos, run, global_step)
         if switched and rb.size > 0:
             probe = rb.sample(args.batch_size)[0]
             log_interventions(q_plasticity.on_task_switch(inputs=probe), global_step)
@@ -346,9 +332,7 @@ def main(args: Args) -> dict:
 
         periodic_eval = crossed(global_step, args.eval_every, args.num_envs)
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
-            eval_returns = evaluate(
-                args, run.name, policy, f"step_{global_step}", tracker.period, **eval_kwargs
-            )
+            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
         if crossed(global_step, args.checkpoint_every, args.num_envs):
             raise_if_diverged(nonfinite, run, global_step)
@@ -359,7 +343,7 @@ def main(args: Args) -> dict:
     raise_if_diverged(nonfinite, run, global_step)
     checkpoint(global_step)
     if args.eval_episodes:
-        eval_returns = evaluate(args, run.name, policy, "final", tracker.period, **eval_kwargs)
+        eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
     sps = (global_step - start_step) / (time.perf_counter() - start_time)
     return finish_run(run, args, global_step, sps, eval_returns, {"q": q_plasticity})
 

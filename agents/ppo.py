@@ -40,6 +40,7 @@ from agents.common import (
     Run,
     UserError,
     attach_method,
+    check_counts,
     checkpoint_state,
     crossed,
     env_spaces,
@@ -268,6 +269,7 @@ def main(args: Args) -> dict:
     args = dataclasses.replace(
         args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
     )
+    check_counts(args, ("num_steps", "num_minibatches", "update_epochs", "hidden_size"))
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:
         raise UserError(
@@ -280,14 +282,13 @@ def main(args: Args) -> dict:
             f"--total-timesteps {args.total_timesteps} is less than one rollout "
             f"(num_envs × num_steps = {batch_size}); raise it or lower --num-steps"
         )
-    run = Run("ppo", args)
+    if args.normalize and is_image(obs_space):
+        raise UserError("--normalize is for vector observations; drop it for image envs")
     seed_everything(args.seed, args.torch_deterministic)
 
     envs = make_train_envs(args)
     discrete = isinstance(action_space, gym.spaces.Discrete)
     if args.normalize:
-        if is_image(obs_space):
-            raise UserError("--normalize is for vector observations; drop it for image envs")
         envs = obs_norm = gym.wrappers.vector.NormalizeObservation(envs)
         envs = gym.wrappers.vector.TransformObservation(envs, lambda o: np.clip(o, -10, 10))
         envs = reward_norm = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
@@ -326,15 +327,25 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
+    compile_loss = loss_compiler(args, device)
+    run = Run("ppo", args)  # after the checks above, so a refused command writes nothing
 
     global_step = 0
     modules = {"actor": actor, "critic": critic}
     # gradient norm clipped jointly; interventions rewrite parameters in place, so it stays valid
     parameters = [*actor.parameters(), *critic.parameters()]
     handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
+    tracker = EpisodeTracker()
     if args.resume:
         state = restore_checkpoint(
-            run, args, device, modules, handles, total_steps=num_iterations * batch_size
+            run,
+            args,
+            device,
+            modules,
+            handles,
+            envs,
+            tracker,
+            total_steps=num_iterations * batch_size,
         )
         if args.normalize != ("obs_rms" in state):
             raise UserError(
@@ -347,7 +358,7 @@ def main(args: Args) -> dict:
         global_step = state["step"]
 
     def checkpoint(step: int) -> None:
-        state = checkpoint_state(modules, handles)
+        state = checkpoint_state(modules, handles, envs, tracker)
         if args.normalize:
             state["obs_rms"] = (obs_rms.mean, obs_rms.var, obs_rms.count)
             state["return_rms"] = (return_rms.mean, return_rms.var, return_rms.count)
@@ -405,7 +416,7 @@ def main(args: Args) -> dict:
             v_loss = 0.5 * v_loss_unclipped.mean()
         return pg_loss, v_loss, entropy.mean(), old_approx_kl, approx_kl, clipfrac
 
-    ppo_losses = loss_compiler(args, device)(ppo_losses)
+    ppo_losses = compile_loss(ppo_losses)
 
     # ALGO Logic: storage setup. Row t holds the observation acted on at step t; row T of
     # ``obs``/``values`` holds the observation after the rollout, for bootstrapping.
@@ -422,7 +433,6 @@ def main(args: Args) -> dict:
     valid = torch.zeros((T, N), dtype=torch.bool, device=device)
     values = torch.zeros((T + 1, N), device=device)
 
-    tracker = EpisodeTracker()
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     bar = progress_bar(num_iterations * batch_size, global_step)
     start_time, start_step = time.perf_counter(), global_step
@@ -459,10 +469,7 @@ def main(args: Args) -> dict:
             dones[step] = prev_done.float()
             global_step += N
 
-            episode_scalars, task_switch = tracker.update(infos)
-            switched |= task_switch
-            if episode_scalars:
-                run.log(global_step, episode_scalars)
+            switched |= tracker.update(infos, run, global_step)
         obs[T] = next_obs
         with torch.no_grad():
             values[T] = critic(next_obs)

@@ -29,6 +29,7 @@ from agents.common import (
     Run,
     UserError,
     attach_method,
+    check_counts,
     checkpoint_state,
     crossed,
     evaluate,
@@ -81,7 +82,8 @@ class Args(CommonArgs):
     action_repeat: int = 1
     """repeat each action this many times (SimBa/FIRE use 2 on humanoids)"""
     reset_alpha_on_intervention: bool = False
-    """reset the entropy coefficient when the critic is reinitialized (FIRE paper's SAC)"""
+    """reset the entropy coefficient when the whole critic is reinitialized by FIRE, reset or
+    shrink & perturb (FIRE paper's SAC); ReDo's recycling of single units leaves it"""
 
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -147,9 +149,19 @@ class Actor(nn.Module):
         return action, log_prob, torch.tanh(mean) * self.action_scale + self.action_bias
 
 
+POSITIVE_SETTINGS = (
+    "buffer_size",
+    "batch_size",
+    "policy_frequency",
+    "target_network_frequency",
+    "hidden_size",
+    "action_repeat",
+)
+
+
 def main(args: Args) -> dict:
+    check_counts(args, POSITIVE_SETTINGS)
     device = resolve_device(args.device)
-    run = Run("sac", args)
     seed_everything(args.seed, args.torch_deterministic)
 
     envs = make_train_envs(args, action_repeat=args.action_repeat)
@@ -172,6 +184,8 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
     critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
+    compile_loss = loss_compiler(args, device)
+    run = Run("sac", args)  # after the checks above, so a refused command writes nothing
 
     target_entropy = -float(act_dim)
     log_alpha = torch.full((), float(np.log(args.alpha)), device=device, requires_grad=True)
@@ -185,8 +199,9 @@ def main(args: Args) -> dict:
     global_step, learning_starts = 0, args.learning_starts
     modules = {"actor": actor, "critic": critic, "critic_target": critic_target}
     handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
+    tracker = EpisodeTracker()
     if args.resume:
-        state = restore_checkpoint(run, args, device, modules, handles, rb)
+        state = restore_checkpoint(run, args, device, modules, handles, envs, tracker, rb)
         global_step = state["step"]
         if "buffer" not in state:  # refill before learning again
             learning_starts = global_step + args.learning_starts
@@ -195,7 +210,7 @@ def main(args: Args) -> dict:
         a_optimizer.load_state_dict(state["a_optimizer"])
 
     def checkpoint(step: int) -> None:
-        state = checkpoint_state(modules, handles, rb if args.save_buffer else None)
+        state = checkpoint_state(modules, handles, envs, tracker, rb if args.save_buffer else None)
         state.update(log_alpha=log_alpha.detach(), a_optimizer=a_optimizer.state_dict())
         run.save_checkpoint(step, state)
 
@@ -207,7 +222,8 @@ def main(args: Args) -> dict:
     def log_interventions(reports, step: int, prefix: str) -> None:
         for report in reports:
             run.log(step, report.scalars(prefix))
-            if args.reset_alpha_on_intervention and prefix == "critic/":
+            whole_network = report.method in ("fire", "reset", "shrink_perturb")
+            if args.reset_alpha_on_intervention and prefix == "critic/" and whole_network:
                 with torch.no_grad():
                     log_alpha.fill_(float(np.log(args.alpha)))
                 a_optimizer.state.clear()
@@ -228,10 +244,8 @@ def main(args: Args) -> dict:
         min_q = critic(obs, pi).min(0).values
         return (alpha * log_pi - min_q).mean(), log_pi.detach()
 
-    compile_loss = loss_compiler(args, device)
     critic_loss, policy_loss = compile_loss(critic_loss), compile_loss(policy_loss)
 
-    tracker = EpisodeTracker()
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     bar = progress_bar(args.total_timesteps, global_step)
     start_time, start_step = time.perf_counter(), global_step
@@ -257,9 +271,7 @@ def main(args: Args) -> dict:
         global_step += args.num_envs
         bar.update(args.num_envs)
 
-        episode_scalars, switched = tracker.update(infos)
-        if episode_scalars:
-            run.log(global_step, episode_scalars)
+        switched = tracker.update(infos, run, global_step)
         if switched and rb.size > 0:
             probe = rb.sample(args.batch_size)
             log_interventions(
@@ -286,7 +298,9 @@ def main(args: Args) -> dict:
             critic_plasticity.optimizer.step()
             nonfinite |= ~torch.isfinite(qf_loss)
 
-            if global_step % args.policy_frequency == 0:  # TD3 delayed update support
+            # one critic update per vector step: the delays count vector steps, as CleanRL's
+            iteration = global_step // args.num_envs
+            if iteration % args.policy_frequency == 0:  # TD3 delayed update support
                 # the actor loss needs dQ/da only: skip the critic's weight gradients
                 critic.requires_grad_(False)
                 for _ in range(args.policy_frequency):
@@ -304,7 +318,7 @@ def main(args: Args) -> dict:
                         alpha = log_alpha.detach().exp()
                 critic.requires_grad_(True)
 
-            if global_step % args.target_network_frequency == 0:
+            if iteration % args.target_network_frequency == 0:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, critic_params, args.tau)
 

@@ -49,6 +49,19 @@ class InterventionReport:
     method: str
     layers: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @property
+    def reinitialized(self) -> bool:
+        """Whether weights were reinitialized: what counts as an intervention.
+
+        False for a ReDo pass that found no dormant unit and for an effective-rank ascent
+        step (a regularizer step, not a reinitialization).
+        """
+        if self.method == "er_ascent":
+            return False
+        if self.method == "redo":
+            return any(metrics.get("dormant", 0.0) > 0 for metrics in self.layers.values())
+        return True
+
     def scalars(self, prefix: str = "") -> dict[str, float]:
         """Flat ``{"<prefix><method>/<layer>/<metric>": value}`` plus totals, for loggers."""
         flat = {}

@@ -189,7 +189,10 @@ def make_method(name: str, config: MethodConfig | None = None, **settings) -> Me
 
 
 class MethodHandle:
-    """One method attached to one network: its optimizer, penalty and interventions."""
+    """One method attached to one network: its optimizer, penalty and interventions.
+
+    ``interventions`` counts the reinitializations done so far (FIRE, reset, shrink & perturb,
+    ReDo passes that recycled a unit; see ``InterventionReport.reinitialized``)."""
 
     def __init__(
         self,
@@ -314,7 +317,7 @@ class MethodHandle:
                 self.network, self._probe(inputs, "er_l2"), cfg.er_lr, self.heads, self.activation
             )
             reports.append(InterventionReport("er_ascent", {"features": {"mean_erank": erank}}))
-        self.interventions += sum(r.method != "er_ascent" for r in reports)
+        self.interventions += sum(r.reinitialized for r in reports)
         return reports
 
     def on_task_switch(self, inputs: Inputs | None = None) -> list[InterventionReport]:
@@ -327,7 +330,7 @@ class MethodHandle:
             reports.append(self._reset())
         if "shrink_perturb" in self.parts and cfg.shrink_perturb_on_task_switch:
             reports.append(self._shrink_perturb())
-        self.interventions += len(reports)
+        self.interventions += sum(r.reinitialized for r in reports)
         return reports
 
     def _probe(self, inputs: Inputs | None, part: str) -> Inputs:

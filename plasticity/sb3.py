@@ -300,7 +300,7 @@ class PlasticityCallback(BaseCallback):
                 report = self._intervene(network, part)
                 if report is None:
                     continue
-                self.interventions += part != "redo"
+                self.interventions += report.reinitialized
                 for key, value in report.scalars(f"plasticity/{network.name}/").items():
                     self.logger.record(key, value, exclude=("stdout",))
         self.logger.record("plasticity/interventions", self.interventions)

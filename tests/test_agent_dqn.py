@@ -88,6 +88,23 @@ def test_resume_continues_the_step_counter(tmp_path):
         dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
 
 
+def test_resume_keeps_the_task_cycle_where_it_was(tmp_path):
+    cycle = dict(env="cycle:CartPole-v0,CartPole-v1", switch_every=150, checkpoint_every=100)
+    first = dqn.main(small_args(tmp_path, total_timesteps=200, **cycle))
+    run_dir = Path(first["run_dir"])
+    dqn.main(small_args(tmp_path, total_timesteps=400, resume=str(run_dir), **cycle))
+    switches = [
+        (row["step"], row["charts/task_id"])
+        for row in read_scalars(run_dir)
+        if "charts/task_id" in row
+    ]
+    # period 1 (CartPole-v1) from about step 150; after the resume at 200 the clock goes on, so
+    # period 2 (CartPole-v0 again) comes at about 300, not period 1 again at about 350
+    (first_step, first_task), (second_step, second_task) = switches
+    assert first_task == 1 and 150 <= first_step < 200
+    assert second_task == 0 and 300 <= second_step < 350
+
+
 def test_actor_method_and_unknown_method_are_refused(tmp_path):
     with pytest.raises(UserError, match="no actor"):
         dqn.main(small_args(tmp_path, actor_method="fire"))

@@ -77,6 +77,35 @@ def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
     assert all(same) == synced
 
 
+def test_delayed_updates_count_vector_steps_with_several_envs(tmp_path):
+    # 2 copies: steps 102..400 are 150 vector steps, so 150 critic updates; the actor takes
+    # policy_frequency=2 updates every 2nd vector step: also 150 (CleanRL's 1:1 on average)
+    summary = sac.main(small_args(tmp_path, num_envs=2, total_timesteps=400, policy_frequency=2))
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_400.pt", weights_only=False)
+    steps = {
+        name: int(state[f"{name}_plasticity"]["optimizer"]["state"][0]["step"])
+        for name in ("actor", "critic")
+    }
+    assert steps == {"actor": 150, "critic": 150}
+
+
+@pytest.mark.parametrize("method, reset", [("fire", True), ("reset", True), ("redo", False)])
+def test_temperature_reset_follows_whole_critic_reinitializations(tmp_path, method, reset):
+    args = small_args(
+        tmp_path, method=method, total_timesteps=200, reset_alpha_on_intervention=True
+    )
+    args.plasticity.fire_every = args.plasticity.reset_every = args.plasticity.redo_every = 200
+    args.plasticity.redo_tau = 10.0  # every unit counts as dormant: ReDo recycles them all
+    summary = sac.main(args)  # the intervention comes with the last update, at step 200
+    assert summary["interventions"]["critic"] == 1
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
+    at_initial_value = bool(
+        torch.isclose(state["log_alpha"], torch.tensor(np.log(0.2), dtype=torch.float32))
+    )
+    assert at_initial_value == reset
+    assert (state["a_optimizer"]["state"] == {}) == reset
+
+
 def test_resume_continues_the_step_counter(tmp_path):
     first = sac.main(small_args(tmp_path, total_timesteps=200, checkpoint_every=100))
     run_dir = Path(first["run_dir"])
@@ -150,6 +179,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, argv, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert message in lines[0]
+    assert not list(tmp_path.rglob("config.json"))  # a refused command writes no run folder
 
 
 def test_cli_help_shows_sac_and_method_fields(tmp_path):

@@ -90,6 +90,20 @@ def test_redo_does_not_jump_the_target():
         assert torch.equal(value, before[key])
 
 
+def test_only_reinitializations_count_as_interventions():
+    # tau=-1: no unit is dormant, the ReDo pass reports but recycles nothing
+    idle = make_method("redo", redo_every=5, redo_tau=-1.0).attach(mlp(), 1e-3)
+    reports = run(idle, idle.network, 5)
+    assert [r.method for r in reports] == ["redo"] and idle.interventions == 0
+    # tau=10: every unit scores below it and is recycled
+    busy = make_method("redo", redo_every=5, redo_tau=10.0).attach(mlp(), 1e-3)
+    run(busy, busy.network, 5)
+    assert busy.interventions == 1
+    ascent = make_method("er_l2", er_every=5).attach(mlp(), 1e-3)
+    assert [r.method for r in run(ascent, ascent.network, 5)] == ["er_ascent"]
+    assert ascent.interventions == 0
+
+
 def test_task_switch_triggers_fire_reset_and_shrink_perturb_only():
     for name, acts in [("fire", True), ("reset", True), ("shrink_perturb", True), ("redo", False)]:
         net = mlp()

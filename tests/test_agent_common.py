@@ -1,0 +1,109 @@
+"""Pieces every agent shares (agents/common.py): settings checks, episode logging, task-cycle
+clocks across copies, evaluation."""
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from agents import common, dqn, ppo, sac
+from agents.common import EpisodeTracker, UserError, evaluate, make_train_envs, task_cycles
+
+
+@pytest.mark.parametrize(
+    "agent, setting, value, message",
+    [
+        (sac, "policy_frequency", 0, "--policy-frequency must be a positive integer, got 0"),
+        (sac, "buffer_size", 0, "--buffer-size must be a positive integer"),
+        (dqn, "train_frequency", 0, "--train-frequency must be a positive integer"),
+        (dqn, "target_network_frequency", -1, "--target-network-frequency must be a positive"),
+        (ppo, "update_epochs", 0, "--update-epochs must be a positive integer"),
+        (ppo, "num_envs", 0, "--num-envs must be a positive integer"),
+        (sac, "eval_every", -5, "--eval-every must be 0 (off) or a positive integer, got -5"),
+        (dqn, "eval_epsilon", 1.5, "--eval-epsilon must be in [0, 1], got 1.5"),
+    ],
+)
+def test_out_of_range_counts_are_user_errors(tmp_path, agent, setting, value, message):
+    env = "Pendulum-v1" if agent is sac else "CartPole-v1"
+    args = agent.Args(env=env, runs_dir=str(tmp_path), **{setting: value})
+    with pytest.raises(UserError, match=re.escape(message)):
+        agent.main(args)
+    assert not list(tmp_path.iterdir())  # a refused command writes no run folder
+
+
+class LogRecorder:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, step, scalars):
+        self.rows.append((step, scalars))
+
+
+def test_every_episode_that_ends_in_a_step_is_logged():
+    tracker, run = EpisodeTracker(), LogRecorder()
+    infos = {
+        "task_return": np.array([3.0, 0.0, 7.0]),
+        "_task_return": np.array([True, False, True]),
+        "task_name": np.array(["walk", "walk", "stand"]),
+        "task_period": np.array([0, 0, 0]),
+        "task_id": np.array([0, 0, 0]),
+    }
+    assert tracker.update(infos, run, step=30) is False
+    assert run.rows == [
+        (30, {"charts/episodic_return": 3.0, "charts/episodic_return/walk": 3.0}),
+        (30, {"charts/episodic_return": 7.0, "charts/episodic_return/stand": 7.0}),
+    ]
+    infos["_task_return"] = np.array([False, False, False])
+    infos["task_period"], infos["task_id"] = np.array([0, 1, 0]), np.array([0, 1, 0])
+    assert tracker.update(infos, run, step=33) is True  # one copy began period 1
+    assert run.rows[-1] == (33, {"charts/task_id": 1.0})
+    assert tracker.update(infos, run, step=36) is False  # the same period is no new switch
+
+
+@pytest.mark.parametrize("num_envs", [1, 2, 4])
+def test_switch_every_counts_the_steps_of_all_copies(tmp_path, num_envs):
+    args = dqn.Args(env="cycle:CartPole-v0,CartPole-v1", switch_every=100, num_envs=num_envs)
+    vector = make_train_envs(args)
+    vector.reset(seed=0)
+    steps_per_copy = 100 // num_envs
+    for _ in range(steps_per_copy - 2):
+        vector.step(vector.action_space.sample())
+    assert {cycle.scheduled_period() for cycle in task_cycles(vector)} == {0}
+    for _ in range(2):  # (each clock is one tick ahead: make_env's reset before the vector's)
+        vector.step(vector.action_space.sample())
+    assert {cycle.scheduled_period() for cycle in task_cycles(vector)} == {1}
+    vector.close()
+
+
+def test_evaluation_plays_whole_atari_games_and_takes_eval_epsilon(tmp_path, monkeypatch):
+    made = []
+
+    def fake_make_env(name, **kwargs):
+        made.append(kwargs)
+        return gym.make("CartPole-v1")
+
+    monkeypatch.setattr(envs, "make_env", fake_make_env)
+    calls = []
+
+    def policy(obs):
+        calls.append(obs)
+        return 0
+
+    args = ppo.Args(env="atari_pong", eval_episodes=2)
+    returns = evaluate(args, "run", policy, "final")
+    assert made[-1]["training"] is False  # no life loss, no reward clipping
+    assert len(returns) == 2 and len(calls) == sum(returns)  # CartPole: 1 reward per step
+    calls.clear()
+    args = ppo.Args(env="atari_pong", eval_episodes=2, eval_epsilon=1.0)
+    evaluate(args, "run", policy, "final")
+    assert calls == []  # every action random
+    evaluate(ppo.Args(env="CartPole-v1", eval_episodes=1), "run", policy, "final")
+    assert "training" not in made[-1]
+
+
+def test_is_atari_reads_cycles():
+    assert common.is_atari("atari_pong") and common.is_atari("cycle:atari_pong,atari_breakout")
+    assert not common.is_atari("cycle:atari_pong,humanoid_walk")
+    assert not common.is_atari("CartPole-v1")
