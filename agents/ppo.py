@@ -436,7 +436,7 @@ def main(args: Args) -> dict:
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     bar = progress_bar(num_iterations * batch_size, global_step)
     start_time, start_step = time.perf_counter(), global_step
-    next_obs_np, _ = envs.reset(seed=args.seed)
+    next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     next_obs = torch.as_tensor(next_obs_np, device=device)
     prev_done = torch.zeros(N, dtype=torch.bool, device=device)
     eval_returns: list[float] = []

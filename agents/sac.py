@@ -249,7 +249,7 @@ def main(args: Args) -> dict:
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     bar = progress_bar(args.total_timesteps, global_step)
     start_time, start_step = time.perf_counter(), global_step
-    obs, _ = envs.reset(seed=args.seed)
+    obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
     eval_returns: list[float] = []
     actor_loss = torch.zeros((), device=device)

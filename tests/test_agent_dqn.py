@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -74,7 +75,15 @@ def test_interventions_resync_the_target(tmp_path):
         torch.testing.assert_close(state["target_network"][key], value)
 
 
-def test_resume_continues_the_step_counter(tmp_path):
+def test_resume_continues_the_step_counter(tmp_path, monkeypatch):
+    seeds = []
+    reset = gym.vector.SyncVectorEnv.reset
+
+    def recording_reset(self, *, seed=None, options=None):
+        seeds.append(seed)
+        return reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(gym.vector.SyncVectorEnv, "reset", recording_reset)
     first = dqn.main(small_args(tmp_path, method="fire", total_timesteps=200))
     run_dir = Path(first["run_dir"])
     second = dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
@@ -84,6 +93,7 @@ def test_resume_continues_the_step_counter(tmp_path):
     assert (run_dir / "checkpoints" / "step_400.pt").is_file()
     steps = [row["step"] for row in read_scalars(run_dir)]
     assert max(steps) == 400 and any(200 < s < 400 for s in steps)
+    assert seeds == [1, 201]  # the resumed run plays new episodes, not the first ones again
     with pytest.raises(UserError, match="already at step 400"):
         dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
 
