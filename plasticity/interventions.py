@@ -227,7 +227,10 @@ def _blend_(
         dfi_before = sliced_deviation(before)
         for pname, p in layer.named_parameters(recurse=False):
             source = target[f"{name}.{pname}" if name else pname]
-            p.mul_(keep).add_(source.to(p.device, p.dtype), alpha=take)
+            if keep == 0.0:  # a reset: copy, so that NaN/Inf weights (0·NaN = NaN) are gone too
+                p.copy_(source.to(p.device, p.dtype)).mul_(take)
+            else:
+                p.mul_(keep).add_(source.to(p.device, p.dtype), alpha=take)
             touched.append(p)
         report.layers[name] = {
             "sfe": float(squared_frobenius_error(before, layer.weight)),

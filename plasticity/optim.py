@@ -43,7 +43,10 @@ class AdamO(torch.optim.Optimizer):
 
     ``iso_coef``, ``iso_scale`` and ``iso_every`` may differ per parameter group; build groups
     that exclude output heads and biases with :func:`adamo_param_groups`. Parameters with fewer
-    than two dims never get the isometry step, whatever their group says.
+    than two dims never get the isometry step, whatever their group says. A group may also
+    carry ``iso_mask``, one bool per parameter: only those marked True take the isometry step.
+    It keeps heads out within one group, for code that loads a saved state into a one-group
+    optimizer (Stable-Baselines3, see :func:`plasticity.sb3.use_adamo_groups`).
 
     ``fused`` picks torch's one-kernel Adam(W) update (``torch.optim.AdamW(fused=True)``) for
     the Adam part: about 3× faster than the multi-tensor loop on the CPU, and free of host
@@ -84,17 +87,30 @@ class AdamO(torch.optim.Optimizer):
             "iso_coef": iso_coef,
             "iso_scale": iso_scale,
             "iso_every": iso_every,
+            # kept in the groups, where torch's load_state_dict looks to move steps to the device
+            "fused": fused,
         }
         super().__init__(params, defaults)
-        can_fuse = fused_adam_available([p for g in self.param_groups for p in g["params"]])
-        if fused and not can_fuse:
-            raise ValueError(
-                "fused=True needs floating-point parameters on the CPU or CUDA, all of one "
-                "device and dtype; pass fused=None to fall back to the multi-tensor update"
-            )
-        # kept in the groups, where torch's load_state_dict looks to move steps to the device
-        for group in self.param_groups:
-            group["fused"] = can_fuse if fused is None else fused
+        self._resolve_fused(self.param_groups)
+        self._constructed = True
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        if getattr(self, "_constructed", False):  # added later: fused or not by itself
+            self._resolve_fused(self.param_groups[-1:])
+
+    @staticmethod
+    def _resolve_fused(groups: list[dict]) -> None:
+        """Turn ``fused=None`` into True where the one-kernel update can run on ``groups``."""
+        can_fuse = fused_adam_available([p for g in groups for p in g["params"]])
+        for group in groups:
+            if group["fused"] and not can_fuse:
+                raise ValueError(
+                    "fused=True needs floating-point parameters on the CPU or CUDA, all of one "
+                    "device and dtype; pass fused=None to fall back to the multi-tensor update"
+                )
+            if group["fused"] is None:
+                group["fused"] = can_fuse
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -109,9 +125,13 @@ class AdamO(torch.optim.Optimizer):
 
     def _step_group(self, group: dict) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-        for p in group["params"]:
+        iso_mask = group.get("iso_mask") or [True] * len(group["params"])
+        iso_params = []
+        for p, takes_iso in zip(group["params"], iso_mask, strict=True):
             if p.grad is None:
                 continue
+            if takes_iso:
+                iso_params.append(p)
             if p.grad.is_sparse:
                 raise RuntimeError("AdamO does not support sparse gradients; use dense ones")
             state = self.state[p]
@@ -138,7 +158,7 @@ class AdamO(torch.optim.Optimizer):
         group["iso_clock"] = group.get("iso_clock", 0) + 1
 
         # The isometry gradient is taken at θ_{t-1}, before any part of this step moves θ.
-        iso_updates = self._isometry_updates(group, params)
+        iso_updates = self._isometry_updates(group, iso_params)
 
         if group["fused"]:
             torch._fused_adamw_(

@@ -7,8 +7,9 @@ Two lines give an SB3 agent AdamO and periodic FIRE::
 
 SB3 builds each optimizer from a flat ``parameters()`` list, so AdamO alone cannot tell output
 heads from hidden layers; :func:`use_adamo_groups` (called by :class:`PlasticityCallback` when
-training starts, before any step) rebuilds every AdamO with the hidden weights in an isometry
-group and heads and biases in a group with ``iso_coef=0``.
+training starts, before any step) marks in every AdamO which parameters take the isometry
+step: hidden weights yes, heads and biases no. The optimizer keeps SB3's one parameter group,
+so saved models load with ``SAC.load`` and the like.
 
 What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``parseval``,
 ``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
@@ -47,7 +48,7 @@ from plasticity.interventions import (
 )
 from plasticity.methods import MethodConfig, make_method
 from plasticity.metrics import PlasticityMonitor
-from plasticity.optim import AdamO, adamo_param_groups
+from plasticity.optim import AdamO, isometry_parameters
 
 INTERVENTIONS = ("fire", "reset", "shrink_perturb", "redo")
 PENALTIES = ("isometry", "l2_init", "parseval", "spectral", "er_l2")
@@ -125,7 +126,13 @@ def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
     """The networks of a SAC, TD3, DQN, PPO or A2C model, by name."""
     policy = model.policy
     if isinstance(model, SAC):
-        actor = Network("actor", policy.actor, policy.actor, (), ("mu", "log_std"), "obs")
+        # "mu" and "log_std" layers; with use_sde, mu is a Sequential and log_std a parameter
+        heads = tuple(
+            name
+            for name, _ in named_layers(policy.actor)
+            if name.split(".")[0] in ("mu", "log_std")
+        )
+        actor = Network("actor", policy.actor, policy.actor, (), heads, "obs")
         return {"actor": actor, "critic": _twin_critic(policy)}
     if isinstance(model, TD3):
         actor = Network(
@@ -162,22 +169,25 @@ def _adamo_optimizers(model: BaseAlgorithm) -> list[tuple[object, nn.Module, tup
 
 
 def use_adamo_groups(model: BaseAlgorithm) -> int:
-    """Rebuild each AdamO of ``model`` so heads and biases skip the isometry step.
+    """Keep the heads and biases of each AdamO of ``model`` out of the isometry step.
 
-    Call before training starts (the callback does); optimizers that are not AdamO are left
-    alone. Returns how many optimizers were rebuilt.
+    SB3 builds its optimizers from a flat ``parameters()``. This marks, within that one
+    parameter group, the parameters that take the isometry step (AdamO's ``iso_mask``). The
+    optimizer keeps its parameters and its one group, so SB3's learning-rate schedule and
+    ``model.save`` / ``Algorithm.load`` work as before, the mask saved with the optimizer.
+    Call before training starts (the callback does); optimizers that are not AdamO, or are
+    marked already (as after a load), are left alone. Returns how many were marked.
     """
-    rebuilt = 0
+    marked = 0
     for owner, module, heads in _adamo_optimizers(model):
-        old = owner.optimizer
-        if not isinstance(old, AdamO) or len(old.param_groups) != 1:
+        optimizer = owner.optimizer
+        if not isinstance(optimizer, AdamO) or any("iso_mask" in g for g in optimizer.param_groups):
             continue
-        settings = {k: v for k, v in old.param_groups[0].items() if k != "params"}
-        iso_coef = settings.pop("iso_coef")
-        groups = adamo_param_groups(module, iso_coef, heads, **settings)
-        owner.optimizer = AdamO(groups, **old.defaults)
-        rebuilt += 1
-    return rebuilt
+        takes_isometry = {id(p) for p in isometry_parameters(module, heads)}
+        for group in optimizer.param_groups:
+            group["iso_mask"] = [id(p) in takes_isometry for p in group["params"]]
+        marked += 1
+    return marked
 
 
 # --- the callback ---------------------------------------------------------------------------
@@ -224,7 +234,7 @@ class PlasticityCallback(BaseCallback):
         self.probe_size = probe_size
         self.interventions = 0
         self._last_period: dict[str, int] = {}
-        self._task_period = 0
+        self._task_period: int | None = None  # set by the first step that reports one
 
     # resolved in _init_callback, when the model is known
     def _init_callback(self) -> None:
@@ -244,10 +254,24 @@ class PlasticityCallback(BaseCallback):
                 "method 'adamo' needs AdamO optimizers: build the model with "
                 "policy_kwargs=adamo_policy_kwargs()"
             )
-        self.monitors = {n.name: PlasticityMonitor(n.module, heads=n.heads) for n in self.networks}
+        # the policy's hidden activation (ReLU for SAC/TD3/DQN, Tanh for PPO/A2C by default)
+        self.activation = getattr(self.model.policy, "activation_fn", nn.ReLU)()
+        self.monitors = {
+            n.name: PlasticityMonitor(n.module, heads=n.heads, activation=self.activation)
+            for n in self.networks
+        }
 
     def _on_training_start(self) -> None:
         use_adamo_groups(self.model)
+        # The schedule starts from the model's step count: a model that trained before
+        # (a loaded one, learn(reset_num_timesteps=False)) gets no catch-up interventions.
+        for key, every in (("interventions", self.every), ("redo", self._redo_every)):
+            if every:
+                self._last_period[key] = self.model.num_timesteps // every
+
+    @property
+    def _redo_every(self) -> int | None:
+        return self.every or self.config.redo_every
 
     def _probe(self, network: Network):
         """A batch of the network's inputs from the replay or rollout buffer (None if empty)."""
@@ -289,7 +313,9 @@ class PlasticityCallback(BaseCallback):
             probe = self._probe(network)
             if probe is None:
                 return None
-            return redo_(network.module, probe, cfg.redo_tau, optimizer, network.heads)
+            return redo_(
+                network.module, probe, cfg.redo_tau, optimizer, network.heads, self.activation
+            )
         for target in network.targets:
             sync_targets(network.module, [target])
         return report
@@ -308,10 +334,13 @@ class PlasticityCallback(BaseCallback):
     def _task_switched(self) -> bool:
         infos = self.locals.get("infos") or []
         periods = [info["task_period"] for info in infos if "task_period" in info]
-        if not periods or max(periods) <= self._task_period:
+        if not periods:
             return False
-        self._task_period = max(periods)
-        return True
+        # the first period seen is where this callback starts (not a switch: an env resumed
+        # at period k reports k from its first step on)
+        previous = self._task_period
+        self._task_period = max(max(periods), previous or 0)
+        return previous is not None and self._task_period > previous
 
     def _due(self, key: str, every: int | None) -> bool:
         """True once each time ``num_timesteps`` crosses a multiple of ``every``.
@@ -330,7 +359,7 @@ class PlasticityCallback(BaseCallback):
         scheduled = [p for p in self.parts if p in INTERVENTIONS and p != "redo"]
         if scheduled and self._due("interventions", self.every):
             self._run(scheduled)
-        if "redo" in self.parts and self._due("redo", self.every or self.config.redo_every):
+        if "redo" in self.parts and self._due("redo", self._redo_every):
             self._run(["redo"])
         if self.switch_interventions and self._task_switched():
             self.logger.record("plasticity/task_period", self._task_period)

@@ -131,6 +131,15 @@ def test_full_reset_takes_fresh_weights_and_clears_state():
     assert len(opt.state) == 0
 
 
+def test_full_reset_recovers_a_diverged_network():
+    net = mlp()
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+        net[2].bias[0] = float("inf")
+    full_reset_(net)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
 def test_full_reset_default_redraws_from_reset_parameters():
     net = mlp()
     old = net[0].weight.detach().clone()

@@ -92,6 +92,30 @@ def test_iso_every_amortizes_the_same_total_push():
     torch.testing.assert_close(w.detach(), expected)
 
 
+def test_iso_mask_keeps_marked_parameters_out_of_the_isometry_step():
+    hidden, head = nn.Parameter(torch.randn(32, 16)), nn.Parameter(torch.randn(4, 32))
+    opt = AdamO([hidden, head], lr=1e-2, iso_coef=1.0, iso_every=1)
+    opt.param_groups[0]["iso_mask"] = [True, False]
+    before = hidden.detach().clone(), head.detach().clone()
+    hidden.grad, head.grad = torch.zeros_like(hidden), torch.zeros_like(head)
+    opt.step()  # no task gradient: only the isometry step can move a weight
+    assert not torch.equal(hidden, before[0]) and torch.equal(head, before[1])
+    saved = copy.deepcopy(opt.state_dict())
+    fresh = AdamO([hidden, head], lr=1e-2, iso_coef=1.0, iso_every=1)
+    fresh.load_state_dict(saved)  # into one unmarked group, as Stable-Baselines3 loads
+    assert fresh.param_groups[0]["iso_mask"] == [True, False]
+
+
+def test_a_group_added_later_gets_its_own_fused_setting():
+    net = mlp()
+    opt = AdamO(net[0].parameters(), lr=1e-3)
+    opt.add_param_group({"params": list(net[2].parameters())})
+    assert [g["fused"] for g in opt.param_groups] == [True, True]
+    opt.add_param_group({"params": [nn.Parameter(torch.randn(3, 3, dtype=torch.float64))]})
+    assert opt.param_groups[-1]["fused"] is True  # fused per group: one dtype within it
+    train(net, opt, 2)
+
+
 def test_isometry_step_alone_moves_weights_toward_isometry():
     w = nn.Parameter(torch.randn(32, 16) * 0.5)
     opt = AdamO([w], lr=1e-2, iso_coef=1.0, iso_every=1)

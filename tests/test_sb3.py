@@ -41,6 +41,22 @@ def on_policy(algo, env="CartPole-v1"):
     )
 
 
+def head_weights(model):
+    """The output-layer weights each optimizer of ``optimizers(model)`` trains."""
+    policy = model.policy
+    if isinstance(model, SAC):
+        return [[policy.actor.mu.weight, policy.actor.log_std.weight], critic_heads(policy)]
+    if isinstance(model, TD3):
+        return [[policy.actor.mu[-2].weight], critic_heads(policy)]
+    if isinstance(model, DQN):
+        return [[policy.q_net.q_net[-1].weight]]
+    return [[policy.action_net.weight, policy.value_net.weight]]
+
+
+def critic_heads(policy):
+    return [q[-1].weight for q in policy.critic.q_networks]
+
+
 def optimizers(model):
     if isinstance(model, (SAC, TD3)):
         return [model.actor.optimizer, model.critic.optimizer]
@@ -63,25 +79,29 @@ def test_each_algorithm_learns_with_adamo_and_heads_excluded(make):
     callback = PlasticityCallback("adamo", networks=tuple(sb3_networks(model)))
     model.learn(200, callback=callback)
     assert model.num_timesteps >= 200
-    for opt in optimizers(model):
+    for opt, heads in zip(optimizers(model), head_weights(model), strict=True):
         assert isinstance(opt, AdamO)
-        iso, rest = opt.param_groups
-        assert iso["iso_coef"] == 1e-3 and rest["iso_coef"] == 0.0
-        assert all(p.ndim == 2 for p in iso["params"])
-        assert all(len(opt.state[p]) for p in iso["params"])  # trained after regrouping
+        (group,) = opt.param_groups  # SB3's one group, so that saved models load
+        iso = [p for p, takes in zip(group["params"], group["iso_mask"], strict=True) if takes]
+        assert iso and all(p.ndim == 2 for p in iso)
+        assert not any(p is head for p in iso for head in heads)
+        assert all(len(opt.state[p]) for p in group["params"])  # trained after marking
     for network in sb3_networks(model).values():
         assert all(torch.isfinite(p).all() for p in network.module.parameters())
+    # ReDo and the metrics read features through the policy's own activation
+    expected = torch.nn.Tanh if isinstance(model, (PPO, A2C)) else torch.nn.ReLU
+    assert isinstance(callback.activation, expected)
 
 
 def test_fire_on_sac_critic_resyncs_target_and_clears_state():
     model = off_policy(SAC)
-    model.learn(100)
+    model.learn(99)
     critic = model.critic
     expected = copy.deepcopy(critic)
     fire_(expected)
     callback = PlasticityCallback("fire", every=100, networks=("critic",))
     model.gradient_steps = 0  # see the intervention alone, before any further update
-    model.learn(1, callback=callback, reset_num_timesteps=False)  # step 101 crosses 100
+    model.learn(1, callback=callback, reset_num_timesteps=False)  # step 100 crosses 100
     assert callback.interventions == 1
     for p, q in zip(critic.parameters(), expected.parameters(), strict=True):
         torch.testing.assert_close(p, q)  # FIRE'd weights, untouched biases
@@ -119,6 +139,39 @@ def test_callback_reacts_to_a_task_switch_of_a_cycling_env():
     model.learn(400, callback=callback)
     assert callback._task_period >= 1
     assert callback.interventions == callback._task_period  # one FIRE per switch
+
+
+def test_a_saved_model_with_adamo_loads_and_keeps_its_isometry_mask(tmp_path):
+    model = off_policy(SAC)
+    model.learn(100, callback=PlasticityCallback("adamo"))
+    masks = [group["iso_mask"] for opt in optimizers(model) for group in opt.param_groups]
+    model.save(tmp_path / "model.zip")
+    loaded = SAC.load(tmp_path / "model.zip", env=make_env("Pendulum-v1"), device="cpu")
+    assert [g["iso_mask"] for o in optimizers(loaded) for g in o.param_groups] == masks
+    for saved, restored in zip(optimizers(model), optimizers(loaded), strict=True):
+        assert isinstance(restored, AdamO)
+        (before,), (after,) = saved.param_groups, restored.param_groups
+        for p, q in zip(before["params"], after["params"], strict=True):
+            torch.testing.assert_close(saved.state[p]["exp_avg"], restored.state[q]["exp_avg"])
+    loaded.learn(50, callback=PlasticityCallback("adamo"), reset_num_timesteps=False)
+
+
+def test_a_new_callback_on_a_trained_model_does_not_catch_up():
+    env = make_env("CartPole-v1", switch_every=60, permute_observations=True)
+    model = DQN("MlpPolicy", env, learning_starts=50, buffer_size=1000, seed=0, device="cpu")
+    model.learn(130)  # two switches behind it, and past two multiples of every=50
+    callback = PlasticityCallback("fire", every=50)
+    model.learn(15, callback=callback, reset_num_timesteps=False)  # crosses neither 150 nor 180
+    assert callback.interventions == 0
+    model.learn(10, callback=callback, reset_num_timesteps=False)  # crosses 150
+    assert callback.interventions == 1
+
+
+def test_sac_with_gsde_has_its_heads_found():
+    model = off_policy(SAC, use_sde=True)
+    networks = sb3_networks(model)
+    assert networks["actor"].heads == ("mu.0",)  # mu is a Sequential; log_std a parameter
+    model.learn(60, callback=PlasticityCallback("fire", every=50))
 
 
 def test_wrong_network_names_and_penalties_are_clear_errors():
