@@ -20,8 +20,10 @@ This is the only module of the project that imports ``stable_baselines3`` (an op
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -90,6 +92,22 @@ class _PolicyPart(nn.Module):
             self.latent = extractor.value_net
             self.head = policy.value_net
 
+    def fresh_copy(self) -> nn.Module:
+        """The same layers newly drawn as SB3 draws them: orthogonal with gain √2 for the
+        branch and 0.01 (actor) or 1 (critic) for the head, when the policy uses
+        ``ortho_init``; else each layer's default. The policy itself is not copied."""
+        policy = self.policy_ref[0]
+        fresh = nn.Module()
+        fresh.latent, fresh.head = copy.deepcopy(self.latent), copy.deepcopy(self.head)
+        if policy.ortho_init:
+            head_gain = 0.01 if self.part == "actor" else 1.0
+            fresh.latent.apply(partial(policy.init_weights, gain=float(np.sqrt(2))))
+            fresh.head.apply(partial(policy.init_weights, gain=head_gain))
+        else:
+            for _, layer in named_layers(fresh):
+                layer.reset_parameters()
+        return fresh
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         policy = self.policy_ref[0]
         extractor = (
@@ -109,6 +127,8 @@ class Network:
     targets: tuple[nn.Module, ...]
     heads: tuple[str, ...]
     probe: str  # "obs" or "obs_actions": the arguments of the module's forward
+    exclude: tuple[str, ...] = ()  # layers interventions leave alone (another network's)
+    fresh: Callable[[], nn.Module] | None = None  # new weights as SB3 draws them (None: default)
 
 
 def _last_layer(module: nn.Module, prefix: str) -> str:
@@ -119,7 +139,10 @@ def _twin_critic(policy: nn.Module) -> Network:
     """SAC's and TD3's critic: Q-networks ``qf0``, ``qf1``, … of ``(obs, actions)``."""
     critic = policy.critic
     heads = tuple(_last_layer(q, f"qf{i}") for i, q in enumerate(critic.q_networks))
-    return Network("critic", critic, critic, (policy.critic_target,), heads, "obs_actions")
+    # a features extractor shared with the actor is the actor's (SB3 leaves it out of the
+    # critic's optimizer): critic interventions leave it alone
+    exclude = ("features_extractor.*",) if policy.share_features_extractor else ()
+    return Network("critic", critic, critic, (policy.critic_target,), heads, "obs_actions", exclude)
 
 
 def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
@@ -152,9 +175,10 @@ def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
             )
         }
     if isinstance(model, (PPO, A2C)):
+        parts = {part: _PolicyPart(policy, part) for part in ("actor", "critic")}
         return {
-            part: Network(part, _PolicyPart(policy, part), policy, (), ("head",), "obs")
-            for part in ("actor", "critic")
+            name: Network(name, part, policy, (), ("head",), "obs", fresh=part.fresh_copy)
+            for name, part in parts.items()
         }
     raise TypeError(f"{type(model).__name__} is not supported; use SAC, TD3, DQN, PPO or A2C")
 
@@ -297,24 +321,45 @@ class PlasticityCallback(BaseCallback):
     def _intervene(self, network: Network, part: str) -> InterventionReport | None:
         cfg = self.config
         optimizer = network.owner.optimizer
+        exclude = network.exclude
         if part == "fire":
             report = fire_(
-                network.module, optimizer, cfg.fire_ns_steps, cfg.fire_scale, cfg.fire_mode
+                network.module,
+                optimizer,
+                cfg.fire_ns_steps,
+                cfg.fire_scale,
+                cfg.fire_mode,
+                exclude=exclude,
             )
         elif part == "reset":
-            report = full_reset_(network.module, optimizer)
+            report = full_reset_(network.module, optimizer, network.fresh, exclude=exclude)
         elif part == "shrink_perturb":
             if cfg.perturb_target != "fresh":
                 raise ValueError(
                     "the SB3 callback supports shrink & perturb toward a fresh init only"
                 )
-            report = shrink_perturb_(network.module, cfg.shrink, cfg.perturb, "fresh", optimizer)
+            report = shrink_perturb_(
+                network.module,
+                cfg.shrink,
+                cfg.perturb,
+                "fresh",
+                optimizer,
+                fresh=network.fresh,
+                exclude=exclude,
+            )
         else:  # redo keeps the function: no target re-sync
             probe = self._probe(network)
             if probe is None:
                 return None
             return redo_(
-                network.module, probe, cfg.redo_tau, optimizer, network.heads, self.activation
+                network.module,
+                probe,
+                cfg.redo_tau,
+                optimizer,
+                network.heads,
+                self.activation,
+                network.fresh,
+                exclude=exclude,
             )
         for target in network.targets:
             sync_targets(network.module, [target])

@@ -2,6 +2,8 @@
 
 import copy
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -165,6 +167,59 @@ def test_a_new_callback_on_a_trained_model_does_not_catch_up():
     assert callback.interventions == 0
     model.learn(10, callback=callback, reset_num_timesteps=False)  # crosses 150
     assert callback.interventions == 1
+
+
+class TinyImageEnv(gym.Env):
+    """36×36 RGB frames (NatureCNN's smallest input) and one continuous action."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), float(action[0]), False, False, {}
+
+
+def test_critic_interventions_leave_a_shared_features_extractor_alone():
+    model = SAC(
+        "CnnPolicy",
+        TinyImageEnv(),
+        buffer_size=100,
+        learning_starts=10,
+        batch_size=8,
+        policy_kwargs={"share_features_extractor": True, "net_arch": [16]},
+        device="cpu",
+        seed=0,
+    )
+    shared = model.actor.features_extractor
+    assert model.critic.features_extractor is shared
+    model.learn(20)
+    before = copy.deepcopy(shared.state_dict())
+    head = model.critic.qf0[-1].weight.detach().clone()
+    callback = PlasticityCallback("fire", networks=("critic",))
+    callback.init_callback(model)
+    callback._run(["fire"])
+    for key, value in shared.state_dict().items():
+        assert torch.equal(value, before[key])  # the actor's extractor: untouched
+    assert not torch.equal(model.critic.qf0[-1].weight, head)
+
+
+@pytest.mark.parametrize("method", ["reset", "shrink_perturb"])
+def test_ppo_interventions_draw_new_weights_as_sb3_does(method):
+    model = on_policy(PPO)
+    model.learn(64)
+    callback = PlasticityCallback(method, networks=("actor",), shrink=0.0, perturb=1.0)
+    callback.init_callback(model)
+    callback._run([method])
+    head = model.policy.action_net.weight
+    # orthogonal with gain 0.01: each row has norm 0.01 (PyTorch's default would be ~0.6)
+    torch.testing.assert_close(head.norm(dim=1), torch.full((head.shape[0],), 0.01))
+    hidden = model.policy.mlp_extractor.policy_net[0].weight
+    gram = hidden @ hidden.T if hidden.shape[0] <= hidden.shape[1] else hidden.T @ hidden
+    torch.testing.assert_close(gram, 2.0 * torch.eye(gram.shape[0]), atol=1e-4, rtol=0)
 
 
 def test_sac_with_gsde_has_its_heads_found():
