@@ -71,7 +71,19 @@ class CommonArgs:
     """number of parallel training environments"""
     switch_every: int | None = None
     """env steps (all copies together) between task switches of a cycle env (atari_cycle,
-    humanoid_cycle, cycle:...); with several copies, rounded to a multiple of num_envs"""
+    humanoid_cycle, cycle:...) or a perturbed one; with several copies, rounded to a multiple
+    of num_envs"""
+    switch_mode: Literal["episode", "truncate"] = "episode"
+    """when a switch takes effect: at the next episode boundary, or at once (the running
+    episode is truncated)"""
+    permute_observations: bool = False
+    """draw a new permutation of the observation entries at every switch (any env becomes a
+    nonstationary one; needs --switch-every)"""
+    permute_actions: bool = False
+    """draw a new permutation of the actions (discrete) or action entries (Box) at every
+    switch (needs --switch-every)"""
+    redraw_friction: bool = False
+    """MuJoCo tasks: draw new sliding frictions at every switch (needs --switch-every)"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda, cuda:1, …"""
     method: str = "none"
@@ -188,12 +200,32 @@ def attach_method(
 # --- environments ---------------------------------------------------------------------------
 
 
+def nonstationary_options(args: CommonArgs) -> dict:
+    """The task-cycle options of ``args`` that differ from a plain env, for ``make_env``."""
+    options = {
+        name: True
+        for name in ("permute_observations", "permute_actions", "redraw_friction")
+        if getattr(args, name)
+    }
+    if options and args.switch_every is None:
+        flag = "--" + next(iter(options)).replace("_", "-")
+        raise UserError(f"{flag} needs --switch-every N (env steps between switches)")
+    if args.switch_mode != "episode":
+        options["switch_mode"] = args.switch_mode
+    return options
+
+
 def env_spaces(args: CommonArgs) -> tuple[gym.Space, gym.Space]:
     """Observation and action space of ``args.env`` (one copy, made and closed)."""
     from envs import make_env
 
     with user_errors("--env"):
-        env = make_env(args.env, seed=args.seed, switch_every=args.switch_every)
+        env = make_env(
+            args.env,
+            seed=args.seed,
+            switch_every=args.switch_every,
+            **nonstationary_options(args),
+        )
     spaces = env.observation_space, env.action_space
     env.close()
     return spaces
@@ -219,7 +251,11 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
         def make():
             with user_errors("--env"):
                 env = make_env(
-                    args.env, seed=args.seed + index, switch_every=switch_every, **env_kwargs
+                    args.env,
+                    seed=args.seed + index,
+                    switch_every=switch_every,
+                    **nonstationary_options(args),
+                    **env_kwargs,
                 )
             # Atari records raw game scores inside (before clipping), cycles report task_return.
             if find_wrapper(env, gym.wrappers.RecordEpisodeStatistics) or isinstance(
@@ -271,7 +307,12 @@ def evaluate(
     if is_atari(args.env):
         env_kwargs = {"training": False, **env_kwargs}
     env = make_env(
-        args.env, seed=seed, render_mode=render_mode, switch_every=args.switch_every, **env_kwargs
+        args.env,
+        seed=seed,
+        render_mode=render_mode,
+        switch_every=args.switch_every,
+        **nonstationary_options(args),
+        **env_kwargs,
     )
     if isinstance(env.unwrapped, TaskCycle):
         env.unwrapped.hold_task(task_period)

@@ -1,7 +1,9 @@
 """Pieces every agent shares (agents/common.py): settings checks, episode logging, task-cycle
 clocks across copies, evaluation."""
 
+import json
 import re
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -107,3 +109,29 @@ def test_is_atari_reads_cycles():
     assert common.is_atari("atari_pong") and common.is_atari("cycle:atari_pong,atari_breakout")
     assert not common.is_atari("cycle:atari_pong,humanoid_walk")
     assert not common.is_atari("CartPole-v1")
+
+
+def test_perturbations_are_reachable_from_the_command_line(tmp_path):
+    args = dqn.Args(
+        env="CartPole-v1",
+        permute_observations=True,
+        switch_every=100,
+        total_timesteps=300,
+        learning_starts=50,
+        method="fire",
+        eval_episodes=1,
+        eval_every=0,
+        runs_dir=str(tmp_path),
+    )
+    args.plasticity.fire_every = 0  # FIRE only at the task switches
+    summary = dqn.main(args)
+    switches = [
+        row for row in read_rows(summary["run_dir"]) if "charts/task_id" in row
+    ]  # one task, new permutations: the period advances, the task id stays 0
+    assert len(switches) >= 2 and summary["interventions"]["q"] == len(switches)
+    with pytest.raises(UserError, match="--permute-actions needs --switch-every"):
+        dqn.main(dqn.Args(env="CartPole-v1", permute_actions=True, runs_dir=str(tmp_path)))
+
+
+def read_rows(run_dir: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "scalars.jsonl").open()]
