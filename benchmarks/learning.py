@@ -6,7 +6,12 @@
 - ``sac_humanoid``: short SAC runs on ``humanoid_walk`` with ``fire`` and with ``none``, to show
   the plasticity metrics and FIRE's interventions in the logs (far too short to learn to walk).
 
-Run: ``python benchmarks/learning.py [sac_pendulum] [sac_humanoid]``. Writes
+- ``dqn_permuted_cartpole``: DQN on CartPole-v1 whose observation entries are permuted anew
+  every 100k steps (6 periods), with ``none``, ``fire`` and ``reset`` acting at each switch:
+  does the Q-network keep learning new permutations, and what do the plasticity metrics show?
+
+Run: ``python benchmarks/learning.py [sac_pendulum] [sac_humanoid] [dqn_permuted_cartpole]
+[--seeds 1 2]``. Writes
 ``benchmarks/results/learning_<name>.json`` with the evaluation curve and summary of each run;
 the run folders go to ``runs/learning/`` (open them with TensorBoard).
 """
@@ -17,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agents import sac
+from agents import dqn, sac
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -91,20 +96,69 @@ def sac_humanoid() -> list[dict]:
     return summaries
 
 
-EXPERIMENTS = {"sac_pendulum": sac_pendulum, "sac_humanoid": sac_humanoid}
+def dqn_permuted_cartpole(seeds: list[int]) -> list[dict]:
+    switch_every, periods = 100_000, 6
+    summaries = []
+    for seed in seeds:
+        for method in ("none", "fire", "reset"):
+            args = dqn.Args(
+                env="CartPole-v1",
+                permute_observations=True,
+                switch_every=switch_every,
+                total_timesteps=switch_every * periods,
+                method=method,
+                seed=seed,
+                eval_every=25_000,
+                eval_episodes=10,
+                metrics_every=25_000,
+                checkpoint_every=0,
+                exp_name=f"learning_dqn_permuted_{method}",
+                runs_dir="runs/learning",
+            )
+            # act only at the task switches, not also on a schedule of their own
+            args.plasticity.fire_every = args.plasticity.reset_every = 0
+            summary = dqn.main(args)
+            scalars = Path(summary["run_dir"]) / "scalars.jsonl"
+            rows = [json.loads(line) for line in scalars.open()]
+            summary["seed"] = seed
+            summary["eval_curve"] = eval_curve(summary["run_dir"])
+            summary["metrics_curve"] = [
+                (r["step"], r["q/dormant_ratio"], r["q/effective_rank"], r["q/weight_norm"])
+                for r in rows
+                if "q/dormant_ratio" in r
+            ]
+            summary["switches"] = [r["step"] for r in rows if "charts/task_id" in r]
+            summaries.append(summary)
+    return summaries
+
+
+EXPERIMENTS = {
+    "sac_pendulum": sac_pendulum,
+    "sac_humanoid": sac_humanoid,
+    "dqn_permuted_cartpole": dqn_permuted_cartpole,
+}
+SEEDED = {"dqn_permuted_cartpole"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiments", nargs="*", choices=[*EXPERIMENTS, []], default=[])
-    names = parser.parse_args().experiments or list(EXPERIMENTS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="of " + str(SEEDED))
+    options = parser.parse_args()
+    names = options.experiments or list(EXPERIMENTS)
     RESULTS.mkdir(exist_ok=True)
     for name in names:
-        summaries = EXPERIMENTS[name]()
-        (RESULTS / f"learning_{name}.json").write_text(json.dumps(summaries, indent=2))
+        if name in SEEDED:
+            summaries = EXPERIMENTS[name](options.seeds)
+            seeds = "_".join(map(str, options.seeds))
+            out = RESULTS / f"learning_{name}_seeds_{seeds}.json"
+        else:
+            summaries = EXPERIMENTS[name]()
+            out = RESULTS / f"learning_{name}.json"
+        out.write_text(json.dumps(summaries, indent=2))
         for s in summaries:
             print(
-                f"{name} {s.get('variant', s['critic_method'])}: "
+                f"{name} {s.get('variant', s['critic_method'])} seed {s.get('seed', 1)}: "
                 f"final eval {s['final_eval_return']:.1f}, "
                 f"curve {s['eval_curve']}, {s['sps']:.0f} steps/s"
             )
