@@ -140,6 +140,30 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
+class FireAfterLifeLoss(gym.Wrapper):
+    """Whole-game evaluation of an agent trained with :class:`FireReset`: press FIRE at the
+    start of the game and right after each lost life, where training's resets pressed it
+    (CleanRL evaluates with its training wrappers, which do the same). Without it a greedy
+    agent can wait for the ball until the time limit in Breakout-like games."""
+
+    def reset(self, *, seed=None, options=None):
+        self.env.reset(seed=seed, options=options)
+        obs, _, terminated, truncated, info = self.env.step(FIRE_ACTION)
+        if terminated or truncated:
+            obs, info = self.env.reset(options=options)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(FIRE_ACTION)
+            reward += fire_reward
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, reward, terminated, truncated, info
+
+
 def waits_for_fire(env: gym.Env) -> bool:
     return env.unwrapped.get_action_meanings()[FIRE_ACTION] == "FIRE"
 
@@ -162,7 +186,9 @@ def make_atari(
 
     ``sticky_actions`` repeats the previous action with probability 0.25 (ALE v5's default,
     Machado et al. 2018; off here as in DQN). ``training`` clips rewards, makes a lost life
-    end the episode and presses FIRE after resets in games that have it. ``info["episode"]``
+    end the episode and presses FIRE after resets in games that have it; without it (whole
+    games, raw scores, for evaluation) FIRE is still pressed at the start and after each lost
+    life, as the agent was trained. ``info["episode"]``
     (gymnasium's ``RecordEpisodeStatistics``, placed before clipping) always carries the raw
     game score and length of whole games.
     """
@@ -189,4 +215,10 @@ def make_atari(
         if waits_for_fire(env):
             env = FireReset(env)
         env = ClipRewardSign(env)
-    return gym.wrappers.FrameStackObservation(env, FRAME_STACK)
+    elif waits_for_fire(env):
+        env = FireAfterLifeLoss(env)
+    env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)
+    # one rendered frame per agent step, FRAME_SKIP emulator frames at 60 Hz: videos play in
+    # real time
+    env.metadata = {**env.metadata, "render_fps": 60 // FRAME_SKIP}
+    return env

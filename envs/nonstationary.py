@@ -25,6 +25,12 @@ boundary, or on that same step with ``switch_mode="truncate"``. Permutations are
     envs = gym.vector.SyncVectorEnv([
         lambda i=i: make_env("atari_cycle", seed=i, switch_every=1_000_000) for i in range(4)
     ])  # same schedule_seed (default 0) in every copy; per-copy seeds only vary the episodes
+
+Stable-Baselines3's ``DummyVecEnv`` resets a copy within the step that ended its episode, so
+there each copy's clock also counts its resets: the clocks run ahead by the copy's episode
+count and drift apart. Switches come that much early (noticeable with Atari's per-life
+episodes); :class:`plasticity.sb3.PlasticityCallback` reads ``max(task_period)`` and still
+acts once per switch.
 """
 
 from __future__ import annotations
@@ -81,8 +87,13 @@ def pad_to(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym.Space:
-    """The one space all tasks share; with ``pad``, a 1-D box wide enough for every task's box
-    (bounds: the union, zero on the padding)."""
+    """The one space all tasks share; with ``pad``, a 1-D box wide enough for every task's box.
+
+    Padded bounds: for observations the union (every task's observations fit); for actions,
+    per entry, the intersection over the tasks that have that entry (every action is valid
+    for every task: no task gets an action beyond its own bounds, which MuJoCo would clip
+    after charging its control cost).
+    """
     first = next(iter(task_spaces.values()))
     if all(space == first for space in task_spaces.values()):
         return first
@@ -102,8 +113,20 @@ def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym
             f"dtype ({listed}): choose tasks with equal {kind} spaces"
         )
     size = max(space.shape[0] for space in task_spaces.values())
-    low = np.min([pad_to(space.low, size) for space in task_spaces.values()], axis=0)
-    high = np.max([pad_to(space.high, size) for space in task_spaces.values()], axis=0)
+    if kind == "observation":
+        low = np.min([pad_to(space.low, size) for space in task_spaces.values()], axis=0)
+        high = np.max([pad_to(space.high, size) for space in task_spaces.values()], axis=0)
+        return spaces.Box(low, high, (size,), first.dtype)
+    low = np.full(size, -np.inf, first.dtype)
+    high = np.full(size, np.inf, first.dtype)
+    for space in task_spaces.values():
+        n = space.shape[0]
+        low[:n], high[:n] = np.maximum(low[:n], space.low), np.minimum(high[:n], space.high)
+    if np.any(low > high):
+        raise ValueError(
+            f"pad_spaces found no action valid for every task ({listed}): "
+            "choose tasks whose action bounds overlap"
+        )
     return spaces.Box(low, high, (size,), first.dtype)
 
 
@@ -287,7 +310,12 @@ class TaskCycle(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         if seed is not None:
-            self.task_seeds = {i: seed + i for i in range(len(self.task_envs))}
+            # one independent stream per (seed, task): seed + i would give copy j's task i
+            # the seed of copy j+1's task i-1
+            self.task_seeds = {
+                i: int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+                for i in range(len(self.task_envs))
+            }
         if self.has_reset:
             self.ticks += 1
         self.has_reset = True
@@ -341,7 +369,7 @@ def make_cycle(
     """A :class:`TaskCycle` over freshly made tasks; ``make_task(name)`` builds one task."""
     if switch_every is None:
         raise ValueError("a task cycle needs switch_every=<env steps per task>")
-    tasks = {name: make_task(name) for name in task_names}
-    if len(tasks) != len(task_names):
+    if len(set(task_names)) != len(task_names):
         raise ValueError(f"a task appears twice in the cycle {list(task_names)}: list each once")
+    tasks = {name: make_task(name) for name in task_names}
     return TaskCycle(tasks, switch_every, **cycle_options)

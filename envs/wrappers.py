@@ -17,6 +17,8 @@ class ActionRepeat(gym.Wrapper):
             raise ValueError(f"action_repeat must be >= 1, got {repeat}")
         super().__init__(env)
         self.repeat = repeat
+        if "render_fps" in env.metadata:  # one rendered frame per `repeat` inner steps
+            self.metadata = {**env.metadata, "render_fps": env.metadata["render_fps"] / repeat}
 
     def step(self, action):
         total_reward = 0.0

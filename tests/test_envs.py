@@ -254,6 +254,25 @@ def test_atari_training_clips_rewards_and_ends_episodes_on_life_loss(ale):
     assert env.unwrapped.ale.lives() == 4
 
 
+def test_atari_evaluation_presses_fire_after_each_lost_life(ale):
+    env = make_env("atari_breakout", seed=0, training=False)  # whole games, raw scores
+    env.reset(seed=0)
+    for _ in range(3000):  # never pressing FIRE itself, the agent still gets every ball
+        *_, terminated, truncated, info = env.step(0)
+        if terminated or truncated:
+            break
+    assert terminated and env.unwrapped.ale.lives() == 0 and "episode" in info
+
+
+def test_videos_play_in_real_time():
+    assert make_env("humanoid_walk").metadata["render_fps"] == 50
+    assert make_env("humanoid_walk", action_repeat=2).metadata["render_fps"] == 25
+
+
+def test_atari_videos_play_in_real_time(ale):
+    assert make_env("atari_pong").metadata["render_fps"] == 15  # 60 Hz, 4 frames per step
+
+
 def test_atari_unknown_game(ale):
     with pytest.raises(ValueError, match="unknown Atari game"):
         make_env("atari_no_such_game")

@@ -113,6 +113,26 @@ def test_pad_spaces_zero_pads_observations():
     np.testing.assert_array_equal(obs, [0, 1, 0, 0, 0])
 
 
+def test_pad_spaces_keeps_actions_within_every_task_bounds():
+    env = make_env("cycle:Pendulum-v1,MountainCarContinuous-v0", switch_every=10, pad_spaces=True)
+    assert env.observation_space.shape == (3,)
+    assert env.action_space == spaces.Box(-1.0, 1.0, (1,), np.float32)  # Pendulum's is ±2
+
+
+def test_task_seeds_of_neighbouring_copies_do_not_repeat():
+    # CartPole-v0 and -v1 share their start distribution: with seed + task, copy 0's second
+    # task would start exactly where copy 1's first task starts
+    name = "cycle:CartPole-v0,CartPole-v1"
+    first = make_env(name, seed=0, switch_every=1, switch_mode="truncate")
+    first.reset(seed=0)
+    *_, truncated, _ = first.step(0)
+    assert truncated
+    second_task_start, _ = first.reset()
+    neighbour = make_env(name, seed=1, switch_every=1000)
+    neighbour_start, _ = neighbour.reset(seed=1)
+    assert not np.array_equal(second_task_start, neighbour_start)
+
+
 def test_cycle_needs_switch_every():
     with pytest.raises(ValueError, match="switch_every"):
         make_env("cycle:CartPole-v1,Acrobot-v1")
