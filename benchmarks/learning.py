@@ -158,7 +158,7 @@ def main() -> None:
         out.write_text(json.dumps(summaries, indent=2))
         for s in summaries:
             print(
-                f"{name} {s.get('variant', s['critic_method'])} seed {s.get('seed', 1)}: "
+                f"{name} {s.get('variant', s['method'])} seed {s.get('seed', 1)}: "
                 f"final eval {s['final_eval_return']:.1f}, "
                 f"curve {s['eval_curve']}, {s['sps']:.0f} steps/s"
             )
