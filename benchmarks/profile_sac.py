@@ -37,9 +37,9 @@ def main() -> None:
     class SteppingTracker(sac.EpisodeTracker):
         """The agent's episode tracker, which it calls once per env step: the profiler's clock."""
 
-        def update(self, infos):
+        def update(self, infos, run, step):
             prof.step()
-            return super().update(infos)
+            return super().update(infos, run, step)
 
     sac.EpisodeTracker = SteppingTracker
     with tempfile.TemporaryDirectory() as runs:
