@@ -1,6 +1,6 @@
 """Training speed of our PPO against Stable-Baselines3's PPO on CartPole-v1, one CPU thread each.
 
-Both use the hyperparameters of CleanRL's ``ppo.py`` (``agents.ppo.Args`` defaults): 4 envs ×
+Both use the hyperparameters of CleanRL's ``ppo.py`` (``agents.ppo.DISCRETE_DEFAULTS``): 4 envs ×
 128 steps, 4 minibatches of 128, 4 epochs, lr 2.5e-4 annealed linearly, γ 0.99, GAE λ 0.95,
 clip 0.2 (value clip 0.2 too), entropy 0.01, value 0.5, grad-norm 0.5, Adam eps 1e-5,
 separate 64-64 tanh actor and critic. No evaluation, no plasticity metrics, no intermediate
@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -53,7 +54,8 @@ def sb3(steps: int, seed: int) -> float:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    defaults = ppo.Args()
+    # the settings our PPO takes for discrete vector envs (its unset fields resolve to them)
+    defaults = dataclasses.replace(ppo.Args(), **ppo.DISCRETE_DEFAULTS)
     env = make_vec_env("CartPole-v1", n_envs=defaults.num_envs, seed=seed)
     batch = defaults.num_envs * defaults.num_steps
     model = PPO(
