@@ -1,0 +1,31 @@
+"""The benchmark scripts still run against the current agents (tiny settings; no timings)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*argv: str) -> str:
+    result = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_profile_sac_runs():
+    out = run_script(
+        "benchmarks/profile_sac.py",
+        *("--env", "Pendulum-v1", "--learning-starts", "64", "--skip", "8", "--active", "8"),
+    )
+    assert "ms in matrix products" in out
+
+
+def test_sps_ppo_runs():
+    pytest.importorskip("stable_baselines3")
+    out = run_script("-m", "benchmarks.sps_ppo", "--steps", "512", "--repeats", "1")
+    assert "ours (wall) / SB3 per repeat" in out
