@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 class Setup:
     """The task stream and the learner."""
 
-    tasks: int = 40
+    tasks: int = 30
     """number of labellings to learn one after the other"""
     samples: int = 1024
     """inputs in the fixed set (memorized anew at every task)"""
