@@ -610,9 +610,7 @@ def restore_checkpoint(
         buffer.load_state_dict(state["buffer"])
     set_rng_state(state["rng"])
     if "task_cycle" in state:
-        for cycle, ticks in zip(task_cycles(envs), state["task_cycle"]["ticks"], strict=True):
-            cycle.ticks = ticks
-        tracker.period = state["task_cycle"]["period"]
+        restore_cycle_clock(args, envs, tracker, state["task_cycle"])
     limit = args.total_timesteps if total_steps is None else total_steps
     if state["step"] >= limit:
         raise UserError(
@@ -620,6 +618,26 @@ def restore_checkpoint(
             "raise --total-timesteps to continue it"
         )
     return state
+
+
+def restore_cycle_clock(
+    args: CommonArgs, envs: gym.vector.VectorEnv, tracker: EpisodeTracker, saved: dict
+) -> None:
+    """Set each copy's switch clock and the tracker's period from a checkpoint.
+
+    The clocks count the steps of all copies together, so a resume with another
+    ``--num-envs`` gets them rescaled; the reset that follows the restore counts one tick.
+    """
+    cycles = task_cycles(envs)
+    if not cycles:
+        raise UserError(
+            f"--resume {args.resume}: that run trained on a changing env (a task cycle or "
+            "perturbations); resume it with the same --env and perturbation flags"
+        )
+    steps_per_copy = saved["ticks"][0] * len(saved["ticks"]) // len(cycles)
+    for cycle in cycles:
+        cycle.ticks = max(0, steps_per_copy - 1)
+    tracker.period = saved["period"]
 
 
 def checkpoint_state(

@@ -335,18 +335,24 @@ class TaskCycle(gym.Env):
         obs, reward, terminated, truncated, info = self.task_env.step(self.task_action(action))
         self.ticks += 1
         self.episode_return += float(reward)
+        cut_by_switch = False
         if self.switch_mode == "truncate" and self.scheduled_period() != self.period:
+            cut_by_switch = not (terminated or truncated)
             truncated = True
         info = self.task_info(info)
         if terminated or truncated:
-            self.record_episode_end(info)
+            self.record_episode_end(info, cut_by_switch)
         return self.observation(obs), reward, terminated, truncated, info
 
-    def record_episode_end(self, info: dict) -> None:
+    def record_episode_end(self, info: dict, cut_by_switch: bool = False) -> None:
         if self.records_episodes[self.task_id]:
-            if "episode" not in info:  # a lost life, not the end of the game
+            if cut_by_switch:  # the task's own statistics never saw the end: its running sum
+                stats = find_wrapper(self.task_env, gym.wrappers.RecordEpisodeStatistics)
+                task_return = float(stats.episode_returns)
+            elif "episode" not in info:  # a lost life, not the end of the game
                 return
-            task_return = float(np.asarray(info["episode"]["r"]))
+            else:
+                task_return = float(np.asarray(info["episode"]["r"]))
         else:
             task_return = self.episode_return
         info["task_return"] = task_return

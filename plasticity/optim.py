@@ -94,6 +94,10 @@ class AdamO(torch.optim.Optimizer):
         self._resolve_fused(self.param_groups)
         self._constructed = True
 
+    def __setstate__(self, state: dict) -> None:  # copies and unpickled optimizers
+        super().__setstate__(state)
+        self._constructed = True
+
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         if getattr(self, "_constructed", False):  # added later: fused or not by itself
@@ -126,6 +130,11 @@ class AdamO(torch.optim.Optimizer):
     def _step_group(self, group: dict) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         iso_mask = group.get("iso_mask") or [True] * len(group["params"])
+        if len(iso_mask) != len(group["params"]):
+            raise ValueError(
+                f"iso_mask has {len(iso_mask)} entries for a group of {len(group['params'])} "
+                "parameters: give one bool per parameter"
+            )
         iso_params = []
         for p, takes_iso in zip(group["params"], iso_mask, strict=True):
             if p.grad is None:

@@ -115,6 +115,19 @@ def test_resume_keeps_the_task_cycle_where_it_was(tmp_path):
     assert second_task == 0 and 300 <= second_step < 350
 
 
+def test_resume_with_other_copies_rescales_the_cycle_clock(tmp_path):
+    perturbed = dict(env="CartPole-v1", permute_observations=True, switch_every=200)
+    first = dqn.main(small_args(tmp_path, total_timesteps=300, num_envs=2, **perturbed))
+    run_dir = str(first["run_dir"])
+    # 300 steps of 2 copies: each copy's clock at 150; one copy takes them all on from 300
+    dqn.main(small_args(tmp_path, total_timesteps=500, num_envs=1, resume=run_dir, **perturbed))
+    switches = [row["step"] for row in read_scalars(Path(run_dir)) if "charts/task_id" in row]
+    # at about 200 and 400 (the clocks also count resets, so a little earlier), not from 0 again
+    assert len(switches) == 2 and 360 <= switches[1] <= 420
+    with pytest.raises(UserError, match="trained on a changing env"):
+        dqn.main(small_args(tmp_path, env="CartPole-v1", total_timesteps=700, resume=run_dir))
+
+
 def test_actor_method_and_unknown_method_are_refused(tmp_path):
     with pytest.raises(UserError, match="no actor"):
         dqn.main(small_args(tmp_path, actor_method="fire"))

@@ -133,6 +133,21 @@ def test_task_seeds_of_neighbouring_copies_do_not_repeat():
     assert not np.array_equal(second_task_start, neighbour_start)
 
 
+def test_truncate_mode_reports_the_partial_atari_score():
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    env = make_env(
+        "atari_pong", switch_every=100, permute_actions=True, switch_mode="truncate", seed=0
+    )
+    env.reset(seed=0)
+    for _ in range(100):
+        *_, terminated, truncated, info = env.step(0)
+        if terminated or truncated:
+            break
+    assert truncated and not terminated  # cut by the switch, long before Pong ends
+    assert "task_return" in info and info["task_return"] <= 0  # points lost so far, if any
+
+
 def test_cycle_needs_switch_every():
     with pytest.raises(ValueError, match="switch_every"):
         make_env("cycle:CartPole-v1,Acrobot-v1")

@@ -116,6 +116,22 @@ def test_a_group_added_later_gets_its_own_fused_setting():
     train(net, opt, 2)
 
 
+def test_a_copied_optimizer_still_resolves_fused_for_new_groups():
+    net = mlp()
+    opt = copy.deepcopy(AdamO(net[0].parameters(), lr=1e-3))
+    opt.add_param_group({"params": list(net[2].parameters())})
+    assert opt.param_groups[-1]["fused"] is True
+
+
+def test_iso_mask_of_the_wrong_length_is_a_clear_error():
+    w = nn.Parameter(torch.randn(8, 8))
+    opt = AdamO([w], iso_every=1)
+    opt.param_groups[0]["iso_mask"] = [True, False]
+    w.grad = torch.zeros_like(w)
+    with pytest.raises(ValueError, match="iso_mask has 2 entries for a group of 1 parameters"):
+        opt.step()
+
+
 def test_isometry_step_alone_moves_weights_toward_isometry():
     w = nn.Parameter(torch.randn(32, 16) * 0.5)
     opt = AdamO([w], lr=1e-2, iso_coef=1.0, iso_every=1)
