@@ -117,10 +117,23 @@ class CommonArgs:
     compile: bool = False
     """compile the loss computations with torch.compile (the first updates wait for it)"""
     cudagraphs: bool = False
-    """on CUDA, also replay the compiled losses as CUDA graphs (implies --compile; CPU: ignored)"""
+    """on CUDA, also replay the compiled losses as CUDA graphs (implies --compile; on the CPU
+    it compiles without graphs, with a notice)"""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
     bfloat16 on CPUs with AVX512-BF16 or AMX; highest keeps full float32"""
+
+
+def flag(field_name: str) -> str:
+    """The command-line flag of an ``Args`` field: ``eval_every`` -> ``--eval-every``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def fill_unset(args, defaults: dict):
+    """``args`` with each field still ``None`` set from ``defaults`` (the agents' per-kind
+    defaults, resolved once the env is known and before the run folder records the config)."""
+    unset = {name: value for name, value in defaults.items() if getattr(args, name) is None}
+    return dataclasses.replace(args, **unset)
 
 
 def check_counts(args: CommonArgs, positive: Iterable[str] = ()) -> None:
@@ -132,15 +145,13 @@ def check_counts(args: CommonArgs, positive: Iterable[str] = ()) -> None:
     for name in ("total_timesteps", "num_envs", *positive):
         value = getattr(args, name)
         if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} must be a positive integer, got {value}")
+            raise UserError(f"{flag(name)} must be a positive integer, got {value}")
     if not 0 <= args.eval_epsilon <= 1:
         raise UserError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     for name in ("eval_every", "eval_episodes", "metrics_every", "checkpoint_every"):
         value = getattr(args, name)
         if value < 0:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} must be 0 (off) or a positive integer, got {value}")
+            raise UserError(f"{flag(name)} must be 0 (off) or a positive integer, got {value}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -208,8 +219,8 @@ def nonstationary_options(args: CommonArgs) -> dict:
         if getattr(args, name)
     }
     if options and args.switch_every is None:
-        flag = "--" + next(iter(options)).replace("_", "-")
-        raise UserError(f"{flag} needs --switch-every N (env steps between switches)")
+        first = flag(next(iter(options)))
+        raise UserError(f"{first} needs --switch-every N (env steps between switches)")
     if args.switch_mode != "episode":
         options["switch_mode"] = args.switch_mode
     return options
@@ -246,6 +257,7 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
     switch_every = args.switch_every
     if switch_every is not None and switch_every > 0:
         switch_every = max(1, round(switch_every / args.num_envs))
+    options = nonstationary_options(args)
 
     def thunk(index: int):
         def make():
@@ -254,7 +266,7 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
                     args.env,
                     seed=args.seed + index,
                     switch_every=switch_every,
-                    **nonstationary_options(args),
+                    **options,
                     **env_kwargs,
                 )
             # Atari records raw game scores inside (before clipping), cycles report task_return.

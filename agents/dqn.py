@@ -22,7 +22,6 @@ as in ``agents/sac.py``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -44,6 +43,7 @@ from agents.common import (
     checkpoint_state,
     crossed,
     evaluate,
+    fill_unset,
     finish_run,
     loss_compiler,
     make_train_envs,
@@ -196,9 +196,7 @@ def main(args: Args) -> dict:
     image = len(obs_space.shape) == 3
     # per-kind defaults, resolved before the run folder records the config
     defaults = IMAGE_DEFAULTS if image else VECTOR_DEFAULTS
-    args = dataclasses.replace(
-        args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
-    )
+    args = fill_unset(args, defaults)
     check_counts(args, POSITIVE_SETTINGS)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)

@@ -23,7 +23,6 @@ surrogate and clipped value loss, annealed learning rate. What this file changes
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -45,6 +44,7 @@ from agents.common import (
     crossed,
     env_spaces,
     evaluate,
+    fill_unset,
     finish_run,
     loss_compiler,
     make_train_envs,
@@ -266,9 +266,7 @@ def main(args: Args) -> dict:
         defaults = CONTINUOUS_DEFAULTS
     else:
         defaults = ATARI_DEFAULTS if is_image(obs_space) else DISCRETE_DEFAULTS
-    args = dataclasses.replace(
-        args, **{name: value for name, value in defaults.items() if getattr(args, name) is None}
-    )
+    args = fill_unset(args, defaults)
     check_counts(args, ("num_steps", "num_minibatches", "update_epochs", "hidden_size"))
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:

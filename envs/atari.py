@@ -140,17 +140,14 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
-class FireAfterLifeLoss(gym.Wrapper):
+class FireAfterLifeLoss(FireReset):
     """Whole-game evaluation of an agent trained with :class:`FireReset`: press FIRE at the
     start of the game and right after each lost life, where training's resets pressed it
     (CleanRL evaluates with its training wrappers, which do the same). Without it a greedy
     agent can wait for the ball until the time limit in Breakout-like games."""
 
     def reset(self, *, seed=None, options=None):
-        self.env.reset(seed=seed, options=options)
-        obs, _, terminated, truncated, info = self.env.step(FIRE_ACTION)
-        if terminated or truncated:
-            obs, info = self.env.reset(options=options)
+        obs, info = super().reset(seed=seed, options=options)
         self.lives = self.env.unwrapped.ale.lives()
         return obs, info
 
