@@ -2,6 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+# Small networks on a 2-core machine: two threads contend with each other (and with anything
+# else running) and make the suite several times slower than one thread does.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
