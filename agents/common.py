@@ -114,6 +114,10 @@ class CommonArgs:
     """a run folder (runs/<run_name>) to continue from its latest checkpoint"""
     runs_dir: str = "runs"
     """folder of the run folders"""
+    run_name: str | None = None
+    """name of this run's folder under --runs-dir (default
+    <env>__<agent>-<method>__<exp_name>__<seed>__<unix time>); an existing run is refused:
+    continue it with --resume"""
     compile: bool = False
     """compile the loss computations with torch.compile (the first updates wait for it)"""
     cudagraphs: bool = False
@@ -504,9 +508,23 @@ class Run:
                 )
             if self.latest_checkpoint() is None:
                 raise UserError(f"--resume {args.resume}: the run has no checkpoint to resume from")
+        elif args.run_name is not None:
+            if args.run_name in ("", ".", "..") or "/" in args.run_name:
+                raise UserError(
+                    f"--run-name {args.run_name!r} is not a folder name: use letters, digits "
+                    "and -_. without '/'"
+                )
+            self.dir = Path(args.runs_dir) / args.run_name
+            if (self.dir / "config.json").exists():
+                raise UserError(
+                    f"run {self.dir} exists already: continue it with --resume {self.dir}, "
+                    "or choose another --run-name"
+                )
+            self.dir.mkdir(parents=True, exist_ok=True)
         else:
             env_name = args.env.replace("/", "-").replace(":", "-").replace(",", "-")
-            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            method = args.method.replace("+", "-")
+            name = f"{env_name}__{agent}-{method}__{args.exp_name}__{args.seed}__{int(time.time())}"
             self.dir = Path(args.runs_dir) / name
             Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
             copy = 1
@@ -517,6 +535,7 @@ class Run:
                 except FileExistsError:
                     copy += 1
                     self.dir = Path(args.runs_dir) / f"{name}_{copy}"
+        if not args.resume:
             config = {"agent": agent, **_jsonable(args)}
             (self.dir / "config.json").write_text(json.dumps(config, indent=2))
         self.name = self.dir.name
@@ -773,7 +792,8 @@ def parse_args(
         saved = json.loads(config_file.read_text())
         if saved.get("agent") == agent:
             names = {f.name for f in dataclasses.fields(args_class)}
-            values = {k: v for k, v in saved.items() if k in names - {"plasticity", "resume"}}
+            skip = {"plasticity", "resume", "run_name"}
+            values = {k: v for k, v in saved.items() if k in names - skip}
             default = args_class(
                 **values, plasticity=MethodConfig(**saved.get("plasticity", {})), resume=resume
             )

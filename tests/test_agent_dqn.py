@@ -1,5 +1,6 @@
 """DQN: short runs on CartPole with plasticity methods, resume, the Box-space error, Atari."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,4 +198,17 @@ def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypa
     names = [run.name for run in runs]
     for run in runs:
         run.close()
-    assert names == [f"CartPole-v1__run__1__1000{suffix}" for suffix in ("", "_2", "_3")]
+    assert names == [f"CartPole-v1__dqn-none__run__1__1000{suffix}" for suffix in ("", "_2", "_3")]
+
+
+def test_run_name_is_the_exact_folder_and_is_not_reused(tmp_path):
+    from agents import common
+
+    args = dataclasses.replace(small_args(tmp_path), run_name="fixed")
+    run = common.Run("dqn", args)
+    run.close()
+    assert run.dir == tmp_path / "fixed" and (run.dir / "config.json").is_file()
+    with pytest.raises(common.UserError, match="exists already: continue it with --resume"):
+        common.Run("dqn", args)
+    with pytest.raises(common.UserError, match="is not a folder name"):
+        common.Run("dqn", dataclasses.replace(args, run_name="a/b"))
