@@ -39,7 +39,7 @@ def main() -> None:
         device=args.device,
         seed=0,
     )
-    callback = PlasticityCallback("fire+adamo", every=args.fire_every, metrics_every=5_000)
+    callback = PlasticityCallback("fire+adamo", fire_every=args.fire_every, metrics_every=5_000)
     model.learn(args.total_timesteps, callback=callback)
     print(f"FIRE interventions: {callback.interventions}")
 

@@ -44,6 +44,7 @@ from plasticity.regularizers import (
     parseval_penalty,
     spectral_penalty,
 )
+from plasticity.schedule import Every
 
 METHODS: tuple[str, ...] = (
     "none",
@@ -59,6 +60,15 @@ METHODS: tuple[str, ...] = (
     "er_l2",
 )
 """Names accepted by :func:`make_method`; join several with ``+`` (``fire+adamo``)."""
+
+PERIODS = {
+    "fire": "fire_every",
+    "reset": "reset_every",
+    "shrink_perturb": "shrink_perturb_every",
+    "redo": "redo_every",
+    "er_l2": "er_every",
+}
+"""The periodic parts of a method and the :class:`MethodConfig` field of each one's period."""
 
 
 @dataclass
@@ -152,11 +162,14 @@ class Method:
     def attach(
         self,
         network: nn.Module,
-        lr: float,
+        lr: float | None = None,
         targets: Iterable[nn.Module] = (),
         heads: Iterable[str] | None = None,
         fresh: Callable[[], nn.Module] | None = None,
         activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
+        optimizer: torch.optim.Optimizer | None = None,
+        exclude: Iterable[str] = (),
+        start_step: int = 0,
         **optimizer_kwargs,
     ) -> MethodHandle:
         """Build the optimizer for ``network`` and return the handle a training loop calls.
@@ -166,9 +179,27 @@ class Method:
         step, the penalties and ReDo. ``fresh``: factory of a freshly initialized network of
         the same architecture (default: re-draw with ``reset_parameters``). ``activation``:
         the hidden nonlinearity (ReDo and ER read post-activation features).
-        ``optimizer_kwargs`` (``eps``, ``betas``) go to the optimizer.
+        ``optimizer``: an optimizer built elsewhere (Stable-Baselines3's) that trains
+        ``network``, possibly with other parameters too; the handle then builds none and
+        ``lr``/``optimizer_kwargs`` are unused (``adamo`` needs it to be an :class:`AdamO`).
+        ``exclude``: shell patterns of layers the interventions leave alone (a features
+        extractor that belongs to another network). ``start_step``: the step the training
+        loop starts from; periods that ended before it are not due (no catch-up).
+        ``optimizer_kwargs`` (``eps``, ``betas``) go to the optimizer the handle builds.
         """
-        return MethodHandle(self, network, lr, targets, heads, fresh, activation, optimizer_kwargs)
+        return MethodHandle(
+            self,
+            network,
+            lr,
+            targets,
+            heads,
+            fresh,
+            activation,
+            optimizer_kwargs,
+            optimizer=optimizer,
+            exclude=exclude,
+            start_step=start_step,
+        )
 
 
 def make_method(name: str, config: MethodConfig | None = None, **settings) -> Method:
@@ -198,12 +229,15 @@ class MethodHandle:
         self,
         method: Method,
         network: nn.Module,
-        lr: float,
+        lr: float | None,
         targets: Iterable[nn.Module],
         heads: Iterable[str] | None,
         fresh: Callable[[], nn.Module] | None,
         activation: Callable[[torch.Tensor], torch.Tensor],
         optimizer_kwargs: dict,
+        optimizer: torch.optim.Optimizer | None = None,
+        exclude: Iterable[str] = (),
+        start_step: int = 0,
     ):
         self.method = method
         self.parts = method.parts
@@ -213,15 +247,28 @@ class MethodHandle:
         self.heads = list(heads) if heads is not None else None
         self.fresh = fresh
         self.activation = activation
+        self.exclude = tuple(exclude)
         self.interventions = 0
-        self._last_period: dict[str, int] = {}
+        self.schedules = {
+            part: Every(getattr(self.config, setting), start=start_step)
+            for part, setting in PERIODS.items()
+            if part in self.parts
+        }
         self._spectral_vectors: dict[str, torch.Tensor] = {}
         self.initial_state = None
         if "l2_init" in self.parts or (
             "shrink_perturb" in self.parts and self.config.perturb_target == "initial"
         ):
             self.initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-        self.optimizer = self._build_optimizer(lr, optimizer_kwargs)
+        if optimizer is None:
+            if lr is None:
+                raise ValueError("attach needs lr= to build the optimizer (or an optimizer=)")
+            optimizer = self._build_optimizer(lr, optimizer_kwargs)
+        elif "adamo" in self.parts and not isinstance(optimizer, AdamO):
+            raise ValueError(
+                f"method {method.name!r} needs an AdamO optimizer, got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
 
     def __repr__(self) -> str:
         return f"MethodHandle({self.method.name!r}, optimizer={type(self.optimizer).__name__})"
@@ -276,31 +323,32 @@ class MethodHandle:
 
     # --- 2. scheduled interventions -------------------------------------------------------
 
-    def _due(self, part: str, every: int, step: int) -> bool:
-        """True once each time ``step`` crosses a multiple of ``every`` (skipped steps are fine)."""
-        if part not in self.parts or every <= 0:
-            return False
-        period = step // every
-        if period <= self._last_period.get(part, 0):
-            return False
-        self._last_period[part] = period
-        return True
+    def _due(self, part: str, step: int) -> bool:
+        schedule = self.schedules.get(part)
+        return schedule is not None and schedule.due(step)
 
-    def after_update(self, step: int, inputs: Inputs | None = None) -> list[InterventionReport]:
+    def start(self, step: int) -> None:
+        """Let the schedules begin at ``step``: periods that ended before it are not due."""
+        for schedule in self.schedules.values():
+            schedule.skip_to(step)
+
+    def after_update(
+        self, step: int, inputs: Inputs | Callable[[], Inputs] | None = None
+    ) -> list[InterventionReport]:
         """Run the interventions due at ``step``; returns their reports (empty when none ran).
 
         ``inputs`` is a probe batch (the network's arguments), needed by ``redo`` and
-        ``er_l2`` when they are due.
+        ``er_l2`` when they are due; or a function returning one, called only then.
         """
         cfg = self.config
         reports = []
-        if self._due("fire", cfg.fire_every, step):
+        if self._due("fire", step):
             reports.append(self._fire())
-        if self._due("reset", cfg.reset_every, step):
+        if self._due("reset", step):
             reports.append(self._reset())
-        if self._due("shrink_perturb", cfg.shrink_perturb_every, step):
+        if self._due("shrink_perturb", step):
             reports.append(self._shrink_perturb())
-        if self._due("redo", cfg.redo_every, step):
+        if self._due("redo", step):
             reports.append(
                 redo_(
                     self.network,
@@ -310,9 +358,10 @@ class MethodHandle:
                     self.heads,
                     self.activation,
                     self.fresh,
+                    exclude=self.exclude,
                 )
             )
-        if self._due("er_l2", cfg.er_every, step):
+        if self._due("er_l2", step):
             erank = effective_rank_ascent_(
                 self.network, self._probe(inputs, "er_l2"), cfg.er_lr, self.heads, self.activation
             )
@@ -333,7 +382,9 @@ class MethodHandle:
         self.interventions += sum(r.reinitialized for r in reports)
         return reports
 
-    def _probe(self, inputs: Inputs | None, part: str) -> Inputs:
+    def _probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
+        if callable(inputs):
+            inputs = inputs()
         if inputs is None:
             raise ValueError(
                 f"method {part!r} needs a probe batch: call after_update(step, inputs=...) "
@@ -344,13 +395,18 @@ class MethodHandle:
     def _fire(self) -> InterventionReport:
         cfg = self.config
         report = fire_(
-            self.network, self.optimizer, cfg.fire_ns_steps, cfg.fire_scale, cfg.fire_mode
+            self.network,
+            self.optimizer,
+            cfg.fire_ns_steps,
+            cfg.fire_scale,
+            cfg.fire_mode,
+            exclude=self.exclude,
         )
         sync_targets(self.network, self.targets)
         return report
 
     def _reset(self) -> InterventionReport:
-        report = full_reset_(self.network, self.optimizer, self.fresh)
+        report = full_reset_(self.network, self.optimizer, self.fresh, exclude=self.exclude)
         sync_targets(self.network, self.targets)
         return report
 
@@ -364,6 +420,7 @@ class MethodHandle:
             self.optimizer,
             self.initial_state,
             self.fresh,
+            exclude=self.exclude,
         )
         sync_targets(self.network, self.targets)
         return report
@@ -375,7 +432,7 @@ class MethodHandle:
         return {
             "method": self.method.name,
             "optimizer": self.optimizer.state_dict(),
-            "last_period": dict(self._last_period),
+            "schedules": {part: s.state_dict() for part, s in self.schedules.items()},
             "interventions": self.interventions,
             "spectral_vectors": dict(self._spectral_vectors),
             "initial_state": self.initial_state,
@@ -389,7 +446,14 @@ class MethodHandle:
                 f"this run uses {self.method.name!r}; resume with the same --method"
             )
         self.optimizer.load_state_dict(state["optimizer"])
-        self._last_period = dict(state["last_period"])
+        if "schedules" in state:
+            for part, schedule_state in state["schedules"].items():
+                if part in self.schedules:
+                    self.schedules[part].load_state_dict(schedule_state)
+        else:  # checkpoints from before the schedule objects: the last period index per part
+            for part, index in state["last_period"].items():
+                if part in self.schedules:
+                    self.schedules[part].last = index
         self.interventions = int(state["interventions"])
         self._spectral_vectors = dict(state["spectral_vectors"])
         if state["initial_state"] is not None:

@@ -3,7 +3,7 @@
 Two lines give an SB3 agent AdamO and periodic FIRE::
 
     model = SAC("MlpPolicy", env, policy_kwargs=adamo_policy_kwargs(iso_coef=1e-3))
-    model.learn(200_000, callback=PlasticityCallback("fire", every=100_000))
+    model.learn(200_000, callback=PlasticityCallback("fire", fire_every=100_000))
 
 SB3 builds each optimizer from a flat ``parameters()`` list, so AdamO alone cannot tell output
 heads from hidden layers; :func:`use_adamo_groups` (called by :class:`PlasticityCallback` when
@@ -40,19 +40,13 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 from plasticity._layers import named_layers
-from plasticity.interventions import (
-    InterventionReport,
-    fire_,
-    full_reset_,
-    redo_,
-    shrink_perturb_,
-    sync_targets,
-)
-from plasticity.methods import MethodConfig, make_method
+from plasticity.interventions import InterventionReport
+from plasticity.methods import MethodHandle, make_method
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, isometry_parameters
+from plasticity.schedule import Every
+from plasticity.tasks import task_period
 
-INTERVENTIONS = ("fire", "reset", "shrink_perturb", "redo")
 PENALTIES = ("isometry", "l2_init", "parseval", "spectral", "er_l2")
 
 
@@ -221,205 +215,195 @@ class PlasticityCallback(BaseCallback):
     """Apply a plasticity method's interventions to an SB3 model, correctly.
 
     ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo`` or a ``+``
-    combination (``fire+adamo``). Interventions run every ``every`` env steps (None: never on a
-    schedule; ReDo defaults to ``redo_every``) and, with ``on_task_switch``, when a cycling env
-    of :mod:`envs` starts a new task (read from ``infos["task_period"]``). After each one the
-    touched optimizer state is cleared and SB3's target networks are re-synced. ``networks``:
-    which ones (SAC/TD3/PPO/A2C: ``actor``, ``critic``; DQN: ``q_net``). ``metrics_every``:
-    log plasticity metrics through SB3's logger. ``settings`` are :class:`MethodConfig`
-    fields (``fire_ns_steps``, ``redo_tau``, ``shrink``, …).
+    combination (``fire+adamo``); ``settings`` are :class:`MethodConfig` fields, the same names
+    as for our agents (``fire_every``, ``fire_on_task_switch``, ``reset_every``, ``redo_tau``,
+    …, with the same defaults: FIRE every 100k steps and at each task switch). The callback
+    attaches the method to each network through :class:`plasticity.MethodHandle`, around the
+    optimizer SB3 built, so the handle alone decides when to intervene, clears the touched
+    optimizer state and re-syncs SB3's target networks; the callback only translates SB3's
+    hooks:
+
+    - off-policy algorithms (SAC, TD3, DQN): after every env step (``_on_step``), at the
+      model's ``num_timesteps``, as our SAC and DQN agents do;
+    - on-policy algorithms (PPO, A2C): when a rollout starts (``_on_rollout_start``), i.e.
+      after the previous rollout's update epochs, as our PPO agent does: never inside a
+      rollout, so every stored log-probability and value belongs to the policy that collected
+      the rollout, and the next rollout is collected by the network that will be trained on it.
+
+    A task switch of a cycling env of :mod:`envs` (``task_period`` in the infos) runs the
+    switch interventions at the same points. ``networks``: which ones (default all: SAC/TD3/
+    PPO/A2C ``actor`` and ``critic``, DQN ``q_net``). ``metrics_every``: env steps between
+    plasticity metrics logged through SB3's logger (None: never).
     """
 
     def __init__(
         self,
         method: str,
-        every: int | None = None,
         on_task_switch: bool = True,
-        networks: Iterable[str] = ("actor", "critic"),
+        networks: Iterable[str] | None = None,
         metrics_every: int | None = None,
         probe_size: int = 256,
         verbose: int = 0,
         **settings,
     ):
         super().__init__(verbose)
-        parsed = make_method(method, **settings)
-        penalties = [p for p in parsed.parts if p in PENALTIES]
+        self.method = make_method(method, **settings)
+        penalties = [p for p in self.method.parts if p in PENALTIES]
         if penalties:
             raise ValueError(
                 f"{', '.join(penalties)} must enter the loss, which a callback cannot reach; "
                 "use AdamO (policy_kwargs=adamo_policy_kwargs()) for the isometry penalty"
             )
-        self.parts = parsed.parts
-        self.config: MethodConfig = parsed.config
-        self.every = every
         self.switch_interventions = on_task_switch
-        self.network_names = tuple(networks)
-        self.metrics_every = metrics_every
+        self.network_names = None if networks is None else tuple(networks)
+        self.metrics_every = metrics_every or 0
         self.probe_size = probe_size
-        self.interventions = 0
-        self._last_period: dict[str, int] = {}
-        self._task_period: int | None = None  # set by the first step that reports one
+        self.handles: dict[str, MethodHandle] = {}
+        self._networks: dict[str, Network] = {}
+        self._pending_switch = False
+        self._rollout_probe: torch.Tensor | None = None
 
-    # resolved in _init_callback, when the model is known
+    @property
+    def interventions(self) -> int:
+        """Reinitializations so far, over all networks."""
+        return sum(handle.interventions for handle in self.handles.values())
+
     def _init_callback(self) -> None:
+        if self.handles:  # a later learn() of the same model keeps the handles and schedules
+            return
         available = sb3_networks(self.model)
-        if isinstance(self.model, DQN) and self.network_names == ("actor", "critic"):
-            self.network_names = ("q_net",)
-        unknown = [n for n in self.network_names if n not in available]
+        names = self.network_names or tuple(available)
+        unknown = [n for n in names if n not in available]
         if unknown:
             raise ValueError(
                 f"{type(self.model).__name__} has no network {unknown[0]!r}; "
                 f"choose from {', '.join(available)}"
             )
-        self.networks = [available[n] for n in self.network_names]
         optimizers = [owner.optimizer for owner, _, _ in _adamo_optimizers(self.model)]
-        if "adamo" in self.parts and not any(isinstance(o, AdamO) for o in optimizers):
+        if "adamo" in self.method.parts and not any(isinstance(o, AdamO) for o in optimizers):
             raise ValueError(
                 "method 'adamo' needs AdamO optimizers: build the model with "
                 "policy_kwargs=adamo_policy_kwargs()"
             )
         # the policy's hidden activation (ReLU for SAC/TD3/DQN, Tanh for PPO/A2C by default)
         self.activation = getattr(self.model.policy, "activation_fn", nn.ReLU)()
-        self.monitors = {
-            n.name: PlasticityMonitor(n.module, heads=n.heads, activation=self.activation)
-            for n in self.networks
+        self._networks = {name: available[name] for name in names}
+        self.handles = {
+            name: self.method.attach(
+                network.module,
+                targets=network.targets,
+                heads=network.heads,
+                fresh=network.fresh,
+                activation=self.activation,
+                optimizer=network.owner.optimizer,
+                exclude=network.exclude,
+            )
+            for name, network in self._networks.items()
         }
+        self.monitors = {
+            name: PlasticityMonitor(n.module, heads=n.heads, activation=self.activation)
+            for name, n in self._networks.items()
+        }
+        self._metrics = Every(self.metrics_every)
+        self._last_period: int | None = None
 
     def _on_training_start(self) -> None:
         use_adamo_groups(self.model)
-        # The schedule starts from the model's step count: a model that trained before
+        # The schedules start from the model's step count: a model that trained before
         # (a loaded one, learn(reset_num_timesteps=False)) gets no catch-up interventions.
-        for key, every in (("interventions", self.every), ("redo", self._redo_every)):
-            if every:
-                self._last_period[key] = self.model.num_timesteps // every
+        for handle in self.handles.values():
+            handle.start(self.model.num_timesteps)
+        self._metrics.skip_to(self.model.num_timesteps)
 
     @property
-    def _redo_every(self) -> int | None:
-        return self.every or self.config.redo_every
+    def _on_policy(self) -> bool:
+        return getattr(self.model, "replay_buffer", None) is None
 
     def _probe(self, network: Network):
         """A batch of the network's inputs from the replay or rollout buffer (None if empty)."""
         model = self.model
-        buffer = getattr(model, "replay_buffer", None)
-        if buffer is not None:
+        if not self._on_policy:
+            buffer = model.replay_buffer
             if buffer.size() == 0:
                 return None
             data = buffer.sample(self.probe_size)
             obs, actions = data.observations, data.actions
+        elif self._rollout_probe is not None:
+            obs, actions = self._rollout_probe, None
         else:
-            rollout = model.rollout_buffer
-            if not rollout.full and rollout.pos == 0:
+            obs, actions = self._rollout_observations(), None
+            if obs is None:
                 return None
-            n = rollout.buffer_size if rollout.full else rollout.pos
-            obs = torch.as_tensor(
-                rollout.observations[:n].reshape(-1, *rollout.obs_shape)[: self.probe_size],
-                device=model.device,
-            ).float()
-            actions = None
         return (obs, actions) if network.probe == "obs_actions" else obs
 
-    def _intervene(self, network: Network, part: str) -> InterventionReport | None:
-        cfg = self.config
-        optimizer = network.owner.optimizer
-        exclude = network.exclude
-        if part == "fire":
-            report = fire_(
-                network.module,
-                optimizer,
-                cfg.fire_ns_steps,
-                cfg.fire_scale,
-                cfg.fire_mode,
-                exclude=exclude,
-            )
-        elif part == "reset":
-            report = full_reset_(network.module, optimizer, network.fresh, exclude=exclude)
-        elif part == "shrink_perturb":
-            if cfg.perturb_target != "fresh":
-                raise ValueError(
-                    "the SB3 callback supports shrink & perturb toward a fresh init only"
-                )
-            report = shrink_perturb_(
-                network.module,
-                cfg.shrink,
-                cfg.perturb,
-                "fresh",
-                optimizer,
-                fresh=network.fresh,
-                exclude=exclude,
-            )
-        else:  # redo keeps the function: no target re-sync
-            probe = self._probe(network)
-            if probe is None:
-                return None
-            return redo_(
-                network.module,
-                probe,
-                cfg.redo_tau,
-                optimizer,
-                network.heads,
-                self.activation,
-                network.fresh,
-                exclude=exclude,
-            )
-        for target in network.targets:
-            sync_targets(network.module, [target])
-        return report
+    def _rollout_observations(self) -> torch.Tensor | None:
+        """Up to ``probe_size`` observations of the rollout being collected (None if empty)."""
+        rollout = self.model.rollout_buffer
+        if not rollout.full and rollout.pos == 0:
+            return None
+        n = rollout.buffer_size if rollout.full else rollout.pos
+        observations = rollout.observations[:n].reshape(-1, *rollout.obs_shape)
+        return torch.as_tensor(observations[: self.probe_size], device=self.model.device).float()
 
-    def _run(self, parts: Iterable[str]) -> None:
-        for network in self.networks:
-            for part in parts:
-                report = self._intervene(network, part)
-                if report is None:
-                    continue
-                self.interventions += report.reinitialized
-                for key, value in report.scalars(f"plasticity/{network.name}/").items():
-                    self.logger.record(key, value, exclude=("stdout",))
-        self.logger.record("plasticity/interventions", self.interventions)
+    def _log_reports(self, name: str, reports: list[InterventionReport]) -> None:
+        for report in reports:
+            for key, value in report.scalars(f"plasticity/{name}/").items():
+                self.logger.record(key, value, exclude=("stdout",))
+        if reports:
+            self.logger.record("plasticity/interventions", self.interventions)
+
+    def _intervene(self, task_switch: bool) -> None:
+        """The scheduled interventions due now, then those of a task switch."""
+        step = self.model.num_timesteps
+        for name, network in self._networks.items():
+            handle = self.handles[name]
+            if self._probe(network) is None:
+                continue  # no data yet: the schedule fires at the next call
+            self._log_reports(name, handle.after_update(step, inputs=partial(self._probe, network)))
+            if task_switch:
+                self._log_reports(name, handle.on_task_switch(inputs=self._probe(network)))
 
     def _task_switched(self) -> bool:
-        infos = self.locals.get("infos") or []
-        periods = [info["task_period"] for info in infos if "task_period" in info]
-        if not periods:
+        """Whether the infos of this step report a task period beyond the last one seen."""
+        period = task_period(self.locals.get("infos") or [])
+        if period is None:
             return False
         # the first period seen is where this callback starts (not a switch: an env resumed
         # at period k reports k from its first step on)
-        previous = self._task_period
-        self._task_period = max(max(periods), previous or 0)
-        return previous is not None and self._task_period > previous
-
-    def _due(self, key: str, every: int | None) -> bool:
-        """True once each time ``num_timesteps`` crosses a multiple of ``every``.
-
-        Robust to vectorized envs, whose ``num_timesteps`` grows by ``n_envs`` per call.
-        """
-        if not every:
-            return False
-        period = self.num_timesteps // every
-        if period <= self._last_period.get(key, 0):
-            return False
-        self._last_period[key] = period
-        return True
+        previous = self._last_period
+        self._last_period = max(period, previous or 0)
+        switched = previous is not None and self._last_period > previous
+        if switched:
+            self.logger.record("plasticity/task_period", self._last_period)
+        return switched and self.switch_interventions
 
     def _on_step(self) -> bool:
-        scheduled = [p for p in self.parts if p in INTERVENTIONS and p != "redo"]
-        if scheduled and self._due("interventions", self.every):
-            self._run(scheduled)
-        if "redo" in self.parts and self._due("redo", self._redo_every):
-            self._run(["redo"])
-        if self.switch_interventions and self._task_switched():
-            self.logger.record("plasticity/task_period", self._task_period)
-            self._run(scheduled)
-        if self._due("metrics", self.metrics_every):
+        switched = self._task_switched()
+        if self._on_policy:
+            self._pending_switch |= switched
+        else:
+            self._intervene(switched)
+        if self._metrics.due(self.num_timesteps):
             self._log_metrics()
         return True
 
+    def _on_rollout_end(self) -> None:
+        if self._on_policy:  # the buffer is cleared before the next rollout starts
+            self._rollout_probe = self._rollout_observations()
+
+    def _on_rollout_start(self) -> None:
+        if self._on_policy and self._rollout_probe is not None:
+            self._intervene(self._pending_switch)
+            self._pending_switch = False
+            self._rollout_probe = None
+
     def _log_metrics(self) -> None:
-        for network in self.networks:
+        for name, network in self._networks.items():
             probe = self._probe(network)
             if probe is None:
                 continue
-            metrics = self.monitors[network.name].measure(probe)
+            metrics = self.monitors[name].measure(probe)
             for key, value in metrics.items():
                 if np.isfinite(value):
                     exclude = ("stdout",) if "/" in key else None
-                    self.logger.record(f"plasticity/{network.name}/{key}", value, exclude=exclude)
+                    self.logger.record(f"plasticity/{name}/{key}", value, exclude=exclude)

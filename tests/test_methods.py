@@ -160,3 +160,32 @@ def test_handle_checkpoint_resumes_the_schedule():
     torch.testing.assert_close(resumed.penalty(), resumed.penalty())
     with pytest.raises(ValueError, match="same --method"):
         make_method("fire", fire_every=10).attach(mlp(), 1e-3).load_state_dict(state)
+
+
+def test_handle_state_from_before_the_schedule_objects_still_loads():
+    """Checkpoints written before plasticity.schedule kept the last period index per part."""
+    handle = make_method("fire", fire_every=10).attach(mlp(), 1e-3)
+    state = handle.state_dict()
+    del state["schedules"]
+    state["last_period"] = {"fire": 1}  # FIRE ran at step 10
+    handle.load_state_dict(state)
+    assert [step for step in (15, 19, 20) if handle.after_update(step)] == [20]
+
+
+def test_handle_wraps_an_optimizer_built_elsewhere():
+    net = mlp()
+    other = torch.nn.Linear(3, 3)
+    optimizer = torch.optim.Adam([*net.parameters(), *other.parameters()], lr=1e-3)
+    handle = make_method("fire", fire_every=5).attach(net, optimizer=optimizer, start_step=12)
+    assert handle.optimizer is optimizer
+    net(torch.randn(4, 8)).sum().backward()
+    other(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    assert not handle.after_update(14)  # 5 and 10 lie before the start: no catch-up
+    assert handle.after_update(15)
+    assert all(p not in optimizer.state for p in (net[0].weight, net[2].weight))
+    assert other.weight in optimizer.state  # not this handle's network
+    with pytest.raises(ValueError, match="needs an AdamO optimizer"):
+        make_method("adamo").attach(net, optimizer=optimizer)
+    with pytest.raises(ValueError, match="needs lr="):
+        make_method("fire").attach(net)

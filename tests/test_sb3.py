@@ -9,9 +9,10 @@ import torch
 
 pytest.importorskip("stable_baselines3")
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noqa: E402
 
 from envs import make_env  # noqa: E402
-from plasticity import AdamO, fire_  # noqa: E402
+from plasticity import AdamO, fire_, make_method  # noqa: E402
 from plasticity._layers import named_layers  # noqa: E402
 from plasticity.sb3 import PlasticityCallback, adamo_policy_kwargs, sb3_networks  # noqa: E402
 
@@ -101,7 +102,7 @@ def test_fire_on_sac_critic_resyncs_target_and_clears_state():
     critic = model.critic
     expected = copy.deepcopy(critic)
     fire_(expected)
-    callback = PlasticityCallback("fire", every=100, networks=("critic",))
+    callback = PlasticityCallback("fire", fire_every=100, networks=("critic",))
     model.gradient_steps = 0  # see the intervention alone, before any further update
     model.learn(1, callback=callback, reset_num_timesteps=False)  # step 100 crosses 100
     assert callback.interventions == 1
@@ -119,7 +120,7 @@ def test_fire_clears_touched_adam_state():
     callback = PlasticityCallback("fire", networks=("critic",))
     callback.init_callback(model)
     before = set(model.critic.optimizer.state)
-    callback._run(["fire"])
+    callback.handles["critic"].on_task_switch()  # FIRE now
     weights = [layer.weight for _, layer in named_layers(model.critic)]
     assert all(w in before for w in weights)
     assert all(w not in model.critic.optimizer.state for w in weights)
@@ -139,8 +140,8 @@ def test_callback_reacts_to_a_task_switch_of_a_cycling_env():
     )
     callback = PlasticityCallback("fire")
     model.learn(400, callback=callback)
-    assert callback._task_period >= 1
-    assert callback.interventions == callback._task_period  # one FIRE per switch
+    assert callback._last_period >= 1
+    assert callback.interventions == callback._last_period  # one FIRE per switch
 
 
 def test_a_saved_model_with_adamo_loads_and_keeps_its_isometry_mask(tmp_path):
@@ -161,8 +162,8 @@ def test_a_saved_model_with_adamo_loads_and_keeps_its_isometry_mask(tmp_path):
 def test_a_new_callback_on_a_trained_model_does_not_catch_up():
     env = make_env("CartPole-v1", switch_every=60, permute_observations=True)
     model = DQN("MlpPolicy", env, learning_starts=50, buffer_size=1000, seed=0, device="cpu")
-    model.learn(130)  # two switches behind it, and past two multiples of every=50
-    callback = PlasticityCallback("fire", every=50)
+    model.learn(130)  # two switches behind it, and past two multiples of fire_every=50
+    callback = PlasticityCallback("fire", fire_every=50)
     model.learn(15, callback=callback, reset_num_timesteps=False)  # crosses neither 150 nor 180
     assert callback.interventions == 0
     model.learn(10, callback=callback, reset_num_timesteps=False)  # crosses 150
@@ -201,7 +202,7 @@ def test_critic_interventions_leave_a_shared_features_extractor_alone():
     head = model.critic.qf0[-1].weight.detach().clone()
     callback = PlasticityCallback("fire", networks=("critic",))
     callback.init_callback(model)
-    callback._run(["fire"])
+    callback.handles["critic"].on_task_switch()  # FIRE now
     for key, value in shared.state_dict().items():
         assert torch.equal(value, before[key])  # the actor's extractor: untouched
     assert not torch.equal(model.critic.qf0[-1].weight, head)
@@ -213,7 +214,7 @@ def test_ppo_interventions_draw_new_weights_as_sb3_does(method):
     model.learn(64)
     callback = PlasticityCallback(method, networks=("actor",), shrink=0.0, perturb=1.0)
     callback.init_callback(model)
-    callback._run([method])
+    callback.handles["actor"].on_task_switch()  # the intervention, now
     head = model.policy.action_net.weight
     # orthogonal with gain 0.01: each row has norm 0.01 (PyTorch's default would be ~0.6)
     torch.testing.assert_close(head.norm(dim=1), torch.full((head.shape[0],), 0.01))
@@ -226,7 +227,7 @@ def test_sac_with_gsde_has_its_heads_found():
     model = off_policy(SAC, use_sde=True)
     networks = sb3_networks(model)
     assert networks["actor"].heads == ("mu.0",)  # mu is a Sequential; log_std a parameter
-    model.learn(60, callback=PlasticityCallback("fire", every=50))
+    model.learn(60, callback=PlasticityCallback("fire", fire_every=50))
 
 
 def test_wrong_network_names_and_penalties_are_clear_errors():
@@ -240,6 +241,72 @@ def test_wrong_network_names_and_penalties_are_clear_errors():
     plain = SAC("MlpPolicy", make_env("Pendulum-v1"), device="cpu")
     with pytest.raises(ValueError, match="needs AdamO optimizers"):
         plain.learn(10, callback=PlasticityCallback("adamo"))
+
+
+class RolloutChecker(BaseCallback):
+    """At each rollout's end: do the stored log-probabilities belong to the current policy?"""
+
+    def __init__(self):
+        super().__init__()
+        self.rollouts = self.consistent = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer, policy = self.model.rollout_buffer, self.model.policy
+        obs = torch.as_tensor(buffer.observations.reshape(-1, *buffer.obs_shape)).float()
+        actions = torch.as_tensor(buffer.actions.reshape(-1)).long()
+        with torch.no_grad():
+            _, log_prob, _ = policy.evaluate_actions(obs, actions)
+        stored = torch.as_tensor(buffer.log_probs.reshape(-1)).float()
+        self.rollouts += 1
+        self.consistent += bool(torch.allclose(log_prob, stored, atol=1e-5))
+
+
+def test_on_policy_interventions_never_fall_inside_a_rollout():
+    model = on_policy(PPO)  # rollouts of 64 steps; FIRE every 100 falls inside the 2nd
+    fire = PlasticityCallback("fire", fire_every=100)
+    checker = RolloutChecker()
+    model.learn(64 * 6, callback=CallbackList([fire, checker]))
+    assert fire.interventions == 2 * 3  # actor and critic, after steps 100, 200 and 300
+    assert checker.rollouts == 6
+    assert checker.consistent == checker.rollouts  # each rollout's policy did not change
+
+
+def intervention_steps(handle, recorded: list[int]):
+    """Wrap ``handle.after_update`` to record the steps at which an intervention ran."""
+    after_update = handle.after_update
+
+    def recording(step, inputs=None):
+        reports = after_update(step, inputs)
+        if reports:
+            recorded.append(step)
+        return reports
+
+    handle.after_update = recording
+
+
+@pytest.mark.parametrize("algo", [SAC, PPO])
+def test_callback_intervenes_at_the_steps_of_a_method_handle(algo):
+    """Same settings, same env-step counter: the same intervention steps as our agents get
+    (SAC: after every env step; PPO: after each rollout's update, before the next)."""
+    model = off_policy(SAC) if algo is SAC else on_policy(PPO)
+    callback = PlasticityCallback("fire", fire_every=90, networks=("actor",))
+    callback.init_callback(model)
+    from_callback: list[int] = []
+    intervention_steps(callback.handles["actor"], from_callback)
+    model.learn(320, callback=callback)
+
+    handle = make_method("fire", fire_every=90).attach(torch.nn.Linear(2, 2), lr=1e-3)
+    from_handle: list[int] = []
+    intervention_steps(handle, from_handle)
+    # our SAC calls after_update after every env step; our PPO after each rollout's update
+    # (the last one is followed by no rollout, and SB3 starts none)
+    n = model.num_timesteps
+    for step in range(1, n + 1) if algo is SAC else range(64, n, 64):
+        handle.after_update(step)
+    assert from_callback == from_handle == ([90, 180, 270] if algo is SAC else [128, 192])
 
 
 def test_example_runs_and_records_a_video(tmp_path):
