@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from agents import AGENTS
-from agents.common import UserError, parse_args, run_cli
+from agents.cli import UserError, parse_args, run_cli
 
 
 def split_agent(argv: list[str]) -> tuple[str, list[str]]:

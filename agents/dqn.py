@@ -6,12 +6,11 @@ Read top to bottom like CleanRL's ``dqn.py`` and ``dqn_atari.py`` (Mnih et al. 2
 a Huber (smooth L1) TD loss as in Mnih et al. and the FIRE paper's DQN; vector observations get
 CleanRL's 120-84 MLP and its MSE loss (``--td-loss`` picks either).
 
-What this file adds: the Q-network carries one plasticity method. DQN has no actor, so the
-method is ``--critic-method`` when given, else ``--method``; ``--actor-method`` is refused. The
-method's handle re-syncs the target network after every intervention that changes the
-function (FIRE, reset, shrink & perturb), task switches of cycling envs trigger
-``on_task_switch``, and the run folder gets metrics, checkpoints, evaluation and ``--resume``
-as in ``agents/sac.py``.
+What this file adds: the Q-network ("q" in flags, logs, checkpoints and the summary) carries
+one plasticity method, ``--q-method`` when given, else ``--method``. The method's handle
+re-syncs the target network after every intervention that changes the function (FIRE, reset,
+shrink & perturb), task switches of cycling envs trigger ``on_task_switch``, and the run folder
+gets metrics, checkpoints, evaluation and ``--resume`` as in ``agents/sac.py``.
 
     python train.py --agent dqn --env CartPole-v1
     python train.py --agent dqn --env atari_breakout --method fire --learning-starts 80000 \
@@ -32,31 +31,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common import (
+from agents.checkpoints import checkpoint_state, restore_checkpoint
+from agents.cli import (
     CommonArgs,
-    EpisodeTracker,
-    ReplayBuffer,
-    Run,
     UserError,
     attach_method,
     check_counts,
-    checkpoint_state,
-    crossed,
-    evaluate,
     fill_unset,
-    finish_run,
-    loss_compiler,
-    make_train_envs,
-    mean_or_nan,
     parse_args,
-    progress_bar,
-    raise_if_diverged,
-    resolve_device,
-    restore_checkpoint,
     run_cli,
-    seed_everything,
 )
+from agents.device import loss_compiler, resolve_device, seed_everything
+from agents.environments import evaluate, make_train_envs
+from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.replay import ReplayBuffer
+from agents.run import Run, finish_run, progress_bar, raise_if_diverged
 from plasticity import PlasticityMonitor
+from plasticity.schedule import Every
 
 
 @dataclass
@@ -65,6 +56,8 @@ class Args(CommonArgs):
     """environment with a Discrete action space (gymnasium id, atari_<game>, or a cycle)"""
     total_timesteps: int = 500_000
     """total environment steps of the run (dqn_atari.py: 10M)"""
+    q_method: str | None = None
+    """plasticity method of the Q-network (overrides --method)"""
     learning_rate: float | None = None
     """Adam learning rate (default 2.5e-4 vectors, 1e-4 images; FIRE paper: 6.25e-5)"""
     adam_eps: float = 1e-8
@@ -174,10 +167,6 @@ POSITIVE_SETTINGS = ("buffer_size", "batch_size", "target_network_frequency", "t
 
 
 def main(args: Args) -> dict:
-    if args.actor_method is not None:
-        raise UserError(
-            "DQN has no actor network: name the Q-network's method with --method or --critic-method"
-        )
     check_counts(args, POSITIVE_SETTINGS)
     device = resolve_device(args.device)
     seed_everything(args.seed, args.torch_deterministic)
@@ -205,7 +194,7 @@ def main(args: Args) -> dict:
     target_network = copy.deepcopy(q_network)
     q_plasticity = attach_method(
         args,
-        "critic",
+        "q",
         q_network,
         args.learning_rate,
         targets=[target_network],
@@ -219,31 +208,33 @@ def main(args: Args) -> dict:
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)
     global_step, learning_starts = 0, args.learning_starts
-    modules = {"q_network": q_network, "target_network": target_network}
-    handles = {"q_plasticity": q_plasticity}
+    networks = {"q": q_network, "q_target": target_network}
+    handles = {"q": q_plasticity}
     tracker = EpisodeTracker()
     if args.resume:
-        state = restore_checkpoint(run, args, device, modules, handles, envs, tracker, rb)
+        state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
         if "buffer" not in state:  # refill before learning again
             learning_starts = global_step + args.learning_starts
 
     def checkpoint(step: int) -> None:
-        run.save_checkpoint(
-            step,
-            checkpoint_state(modules, handles, envs, tracker, rb if args.save_buffer else None),
-        )
+        buffer = rb if args.save_buffer else None
+        run.save_checkpoint(step, checkpoint_state(networks, handles, envs, tracker.period, buffer))
 
     def policy(obs: np.ndarray) -> int:
         with torch.no_grad():
             obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]
             return int(q_network(obs_t).argmax(1).item()) + action_start
 
-    def log_interventions(reports, step: int) -> None:
-        for report in reports:
-            run.log(step, report.scalars("q/"))
+    def log_interventions(step: int, reports) -> None:
+        run.log_interventions(step, "q", reports, q_plasticity.interventions)
 
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    updates_due = Every(args.train_frequency, start=global_step)
+    target_due = Every(args.target_network_frequency, start=global_step)
+    metrics_due = Every(args.metrics_every, start=global_step)
+    eval_due = Every(args.eval_every, start=global_step)
+    checkpoint_due = Every(args.checkpoint_every, start=global_step)
     bar = progress_bar(args.total_timesteps, global_step)
     start_time, start_step = time.perf_counter(), global_step
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
@@ -278,17 +269,19 @@ def main(args: Args) -> dict:
         rb.add(obs, next_obs, actions, rewards, terminations, valid=~done)
         done = np.logical_or(terminations, truncations)
         obs = next_obs
-        prev_step, global_step = global_step, global_step + args.num_envs
+        global_step += args.num_envs
         bar.update(args.num_envs)
 
-        switched = tracker.update(infos, run, global_step)
+        rows, switched = tracker.update(infos)
+        run.log_rows(global_step, rows)
         if switched and rb.size > 0:
             probe = rb.sample(args.batch_size)[0]
-            log_interventions(q_plasticity.on_task_switch(inputs=probe), global_step)
+            log_interventions(global_step, q_plasticity.on_task_switch(inputs=probe))
 
         # ALGO LOGIC: training (one update per train_frequency env steps, also with num_envs > 1)
+        updates = updates_due.crossings(global_step)
+        update_target = target_due.due(global_step)
         if global_step > learning_starts:
-            updates = global_step // args.train_frequency - prev_step // args.train_frequency
             for _ in range(updates):
                 if args.cudagraphs:
                     torch.compiler.cudagraph_mark_step_begin()
@@ -301,18 +294,17 @@ def main(args: Args) -> dict:
                 q_plasticity.optimizer.step()
                 nonfinite |= ~torch.isfinite(loss)
                 log_interventions(
-                    q_plasticity.after_update(global_step, inputs=data_obs), global_step
+                    global_step, q_plasticity.after_update(global_step, inputs=data_obs)
                 )
 
             # update target network
-            period = args.target_network_frequency
-            if global_step // period > prev_step // period:
+            if update_target:
                 with torch.no_grad():
                     torch._foreach_lerp_(
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
 
-            if crossed(global_step, args.metrics_every, args.num_envs):
+            if metrics_due.due(global_step):
                 raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
@@ -328,11 +320,11 @@ def main(args: Args) -> dict:
                     ret=f"{tracker.mean_return:.1f}", eps=f"{epsilon:.2f}", sps=f"{sps:.0f}"
                 )
 
-        periodic_eval = crossed(global_step, args.eval_every, args.num_envs)
+        periodic_eval = eval_due.due(global_step)
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
             eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if crossed(global_step, args.checkpoint_every, args.num_envs):
+        if checkpoint_due.due(global_step):
             raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 

@@ -33,31 +33,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from agents.common import (
+from agents.checkpoints import checkpoint_state, restore_checkpoint
+from agents.cli import (
     CommonArgs,
-    EpisodeTracker,
-    Run,
     UserError,
     attach_method,
     check_counts,
-    checkpoint_state,
-    crossed,
-    env_spaces,
-    evaluate,
     fill_unset,
-    finish_run,
-    loss_compiler,
-    make_train_envs,
-    mean_or_nan,
     parse_args,
-    progress_bar,
-    raise_if_diverged,
-    resolve_device,
-    restore_checkpoint,
     run_cli,
-    seed_everything,
 )
+from agents.device import loss_compiler, resolve_device, seed_everything
+from agents.environments import env_spaces, evaluate, make_train_envs
+from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.run import Run, finish_run, progress_bar, raise_if_diverged
 from plasticity import PlasticityMonitor
+from plasticity.schedule import Every
 
 
 @dataclass
@@ -66,6 +57,10 @@ class Args(CommonArgs):
     """environment with Discrete or Box actions (short name, cycle, or gymnasium id)"""
     total_timesteps: int = 500_000
     """total environment steps (ppo_continuous_action: 1M, ppo_atari: 10M)"""
+    actor_method: str | None = None
+    """plasticity method of the policy network (overrides --method)"""
+    critic_method: str | None = None
+    """plasticity method of the value network (overrides --method)"""
     learning_rate: float | None = None
     """learning rate of actor and critic optimizers (default 2.5e-4 discrete, 3e-4 continuous)"""
     num_envs: int | None = None
@@ -329,17 +324,17 @@ def main(args: Args) -> dict:
     run = Run("ppo", args)  # after the checks above, so a refused command writes nothing
 
     global_step = 0
-    modules = {"actor": actor, "critic": critic}
+    networks = {"actor": actor, "critic": critic}
     # gradient norm clipped jointly; interventions rewrite parameters in place, so it stays valid
     parameters = [*actor.parameters(), *critic.parameters()]
-    handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
+    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     tracker = EpisodeTracker()
     if args.resume:
         state = restore_checkpoint(
             run,
             args,
             device,
-            modules,
+            networks,
             handles,
             envs,
             tracker,
@@ -356,7 +351,7 @@ def main(args: Args) -> dict:
         global_step = state["step"]
 
     def checkpoint(step: int) -> None:
-        state = checkpoint_state(modules, handles, envs, tracker)
+        state = checkpoint_state(networks, handles, envs, tracker.period)
         if args.normalize:
             state["obs_rms"] = (obs_rms.mean, obs_rms.var, obs_rms.count)
             state["return_rms"] = (return_rms.mean, return_rms.var, return_rms.count)
@@ -375,9 +370,8 @@ def main(args: Args) -> dict:
                 action = action.clamp(low, high)
             return action.cpu().numpy()
 
-    def log_interventions(reports, step: int, prefix: str) -> None:
-        for report in reports:
-            run.log(step, report.scalars(prefix))
+    def log_interventions(step: int, name: str, reports) -> None:
+        run.log_interventions(step, name, reports, handles[name].interventions)
 
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
         """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the
@@ -432,6 +426,9 @@ def main(args: Args) -> dict:
     values = torch.zeros((T + 1, N), device=device)
 
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    metrics_due = Every(args.metrics_every, start=global_step)
+    eval_due = Every(args.eval_every, start=global_step)
+    checkpoint_due = Every(args.checkpoint_every, start=global_step)
     bar = progress_bar(num_iterations * batch_size, global_step)
     start_time, start_step = time.perf_counter(), global_step
     next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
@@ -467,7 +464,9 @@ def main(args: Args) -> dict:
             dones[step] = prev_done.float()
             global_step += N
 
-            switched |= tracker.update(infos, run, global_step)
+            rows, switched_now = tracker.update(infos)
+            run.log_rows(global_step, rows)
+            switched |= switched_now
         obs[T] = next_obs
         with torch.no_grad():
             values[T] = critic(next_obs)
@@ -511,17 +510,10 @@ def main(args: Args) -> dict:
                 break
 
         # interventions between iterations: scheduled ones, then those of a task switch
-        log_interventions(
-            actor_plasticity.after_update(global_step, inputs=mb_obs), global_step, "actor/"
-        )
-        log_interventions(
-            critic_plasticity.after_update(global_step, inputs=mb_obs), global_step, "critic/"
-        )
-        if switched:
-            log_interventions(actor_plasticity.on_task_switch(inputs=mb_obs), global_step, "actor/")
-            log_interventions(
-                critic_plasticity.on_task_switch(inputs=mb_obs), global_step, "critic/"
-            )
+        for name, handle in handles.items():
+            log_interventions(global_step, name, handle.after_update(global_step, inputs=mb_obs))
+            if switched:
+                log_interventions(global_step, name, handle.on_task_switch(inputs=mb_obs))
 
         raise_if_diverged(nonfinite, run, global_step)
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
@@ -539,7 +531,7 @@ def main(args: Args) -> dict:
             "losses/explained_variance": explained_var,
             "charts/SPS": sps,
         }
-        if crossed(global_step, args.metrics_every, batch_size):
+        if metrics_due.due(global_step):
             scalars.update({f"actor/{k}": v for k, v in actor_monitor.measure(mb_obs).items()})
             scalars.update({f"critic/{k}": v for k, v in critic_monitor.measure(mb_obs).items()})
         run.log(global_step, scalars)
@@ -547,10 +539,10 @@ def main(args: Args) -> dict:
         bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
 
         last = iteration == num_iterations
-        if crossed(global_step, args.eval_every, batch_size) and args.eval_episodes and not last:
+        if eval_due.due(global_step) and args.eval_episodes and not last:
             eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if crossed(global_step, args.checkpoint_every, batch_size) and not last:
+        if checkpoint_due.due(global_step) and not last:
             checkpoint(global_step)
 
     bar.close()
@@ -559,7 +551,6 @@ def main(args: Args) -> dict:
     if args.eval_episodes:
         eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
     sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     return finish_run(run, args, global_step, sps, eval_returns, handles)
 
 

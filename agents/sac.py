@@ -22,31 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common import (
-    CommonArgs,
-    EpisodeTracker,
-    ReplayBuffer,
-    Run,
-    UserError,
-    attach_method,
-    check_counts,
-    checkpoint_state,
-    crossed,
-    evaluate,
-    finish_run,
-    loss_compiler,
-    make_train_envs,
-    mean_or_nan,
-    parse_args,
-    progress_bar,
-    raise_if_diverged,
-    resolve_device,
-    restore_checkpoint,
-    run_cli,
-    seed_everything,
-)
+from agents.checkpoints import checkpoint_state, restore_checkpoint
+from agents.cli import CommonArgs, UserError, attach_method, check_counts, parse_args, run_cli
+from agents.device import loss_compiler, resolve_device, seed_everything
+from agents.environments import evaluate, make_train_envs
+from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.replay import ReplayBuffer
+from agents.run import Run, finish_run, progress_bar, raise_if_diverged
 from plasticity import PlasticityMonitor
 from plasticity.optim import fused_adam_available
+from plasticity.schedule import Every
 
 
 @dataclass
@@ -55,6 +40,10 @@ class Args(CommonArgs):
     """environment with a Box action space (short name, cycle, or gymnasium id)"""
     total_timesteps: int = 1_000_000
     """total environment steps of the run"""
+    actor_method: str | None = None
+    """plasticity method of the actor (overrides --method)"""
+    critic_method: str | None = None
+    """plasticity method of the twin critic (overrides --method)"""
     buffer_size: int = 1_000_000
     """the replay memory buffer size"""
     gamma: float = 0.99
@@ -197,11 +186,11 @@ def main(args: Args) -> dict:
         args.buffer_size, (obs_dim,), torch.float32, (act_dim,), torch.float32, device
     )
     global_step, learning_starts = 0, args.learning_starts
-    modules = {"actor": actor, "critic": critic, "critic_target": critic_target}
-    handles = {"actor_plasticity": actor_plasticity, "critic_plasticity": critic_plasticity}
+    networks = {"actor": actor, "critic": critic, "critic_target": critic_target}
+    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     tracker = EpisodeTracker()
     if args.resume:
-        state = restore_checkpoint(run, args, device, modules, handles, envs, tracker, rb)
+        state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
         if "buffer" not in state:  # refill before learning again
             learning_starts = global_step + args.learning_starts
@@ -210,7 +199,8 @@ def main(args: Args) -> dict:
         a_optimizer.load_state_dict(state["a_optimizer"])
 
     def checkpoint(step: int) -> None:
-        state = checkpoint_state(modules, handles, envs, tracker, rb if args.save_buffer else None)
+        buffer = rb if args.save_buffer else None
+        state = checkpoint_state(networks, handles, envs, tracker.period, buffer)
         state.update(log_alpha=log_alpha.detach(), a_optimizer=a_optimizer.state_dict())
         run.save_checkpoint(step, state)
 
@@ -219,14 +209,17 @@ def main(args: Args) -> dict:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
             return actor.get_action(obs_t)[2][0].cpu().numpy()
 
-    def log_interventions(reports, step: int, prefix: str) -> None:
-        for report in reports:
-            run.log(step, report.scalars(prefix))
-            whole_network = report.method in ("fire", "reset", "shrink_perturb")
-            if args.reset_alpha_on_intervention and prefix == "critic/" and whole_network:
-                with torch.no_grad():
-                    log_alpha.fill_(float(np.log(args.alpha)))
-                a_optimizer.state.clear()
+    def log_interventions(step: int, name: str, reports) -> None:
+        run.log_interventions(step, name, reports, handles[name].interventions)
+
+    def reset_temperature_after(reports) -> None:
+        """The FIRE paper's SAC: α back to its initial value when the whole critic was
+        reinitialized (FIRE, reset, shrink & perturb; not ReDo's single units)."""
+        whole_network = any(r.method in ("fire", "reset", "shrink_perturb") for r in reports)
+        if args.reset_alpha_on_intervention and whole_network:
+            with torch.no_grad():
+                log_alpha.fill_(float(np.log(args.alpha)))
+            a_optimizer.state.clear()
 
     def critic_loss(obs, act, rew, next_obs, term, alpha):
         """Both critics' TD losses (summed) against the entropy-regularized target; mean Q1."""
@@ -247,6 +240,9 @@ def main(args: Args) -> dict:
     critic_loss, policy_loss = compile_loss(critic_loss), compile_loss(policy_loss)
 
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    metrics_due = Every(args.metrics_every, start=global_step)
+    eval_due = Every(args.eval_every, start=global_step)
+    checkpoint_due = Every(args.checkpoint_every, start=global_step)
     bar = progress_bar(args.total_timesteps, global_step)
     start_time, start_step = time.perf_counter(), global_step
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
@@ -271,15 +267,16 @@ def main(args: Args) -> dict:
         global_step += args.num_envs
         bar.update(args.num_envs)
 
-        switched = tracker.update(infos, run, global_step)
+        rows, switched = tracker.update(infos)
+        run.log_rows(global_step, rows)
         if switched and rb.size > 0:
             probe = rb.sample(args.batch_size)
             log_interventions(
-                actor_plasticity.on_task_switch(inputs=probe[0]), global_step, "actor/"
+                global_step, "actor", actor_plasticity.on_task_switch(inputs=probe[0])
             )
-            log_interventions(
-                critic_plasticity.on_task_switch(inputs=probe[:2]), global_step, "critic/"
-            )
+            reports = critic_plasticity.on_task_switch(inputs=probe[:2])
+            log_interventions(global_step, "critic", reports)
+            reset_temperature_after(reports)
 
         # ALGO LOGIC: training.
         if global_step > learning_starts:
@@ -323,15 +320,13 @@ def main(args: Args) -> dict:
                     torch._foreach_lerp_(target_params, critic_params, args.tau)
 
             log_interventions(
-                actor_plasticity.after_update(global_step, inputs=data_obs), global_step, "actor/"
+                global_step, "actor", actor_plasticity.after_update(global_step, inputs=data_obs)
             )
-            log_interventions(
-                critic_plasticity.after_update(global_step, inputs=(data_obs, data_act)),
-                global_step,
-                "critic/",
-            )
+            reports = critic_plasticity.after_update(global_step, inputs=(data_obs, data_act))
+            log_interventions(global_step, "critic", reports)
+            reset_temperature_after(reports)
 
-            if crossed(global_step, args.metrics_every, args.num_envs):
+            if metrics_due.due(global_step):
                 raise_if_diverged(nonfinite, run, global_step)
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 scalars = {
@@ -353,7 +348,7 @@ def main(args: Args) -> dict:
                 run.log(global_step, scalars)
                 bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
 
-        periodic_eval = crossed(global_step, args.eval_every, args.num_envs)
+        periodic_eval = eval_due.due(global_step)
         if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
             eval_returns = evaluate(
                 args,
@@ -364,7 +359,7 @@ def main(args: Args) -> dict:
                 action_repeat=args.action_repeat,
             )
             run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if crossed(global_step, args.checkpoint_every, args.num_envs):
+        if checkpoint_due.due(global_step):
             raise_if_diverged(nonfinite, run, global_step)
             checkpoint(global_step)
 
@@ -379,7 +374,6 @@ def main(args: Args) -> dict:
         )
     sps = (global_step - start_step) / (end_time - start_time)
     train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
-    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     return finish_run(run, args, global_step, sps, eval_returns, handles, train_sps=train_sps)
 
 

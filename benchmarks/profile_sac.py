@@ -37,9 +37,9 @@ def main() -> None:
     class SteppingTracker(sac.EpisodeTracker):
         """The agent's episode tracker, which it calls once per env step: the profiler's clock."""
 
-        def update(self, infos, run, step):
+        def update(self, infos):
             prof.step()
-            return super().update(infos, run, step)
+            return super().update(infos)
 
     sac.EpisodeTracker = SteppingTracker
     with tempfile.TemporaryDirectory() as runs:

@@ -6,6 +6,10 @@ via shimmy, observations flattened to 67 floats), ``atari_<game>`` (ALE v5 with 
 preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_cycle`` and
 ``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), and any registered gymnasium id
 (``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
+
+Task cycles report their task in ``info`` under the keys ``TASK_ID``, ``TASK_NAME``,
+``TASK_PERIOD``, ``TASK_SWITCHED`` and ``TASK_RETURN`` (defined in :mod:`plasticity.tasks`, the
+protocol training loops read, and re-exported here).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from envs.deps import PIP_DMC, PIP_HUMANOID, require
 from envs.nonstationary import CYCLE_PREFIX, PRESETS, cycle_task_names, make_cycle
 from envs.video import use_offscreen_gl
 from envs.wrappers import ActionRepeat
+from plasticity.tasks import TASK_ID, TASK_NAME, TASK_PERIOD, TASK_RETURN, TASK_SWITCHED
 
 use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
 
@@ -40,7 +45,15 @@ BASE_NAMES = (
 )
 ENV_NAMES = (*BASE_NAMES, *(ATARI_PREFIX + game for game in ATARI_57))
 
-__all__ = ["ENV_NAMES", "make_env"]
+__all__ = [
+    "ENV_NAMES",
+    "TASK_ID",
+    "TASK_NAME",
+    "TASK_PERIOD",
+    "TASK_RETURN",
+    "TASK_SWITCHED",
+    "make_env",
+]
 
 
 def unknown_env_error(name: str) -> ValueError:

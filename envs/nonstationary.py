@@ -44,6 +44,7 @@ from gymnasium import spaces
 
 from envs.atari import EpisodicLife
 from envs.wrappers import find_wrapper
+from plasticity.tasks import TASK_ID, TASK_NAME, TASK_PERIOD, TASK_RETURN, TASK_SWITCHED
 
 CYCLE_PREFIX = "cycle:"
 PRESETS = {
@@ -275,11 +276,22 @@ class TaskCycle(gym.Env):
     def task_info(self, info: dict, switched: bool = False) -> dict:
         return {
             **info,
-            "task_id": self.task_id,
-            "task_name": self.task_name,
-            "task_period": self.period,
-            "task_switched": switched,
+            TASK_ID: self.task_id,
+            TASK_NAME: self.task_name,
+            TASK_PERIOD: self.period,
+            TASK_SWITCHED: switched,
         }
+
+    def state_dict(self) -> dict:
+        """The switch clock, all a resumed cycle needs: the task, its permutations and
+        friction follow from it (and ``schedule_seed``) at the next reset."""
+        return {"ticks": self.ticks}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the clock from ``state``; the reset that follows starts the saved period's
+        task without counting as a step, so the clock reads exactly the saved ticks."""
+        self.ticks = int(state["ticks"])
+        self.has_reset = False
 
     def observation(self, obs) -> np.ndarray:
         obs = np.asarray(obs)
@@ -355,7 +367,7 @@ class TaskCycle(gym.Env):
                 task_return = float(np.asarray(info["episode"]["r"]))
         else:
             task_return = self.episode_return
-        info["task_return"] = task_return
+        info[TASK_RETURN] = task_return
         self.episode_returns[self.task_name].append(task_return)
 
     def render(self):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents import dqn
-from agents.common import UserError
+from agents.cli import UserError
 from plasticity import MethodConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +71,9 @@ def test_interventions_resync_the_target(tmp_path):
     summary = dqn.main(small_args(tmp_path, method="fire", target_network_frequency=10_000))
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False)
     fired_at = 300  # fire_every=100: the last FIRE ran at the last update, step 300
-    assert state["q_plasticity"]["last_period"]["fire"] == fired_at // 100
-    for key, value in state["q_network"].items():
-        torch.testing.assert_close(state["target_network"][key], value)
+    assert state["plasticity"]["q"]["schedules"]["fire"]["last"] == fired_at // 100
+    for key, value in state["q"].items():
+        torch.testing.assert_close(state["q_target"][key], value)
 
 
 def test_resume_continues_the_step_counter(tmp_path, monkeypatch):
@@ -129,11 +129,11 @@ def test_resume_with_other_copies_rescales_the_cycle_clock(tmp_path):
         dqn.main(small_args(tmp_path, env="CartPole-v1", total_timesteps=700, resume=run_dir))
 
 
-def test_actor_method_and_unknown_method_are_refused(tmp_path):
-    with pytest.raises(UserError, match="no actor"):
-        dqn.main(small_args(tmp_path, actor_method="fire"))
-    with pytest.raises(UserError, match="--critic-method: unknown plasticity method"):
-        dqn.main(small_args(tmp_path, critic_method="bogus"))
+def test_unknown_method_is_refused_against_the_flag_that_named_it(tmp_path):
+    with pytest.raises(UserError, match="--q-method: unknown plasticity method"):
+        dqn.main(small_args(tmp_path, q_method="bogus"))
+    with pytest.raises(UserError, match="--method: unknown plasticity method"):
+        dqn.main(small_args(tmp_path, method="bogus"))
     assert not list(tmp_path.iterdir())  # no run folder for a refused command
 
 
@@ -179,7 +179,7 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
     assert config["end_e"] == 0.01  # unset: dqn_atari.py's value
     assert config["exploration_fraction"] == 0.5 and config["batch_size"] == 8  # set: kept
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
-    q = state["q_network"]
+    q = state["q"]
     assert q["network.0.weight"].shape == (32, 4, 8, 8)
     assert q["network.2.weight"].shape == (64, 32, 4, 4)
     assert q["network.4.weight"].shape == (64, 64, 3, 3)
@@ -191,10 +191,10 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypatch):
-    from agents import common
+    from agents import run as run_module
 
-    monkeypatch.setattr(common.time, "time", lambda: 1_000.0)
-    runs = [common.Run("dqn", small_args(tmp_path)) for _ in range(3)]
+    monkeypatch.setattr(run_module.time, "time", lambda: 1_000.0)
+    runs = [run_module.Run("dqn", small_args(tmp_path)) for _ in range(3)]
     names = [run.name for run in runs]
     for run in runs:
         run.close()
@@ -202,13 +202,39 @@ def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypa
 
 
 def test_run_name_is_the_exact_folder_and_is_not_reused(tmp_path):
-    from agents import common
+    from agents.run import Run
 
     args = dataclasses.replace(small_args(tmp_path), run_name="fixed")
-    run = common.Run("dqn", args)
+    run = Run("dqn", args)
     run.close()
     assert run.dir == tmp_path / "fixed" and (run.dir / "config.json").is_file()
-    with pytest.raises(common.UserError, match="exists already: continue it with --resume"):
-        common.Run("dqn", args)
-    with pytest.raises(common.UserError, match="is not a folder name"):
-        common.Run("dqn", dataclasses.replace(args, run_name="a/b"))
+    with pytest.raises(UserError, match="exists already: continue it with --resume"):
+        Run("dqn", args)
+    with pytest.raises(UserError, match="is not a folder name"):
+        Run("dqn", dataclasses.replace(args, run_name="a/b"))
+
+
+def test_a_checkpoint_from_before_the_agents_split_still_resumes(tmp_path):
+    """tests/data/pre_split_dqn was written by the code before one name per network: DQN's
+    q_network/target_network/q_plasticity keys, the handle's last_period, a list of cycle
+    ticks, and --critic-method in config.json (FIRE every 100 steps and at each switch of
+    permuted CartPole every 150 steps; 3 FIREs by step 200)."""
+    import shutil
+
+    from agents.cli import parse_args
+
+    run_dir = tmp_path / "pre_split_dqn"
+    shutil.copytree(ROOT / "tests" / "data" / "pre_split_dqn", run_dir)
+    old = torch.load(run_dir / "checkpoints" / "step_200.pt", weights_only=False)
+    assert "q_network" in old and "q_plasticity" in old  # the old layout, really
+    args = parse_args(dqn.Args, "dqn", ["--resume", str(run_dir), "--total-timesteps", "400"])
+    summary = dqn.main(args)
+    assert summary["total_timesteps"] == 400 and summary["q_method"] == "fire"
+    new = torch.load(run_dir / "checkpoints" / "step_400.pt", weights_only=False)
+    assert new["plasticity"]["q"]["schedules"]["fire"]["last"] == 4  # FIREs at 300 and 400
+    # 3 before the resume; then 300 and 400, and the switch near 300: the clock went on
+    assert summary["interventions"]["q"] == 3 + 3
+    switches = [row["step"] for row in read_scalars(run_dir) if "charts/task_id" in row]
+    # at the first episode end after the clock passes 300 (a clock restarted at the resume
+    # would switch after 350)
+    assert len(switches) == 1 and 280 <= switches[0] < 340

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents import ppo
-from agents.common import UserError
+from agents.cli import UserError
 from plasticity import MethodConfig
 
 
@@ -91,8 +91,8 @@ def test_actor_and_critic_methods_get_their_own_optimizers(tmp_path):
     state = torch.load(
         sorted(Path(summary["run_dir"], "checkpoints").glob("*.pt"))[-1], weights_only=False
     )
-    actor_groups = state["actor_plasticity"]["optimizer"]["param_groups"]
-    critic_groups = state["critic_plasticity"]["optimizer"]["param_groups"]
+    actor_groups = state["plasticity"]["actor"]["optimizer"]["param_groups"]
+    critic_groups = state["plasticity"]["critic"]["optimizer"]["param_groups"]
     assert all("iso_coef" not in g for g in actor_groups)  # Adam
     assert any(g["iso_coef"] > 0 for g in critic_groups)  # AdamO on the hidden layers
 

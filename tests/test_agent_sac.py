@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from agents import dqn, sac
-from agents.common import UserError, evaluate, parse_args, run_cli
+from agents.cli import UserError, parse_args, run_cli
+from agents.environments import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def test_delayed_updates_count_vector_steps_with_several_envs(tmp_path):
     summary = sac.main(small_args(tmp_path, num_envs=2, total_timesteps=400, policy_frequency=2))
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_400.pt", weights_only=False)
     steps = {
-        name: int(state[f"{name}_plasticity"]["optimizer"]["state"][0]["step"])
+        name: int(state["plasticity"][name]["optimizer"]["state"][0]["step"])
         for name in ("actor", "critic")
     }
     assert steps == {"actor": 150, "critic": 150}

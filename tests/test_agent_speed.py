@@ -11,7 +11,8 @@ import torch
 from torch._inductor import config as inductor_config
 
 from agents import dqn, ppo, sac
-from agents.common import UserError, loss_compiler
+from agents.cli import UserError
+from agents.device import loss_compiler
 
 
 def logged_losses(summary: dict) -> dict[str, float]:
@@ -71,7 +72,7 @@ def test_no_speed_flag_leaves_losses_eager(tmp_path):
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("agents.common.shutil.which", lambda _name: None)
+    monkeypatch.setattr("agents.device.shutil.which", lambda _name: None)
     args = test_agent_sac.small_args(tmp_path, compile=True)
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
         loss_compiler(args, torch.device("cpu"))

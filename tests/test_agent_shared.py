@@ -1,5 +1,5 @@
-"""Pieces every agent shares (agents/common.py): settings checks, episode logging, task-cycle
-clocks across copies, evaluation."""
+"""Pieces every agent shares (agents/cli.py, episodes.py, environments.py): settings checks,
+episode logging, task-cycle clocks across copies, evaluation."""
 
 import json
 import re
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import envs
-from agents import common, dqn, ppo, sac
-from agents.common import EpisodeTracker, UserError, evaluate, make_train_envs, task_cycles
+from agents import dqn, ppo, sac
+from agents.cli import UserError
+from agents.environments import cycle_states, evaluate, is_atari, make_train_envs
+from agents.episodes import EpisodeTracker
 
 
 @pytest.mark.parametrize(
@@ -35,16 +37,8 @@ def test_out_of_range_counts_are_user_errors(tmp_path, agent, setting, value, me
     assert not list(tmp_path.iterdir())  # a refused command writes no run folder
 
 
-class LogRecorder:
-    def __init__(self):
-        self.rows = []
-
-    def log(self, step, scalars):
-        self.rows.append((step, scalars))
-
-
 def test_every_episode_that_ends_in_a_step_is_logged():
-    tracker, run = EpisodeTracker(), LogRecorder()
+    tracker = EpisodeTracker()
     infos = {
         "task_return": np.array([3.0, 0.0, 7.0]),
         "_task_return": np.array([True, False, True]),
@@ -52,16 +46,18 @@ def test_every_episode_that_ends_in_a_step_is_logged():
         "task_period": np.array([0, 0, 0]),
         "task_id": np.array([0, 0, 0]),
     }
-    assert tracker.update(infos, run, step=30) is False
-    assert run.rows == [
-        (30, {"charts/episodic_return": 3.0, "charts/episodic_return/walk": 3.0}),
-        (30, {"charts/episodic_return": 7.0, "charts/episodic_return/stand": 7.0}),
-    ]
+    assert tracker.update(infos) == (
+        [
+            {"charts/episodic_return": 3.0, "charts/episodic_return/walk": 3.0},
+            {"charts/episodic_return": 7.0, "charts/episodic_return/stand": 7.0},
+        ],
+        False,
+    )
     infos["_task_return"] = np.array([False, False, False])
     infos["task_period"], infos["task_id"] = np.array([0, 1, 0]), np.array([0, 1, 0])
-    assert tracker.update(infos, run, step=33) is True  # one copy began period 1
-    assert run.rows[-1] == (33, {"charts/task_id": 1.0})
-    assert tracker.update(infos, run, step=36) is False  # the same period is no new switch
+    # one copy began period 1
+    assert tracker.update(infos) == ([{"charts/task_id": 1.0, "charts/task_period": 1.0}], True)
+    assert tracker.update(infos) == ([], False)  # the same period is no new switch
 
 
 @pytest.mark.parametrize("num_envs", [1, 2, 4])
@@ -72,10 +68,11 @@ def test_switch_every_counts_the_steps_of_all_copies(tmp_path, num_envs):
     steps_per_copy = 100 // num_envs
     for _ in range(steps_per_copy - 2):
         vector.step(vector.action_space.sample())
-    assert {cycle.scheduled_period() for cycle in task_cycles(vector)} == {0}
+    assert set(vector.call("scheduled_period")) == {0}
     for _ in range(2):  # (each clock is one tick ahead: make_env's reset before the vector's)
         vector.step(vector.action_space.sample())
-    assert {cycle.scheduled_period() for cycle in task_cycles(vector)} == {1}
+    assert set(vector.call("scheduled_period")) == {1}
+    assert [state["ticks"] for state in cycle_states(vector)] == [steps_per_copy + 1] * num_envs
     vector.close()
 
 
@@ -106,9 +103,9 @@ def test_evaluation_plays_whole_atari_games_and_takes_eval_epsilon(tmp_path, mon
 
 
 def test_is_atari_reads_cycles():
-    assert common.is_atari("atari_pong") and common.is_atari("cycle:atari_pong,atari_breakout")
-    assert not common.is_atari("cycle:atari_pong,humanoid_walk")
-    assert not common.is_atari("CartPole-v1")
+    assert is_atari("atari_pong") and is_atari("cycle:atari_pong,atari_breakout")
+    assert not is_atari("cycle:atari_pong,humanoid_walk")
+    assert not is_atari("CartPole-v1")
 
 
 def test_perturbations_are_reachable_from_the_command_line(tmp_path):

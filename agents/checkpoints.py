@@ -1,0 +1,138 @@
+"""What a checkpoint holds, and putting it back: networks, method handles, RNGs, task clock.
+
+A checkpoint (``runs/<run>/checkpoints/step_<N>.pt``, written by :class:`agents.run.Run`) is a
+dict with ``agent`` and ``step``, each network's ``state_dict`` under the network's own name
+(SAC ``actor``, ``critic``, ``critic_target``; DQN ``q``, ``q_target``; PPO ``actor``,
+``critic``), ``plasticity`` (each network's :class:`plasticity.MethodHandle` state: optimizer,
+schedules, counters), ``rng`` (Python, NumPy, torch and CUDA generators), ``task_cycle`` (the
+switch clocks of a cycling env and the task period reached) and, with ``--save-buffer``,
+``buffer``; agents add their own extras (SAC's temperature). Checkpoints written before this
+layout (DQN's ``q_network``, ``<name>_plasticity`` keys, a list of clock ticks) are upgraded
+when read.
+"""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from agents.cli import CommonArgs, UserError, user_errors
+from agents.environments import cycle_states, restore_cycles
+from agents.episodes import EpisodeTracker
+from agents.replay import ReplayBuffer
+from agents.run import Run
+from plasticity import MethodHandle
+
+# keys of checkpoints from before one name per network: old name -> new name
+RENAMED = {"q_network": "q", "target_network": "q_target"}
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(
+    networks: dict[str, nn.Module],
+    handles: dict[str, MethodHandle],
+    envs: gym.vector.VectorEnv,
+    task_period: int,
+    buffer: ReplayBuffer | None = None,
+) -> dict:
+    """What :func:`restore_checkpoint` reads: networks and method handles by name, RNGs, the
+    task cycle's clocks and ``task_period`` (the period the training loop has reached), and
+    the replay buffer when given."""
+    state = {name: network.state_dict() for name, network in networks.items()}
+    state["plasticity"] = {name: handle.state_dict() for name, handle in handles.items()}
+    state["rng"] = rng_state()
+    clocks = cycle_states(envs)
+    if clocks is not None:
+        state["task_cycle"] = {"copies": clocks, "period": task_period}
+    if buffer is not None:
+        state["buffer"] = buffer.state_dict()
+    return state
+
+
+def upgrade(state: dict, handle_names) -> dict:
+    """A checkpoint from before one name per network, in today's layout (others unchanged)."""
+    state = {RENAMED.get(key, key): value for key, value in state.items()}
+    if "plasticity" not in state:
+        state["plasticity"] = {name: state.pop(f"{name}_plasticity") for name in handle_names}
+    clock = state.get("task_cycle")
+    if clock is not None and "ticks" in clock:
+        state["task_cycle"] = {
+            "copies": [{"ticks": ticks} for ticks in clock["ticks"]],
+            "period": clock["period"],
+        }
+    return state
+
+
+def load_networks(state: dict, networks: dict[str, nn.Module], path_hint: str) -> None:
+    """Load ``state[name]`` into each network; a missing or misfitting one is a UserError."""
+    for name, network in networks.items():
+        try:
+            network.load_state_dict(state[name])
+        except (KeyError, RuntimeError) as err:
+            first = str(err).splitlines()[0]
+            raise UserError(
+                f"checkpoint in {path_hint} does not fit this {name} ({first}); "
+                "resume with the same env and network settings"
+            ) from None
+
+
+def restore_checkpoint(
+    run: Run,
+    args: CommonArgs,
+    device: torch.device,
+    networks: dict[str, nn.Module],
+    handles: dict[str, MethodHandle],
+    envs: gym.vector.VectorEnv,
+    tracker: EpisodeTracker,
+    buffer: ReplayBuffer | None = None,
+    total_steps: int | None = None,
+) -> dict:
+    """Load a resumed run's latest checkpoint into networks, method handles and buffer.
+
+    Also restores the random number generators, the task cycle's clocks and the tracker's
+    task period, so the resumed run stays on its task and switches where the uninterrupted
+    one would (call it before the first ``envs.reset``). A mismatch (other networks, another
+    ``--method``) or a run already at ``total_steps`` (default ``--total-timesteps``) is a
+    UserError. Returns the checkpoint, for the agent's own extras and ``state["step"]``.
+    """
+    with user_errors(f"--resume {args.resume}"):
+        try:
+            state = upgrade(run.load_checkpoint(device), handles)
+        except KeyError as err:
+            raise ValueError(f"the checkpoint lacks {err}; it is not from this agent") from None
+        load_networks(state, networks, run.name)
+        for name, handle in handles.items():
+            handle.load_state_dict(state["plasticity"][name])
+    if buffer is not None and "buffer" in state:
+        buffer.load_state_dict(state["buffer"])
+    set_rng_state(state["rng"])
+    if "task_cycle" in state:
+        restore_cycles(envs, state["task_cycle"]["copies"], args.resume)
+        tracker.period = state["task_cycle"]["period"]
+    limit = args.total_timesteps if total_steps is None else total_steps
+    if state["step"] >= limit:
+        raise UserError(
+            f"--resume {args.resume}: the run is already at step {state['step']}; "
+            "raise --total-timesteps to continue it"
+        )
+    return state

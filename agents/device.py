@@ -1,0 +1,58 @@
+"""Where and how the agents compute: torch device, seeding, compiled losses."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from agents.cli import CommonArgs, UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``--device`` (``auto``: CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def loss_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
+    """Apply ``--matmul-precision``; return what wraps the agent's loss functions.
+
+    ``--compile`` gives ``torch.compile`` (default mode), ``--cudagraphs`` its
+    ``reduce-overhead`` mode, which on CUDA replays each compiled loss (forward and backward)
+    as a CUDA graph; the agent then calls :func:`torch.compiler.cudagraph_mark_step_begin`
+    once per update. Without either flag the losses run eagerly. Only pure tensor functions
+    are compiled: interventions rewrite parameters in place, so compiled code stays valid.
+    """
+    torch.set_float32_matmul_precision(args.matmul_precision)
+    compiling = args.compile or args.cudagraphs
+    if compiling and device.type == "cpu" and not any(map(shutil.which, ("g++", "c++", "clang++"))):
+        raise UserError(
+            "--compile on the CPU needs a C++ compiler (g++); install one "
+            "(apt-get install g++) or leave out --compile"
+        )
+    if args.cudagraphs and device.type != "cuda":
+        print("--cudagraphs needs a CUDA device; compiling without CUDA graphs", file=sys.stderr)
+    if args.cudagraphs and device.type == "cuda":
+        return lambda fn: torch.compile(fn, mode="reduce-overhead")
+    if compiling:
+        return torch.compile
+    return lambda fn: fn
