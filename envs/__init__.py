@@ -1,11 +1,11 @@
 """Environments by short name: ``make_env(name, seed=0, render_mode=None, **kw)``.
 
-Names (``ENV_NAMES``): ``humanoid_{walk,stand,run}`` (HumanoidBench H1, or its built-in
-reimplementation, see ``envs/humanoid.py``), ``dmc_humanoid_{stand,walk,run}`` (dm_control suite
-via shimmy, observations flattened to 67 floats), ``atari_<game>`` (ALE v5 with DQN
-preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_cycle`` and
-``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), and any registered gymnasium id
-(``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
+Names (``ENV_NAMES``): ``humanoid_{walk,stand,run,balance_simple}`` (HumanoidBench H1, or its
+built-in reimplementation, see ``envs/humanoid.py``; 51 observations, 64 for balance_simple),
+``dmc_humanoid_{stand,walk,run}`` (dm_control suite via shimmy, observations flattened to 67
+floats), ``atari_<game>`` (ALE v5 with DQN preprocessing, ``envs/atari.py``), the task cycles
+``atari_cycle``, ``humanoid_cycle`` and ``cycle:<name>,<name>,...`` (``envs/nonstationary.py``),
+and any registered gymnasium id (``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from envs.wrappers import ActionRepeat
 use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
 
 HUMANOID_PREFIX = "humanoid_"
-HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which imports mujoco
+# = envs.humanoid.TASKS, which imports mujoco
+HUMANOID_TASKS = ("walk", "stand", "run", "balance_simple")
 DMC_PREFIX = "dmc_humanoid_"
 DMC_TASKS = ("stand", "walk", "run")
 CYCLE_OPTIONS = (
