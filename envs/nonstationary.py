@@ -57,7 +57,14 @@ PRESETS = {
         "atari_space_invaders",
     ),
     "humanoid_cycle": ("humanoid_walk", "humanoid_run", "humanoid_stand"),
+    # The three H1 tasks of FIRE's SAC experiments (HumanoidBench h1-walk, h1-run,
+    # h1-balance_simple).
+    "humanoid_fire_cycle": ("humanoid_walk", "humanoid_run", "humanoid_balance_simple"),
 }
+# Cycle options a preset implies (make_env applies them; options passed explicitly win).
+# humanoid_fire_cycle: walk and run observe 51 floats, balance_simple 64 (the board's state),
+# so the cycle zero-pads walk's and run's observations to 64.
+PRESET_OPTIONS = {"humanoid_fire_cycle": {"pad_spaces": True}}
 SWITCH_MODES = ("episode", "truncate")
 FRICTION_RANGE = (0.02, 2.0)  # Slippery Ant (Dohare et al. 2024); drawn log-uniformly here
 

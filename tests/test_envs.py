@@ -53,7 +53,7 @@ def test_env_names_cover_families():
         "humanoid_cycle",
     ):
         assert name in ENV_NAMES
-    assert set(humanoid.TASKS) == {"walk", "stand", "run"}
+    assert set(humanoid.TASKS) == {"walk", "stand", "run", "balance_simple"}
 
 
 def test_action_repeat_halves_the_episode():
