@@ -14,6 +14,7 @@ when read.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import gymnasium as gym
 import numpy as np
@@ -69,6 +70,24 @@ def checkpoint_state(
     return state
 
 
+@contextmanager
+def hyperparameters_kept(optimizer: torch.optim.Optimizer):
+    """Around loading an optimizer's saved state: keep the hyperparameters it was built with
+    (learning rate, betas, eps, …), so a resumed run's flags win over the checkpoint's."""
+    settings = [
+        {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
+    ]
+    yield
+    for group, setting in zip(optimizer.param_groups, settings, strict=True):
+        group.update(setting)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load an optimizer's saved moments and steps; its hyperparameters stay this run's."""
+    with hyperparameters_kept(optimizer):
+        optimizer.load_state_dict(state)
+
+
 def upgrade(state: dict, handle_names) -> dict:
     """A checkpoint from before one name per network, in today's layout (others unchanged)."""
     state = {RENAMED.get(key, key): value for key, value in state.items()}
@@ -122,7 +141,8 @@ def restore_checkpoint(
             raise ValueError(f"the checkpoint lacks {err}; it is not from this agent") from None
         load_networks(state, networks, run.name)
         for name, handle in handles.items():
-            handle.load_state_dict(state["plasticity"][name])
+            with hyperparameters_kept(handle.optimizer):
+                handle.load_state_dict(state["plasticity"][name])
     if buffer is not None and "buffer" in state:
         buffer.load_state_dict(state["buffer"])
     set_rng_state(state["rng"])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -34,11 +36,28 @@ class TrainingDiverged(Exception):
 
 @contextmanager
 def user_errors(what: str):
-    """Turn the ``ValueError`` of a user-facing call (make_env, make_method) into a UserError."""
+    """Turn the ``ValueError`` of a user-facing call (make_env, make_method) into a UserError.
+
+    Those messages name Python arguments (``pass pad_spaces=True``); where an argument is also
+    a setting of :class:`CommonArgs`, the message names its flag (``pass --pad-spaces``).
+    """
     try:
         yield
     except ValueError as err:
-        raise UserError(f"{what}: {err}") from None
+        raise UserError(f"{what}: {as_flags(str(err))}") from None
+
+
+def as_flags(message: str) -> str:
+    """``message`` with each :class:`CommonArgs` field name written as its flag
+    (``switch_every=<env steps>`` as ``--switch-every N``). Only names with an underscore:
+    one-word names (env, seed, method) are ordinary words in a message too."""
+
+    def replace(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2) or ""
+        return flag(name) + (" N" if value.startswith("=<") else "")
+
+    names = "|".join(f.name for f in dataclasses.fields(CommonArgs) if "_" in f.name)
+    return re.sub(rf"(?<![\w.-])({names})(=True\b|=<[^>]*>)?(?![\w.])", replace, message)
 
 
 @dataclass
@@ -72,8 +91,15 @@ class CommonArgs:
     switch (needs --switch-every)"""
     redraw_friction: bool = False
     """MuJoCo tasks: draw new sliding frictions at every switch (needs --switch-every)"""
+    pad_spaces: bool = False
+    """let a cycle of vector tasks with different observation or action sizes share one space,
+    zero-padded to the largest (humanoid_fire_cycle implies it)"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda, cuda:1, …"""
+    threads: int = 1
+    """torch CPU threads of this run: 1 is the fastest for this project's small networks on a
+    busy 2-core machine, several times faster than torch's default there (benchmarks/threads.py);
+    raise it for image observations on a machine with idle cores"""
     method: str = "none"
     """plasticity method of every network, e.g. fire, adamo, fire+adamo (see plasticity.METHODS)"""
     plasticity: tyro.conf.OmitArgPrefixes[MethodConfig] = field(default_factory=MethodConfig)
@@ -87,11 +113,16 @@ class CommonArgs:
     policy; dqn_atari.py evaluates with 0.05, which also keeps games that wait for FIRE after a
     lost life from stalling until the time limit"""
     capture_video: bool = False
-    """record evaluation episodes to videos/<run_name>/"""
+    """record evaluation episodes to videos/<run_name>/<step>/ (needs EGL for MuJoCo)"""
+    video_episodes: int = 1
+    """how many episodes of each evaluation --capture-video records (the rest are played
+    without rendering, which on a CPU renderer costs far more than the episode itself)"""
     metrics_every: int = 5_000
     """env steps between plasticity metrics (0 disables them)"""
     checkpoint_every: int = 50_000
-    """env steps between checkpoints (one is always written at the end)"""
+    """env steps between checkpoints (one is always written at the end, or at Ctrl-C)"""
+    keep_checkpoints: int = 2
+    """how many of the newest checkpoints to keep (0 keeps all)"""
     save_buffer: bool = False
     """include the replay buffer in checkpoints (large; resumed runs otherwise refill it)"""
     resume: str | None = None
@@ -110,6 +141,15 @@ class CommonArgs:
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
     bfloat16 on CPUs with AVX512-BF16 or AMX; highest keeps full float32"""
+    verbose: int = 1
+    """console output: 0 = the start and end lines only; 1 = also progress, evaluation results
+    and a table of the logged scalars at every metrics step"""
+    track: bool = False
+    """also log to Weights & Biases (needs the 'track' extra: pip install wandb)"""
+    wandb_project_name: str = "plasticity-rl"
+    """the Weights & Biases project of --track"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity (team) of --track"""
 
 
 def flag(field_name: str) -> str:
@@ -124,22 +164,52 @@ def fill_unset(args, defaults: dict):
     return dataclasses.replace(args, **unset)
 
 
-def check_counts(args: CommonArgs, positive: Iterable[str] = ()) -> None:
-    """UserError for a count out of range: ``total_timesteps``, ``num_envs`` and the agent's
-    ``positive`` fields must be at least 1, the schedule fields at least 0 (0 disables).
+def check_settings(
+    args: CommonArgs,
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+    rates: Iterable[str] = (),
+    weights: Iterable[str] = (),
+    fractions: Iterable[str] = (),
+) -> None:
+    """UserError for a setting out of range, naming its flag, the value and the range.
 
-    Fields still ``None`` (defaults resolved later from the env) are skipped.
+    ``positive``: counts of at least 1 (``total_timesteps``, ``num_envs``, ``threads`` always);
+    ``non_negative``: counts where 0 means off or none (the logging cadences always);
+    ``rates``: finite reals above 0 (learning rates, clipping ranges); ``weights``: finite reals
+    of at least 0 (loss coefficients); ``fractions``: reals in [0, 1] (``eval_epsilon``
+    always). Fields still ``None`` (defaults resolved later from the
+    env) are skipped.
     """
-    for name in ("total_timesteps", "num_envs", *positive):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"{flag(name)} must be a positive integer, got {value}")
-    if not 0 <= args.eval_epsilon <= 1:
-        raise UserError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
-    for name in ("eval_every", "eval_episodes", "metrics_every", "checkpoint_every"):
-        value = getattr(args, name)
-        if value < 0:
-            raise UserError(f"{flag(name)} must be 0 (off) or a positive integer, got {value}")
+    cadences = ("eval_every", "eval_episodes", "metrics_every", "checkpoint_every")
+    checks = (
+        (
+            ("total_timesteps", "num_envs", "threads", *positive),
+            lambda v: v >= 1,
+            "a positive integer",
+        ),
+        (
+            (*cadences, "keep_checkpoints", "video_episodes", *non_negative),
+            lambda v: v >= 0,
+            "0 (off) or a positive integer",
+        ),
+        (rates, lambda v: math.isfinite(v) and v > 0, "a finite number above 0"),
+        (weights, lambda v: math.isfinite(v) and v >= 0, "a finite number of at least 0"),
+        (("eval_epsilon", *fractions), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    )
+    for names, valid, what in checks:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not valid(value):
+                raise UserError(f"{flag(name)} must be {what}, got {value}")
+    if args.verbose not in (0, 1):
+        raise UserError(f"--verbose must be 0 or 1, got {args.verbose}")
+
+
+def refill_steps(args) -> int:
+    """Env steps an off-policy agent collects with its current policy after a ``--resume``
+    without a saved replay buffer, before its updates resume."""
+    return args.learning_starts if args.refill_steps is None else args.refill_steps
 
 
 def method_name(args: CommonArgs, network: str) -> tuple[str, str]:
@@ -194,10 +264,23 @@ def parse_args(
     return tyro.cli(args_class, args=argv, prog=prog, default=default)
 
 
-def run_cli(main: Callable[[], None]) -> None:
-    """Run ``main``; a UserError or a divergence ends with one line on stderr and exit code 2."""
+INTERRUPTED = 130
+"""exit code of a run stopped by Ctrl-C or SIGTERM, after its checkpoint (128 + SIGINT)"""
+
+
+def run_cli(main: Callable[[], dict | None]) -> None:
+    """Run ``main``; a UserError or a divergence ends with one line on stderr and exit code 2.
+    A run that returns an ``interrupted`` summary ends with the line to resume it and exit code
+    :data:`INTERRUPTED`."""
     try:
-        main()
+        summary = main()
     except (UserError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if summary and summary.get("status") == "interrupted":
+        print(
+            f"stopped at step {summary['total_timesteps']:,}, checkpoint saved; continue with: "
+            f"python train.py --agent {summary['agent']} --resume {summary['run_dir']}",
+            file=sys.stderr,
+        )
+        sys.exit(INTERRUPTED)

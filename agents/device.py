@@ -1,7 +1,8 @@
-"""Where and how the agents compute: torch device, seeding, compiled losses."""
+"""Where and how the agents compute: torch device, CPU threads, seeding, compiled losses."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import sys
@@ -24,6 +25,22 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
     return device
+
+
+def configure(args: CommonArgs) -> torch.device:
+    """The run's device, with torch's CPU threads set and every random generator seeded."""
+    device = resolve_device(args.device)
+    set_threads(args.threads)
+    seed_everything(args.seed, args.torch_deterministic)
+    return device
+
+
+def set_threads(threads: int) -> None:
+    """Torch's CPU threads for this process (intra-op, and the inter-op pool once)."""
+    torch.set_num_threads(threads)
+    # settable only before the first parallel work: later calls (a second run) refuse
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -21,7 +21,6 @@ gets metrics, checkpoints, evaluation and ``--resume`` as in ``agents/sac.py``.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,16 +35,18 @@ from agents.cli import (
     CommonArgs,
     UserError,
     attach_method,
-    check_counts,
+    check_settings,
     fill_unset,
     parse_args,
+    refill_steps,
     run_cli,
 )
-from agents.device import loss_compiler, resolve_device, seed_everything
-from agents.environments import evaluate, make_train_envs
-from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.device import configure, loss_compiler
+from agents.environments import make_train_envs, resolved_settings
+from agents.episodes import EpisodeTracker
+from agents.lifecycle import Lifecycle, prefixed
 from agents.replay import ReplayBuffer
-from agents.run import Run, finish_run, progress_bar, raise_if_diverged
+from agents.run import Run
 from plasticity import PlasticityMonitor
 from plasticity.schedule import Every
 
@@ -82,8 +83,11 @@ class Args(CommonArgs):
     """the fraction of total_timesteps it takes from start_e to end_e (default 0.5 vectors,
     0.1 images)"""
     learning_starts: int | None = None
-    """env steps before learning starts, also after a resume without the buffer (default
-    10_000 vectors, 80_000 images; FIRE paper: 20_000)"""
+    """env steps before learning starts (default 10_000 vectors, 80_000 images; FIRE paper:
+    20_000)"""
+    refill_steps: int | None = None
+    """after a --resume whose checkpoint has no replay buffer: env steps collected with the
+    current ε-greedy policy before updates resume (default --learning-starts)"""
     train_frequency: int | None = None
     """env steps between gradient updates (default 10 vectors, 4 images)"""
     td_loss: Literal["huber", "mse"] | None = None
@@ -166,10 +170,19 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
 POSITIVE_SETTINGS = ("buffer_size", "batch_size", "target_network_frequency", "train_frequency")
 
 
+def check(args: Args) -> None:
+    check_settings(
+        args,
+        positive=POSITIVE_SETTINGS,
+        non_negative=("learning_starts", "refill_steps"),
+        rates=("learning_rate", "adam_eps"),
+        fractions=("gamma", "tau", "start_e", "end_e", "exploration_fraction"),
+    )
+
+
 def main(args: Args) -> dict:
-    check_counts(args, POSITIVE_SETTINGS)
-    device = resolve_device(args.device)
-    seed_everything(args.seed, args.torch_deterministic)
+    check(args)
+    device = configure(args)
 
     envs = make_train_envs(args)
     action_space, obs_space = envs.single_action_space, envs.single_observation_space
@@ -186,7 +199,7 @@ def main(args: Args) -> dict:
     # per-kind defaults, resolved before the run folder records the config
     defaults = IMAGE_DEFAULTS if image else VECTOR_DEFAULTS
     args = fill_unset(args, defaults)
-    check_counts(args, POSITIVE_SETTINGS)
+    check(args)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
 
@@ -203,7 +216,8 @@ def main(args: Args) -> dict:
     )
     q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
     compile_loss = loss_compiler(args, device)
-    run = Run("dqn", args)  # after the checks above, so a refused command writes nothing
+    # after the checks above, so a refused command writes nothing
+    run = Run("dqn", args, resolved_settings(args, device, envs))
 
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)
@@ -214,8 +228,8 @@ def main(args: Args) -> dict:
     if args.resume:
         state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
-        if "buffer" not in state:  # refill before learning again
-            learning_starts = global_step + args.learning_starts
+        if "buffer" not in state:  # refill (ε-greedy, as always) before learning again
+            learning_starts = global_step + refill_steps(args)
 
     def checkpoint(step: int) -> None:
         buffer = rb if args.save_buffer else None
@@ -226,20 +240,8 @@ def main(args: Args) -> dict:
             obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]
             return int(q_network(obs_t).argmax(1).item()) + action_start
 
-    def log_interventions(step: int, reports) -> None:
-        run.log_interventions(step, "q", reports, q_plasticity.interventions)
-
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
-    updates_due = Every(args.train_frequency, start=global_step)
-    target_due = Every(args.target_network_frequency, start=global_step)
-    metrics_due = Every(args.metrics_every, start=global_step)
-    eval_due = Every(args.eval_every, start=global_step)
-    checkpoint_due = Every(args.checkpoint_every, start=global_step)
-    bar = progress_bar(args.total_timesteps, global_step)
-    start_time, start_step = time.perf_counter(), global_step
-    obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
-    done = np.zeros(args.num_envs, dtype=bool)
-    eval_returns: list[float] = []
+    def intervened(reports) -> None:
+        run.log_interventions(global_step, "q", reports, q_plasticity.interventions)
 
     def td_loss(obs, act, rew, next_obs, term):
         """TD loss of the taken actions against the target network's greedy value; mean Q."""
@@ -251,8 +253,19 @@ def main(args: Args) -> dict:
 
     td_loss = compile_loss(td_loss)
 
+    life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, args.total_timesteps)
+    if learning_starts > args.learning_starts:
+        life.say(
+            f"no replay buffer in the checkpoint: refilling it with {learning_starts - global_step}"
+            " steps of the current ε-greedy policy before the updates resume (--refill-steps)"
+        )
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    updates_due = Every(args.train_frequency, start=global_step)
+    target_due = Every(args.target_network_frequency, start=global_step)
+    obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
+    done = np.zeros(args.num_envs, dtype=bool)
     loss = q_mean = None
-    while global_step < args.total_timesteps:
+    while life.running(global_step):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(
             args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
@@ -270,18 +283,15 @@ def main(args: Args) -> dict:
         done = np.logical_or(terminations, truncations)
         obs = next_obs
         global_step += args.num_envs
-        bar.update(args.num_envs)
 
-        rows, switched = tracker.update(infos)
-        run.log_rows(global_step, rows)
-        if switched and rb.size > 0:
-            probe = rb.sample(args.batch_size)[0]
-            log_interventions(global_step, q_plasticity.on_task_switch(inputs=probe))
+        if life.episodes(global_step, infos) and rb.size > 0:  # a task switch began
+            intervened(q_plasticity.on_task_switch(inputs=rb.sample(args.batch_size)[0]))
 
         # ALGO LOGIC: training (one update per train_frequency env steps, also with num_envs > 1)
         updates = updates_due.crossings(global_step)
         update_target = target_due.due(global_step)
         if global_step > learning_starts:
+            life.training(global_step)
             for _ in range(updates):
                 if args.cudagraphs:
                     torch.compiler.cudagraph_mark_step_begin()
@@ -293,9 +303,7 @@ def main(args: Args) -> dict:
                 loss.backward()
                 q_plasticity.optimizer.step()
                 nonfinite |= ~torch.isfinite(loss)
-                log_interventions(
-                    global_step, q_plasticity.after_update(global_step, inputs=data_obs)
-                )
+                intervened(q_plasticity.after_update(global_step, inputs=data_obs))
 
             # update target network
             if update_target:
@@ -304,38 +312,21 @@ def main(args: Args) -> dict:
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
 
-            if metrics_due.due(global_step):
-                raise_if_diverged(nonfinite, run, global_step)
-                sps = (global_step - start_step) / (time.perf_counter() - start_time)
-                scalars = {"charts/epsilon": epsilon, "charts/SPS": sps}
+            if life.metrics_due(global_step, nonfinite):
+                scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
                 if loss is not None:
                     scalars["losses/td_loss"] = loss.item()
                     scalars["losses/q_values"] = q_mean.item()
                     probe = data_obs
                 else:
                     probe = rb.sample(args.batch_size)[0]
-                scalars.update({f"q/{k}": v for k, v in q_monitor.measure(probe).items()})
-                run.log(global_step, scalars)
-                bar.set_postfix(
-                    ret=f"{tracker.mean_return:.1f}", eps=f"{epsilon:.2f}", sps=f"{sps:.0f}"
-                )
+                scalars.update(prefixed("q", q_monitor.measure(probe)))
+                life.log_metrics(global_step, scalars)
 
-        periodic_eval = eval_due.due(global_step)
-        if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
-            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
-            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if checkpoint_due.due(global_step):
-            raise_if_diverged(nonfinite, run, global_step)
-            checkpoint(global_step)
+        life.after_step(global_step, nonfinite)
 
-    bar.close()
     envs.close()
-    raise_if_diverged(nonfinite, run, global_step)
-    checkpoint(global_step)
-    if args.eval_episodes:
-        eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
-    sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    return finish_run(run, args, global_step, sps, eval_returns, {"q": q_plasticity})
+    return life.finish(global_step, nonfinite, handles)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ def nonstationary_options(args: CommonArgs) -> dict:
     if options and args.switch_every is None:
         first = flag(next(iter(options)))
         raise UserError(f"{first} needs --switch-every N (env steps between switches)")
+    if args.pad_spaces:
+        options["pad_spaces"] = True
     if args.switch_mode != "episode":
         options["switch_mode"] = args.switch_mode
     return options
@@ -113,9 +115,9 @@ def evaluate(
     perturbations). Atari is evaluated on whole games with raw scores (no life loss, no
     reward clipping). With ``--eval-epsilon`` a uniformly random action replaces the
     policy's at that rate (its own random stream: training's is left intact). With
-    ``--capture-video`` the episodes are recorded to ``videos/<run_name>/<tag>/``
-    (``<tag>_2``, … when that folder exists, as after a resume: no video is overwritten); a
-    machine that cannot render gets a warning and unrecorded episodes.
+    ``--capture-video`` the first ``--video-episodes`` episodes are recorded to
+    ``videos/<run_name>/<tag>/`` (``<tag>_2``, … when that folder exists, as after a resume: no
+    video is overwritten); a machine that cannot render gets a warning and unrecorded episodes.
     """
     from envs import make_env
     from envs.nonstationary import TaskCycle
@@ -150,7 +152,9 @@ def evaluate(
         while (Path(VIDEO_ROOT) / folder).exists():
             copy += 1
             folder = f"{run_name}/{tag}_{copy}"
-        return record_episodes(env, policy, folder, episodes=args.eval_episodes, seed=seed)
+        return record_episodes(
+            env, policy, folder, args.eval_episodes, seed=seed, recorded=args.video_episodes
+        )
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -166,8 +170,8 @@ def evaluate(
 
 def cycle_states(envs: gym.vector.VectorEnv) -> list[dict] | None:
     """Each training copy's task-cycle state (its switch clock); None when not a cycle."""
-    try:
-        return list(envs.call("state_dict"))
+    try:  # through wrappers (PPO's normalization) to the copies
+        return list(envs.unwrapped.call("state_dict"))
     except AttributeError:
         return None
 
@@ -184,4 +188,19 @@ def restore_cycles(envs: gym.vector.VectorEnv, states: list[dict], resume: str) 
             "perturbations); resume it with the same --env and perturbation flags"
         )
     total_ticks = states[0]["ticks"] * len(states)
-    envs.call("load_state_dict", {**states[0], "ticks": total_ticks // envs.num_envs})
+    envs.unwrapped.call("load_state_dict", {**states[0], "ticks": total_ticks // envs.num_envs})
+
+
+def resolved_settings(args: CommonArgs, device, envs: gym.vector.VectorEnv) -> dict:
+    """What the run's settings resolved to on this machine, for ``config.json``."""
+    return {"device": str(device), "threads": args.threads, "env_ids": env_ids(envs)}
+
+
+def env_ids(envs: gym.vector.VectorEnv) -> list[str]:
+    """The registered ids of what the first training copy runs: its tasks for a cycle. Says,
+    for instance, whether HumanoidBench's H1 or the built-in one ran."""
+    try:
+        specs = [task.spec for task in envs.unwrapped.get_attr("task_envs")[0]]
+    except AttributeError:
+        specs = [envs.unwrapped.get_attr("spec")[0]]
+    return [spec.id if spec is not None else "unregistered" for spec in specs]

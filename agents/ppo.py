@@ -23,7 +23,6 @@ surrogate and clipped value loss, annealed learning rate. What this file changes
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -38,17 +37,17 @@ from agents.cli import (
     CommonArgs,
     UserError,
     attach_method,
-    check_counts,
+    check_settings,
     fill_unset,
     parse_args,
     run_cli,
 )
-from agents.device import loss_compiler, resolve_device, seed_everything
-from agents.environments import env_spaces, evaluate, make_train_envs
-from agents.episodes import EpisodeTracker, mean_or_nan
-from agents.run import Run, finish_run, progress_bar, raise_if_diverged
+from agents.device import configure, loss_compiler
+from agents.environments import env_spaces, make_train_envs, resolved_settings
+from agents.episodes import EpisodeTracker
+from agents.lifecycle import Lifecycle, prefixed
+from agents.run import Run
 from plasticity import PlasticityMonitor
-from plasticity.schedule import Every
 
 
 @dataclass
@@ -251,8 +250,19 @@ def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tenso
     return [x.flatten(0, 1)[keep] for x in rollout]
 
 
+def check(args: Args) -> None:
+    check_settings(
+        args,
+        positive=("num_steps", "num_minibatches", "update_epochs", "hidden_size"),
+        rates=("learning_rate", "clip_coef", "max_grad_norm", "target_kl"),
+        weights=("ent_coef", "vf_coef"),
+        fractions=("gamma", "gae_lambda"),
+    )
+
+
 def main(args: Args) -> dict:
-    device = resolve_device(args.device)
+    check(args)
+    device = configure(args)
     obs_space, action_space = env_spaces(args)
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
@@ -262,7 +272,7 @@ def main(args: Args) -> dict:
     else:
         defaults = ATARI_DEFAULTS if is_image(obs_space) else DISCRETE_DEFAULTS
     args = fill_unset(args, defaults)
-    check_counts(args, ("num_steps", "num_minibatches", "update_epochs", "hidden_size"))
+    check(args)
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:
         raise UserError(
@@ -277,7 +287,6 @@ def main(args: Args) -> dict:
         )
     if args.normalize and is_image(obs_space):
         raise UserError("--normalize is for vector observations; drop it for image envs")
-    seed_everything(args.seed, args.torch_deterministic)
 
     envs = make_train_envs(args)
     discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -321,7 +330,8 @@ def main(args: Args) -> dict:
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
     compile_loss = loss_compiler(args, device)
-    run = Run("ppo", args)  # after the checks above, so a refused command writes nothing
+    # after the checks above, so a refused command writes nothing
+    run = Run("ppo", args, resolved_settings(args, device, envs))
 
     global_step = 0
     networks = {"actor": actor, "critic": critic}
@@ -370,8 +380,8 @@ def main(args: Args) -> dict:
                 action = action.clamp(low, high)
             return action.cpu().numpy()
 
-    def log_interventions(step: int, name: str, reports) -> None:
-        run.log_interventions(step, name, reports, handles[name].interventions)
+    def intervened(name: str, reports) -> None:
+        run.log_interventions(global_step, name, reports, handles[name].interventions)
 
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
         """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the
@@ -425,17 +435,15 @@ def main(args: Args) -> dict:
     valid = torch.zeros((T, N), dtype=torch.bool, device=device)
     values = torch.zeros((T + 1, N), device=device)
 
+    total_steps = num_iterations * batch_size
+    life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, total_steps)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    metrics_due = Every(args.metrics_every, start=global_step)
-    eval_due = Every(args.eval_every, start=global_step)
-    checkpoint_due = Every(args.checkpoint_every, start=global_step)
-    bar = progress_bar(num_iterations * batch_size, global_step)
-    start_time, start_step = time.perf_counter(), global_step
     next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     next_obs = torch.as_tensor(next_obs_np, device=device)
     prev_done = torch.zeros(N, dtype=torch.bool, device=device)
-    eval_returns: list[float] = []
-    for iteration in range(global_step // batch_size + 1, num_iterations + 1):
+    iteration = global_step // batch_size
+    while life.running(global_step):
+        iteration += 1
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / num_iterations
@@ -463,10 +471,7 @@ def main(args: Args) -> dict:
             prev_done = torch.as_tensor(terminated | truncated, device=device)
             dones[step] = prev_done.float()
             global_step += N
-
-            rows, switched_now = tracker.update(infos)
-            run.log_rows(global_step, rows)
-            switched |= switched_now
+            switched |= life.episodes(global_step, infos)
         obs[T] = next_obs
         with torch.no_grad():
             values[T] = critic(next_obs)
@@ -480,6 +485,7 @@ def main(args: Args) -> dict:
         )
 
         # Optimizing the policy and value networks
+        life.training(global_step)
         n = b_obs.shape[0]
         clipfracs = []  # eager copies: a CUDA-graph output lives until the next replay
         for _epoch in range(args.update_epochs):
@@ -511,15 +517,14 @@ def main(args: Args) -> dict:
 
         # interventions between iterations: scheduled ones, then those of a task switch
         for name, handle in handles.items():
-            log_interventions(global_step, name, handle.after_update(global_step, inputs=mb_obs))
+            intervened(name, handle.after_update(global_step, inputs=mb_obs))
             if switched:
-                log_interventions(global_step, name, handle.on_task_switch(inputs=mb_obs))
+                intervened(name, handle.on_task_switch(inputs=mb_obs))
 
-        raise_if_diverged(nonfinite, run, global_step)
+        life.raise_if_diverged(global_step, nonfinite)
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-        sps = (global_step - start_step) / (time.perf_counter() - start_time)
         scalars = {
             "charts/learning_rate": actor_plasticity.optimizer.param_groups[0]["lr"],
             "losses/value_loss": v_loss.item(),
@@ -529,29 +534,19 @@ def main(args: Args) -> dict:
             "losses/approx_kl": approx_kl.item(),
             "losses/clipfrac": torch.stack(clipfracs).mean().item(),
             "losses/explained_variance": explained_var,
-            "charts/SPS": sps,
+            "charts/SPS": life.sps(global_step),
         }
-        if metrics_due.due(global_step):
-            scalars.update({f"actor/{k}": v for k, v in actor_monitor.measure(mb_obs).items()})
-            scalars.update({f"critic/{k}": v for k, v in critic_monitor.measure(mb_obs).items()})
-        run.log(global_step, scalars)
-        bar.update(batch_size)
-        bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
+        # the losses every iteration, the plasticity metrics on their cadence
+        if life.metrics_due(global_step, nonfinite):
+            scalars.update(prefixed("actor", actor_monitor.measure(mb_obs)))
+            scalars.update(prefixed("critic", critic_monitor.measure(mb_obs)))
+            life.log_metrics(global_step, scalars)
+        else:
+            run.log(global_step, scalars)
+        life.after_step(global_step, nonfinite)
 
-        last = iteration == num_iterations
-        if eval_due.due(global_step) and args.eval_episodes and not last:
-            eval_returns = evaluate(args, run.name, policy, f"step_{global_step}", tracker.period)
-            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if checkpoint_due.due(global_step) and not last:
-            checkpoint(global_step)
-
-    bar.close()
     envs.close()
-    checkpoint(global_step)
-    if args.eval_episodes:
-        eval_returns = evaluate(args, run.name, policy, "final", tracker.period)
-    sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    return finish_run(run, args, global_step, sps, eval_returns, handles)
+    return life.finish(global_step, nonfinite, handles)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ class ReplayBuffer:
         )
 
     def state_dict(self) -> dict:
+        """The filled transitions and the write position. Copies: ``torch.save`` of a slice
+        would write the slice's whole storage, i.e. the entire allocated buffer."""
         n = self.size
         return {
             "position": self.position,
             "size": n,
-            **{k: getattr(self, k)[:n].cpu() for k in FIELDS},
+            **{k: getattr(self, k)[:n].to("cpu", copy=True) for k in FIELDS},
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -1,104 +1,210 @@
 """The run folder ``runs/<run_name>/``: config, logged scalars, checkpoint files, summary.
 
-- :class:`Run` creates (or, with ``--resume``, reopens) the folder and writes everything in it:
-  ``config.json``, TensorBoard events and ``scalars.jsonl``, ``checkpoints/step_<N>.pt``,
-  ``summary.json``.
-- :func:`finish_run` logs the final evaluation and writes the summary.
-- :func:`raise_if_diverged` stops a run whose loss went NaN/Inf.
+:class:`Run` creates (or, with ``--resume``, reopens) the folder and writes everything in it:
+``config.json`` (the settings, and what they resolved to: device, versions, git commit),
+TensorBoard events and ``scalars.jsonl`` (one JSON object per line; NaN and Inf written as
+``null``), ``checkpoints/step_<N>.pt`` and ``summary.json``.
+
+A resumed run writes nothing until :meth:`Run.open` (called once the checkpoint has been
+restored): a refused ``--resume`` leaves the folder as it was. Then the rows logged after the
+checkpoint's step by the interrupted process are dropped from ``scalars.jsonl`` and purged from
+TensorBoard, so the logs continue from the checkpoint without steps going backwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import math
 import os
+import platform
+import re
+import subprocess
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from agents.cli import CommonArgs, TrainingDiverged, UserError
-from agents.episodes import mean_or_nan
-from plasticity import InterventionReport, MethodHandle
+from agents.cli import CommonArgs, UserError
+from plasticity import InterventionReport
 
-CHECKPOINTS_KEPT = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _jsonable(value):
+def jsonable(value):
+    """Dataclasses and dicts as plain JSON values; NaN and ±Inf as None (strict JSON)."""
     if dataclasses.is_dataclass(value):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def git_commit() -> str | None:
+    """The project's git commit (``+dirty`` with uncommitted changes); None outside a checkout."""
+    try:
+        run = lambda *cmd: subprocess.run(  # noqa: E731
+            ["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def folder_name(text: str) -> str:
+    return text.replace("/", "-").replace(":", "-").replace(",", "-").replace("+", "-")
 
 
 class Run:
     """A run folder: config, scalars (TensorBoard + JSONL), checkpoints, summary.
 
-    A new run is ``<runs_dir>/<env>__<exp_name>__<seed>__<unix time>``; with ``args.resume``
-    the given folder is reopened, its latest checkpoint found, and logging appends to it.
+    A new run is ``<runs_dir>/<run_name>`` (default ``<env>__<agent>-<method>__<exp_name>__
+    <seed>__<unix time>``); with ``args.resume`` the given folder is reopened and its latest
+    checkpoint found. ``resolved`` (device, threads, …) is recorded beside the settings.
     """
 
-    def __init__(self, agent: str, args: CommonArgs):
+    def __init__(self, agent: str, args: CommonArgs, resolved: dict | None = None):
         self.agent = agent
+        self.keep = args.keep_checkpoints
+        self.track = args.track
+        self.resumed_from: int | None = None
+        self._writer = self._scalars = None
+        self.interventions: dict[str, Counter] = defaultdict(Counter)
+        if "/" in args.exp_name:
+            raise UserError(f"--exp-name {args.exp_name!r} contains '/': use a plain name")
+        if args.track and importlib.util.find_spec("wandb") is None:
+            raise UserError(
+                "--track needs Weights & Biases: pip install wandb (or the 'track' extra)"
+            )
+        config = {
+            "agent": agent,
+            **jsonable(args),
+            "resolved": {**(resolved or {}), **software_versions()},
+        }
         if args.resume:
             self.dir = Path(args.resume)
-            if not (self.dir / "config.json").is_file():
-                raise UserError(
-                    f"--resume {args.resume}: not a run folder (no config.json); "
-                    f"pass a folder under {args.runs_dir}/"
-                )
+            self._check_resumable(args)
             saved = json.loads((self.dir / "config.json").read_text())
-            if saved.get("agent") != agent:
-                raise UserError(
-                    f"--resume {args.resume}: that run is a {saved.get('agent')} run; "
-                    f"resume it with --agent {saved.get('agent')}"
-                )
-            if self.latest_checkpoint() is None:
-                raise UserError(f"--resume {args.resume}: the run has no checkpoint to resume from")
-        elif args.run_name is not None:
-            if args.run_name in ("", ".", "..") or "/" in args.run_name:
-                raise UserError(
-                    f"--run-name {args.run_name!r} is not a folder name: use letters, digits "
-                    "and -_. without '/'"
-                )
-            self.dir = Path(args.runs_dir) / args.run_name
-            if (self.dir / "config.json").exists():
-                raise UserError(
-                    f"run {self.dir} exists already: continue it with --resume {self.dir}, "
-                    "or choose another --run-name"
-                )
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.changed = changed_settings(saved, config)
+            history = [*saved.get("resumes", []), {"changed": self.changed}]
+            self.config = {**config, "resumes": history}
         else:
-            env_name = args.env.replace("/", "-").replace(":", "-").replace(",", "-")
-            method = args.method.replace("+", "-")
-            name = f"{env_name}__{agent}-{method}__{args.exp_name}__{args.seed}__{int(time.time())}"
-            self.dir = Path(args.runs_dir) / name
-            Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+            self.dir = self._new_folder(agent, args)
+            self.changed = {}
+            self.config = config
+            self._write_config()
+        self.name = self.dir.name
+
+    def _check_resumable(self, args: CommonArgs) -> None:
+        if not (self.dir / "config.json").is_file():
+            raise UserError(
+                f"--resume {args.resume}: not a run folder (no config.json); "
+                f"pass a folder under {args.runs_dir}/"
+            )
+        saved = json.loads((self.dir / "config.json").read_text())
+        if saved.get("agent") != self.agent:
+            raise UserError(
+                f"--resume {args.resume}: that run is a {saved.get('agent')} run; "
+                f"resume it with --agent {saved.get('agent')}"
+            )
+        if self.latest_checkpoint() is None:
+            raise UserError(f"--resume {args.resume}: the run has no checkpoint to resume from")
+
+    def _new_folder(self, agent: str, args: CommonArgs) -> Path:
+        runs = Path(args.runs_dir)
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+            if args.run_name is not None:
+                if args.run_name in ("", ".", "..") or "/" in args.run_name:
+                    raise UserError(
+                        f"--run-name {args.run_name!r} is not a folder name: use letters, "
+                        "digits and -_. without '/'"
+                    )
+                folder = runs / args.run_name
+                if (folder / "config.json").exists():
+                    raise UserError(
+                        f"run {folder} exists already: continue it with --resume {folder}, "
+                        "or choose another --run-name"
+                    )
+                folder.mkdir(exist_ok=True)
+                return folder
+            name = "__".join(
+                (
+                    folder_name(args.env),
+                    f"{agent}-{folder_name(args.method)}",
+                    args.exp_name,
+                    str(args.seed),
+                    str(int(time.time())),
+                )
+            )
             copy = 1
             while True:  # runs started in the same second (a sweep) get _2, _3, ...
+                folder = runs / (name if copy == 1 else f"{name}_{copy}")
                 try:
-                    self.dir.mkdir(exist_ok=False)
-                    break
+                    folder.mkdir()
+                    return folder
                 except FileExistsError:
                     copy += 1
-                    self.dir = Path(args.runs_dir) / f"{name}_{copy}"
-        if not args.resume:
-            config = {"agent": agent, **_jsonable(args)}
-            (self.dir / "config.json").write_text(json.dumps(config, indent=2))
-        self.name = self.dir.name
+        except OSError as err:
+            raise UserError(
+                f"--runs-dir {args.runs_dir}: cannot create a run folder there "
+                f"({err.strerror or err}); choose a writable folder"
+            ) from None
+
+    def _write_config(self) -> None:
+        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2))
+
+    # --- logs -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start writing logs (a resumed run: once its checkpoint is restored). Rows past the
+        checkpoint's step, logged by the process that was stopped, are dropped."""
+        if self._scalars is not None:
+            return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.dir))
-        self._scalars = open(self.dir / "scalars.jsonl", "a")  # noqa: SIM115 (closed in close())
+        scalars = self.dir / "scalars.jsonl"
+        purge_step = None
+        if self.resumed_from is not None:
+            self._write_config()
+            purge_step = self.resumed_from + 1
+            if scalars.is_file():
+                kept = [
+                    line
+                    for line in scalars.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= self.resumed_from
+                ]
+                tmp = scalars.with_suffix(".tmp")
+                tmp.write_text("".join(kept))
+                os.replace(tmp, scalars)
+        if self.track:
+            start_tracking(self)  # before the writer: W&B mirrors TensorBoard's events
+        self._writer = SummaryWriter(str(self.dir), purge_step=purge_step)
+        if self.resumed_from is None:
+            table = "\n".join(f"|{k}|{v}|" for k, v in flatten(self.config).items())
+            self._writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self._scalars = open(scalars, "a")  # noqa: SIM115 (closed in close())
+
+    @property
+    def writer(self):
+        self.open()
+        return self._writer
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        """Write scalars at ``step`` to TensorBoard and one JSON line."""
+        """Write scalars at ``step`` to TensorBoard and one JSON line (NaN/Inf as null)."""
+        self.open()
         clean = {k: float(v) for k, v in scalars.items()}
         for key, value in clean.items():
-            self.writer.add_scalar(key, value, step)
-        self._scalars.write(json.dumps({"step": step, **clean}) + "\n")
+            self._writer.add_scalar(key, value, step)
+        self._scalars.write(json.dumps(jsonable({"step": step, **clean})) + "\n")
         self._scalars.flush()
 
     def log_rows(self, step: int, rows: Iterable[dict[str, float]]) -> None:
@@ -113,99 +219,115 @@ class Run:
         totals), then ``interventions/<network>``: the network's running ``count``."""
         for report in reports:
             self.log(step, report.scalars(f"{network}/"))
+            self.interventions[network][report.method] += int(report.reinitialized)
         if reports:
             self.log(step, {f"interventions/{network}": count})
+
+    # --- checkpoints ----------------------------------------------------------------------
 
     def checkpoint_dir(self) -> Path:
         return self.dir / "checkpoints"
 
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint files, oldest first."""
+        found = self.checkpoint_dir().glob("step_*.pt")
+        return sorted(found, key=lambda p: int(p.stem[5:]))
+
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.checkpoint_dir().glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+        found = self.checkpoints()
         return found[-1] if found else None
 
     def save_checkpoint(self, step: int, state: dict) -> Path:
-        """Write ``state`` atomically as ``checkpoints/step_<step>.pt``; keep the newest two."""
+        """Write ``state`` atomically as ``checkpoints/step_<step>.pt``; keep the newest
+        ``--keep-checkpoints`` (0: all)."""
         folder = self.checkpoint_dir()
         folder.mkdir(exist_ok=True)
         path = folder / f"step_{step}.pt"
         tmp = path.with_suffix(".tmp")
         torch.save({"agent": self.agent, "step": step, **state}, tmp)
         os.replace(tmp, path)
-        old = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))[:-CHECKPOINTS_KEPT]
-        for stale in old:
-            stale.unlink()
+        if self.keep:
+            for stale in self.checkpoints()[: -self.keep]:
+                stale.unlink()
         return path
 
     def load_checkpoint(self, device: torch.device) -> dict:
+        """The latest checkpoint; a truncated or foreign file is a UserError."""
         path = self.latest_checkpoint()
         try:
             state = torch.load(path, map_location=device, weights_only=False)
         except Exception as err:  # a truncated or foreign file: say which and stop
-            raise UserError(
-                f"checkpoint {path} cannot be read ({err}); delete it to use the previous one"
-            ) from None
+            older = self.checkpoints()[:-1]
+            hint = (
+                f"delete it to resume from the previous one ({older[-1].name})"
+                if older
+                else "it is the run's only checkpoint: start the run afresh"
+            )
+            raise UserError(f"checkpoint {path} cannot be read ({err}); {hint}") from None
         if state.get("agent") != self.agent:
             raise UserError(f"checkpoint {path} is not a {self.agent} checkpoint")
+        self.resumed_from = int(state["step"])
         return state
 
+    # --- the end --------------------------------------------------------------------------
+
     def write_summary(self, summary: dict) -> None:
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (self.dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
 
     def close(self) -> None:
-        self.writer.close()
-        self._scalars.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._scalars.close()
+        if self.track:
+            import wandb
+
+            wandb.finish()
 
 
-def finish_run(
-    run: Run,
-    args: CommonArgs,
-    step: int,
-    sps: float,
-    eval_returns: list[float],
-    handles: dict[str, MethodHandle],
-    **extra,
-) -> dict:
-    """Log the final evaluation, write ``summary.json`` and close the run; returns the summary.
+def start_tracking(run: Run) -> None:
+    """Mirror the run to Weights & Biases (``--track``), as CleanRL does: the config, and the
+    TensorBoard scalars synced as they are written. A resumed run continues its W&B run."""
+    import wandb
 
-    ``handles`` maps network names (``actor``, ``critic``, ``q``) to their method handles: the
-    summary gives each network's method and intervention count. ``extra`` adds agent fields.
-    """
-    if eval_returns:
-        run.log(step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-    summary = {
-        "agent": run.agent,
-        "env": args.env,
-        "method": args.method,
-        **{f"{name}_method": handle.method.name for name, handle in handles.items()},
-        "total_timesteps": step,
-        "final_eval_return": mean_or_nan(eval_returns),
-        "final_eval_returns": eval_returns,
-        "sps": sps,
-        **extra,
-        "interventions": {name: handle.interventions for name, handle in handles.items()},
-        "run_dir": str(run.dir),
-    }
-    run.write_summary(summary)
-    run.close()
-    return summary
-
-
-def raise_if_diverged(nonfinite: torch.Tensor, run: Run, step: int) -> None:
-    """Stop the run when a loss was NaN/Inf (a flag kept on the device, read only here).
-
-    Called before every checkpoint, so the last checkpoint written is the last good one.
-    """
-    if bool(nonfinite):
-        raise TrainingDiverged(
-            f"a loss became NaN/Inf before step {step}; the last good checkpoint is kept in "
-            f"{run.dir} (lower the learning rates?)"
-        )
-
-
-def progress_bar(total: int, initial: int):
-    """A tqdm bar over env steps (plain lines when stderr is not a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0, disable=None
+    wandb.init(
+        project=run.config["wandb_project_name"],
+        entity=run.config["wandb_entity"],
+        name=run.name,
+        id=re.sub(r"[^\w.-]", "-", run.name)[-64:],
+        resume="allow",
+        config=run.config,
+        dir=str(run.dir),
+        sync_tensorboard=True,
     )
+
+
+def software_versions() -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """``{"plasticity": {"fire_every": 5}}`` -> ``{"plasticity.fire_every": 5}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif not isinstance(value, list):
+            flat[prefix + key] = value
+    return flat
+
+
+def changed_settings(saved: dict, current: dict) -> dict[str, list]:
+    """Settings whose value differs between the saved config and this command:
+    ``{"q_lr": [old, new]}`` (``resume`` and the resolved facts are not settings)."""
+    before, after = flatten(saved), flatten(current)
+    skip = ("resume", "run_name", "resolved.")
+    return {
+        key: [before[key], value]
+        for key, value in after.items()
+        if key in before and not key.startswith(skip) and before[key] != value
+    }

@@ -13,7 +13,6 @@ folder gets metrics, checkpoints, evaluation and ``--resume``.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -22,16 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.checkpoints import checkpoint_state, restore_checkpoint
-from agents.cli import CommonArgs, UserError, attach_method, check_counts, parse_args, run_cli
-from agents.device import loss_compiler, resolve_device, seed_everything
-from agents.environments import evaluate, make_train_envs
-from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.checkpoints import checkpoint_state, load_optimizer, restore_checkpoint
+from agents.cli import (
+    CommonArgs,
+    UserError,
+    attach_method,
+    check_settings,
+    parse_args,
+    refill_steps,
+    run_cli,
+)
+from agents.device import configure, loss_compiler
+from agents.environments import make_train_envs, resolved_settings
+from agents.episodes import EpisodeTracker
+from agents.lifecycle import Lifecycle, prefixed
 from agents.replay import ReplayBuffer
-from agents.run import Run, finish_run, progress_bar, raise_if_diverged
-from plasticity import PlasticityMonitor
+from agents.run import Run
+from plasticity import PlasticityMonitor, clear_optimizer_state_
 from plasticity.optim import fused_adam_available
-from plasticity.schedule import Every
 
 
 @dataclass
@@ -53,7 +60,10 @@ class Args(CommonArgs):
     batch_size: int = 256
     """the batch size of sample from the replay memory"""
     learning_starts: int = 5_000
-    """env steps before learning starts (also after a resume without the buffer)"""
+    """env steps of uniformly random actions before learning starts"""
+    refill_steps: int | None = None
+    """after a --resume whose checkpoint has no replay buffer: env steps collected with the
+    current policy before updates resume (default --learning-starts)"""
     policy_lr: float = 3e-4
     """the learning rate of the policy network optimizer"""
     q_lr: float = 1e-3
@@ -70,9 +80,10 @@ class Args(CommonArgs):
     """units of each of the two hidden layers of actor and critics"""
     action_repeat: int = 1
     """repeat each action this many times (SimBa/FIRE use 2 on humanoids)"""
-    reset_alpha_on_intervention: bool = False
-    """reset the entropy coefficient when the whole critic is reinitialized by FIRE, reset or
-    shrink & perturb (FIRE paper's SAC); ReDo's recycling of single units leaves it"""
+    reset_alpha_on_intervention: bool = True
+    """reset the entropy coefficient to --alpha (and its Adam state) when the whole critic is
+    reinitialized by FIRE, reset or shrink & perturb, as the FIRE paper's SAC does; ReDo's
+    recycling of single units leaves it (--no-reset-alpha-on-intervention: never)"""
 
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -146,12 +157,19 @@ POSITIVE_SETTINGS = (
     "hidden_size",
     "action_repeat",
 )
+RATES = ("policy_lr", "q_lr", "alpha")
+WHOLE_NETWORK = ("fire", "reset", "shrink_perturb")
 
 
 def main(args: Args) -> dict:
-    check_counts(args, POSITIVE_SETTINGS)
-    device = resolve_device(args.device)
-    seed_everything(args.seed, args.torch_deterministic)
+    check_settings(
+        args,
+        positive=POSITIVE_SETTINGS,
+        non_negative=("learning_starts", "refill_steps"),
+        rates=RATES,
+        fractions=("gamma", "tau"),
+    )
+    device = configure(args)
 
     envs = make_train_envs(args, action_repeat=args.action_repeat)
     if not isinstance(envs.single_action_space, gym.spaces.Box):
@@ -174,7 +192,8 @@ def main(args: Args) -> dict:
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
     critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
     compile_loss = loss_compiler(args, device)
-    run = Run("sac", args)  # after the checks above, so a refused command writes nothing
+    # after the checks above, so a refused command writes nothing
+    run = Run("sac", args, resolved_settings(args, device, envs))
 
     target_entropy = -float(act_dim)
     log_alpha = torch.full((), float(np.log(args.alpha)), device=device, requires_grad=True)
@@ -192,11 +211,11 @@ def main(args: Args) -> dict:
     if args.resume:
         state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
-        if "buffer" not in state:  # refill before learning again
-            learning_starts = global_step + args.learning_starts
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
-        a_optimizer.load_state_dict(state["a_optimizer"])
+        load_optimizer(a_optimizer, state["a_optimizer"])
+        if "buffer" not in state:  # refill with the current policy before learning again
+            learning_starts = global_step + refill_steps(args)
 
     def checkpoint(step: int) -> None:
         buffer = rb if args.save_buffer else None
@@ -209,17 +228,18 @@ def main(args: Args) -> dict:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
             return actor.get_action(obs_t)[2][0].cpu().numpy()
 
-    def log_interventions(step: int, name: str, reports) -> None:
-        run.log_interventions(step, name, reports, handles[name].interventions)
+    def intervened(name: str, reports) -> None:
+        run.log_interventions(global_step, name, reports, handles[name].interventions)
+        if name == "critic" and args.reset_alpha_on_intervention:
+            reset_temperature_after(reports)
 
     def reset_temperature_after(reports) -> None:
-        """The FIRE paper's SAC: α back to its initial value when the whole critic was
-        reinitialized (FIRE, reset, shrink & perturb; not ReDo's single units)."""
-        whole_network = any(r.method in ("fire", "reset", "shrink_perturb") for r in reports)
-        if args.reset_alpha_on_intervention and whole_network:
+        """The FIRE paper's SAC: α back to its initial value, and its Adam state cleared, when
+        the whole critic was reinitialized (not after ReDo's recycling of single units)."""
+        if any(report.method in WHOLE_NETWORK for report in reports):
             with torch.no_grad():
                 log_alpha.fill_(float(np.log(args.alpha)))
-            a_optimizer.state.clear()
+            clear_optimizer_state_(a_optimizer, [log_alpha])
 
     def critic_loss(obs, act, rew, next_obs, term, alpha):
         """Both critics' TD losses (summed) against the entropy-regularized target; mean Q1."""
@@ -239,20 +259,28 @@ def main(args: Args) -> dict:
 
     critic_loss, policy_loss = compile_loss(critic_loss), compile_loss(policy_loss)
 
+    life = Lifecycle(
+        args,
+        run,
+        tracker,
+        policy,
+        checkpoint,
+        global_step,
+        args.total_timesteps,
+        action_repeat=args.action_repeat,
+    )
+    if learning_starts > args.learning_starts:
+        life.say(
+            f"no replay buffer in the checkpoint: refilling it with {learning_starts - global_step}"
+            " steps of the current policy before the updates resume (--refill-steps)"
+        )
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
-    metrics_due = Every(args.metrics_every, start=global_step)
-    eval_due = Every(args.eval_every, start=global_step)
-    checkpoint_due = Every(args.checkpoint_every, start=global_step)
-    bar = progress_bar(args.total_timesteps, global_step)
-    start_time, start_step = time.perf_counter(), global_step
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
-    eval_returns: list[float] = []
     actor_loss = torch.zeros((), device=device)
-    train_clock = None
-    while global_step < args.total_timesteps:
+    while life.running(global_step):
         # ALGO LOGIC: put action logic here
-        if global_step < learning_starts:
+        if global_step < args.learning_starts:
             actions = np.array([envs.single_action_space.sample() for _ in range(args.num_envs)])
         else:
             with torch.no_grad():
@@ -265,24 +293,15 @@ def main(args: Args) -> dict:
         done = np.logical_or(terminations, truncations)
         obs = next_obs
         global_step += args.num_envs
-        bar.update(args.num_envs)
 
-        rows, switched = tracker.update(infos)
-        run.log_rows(global_step, rows)
-        if switched and rb.size > 0:
+        if life.episodes(global_step, infos) and rb.size > 0:  # a task switch began
             probe = rb.sample(args.batch_size)
-            log_interventions(
-                global_step, "actor", actor_plasticity.on_task_switch(inputs=probe[0])
-            )
-            reports = critic_plasticity.on_task_switch(inputs=probe[:2])
-            log_interventions(global_step, "critic", reports)
-            reset_temperature_after(reports)
+            intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
+            intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
 
         # ALGO LOGIC: training.
         if global_step > learning_starts:
-            if train_clock is None and global_step > learning_starts + 100:
-                # steady-state speed is measured from here, once --compile has compiled
-                train_clock = (global_step, time.perf_counter())
+            life.training(global_step)
             if args.cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
             batch = rb.sample(args.batch_size)
@@ -319,62 +338,27 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, critic_params, args.tau)
 
-            log_interventions(
-                global_step, "actor", actor_plasticity.after_update(global_step, inputs=data_obs)
+            intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
+            intervened(
+                "critic", critic_plasticity.after_update(global_step, inputs=(data_obs, data_act))
             )
-            reports = critic_plasticity.after_update(global_step, inputs=(data_obs, data_act))
-            log_interventions(global_step, "critic", reports)
-            reset_temperature_after(reports)
 
-            if metrics_due.due(global_step):
-                raise_if_diverged(nonfinite, run, global_step)
-                sps = (global_step - start_step) / (time.perf_counter() - start_time)
+            if life.metrics_due(global_step, nonfinite):
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
                     "losses/qf1_values": qf1_mean.item(),
                     "losses/actor_loss": actor_loss.item(),
                     "losses/alpha": alpha.item(),
-                    "charts/SPS": sps,
+                    "charts/SPS": life.sps(global_step),
                 }
-                scalars.update(
-                    {f"actor/{k}": v for k, v in actor_monitor.measure(data_obs).items()}
-                )
-                scalars.update(
-                    {
-                        f"critic/{k}": v
-                        for k, v in critic_monitor.measure((data_obs, data_act)).items()
-                    }
-                )
-                run.log(global_step, scalars)
-                bar.set_postfix(ret=f"{tracker.mean_return:.1f}", sps=f"{sps:.0f}")
+                scalars.update(prefixed("actor", actor_monitor.measure(data_obs)))
+                scalars.update(prefixed("critic", critic_monitor.measure((data_obs, data_act))))
+                life.log_metrics(global_step, scalars)
 
-        periodic_eval = eval_due.due(global_step)
-        if periodic_eval and args.eval_episodes and global_step < args.total_timesteps:
-            eval_returns = evaluate(
-                args,
-                run.name,
-                policy,
-                f"step_{global_step}",
-                tracker.period,
-                action_repeat=args.action_repeat,
-            )
-            run.log(global_step, {"eval/episodic_return": mean_or_nan(eval_returns)})
-        if checkpoint_due.due(global_step):
-            raise_if_diverged(nonfinite, run, global_step)
-            checkpoint(global_step)
+        life.after_step(global_step, nonfinite)
 
-    end_time = time.perf_counter()  # speed excludes the final checkpoint and evaluation
-    bar.close()
     envs.close()
-    raise_if_diverged(nonfinite, run, global_step)
-    checkpoint(global_step)
-    if args.eval_episodes:
-        eval_returns = evaluate(
-            args, run.name, policy, "final", tracker.period, action_repeat=args.action_repeat
-        )
-    sps = (global_step - start_step) / (end_time - start_time)
-    train_sps = (global_step - train_clock[0]) / (end_time - train_clock[1]) if train_clock else 0.0
-    return finish_run(run, args, global_step, sps, eval_returns, handles, train_sps=train_sps)
+    return life.finish(global_step, nonfinite, handles)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,15 @@ def video_unavailable_reason(env: gym.Env) -> str | None:
 
 
 def with_video(
-    env: gym.Env, run_name: str, root: str | Path = VIDEO_ROOT, name_prefix: str = "eval"
+    env: gym.Env,
+    run_name: str,
+    root: str | Path = VIDEO_ROOT,
+    name_prefix: str = "eval",
+    recorded: int | None = None,
 ) -> gym.Env:
-    """``env`` (made with ``render_mode="rgb_array"``) recording every episode to
-    ``<root>/<run_name>/``; the unchanged ``env`` plus a warning when video cannot work."""
+    """``env`` (made with ``render_mode="rgb_array"``) recording its first ``recorded``
+    episodes (None: every one) to ``<root>/<run_name>/``; the unchanged ``env`` plus a warning
+    when video cannot work. Episodes not recorded are not rendered."""
     reason = video_unavailable_reason(env)
     if reason is not None:
         warnings.warn(
@@ -59,7 +64,7 @@ def with_video(
     return gym.wrappers.RecordVideo(
         env,
         str(Path(root) / run_name),
-        episode_trigger=lambda _: True,
+        episode_trigger=lambda episode: recorded is None or episode < recorded,
         name_prefix=name_prefix,
         disable_logger=True,
     )
@@ -72,11 +77,13 @@ def record_episodes(
     episodes: int = 1,
     root: str | Path = VIDEO_ROOT,
     seed: int | None = None,
+    recorded: int | None = None,
 ) -> list[float]:
     """Run ``episodes`` evaluation episodes of ``policy(obs) -> action`` on ``env`` (made with
-    ``render_mode="rgb_array"``), recording them to ``<root>/<run_name>/*.mp4``; returns the
-    episode returns. ``env`` is closed afterwards, which finishes the last video file."""
-    env = with_video(env, run_name, root)
+    ``render_mode="rgb_array"``), recording the first ``recorded`` of them (None: all) to
+    ``<root>/<run_name>/*.mp4``; returns the episode returns. ``env`` is closed afterwards,
+    which finishes the last video file."""
+    env = with_video(env, run_name, root, recorded=recorded)
     returns = []
     try:
         for episode in range(episodes):

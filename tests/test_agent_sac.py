@@ -136,9 +136,10 @@ def test_resume_takes_the_saved_settings_and_new_flags(tmp_path):
 def test_evaluation_videos_are_never_overwritten(tmp_path, monkeypatch):
     folders = []
 
-    def fake_recording(env, policy, folder, episodes, seed):
+    def fake_recording(env, policy, folder, episodes, seed, recorded):
         (Path("videos") / folder).mkdir(parents=True)
         folders.append(folder)
+        assert recorded == 1  # --video-episodes: one recorded episode per evaluation
         env.close()
         return [0.0] * episodes
 

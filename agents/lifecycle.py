@@ -1,0 +1,255 @@
+"""Everything around an agent's algorithm, behind a few calls, so each agent file reads as its
+algorithm::
+
+    life = Lifecycle(args, run, tracker, policy, checkpoint, start_step, total_steps)
+    while life.running(global_step):
+        ...                                        # act, step the envs
+        switched = life.episodes(global_step, infos)   # log episodes; did the task switch?
+        ...                                        # update the networks
+        if life.metrics_due(global_step, nonfinite):
+            life.log_metrics(global_step, scalars)
+        life.after_step(global_step, nonfinite)    # evaluation, checkpoint when due
+    envs.close()
+    return life.finish(global_step, nonfinite, handles)
+
+It owns the cadences (``--metrics-every``, ``--eval-every``, ``--checkpoint-every``, each a
+:class:`plasticity.schedule.Every`), the console (progress, evaluation lines, metric tables),
+the clocks (``sps``, ``train_sps``, wall time), a clean stop on Ctrl-C or SIGTERM (the loop
+ends, a checkpoint and a summary marked ``interrupted`` are written; a second Ctrl-C stops at
+once), the divergence check (a NaN/Inf loss flag read before each checkpoint, so the last
+checkpoint written is a good one), and the final checkpoint, evaluation and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from agents.cli import CommonArgs, TrainingDiverged
+from agents.console import Console
+from agents.environments import evaluate
+from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.run import Run
+from plasticity import MethodHandle
+from plasticity.schedule import Every
+
+STEADY_AFTER = 100
+"""env steps after the first update before ``train_sps`` starts counting (compilation)"""
+
+
+def prefixed(network: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``{"dormant_ratio": …}`` of one network as ``{"<network>/dormant_ratio": …}``."""
+    return {f"{network}/{key}": value for key, value in metrics.items()}
+
+
+class StopSignals:
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request the training loop reads; a
+    second Ctrl-C raises ``KeyboardInterrupt`` at once. Only the main thread can install
+    signal handlers; elsewhere signals keep their default behaviour."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class Lifecycle:
+    """Bookkeeping of one training run (see the module docstring).
+
+    ``policy(obs) -> action`` is the deterministic policy evaluated; ``checkpoint(step)``
+    writes the agent's checkpoint; ``eval_kwargs`` go to the evaluation env (SAC's
+    ``action_repeat``).
+    """
+
+    def __init__(
+        self,
+        args: CommonArgs,
+        run: Run,
+        tracker: EpisodeTracker,
+        policy: Callable[[np.ndarray], np.ndarray],
+        checkpoint: Callable[[int], None],
+        start_step: int,
+        total_steps: int,
+        **eval_kwargs,
+    ):
+        self.args, self.run, self.tracker = args, run, tracker
+        self.policy, self.checkpoint = policy, checkpoint
+        self.total_steps = total_steps
+        self.eval_kwargs = eval_kwargs
+        self.metrics = Every(args.metrics_every, start=start_step)
+        self.evaluations = Every(args.eval_every, start=start_step)
+        self.checkpoints = Every(args.checkpoint_every, start=start_step)
+        self.start_step, self.start_time = start_step, time.perf_counter()
+        self.first_update: int | None = None
+        self.train_clock: tuple[int, float] | None = None
+        self.eval_returns: list[float] = []
+        run.open()
+        self.console = Console(args.verbose, total_steps, start_step)
+        self.say(start_line(args, run, start_step))
+        self.stop = StopSignals()
+
+    def say(self, text: str) -> None:
+        """A line on the console, clear of the progress bar (shown at every verbosity)."""
+        self.console.say(text)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def running(self, step: int) -> bool:
+        """Whether the loop goes on: steps remain and no stop was asked for. Moves the
+        progress display."""
+        self.console.progress(step, self.tracker.mean_return)
+        return step < self.total_steps and self.stop.requested is None
+
+    def episodes(self, step: int, infos: dict) -> bool:
+        """Log the episodes that ended at ``step``; whether a task switch began."""
+        rows, switched = self.tracker.update(infos)
+        self.run.log_rows(step, rows)
+        return switched
+
+    def training(self, step: int) -> None:
+        """The agent updated its networks at ``step`` (starts the ``train_sps`` clock)."""
+        if self.first_update is None:
+            self.first_update = step
+        if self.train_clock is None and step >= self.first_update + STEADY_AFTER:
+            self.train_clock = (step, time.perf_counter())
+
+    def metrics_due(self, step: int, nonfinite: torch.Tensor) -> bool:
+        """Whether plasticity metrics are due at ``step``; if so, first stop the run when a
+        loss went NaN/Inf (the agent's ``nonfinite`` flag): the metrics would fail on it."""
+        if not self.metrics.due(step):
+            return False
+        self.raise_if_diverged(step, nonfinite)
+        return True
+
+    def sps(self, step: int) -> float:
+        """Env steps per second since this process started training."""
+        return (step - self.start_step) / max(time.perf_counter() - self.start_time, 1e-9)
+
+    def log_metrics(self, step: int, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` at ``step`` and show them on the console."""
+        self.run.log(step, scalars)
+        self.console.metrics(step, scalars)
+
+    def after_step(self, step: int, nonfinite: torch.Tensor) -> None:
+        """Evaluate and checkpoint when due (the final ones are :meth:`finish`'s)."""
+        if self.evaluations.due(step) and self.args.eval_episodes and step < self.total_steps:
+            self.evaluate(step, f"step_{step}")
+        if self.checkpoints.due(step) and step < self.total_steps:
+            self.raise_if_diverged(step, nonfinite)
+            self.checkpoint(step)
+
+    def evaluate(self, step: int, tag: str) -> list[float]:
+        """Evaluation episodes of the policy on the task the training loop is on; logged."""
+        self.eval_returns = evaluate(
+            self.args, self.run.name, self.policy, tag, self.tracker.period, **self.eval_kwargs
+        )
+        self.run.log(step, {"eval/episodic_return": mean_or_nan(self.eval_returns)})
+        video = f"videos/{self.run.name}/" if self.args.capture_video else None
+        self.console.evaluation(step, self.eval_returns, video)
+        return self.eval_returns
+
+    def raise_if_diverged(self, step: int, nonfinite: torch.Tensor) -> None:
+        """Stop the run when a loss was NaN/Inf (a flag kept on the device, read only here):
+        the summary says so, and the last checkpoint written, from before, is kept."""
+        if not bool(nonfinite):
+            return
+        latest = self.run.latest_checkpoint()
+        if latest is not None:
+            kept = (
+                f"the last good checkpoint, {latest.name}, is kept in {self.run.dir}: "
+                f"resume from it with lower learning rates (--resume {self.run.dir})"
+            )
+        else:
+            kept = (
+                "no checkpoint had been written yet (the first was due at step "
+                f"{self.args.checkpoint_every}); lower the learning rates and start again"
+            )
+        self._close(self._summary(step, {}, "diverged"))
+        raise TrainingDiverged(f"a loss became NaN/Inf before step {step}; {kept}")
+
+    # --- the end --------------------------------------------------------------------------
+
+    def finish(
+        self, step: int, nonfinite: torch.Tensor, handles: dict[str, MethodHandle], **extra
+    ) -> dict:
+        """Final checkpoint and evaluation, ``summary.json``; returns the summary.
+
+        A stopped run (Ctrl-C, SIGTERM) is checkpointed and summarized as ``interrupted``,
+        without the final evaluation. ``handles`` maps network names to method handles (the
+        summary counts their interventions); ``extra`` adds agent fields.
+        """
+        end_time = time.perf_counter()
+        self.console.close()
+        self.raise_if_diverged(step, nonfinite)
+        self.checkpoint(step)
+        status = "finished" if self.stop.requested is None else "interrupted"
+        if status == "finished" and self.args.eval_episodes:
+            self.evaluate(step, "final")
+        sps = (step - self.start_step) / max(end_time - self.start_time, 1e-9)
+        if self.train_clock is not None:
+            clock_step, clock_time = self.train_clock
+            train_sps = (step - clock_step) / max(end_time - clock_time, 1e-9)
+        else:
+            train_sps = 0.0
+        summary = self._summary(step, handles, status)
+        summary.update(sps=sps, train_sps=train_sps, **extra)
+        self._close(summary)
+        return summary
+
+    def _summary(self, step: int, handles: dict[str, MethodHandle], status: str) -> dict:
+        args = self.args
+        return {
+            "agent": self.run.agent,
+            "env": args.env,
+            "method": args.method,
+            **{f"{name}_method": handle.method.name for name, handle in handles.items()},
+            "seed": args.seed,
+            "env_ids": self.run.config["resolved"].get("env_ids"),
+            "status": status,
+            "total_timesteps": step,
+            "final_eval_return": mean_or_nan(self.eval_returns),
+            "final_eval_returns": self.eval_returns,
+            "wall_time_s": time.perf_counter() - self.start_time,
+            "interventions": {name: handle.interventions for name, handle in handles.items()},
+            "interventions_by_method": {
+                name: dict(counts) for name, counts in self.run.interventions.items()
+            },
+            "run_dir": str(self.run.dir),
+        }
+
+    def _close(self, summary: dict) -> None:
+        self.run.write_summary(summary)
+        self.run.close()
+        self.stop.restore()
+
+
+def start_line(args: CommonArgs, run: Run, start_step: int) -> str:
+    """What runs where: agent, env, method, device and threads, run folder; a resumed run's
+    step and the settings given anew."""
+    resolved = run.config["resolved"]
+    line = (
+        f"{run.agent} on {args.env}, method {args.method}, {args.total_timesteps:,} steps | "
+        f"device {resolved['device']}, {args.threads} thread{'s' if args.threads > 1 else ''} | "
+        f"run folder {run.dir}"
+    )
+    if run.resumed_from is None:
+        return line
+    changed = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in run.changed.items())
+    return f"{line}\nresumed at step {start_step:,}" + (f"; changed: {changed}" if changed else "")
