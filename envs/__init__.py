@@ -11,6 +11,7 @@ preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_c
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
 
 from envs.atari import ATARI_57, ATARI_PREFIX
 from envs.deps import PIP_DMC, PIP_HUMANOID, require
@@ -20,6 +21,7 @@ from envs.wrappers import ActionRepeat
 
 use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
 
+CYCLE_SPEC_ID = "envs/cycle-v0"  # env.spec.id of every task cycle make_env returns
 HUMANOID_PREFIX = "humanoid_"
 HUMANOID_TASKS = ("walk", "stand", "run")  # = envs.humanoid.TASKS, which imports mujoco
 DMC_PREFIX = "dmc_humanoid_"
@@ -118,6 +120,23 @@ def make_env(
             lambda task: make_task(task, render_mode, action_repeat, len(task_names) > 1, **kwargs),
             switch_every,
             **cycle_options,
+        )
+        # gymnasium rebuilds an env from its spec (gym.make(env.spec), as its env checker and
+        # tools that copy envs do); a cycle is not made by gym.make, so it gets one that calls
+        # make_env again with the same arguments (the seed aside, as gym.make's envs)
+        env.spec = EnvSpec(
+            CYCLE_SPEC_ID,
+            entry_point="envs:make_env",
+            kwargs={
+                "name": name,
+                "render_mode": render_mode,
+                "action_repeat": action_repeat,
+                "switch_every": switch_every,
+                **cycle_options,
+                **kwargs,
+            },
+            order_enforce=False,
+            disable_env_checker=True,
         )
     elif switch_every is not None or cycle_options:
         raise ValueError(
