@@ -4,7 +4,8 @@ Names (``ENV_NAMES``): ``humanoid_{walk,stand,run}`` (HumanoidBench H1, or its b
 reimplementation, see ``envs/humanoid.py``), ``dmc_humanoid_{stand,walk,run}`` (dm_control suite
 via shimmy, observations flattened to 67 floats), ``atari_<game>`` (ALE v5 with DQN
 preprocessing, ``envs/atari.py``), the task cycles ``atari_cycle``, ``humanoid_cycle`` and
-``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), and any registered gymnasium id
+``cycle:<name>,<name>,...`` (``envs/nonstationary.py``), ``minatar_<game>`` (MinAtar's five
+games, ``envs/minatar.py``) with their cycle ``minatar_cycle``, and any registered gymnasium id
 (``Pendulum-v1``, ``CartPole-v1``, ``Humanoid-v5``, ...).
 """
 
@@ -15,7 +16,14 @@ from gymnasium.envs.registration import EnvSpec
 
 from envs.atari import ATARI_57, ATARI_PREFIX
 from envs.deps import PIP_DMC, PIP_HUMANOID, require
-from envs.nonstationary import CYCLE_PREFIX, PRESETS, cycle_task_names, make_cycle
+from envs.minatar import MINATAR_GAMES, MINATAR_PREFIX, make_minatar
+from envs.nonstationary import (
+    CYCLE_PREFIX,
+    PRESET_OPTIONS,
+    PRESETS,
+    cycle_task_names,
+    make_cycle,
+)
 from envs.video import use_offscreen_gl
 from envs.wrappers import ActionRepeat
 
@@ -38,6 +46,7 @@ PERTURBATIONS = ("permute_observations", "permute_actions", "redraw_friction")
 BASE_NAMES = (
     *(HUMANOID_PREFIX + task for task in HUMANOID_TASKS),
     *(DMC_PREFIX + task for task in DMC_TASKS),
+    *(MINATAR_PREFIX + game for game in MINATAR_GAMES),
     *PRESETS,
 )
 ENV_NAMES = (*BASE_NAMES, *(ATARI_PREFIX + game for game in ATARI_57))
@@ -80,6 +89,8 @@ def make_single_env(name: str, render_mode: str | None = None, **kwargs) -> gym.
         from envs.atari import make_atari
 
         return make_atari(name.removeprefix(ATARI_PREFIX), render_mode, **kwargs)
+    if name.startswith(MINATAR_PREFIX):
+        return make_minatar(name.removeprefix(MINATAR_PREFIX), render_mode, **kwargs)
     if name in gym.registry:
         return gym.make(name, render_mode=render_mode, **kwargs)
     raise unknown_env_error(name)
@@ -110,6 +121,7 @@ def make_env(
     (e.g. ``full_action_space``, ``training``, ``sticky_actions`` for Atari).
     """
     cycle_options = {key: kwargs.pop(key) for key in CYCLE_OPTIONS if key in kwargs}
+    cycle_options = {**PRESET_OPTIONS.get(name, {}), **cycle_options}
     task_names = cycle_task_names(name)
     perturbed = any(cycle_options.get(option) for option in PERTURBATIONS)
     if task_names is None and perturbed:

@@ -16,6 +16,7 @@ NEVER = 10**9  # a switch_every no check reaches: gymnasium's seeded-reset check
 MUJOCO = ("mujoco",)
 DMC = ("mujoco", "dm_control", "shimmy")
 ATARI = ("ale_py", "cv2")
+MINATAR = ("minatar",)
 
 # (name, make_env keywords, packages it needs, how its rendering is checked):
 #   "checker"   gymnasium's checker renders every declared render mode itself;
@@ -37,6 +38,14 @@ CASES = [
         {"switch_every": NEVER, "permute_observations": True, "permute_actions": True},
         (),
         None,
+    ),
+    ("minatar_space_invaders", {}, MINATAR, "checker"),
+    ("minatar_cycle", {"switch_every": NEVER}, MINATAR, "checker"),
+    (
+        "minatar_seaquest",
+        {"switch_every": NEVER, "permute_observations": True, "permute_actions": True},
+        MINATAR,
+        "checker",
     ),
 ]
 
