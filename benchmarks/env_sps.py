@@ -7,7 +7,8 @@ so it never switches), with and without permuted observations. Timings are media
 ``--repeats`` runs, bare and wrapped interleaved so that machine noise hits both alike.
 
 Run: ``python benchmarks/env_sps.py`` (``--quick`` for a short run). Writes
-``benchmarks/results/env_sps.md`` and prints the same table.
+``benchmarks/results/env_sps.md`` and prints the same table; ``--only minatar_breakout`` times
+that family alone and only prints its rows.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FAMILIES = [
     ("dm_control humanoid (shimmy)", "dmc_humanoid_walk", {}),
     ("gymnasium Humanoid-v5", "Humanoid-v5", {}),
     ("Atari Pong, DQN preprocessing", "atari_pong", {"full_action_space": True}),
+    ("MinAtar Breakout", "minatar_breakout", {}),
     ("CartPole-v1 (worst case for overhead)", "CartPole-v1", {}),
 ]
 VARIANTS = [
@@ -97,10 +99,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="env steps per timed run")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per variant")
     parser.add_argument("--quick", action="store_true", help="300 steps x 3 repeats")
+    parser.add_argument(
+        "--only", nargs="+", metavar="ENV", help="time these env names only; writes no file"
+    )
     args = parser.parse_args()
     steps, repeats = (300, 3) if args.quick else (args.steps, args.repeats)
+    families = [f for f in FAMILIES if args.only is None or f[1] in args.only]
+    if not families:
+        parser.error(f"--only matches none of {', '.join(f[1] for f in FAMILIES)}")
     results = {}
-    for label, name, kwargs in FAMILIES:
+    for label, name, kwargs in families:
         results[label] = bench_family(name, kwargs, steps, repeats)
         print(f"{label}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results[label].items()))
     header = [
@@ -117,6 +125,8 @@ def main() -> None:
     ]
     text = "\n".join(header + table(results)) + "\n"
     print(text)
+    if args.only is not None:  # a partial table would replace the full one
+        return
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "env_sps.md").write_text(text)
 

@@ -3,8 +3,9 @@
 Names (``ENV_NAMES``): ``humanoid_{walk,stand,run,balance_simple}`` (HumanoidBench H1, or its
 built-in reimplementation, see ``envs/humanoid.py``; 51 observations, 64 for balance_simple),
 ``dmc_humanoid_{stand,walk,run}`` (dm_control suite via shimmy, observations flattened to 67
-floats), ``atari_<game>`` (ALE v5 with DQN preprocessing, ``envs/atari.py``), the task cycles
-``atari_cycle``, ``humanoid_cycle``, ``humanoid_fire_cycle`` and ``cycle:<name>,<name>,...``
+floats), ``atari_<game>`` (ALE v5 with DQN preprocessing, ``envs/atari.py``), ``minatar_<game>``
+(MinAtar's five games, ``envs/minatar.py``), the task cycles ``atari_cycle``,
+``humanoid_cycle``, ``humanoid_fire_cycle``, ``minatar_cycle`` and ``cycle:<name>,<name>,...``
 (``envs/nonstationary.py``), and any registered gymnasium id (``Pendulum-v1``, ``CartPole-v1``,
 ``Humanoid-v5``, ...).
 
@@ -16,9 +17,11 @@ protocol training loops read, and re-exported here).
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
 
 from envs.atari import ATARI_57, ATARI_PREFIX
 from envs.deps import PIP_DMC, PIP_HUMANOID, require
+from envs.minatar import MINATAR_GAMES, MINATAR_PREFIX, make_minatar
 from envs.nonstationary import (
     CYCLE_PREFIX,
     PRESET_OPTIONS,
@@ -32,6 +35,7 @@ from plasticity.tasks import TASK_ID, TASK_NAME, TASK_PERIOD, TASK_RETURN, TASK_
 
 use_offscreen_gl()  # none of the imports above loads mujoco or dm_control; they come later
 
+CYCLE_SPEC_ID = "envs/cycle-v0"  # env.spec.id of every task cycle make_env returns
 HUMANOID_PREFIX = "humanoid_"
 # = envs.humanoid.TASKS, which imports mujoco
 HUMANOID_TASKS = ("walk", "stand", "run", "balance_simple")
@@ -49,6 +53,7 @@ PERTURBATIONS = ("permute_observations", "permute_actions", "redraw_friction")
 BASE_NAMES = (
     *(HUMANOID_PREFIX + task for task in HUMANOID_TASKS),
     *(DMC_PREFIX + task for task in DMC_TASKS),
+    *(MINATAR_PREFIX + game for game in MINATAR_GAMES),
     *PRESETS,
 )
 ENV_NAMES = (*BASE_NAMES, *(ATARI_PREFIX + game for game in ATARI_57))
@@ -99,6 +104,8 @@ def make_single_env(name: str, render_mode: str | None = None, **kwargs) -> gym.
         from envs.atari import make_atari
 
         return make_atari(name.removeprefix(ATARI_PREFIX), render_mode, **kwargs)
+    if name.startswith(MINATAR_PREFIX):
+        return make_minatar(name.removeprefix(MINATAR_PREFIX), render_mode, **kwargs)
     if name in gym.registry:
         return gym.make(name, render_mode=render_mode, **kwargs)
     raise unknown_env_error(name)
@@ -141,6 +148,23 @@ def make_env(
             lambda task: make_task(task, render_mode, action_repeat, len(task_names) > 1, **kwargs),
             switch_every,
             **cycle_options,
+        )
+        # gymnasium rebuilds an env from its spec (gym.make(env.spec), as its env checker and
+        # tools that copy envs do); a cycle is not made by gym.make, so it gets one that calls
+        # make_env again with the same arguments (the seed aside, as gym.make's envs)
+        env.spec = EnvSpec(
+            CYCLE_SPEC_ID,
+            entry_point="envs:make_env",
+            kwargs={
+                "name": name,
+                "render_mode": render_mode,
+                "action_repeat": action_repeat,
+                "switch_every": switch_every,
+                **cycle_options,
+                **kwargs,
+            },
+            order_enforce=False,
+            disable_env_checker=True,
         )
     elif switch_every is not None or cycle_options:
         raise ValueError(

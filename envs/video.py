@@ -2,13 +2,18 @@
 
 Uses gymnasium's ``RecordVideo`` (which writes MP4 through moviepy). MuJoCo renders off-screen
 through EGL (Mesa works without a GPU or a display), so on Linux ``MUJOCO_GL`` is set to ``egl``
-when it is unset; that only takes effect before ``mujoco`` or ``dm_control`` is imported, which is
-why importing ``envs`` calls :func:`use_offscreen_gl` (and loads neither). When no frame can be
+when it is unset and an EGL library loads; that only takes effect before ``mujoco`` or
+``dm_control`` is imported, which is why importing ``envs`` calls :func:`use_offscreen_gl` (and
+loads neither). Without an EGL library ``MUJOCO_GL`` stays unset: with ``egl`` selected,
+``import mujoco`` itself would fail, and training must never depend on GL. Only a requested
+video then finds out, with one warning, that MuJoCo cannot render. When no frame can be
 rendered (no GL library, no moviepy) the helpers warn and go on without video.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import warnings
@@ -17,14 +22,58 @@ from pathlib import Path
 
 import gymnasium as gym
 
+from envs.nonstationary import TaskCycle
+
 VIDEO_ROOT = "videos"
 
 
+# Why MUJOCO_GL was left unset on this Linux machine (no EGL library), or None; said once, in
+# the warning of the first video that cannot be rendered.
+EGL_MISSING: str | None = None
+_egl_warning_given = False
+# Env classes whose rendering failed in this process, with the reason: never tried again, since
+# MuJoCo's GLFW back end aborts the whole process on a second attempt without a display.
+_render_failures: dict[type, str] = {}
+
+
+def egl_library() -> str | None:
+    """The EGL library this process can load, or None.
+
+    MuJoCo's EGL back end loads it through PyOpenGL, which tries ``libEGL.so`` and versioned
+    names; the usual ``libEGL.so.1`` (glvnd, Mesa, NVIDIA) comes first, ``find_library``
+    (slower: it runs ``ldconfig``) last.
+    """
+    for name in ("libEGL.so.1", "libEGL.so", ctypes.util.find_library("EGL")):
+        if name is None:
+            continue
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return name
+    return None
+
+
 def use_offscreen_gl() -> None:
-    """Select MuJoCo's EGL back end on Linux unless the user chose one (``MUJOCO_GL``); other
-    systems keep MuJoCo's default, since they reject ``egl``."""
-    if platform.system() == "Linux":
-        os.environ.setdefault("MUJOCO_GL", "egl")
+    """Select MuJoCo's EGL back end on Linux when an EGL library loads, unless the user chose
+    a back end (``MUJOCO_GL``); other systems keep MuJoCo's default, since they reject ``egl``.
+
+    Without EGL nothing is printed here (training never renders): :data:`EGL_MISSING` keeps
+    the reason for the warning of the first video that cannot be rendered.
+    """
+    global EGL_MISSING
+    if platform.system() != "Linux" or "MUJOCO_GL" in os.environ:
+        return
+    if egl_library() is None:
+        EGL_MISSING = "no EGL library (libEGL.so.1) could be loaded, so MUJOCO_GL was left unset"
+    else:
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+def rendering_class(env: gym.Env) -> type:
+    """The class whose ``render`` draws ``env``'s frames: a task cycle's current task's."""
+    base = env.unwrapped
+    return type(base.task_env.unwrapped if isinstance(base, TaskCycle) else base)
 
 
 def video_unavailable_reason(env: gym.Env) -> str | None:
@@ -35,11 +84,19 @@ def video_unavailable_reason(env: gym.Env) -> str | None:
         import moviepy  # noqa: F401  (RecordVideo encodes with it)
     except ModuleNotFoundError:
         return "moviepy is not installed (pip install moviepy)"
+    renderer = rendering_class(env)
+    if renderer in _render_failures:
+        return _render_failures[renderer]
     try:
-        env.reset()
-        env.render()
+        with warnings.catch_warnings():
+            # GLFW (MuJoCo's default without EGL) warns on its way to failing without a
+            # display; the failure itself is the reason returned
+            warnings.simplefilter("ignore")
+            env.reset()
+            env.render()
     except Exception as error:  # noqa: BLE001  (any GL failure just means: no video)
-        return f"rendering failed ({type(error).__name__}: {error})"
+        _render_failures[renderer] = f"rendering failed ({type(error).__name__}: {error})"
+        return _render_failures[renderer]
     return None
 
 
@@ -53,7 +110,19 @@ def with_video(
     """``env`` (made with ``render_mode="rgb_array"``) recording its first ``recorded``
     episodes (None: every one) to ``<root>/<run_name>/``; the unchanged ``env`` plus a warning
     when video cannot work. Episodes not recorded are not rendered."""
+    global _egl_warning_given
     reason = video_unavailable_reason(env)
+    if reason is not None and EGL_MISSING is not None and reason.startswith("rendering failed"):
+        # the same cause for every MuJoCo video of the process: said once
+        if not _egl_warning_given:
+            _egl_warning_given = True
+            warnings.warn(
+                f"videos are off: {EGL_MISSING}, and MuJoCo cannot render without it "
+                f"({reason}); "
+                "install EGL (libegl1 libgl1-mesa-dri) or set MUJOCO_GL=osmesa",
+                stacklevel=2,
+            )
+        return env
     if reason is not None:
         warnings.warn(
             f"no video for {run_name}: {reason}; for MuJoCo install EGL/Mesa "

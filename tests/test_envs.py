@@ -288,7 +288,12 @@ def test_atari_57_names_exist(ale):
 
 @pytest.mark.parametrize(
     ("name", "module"),
-    [("atari_pong", "ale_py"), ("humanoid_walk", "mujoco"), ("dmc_humanoid_walk", "shimmy")],
+    [
+        ("atari_pong", "ale_py"),
+        ("humanoid_walk", "mujoco"),
+        ("dmc_humanoid_walk", "shimmy"),
+        ("minatar_breakout", "minatar"),
+    ],
 )
 def test_missing_optional_dependency_says_what_to_install(monkeypatch, name, module):
     find_spec = importlib.util.find_spec

@@ -1,5 +1,10 @@
 """Video recording of evaluation episodes, and the warning when nothing can be rendered."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -61,3 +66,70 @@ def test_atari_episode_recorded(tmp_path):
     pytest.importorskip("cv2")
     videos = record_or_skip("atari_pong", tmp_path, steps=20, training=False)
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+
+
+# --- a machine without an EGL library ---------------------------------------------------------
+
+# Makes every EGL library unloadable for the process, as on a machine without libEGL: the
+# loader probe of envs.video and PyOpenGL (which MuJoCo's EGL back end uses) both go through
+# ctypes.
+WITHOUT_EGL = """
+import ctypes, ctypes.util
+find_library = ctypes.util.find_library
+ctypes.util.find_library = lambda name: None if "EGL" in name else find_library(name)
+load = ctypes.CDLL.__init__
+def refuse_egl(self, name, *args, **kwargs):
+    if name is not None and "EGL" in str(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+    load(self, name, *args, **kwargs)
+ctypes.CDLL.__init__ = refuse_egl
+"""
+
+TRAIN_THEN_RECORD = """
+import os, warnings
+import envs
+from envs.video import with_video
+print("MUJOCO_GL", os.environ.get("MUJOCO_GL"))
+env = envs.make_env("humanoid_walk", seed=0)
+for _ in range(5):
+    env.step(env.action_space.sample())
+print("trained")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for run in ("first", "second", "third"):  # a second render attempt used to abort
+        with_video(envs.make_env("humanoid_walk", render_mode="rgb_array"), run)
+print("video warnings", len(caught), *(str(w.message)[:60] for w in caught))
+"""
+
+
+def run_without_egl(script: str, **env_vars) -> subprocess.CompletedProcess:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_EGL + script],
+        cwd=Path(__file__).parents[1],
+        env={**environment, **env_vars},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_without_egl_mujoco_trains_silently_and_videos_warn_once():
+    pytest.importorskip("mujoco")
+    result = run_without_egl(TRAIN_THEN_RECORD)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""  # nothing alarming while training, the one warning was caught
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["MUJOCO_GL None", "trained"]
+    assert lines[2].startswith("video warnings 1 videos are off: no EGL library")
+
+
+def test_without_egl_the_simulation_breaks_mujoco_egl():
+    """The check above can fail: with EGL selected anyway, importing mujoco crashes."""
+    pytest.importorskip("mujoco")
+    result = run_without_egl("import envs, mujoco", MUJOCO_GL="egl")
+    assert result.returncode != 0 and "eglQueryString" in result.stderr
