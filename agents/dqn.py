@@ -45,6 +45,7 @@ from agents.device import configure, loss_compiler
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
+from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor
@@ -122,29 +123,35 @@ IMAGE_DEFAULTS = {
 }
 
 
+# MinAtar's grids: the settings of the MinAtar paper's DQN (Young & Tian 2019, arXiv
+# 1903.03176; its examples/dqn.py) with Adam in place of centered RMSprop: batch 32, buffer
+# 100k, target copied every 1000 steps, one update per step, learning from 5000 steps, ε from
+# 1 to 0.1 (here over the first 10% of the run: 100k steps of a 1M run), Huber loss.
+MINATAR_DEFAULTS = {
+    "learning_rate": 2.5e-4,
+    "buffer_size": 100_000,
+    "target_network_frequency": 1000,
+    "batch_size": 32,
+    "end_e": 0.1,
+    "exploration_fraction": 0.1,
+    "learning_starts": 5_000,
+    "train_frequency": 1,
+    "td_loss": "huber",
+}
+
+
 class QNetwork(nn.Module):
-    """Q-values of all actions: Nature CNN for ``(C, H, W)`` frames, 120-84 MLP otherwise.
+    """Q-values of all actions: a convolutional torso for ``(C, H, W)`` frames (the Nature CNN,
+    or MinAtar's for small grids, see ``agents/networks.py``), CleanRL's 120-84 MLP otherwise.
 
     ``uint8`` inputs are scaled to [0, 1] inside, so the replay buffer can keep frames as bytes.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int):
         super().__init__()
-        if len(obs_shape) == 3:  # Mnih et al. 2015: 32-8/4, 64-4/2, 64-3/1, fc 512
-            convs = nn.Sequential(
-                nn.Conv2d(obs_shape[0], 32, 8, stride=4),
-                nn.ReLU(),
-                nn.Conv2d(32, 64, 4, stride=2),
-                nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=1),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
-            with torch.no_grad():
-                flat = convs(torch.zeros(1, *obs_shape)).shape[1]  # 3136 for 84x84
-            self.network = nn.Sequential(
-                *convs, nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, n_actions)
-            )
+        if len(obs_shape) == 3:
+            torso, features = image_torso(obs_shape)
+            self.network = nn.Sequential(*torso, nn.Linear(features, n_actions))
         else:
             self.network = nn.Sequential(
                 nn.Flatten(),
@@ -197,7 +204,11 @@ def main(args: Args) -> dict:
         raise UserError(f"DQN needs array (Box) observations, {args.env} has {obs_space}")
     image = len(obs_space.shape) == 3
     # per-kind defaults, resolved before the run folder records the config
-    defaults = IMAGE_DEFAULTS if image else VECTOR_DEFAULTS
+    if image:
+        small = min(obs_space.shape[1:]) < NATURE_MIN_SIZE
+        defaults = MINATAR_DEFAULTS if small else IMAGE_DEFAULTS
+    else:
+        defaults = VECTOR_DEFAULTS
     args = fill_unset(args, defaults)
     check(args)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss

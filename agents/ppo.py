@@ -46,6 +46,7 @@ from agents.device import configure, loss_compiler
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
+from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.run import Run
 from plasticity import PlasticityMonitor
 
@@ -110,6 +111,9 @@ DISCRETE_DEFAULTS = {
     "normalize": False,
 }
 ATARI_DEFAULTS = {**DISCRETE_DEFAULTS, "num_envs": 8, "clip_coef": 0.1}
+# MinAtar: ppo.py's discrete settings with 8 envs (MinAtar has no reference PPO; its own
+# actor-critic uses the same torso)
+MINATAR_DEFAULTS = {**DISCRETE_DEFAULTS, "num_envs": 8}
 CONTINUOUS_DEFAULTS = {
     "learning_rate": 3e-4,
     "num_envs": 1,
@@ -134,20 +138,10 @@ def is_image(space: gym.Space) -> bool:
 
 
 def make_trunk(obs_space: gym.Space, hidden: int) -> tuple[nn.Sequential, int]:
-    """Nature CNN (ReLU) for uint8 images (C, H, W), else a two-layer tanh MLP."""
+    """A convolutional torso (ReLU; Nature CNN, or MinAtar's for small grids) for uint8
+    images (C, H, W), else a two-layer tanh MLP."""
     if is_image(obs_space):
-        conv = nn.Sequential(
-            layer_init(nn.Conv2d(obs_space.shape[0], 32, 8, stride=4)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            flat = conv(torch.zeros(1, *obs_space.shape)).shape[1]
-        return nn.Sequential(*conv, layer_init(nn.Linear(flat, 512)), nn.ReLU()), 512
+        return image_torso(obs_space.shape, layer_init)
     obs_dim = int(np.prod(obs_space.shape))
     trunk = nn.Sequential(
         layer_init(nn.Linear(obs_dim, hidden)),
@@ -270,7 +264,10 @@ def main(args: Args) -> dict:
     if isinstance(action_space, gym.spaces.Box):
         defaults = CONTINUOUS_DEFAULTS
     else:
-        defaults = ATARI_DEFAULTS if is_image(obs_space) else DISCRETE_DEFAULTS
+        defaults = DISCRETE_DEFAULTS
+        if is_image(obs_space):
+            small = min(obs_space.shape[1:]) < NATURE_MIN_SIZE
+            defaults = MINATAR_DEFAULTS if small else ATARI_DEFAULTS
     args = fill_unset(args, defaults)
     check(args)
     batch_size = args.num_envs * args.num_steps
