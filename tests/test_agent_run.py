@@ -1,0 +1,377 @@
+"""The run around every agent: resume, checkpoints, logs, console, stopping, metadata, errors
+(agents/run.py, lifecycle.py, console.py, cli.py)."""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents import dqn, ppo, sac
+from agents.cli import UserError, parse_args
+from agents.console import Console, scalar_table
+from agents.run import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dqn_args(tmp_path, **overrides) -> dqn.Args:
+    settings = {
+        "env": "CartPole-v1",
+        "total_timesteps": 300,
+        "learning_starts": 100,
+        "buffer_size": 1_000,
+        "batch_size": 32,
+        "train_frequency": 2,
+        "eval_every": 0,
+        "eval_episodes": 0,
+        "metrics_every": 100,
+        "checkpoint_every": 100,
+        "runs_dir": str(tmp_path),
+        "device": "cpu",
+    }
+    settings.update(overrides)
+    return dqn.Args(**settings)
+
+
+def rows(run_dir) -> list[dict]:
+    text = (Path(run_dir) / "scalars.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def resume(agent, run_dir, *flags):
+    return agent.main(
+        parse_args(agent.Args, agent.__name__.split(".")[-1], ["--resume", str(run_dir), *flags])
+    )
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def test_flags_given_again_override_the_checkpoints_optimizer_settings(tmp_path, capsys):
+    first = dqn.main(dqn_args(tmp_path, learning_rate=1e-3, adam_eps=1e-8))
+    run_dir = Path(first["run_dir"])
+    resume(dqn, run_dir, "--total-timesteps", "400", "--learning-rate", "5e-4")
+    state = torch.load(run_dir / "checkpoints" / "step_400.pt", weights_only=False)
+    (group,) = state["plasticity"]["q"]["optimizer"]["param_groups"]
+    assert group["lr"] == 5e-4 and group["eps"] == 1e-8  # the flag won; the rest kept
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["learning_rate"] == 5e-4
+    assert config["resumes"][-1]["changed"]["learning_rate"] == [1e-3, 5e-4]
+    out = capsys.readouterr().out
+    assert (
+        "resumed at step 300; changed: total_timesteps 300 -> 400, learning_rate 0.001 -> "
+        "0.0005" in out
+    )
+
+
+def test_a_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = dqn.main(dqn_args(tmp_path, total_timesteps=400, keep_checkpoints=0))
+    run_dir = Path(first["run_dir"])
+    # as if killed after logging up to 400 but before the checkpoint at 400 was written
+    (run_dir / "checkpoints" / "step_400.pt").unlink()
+    assert max(row["step"] for row in rows(run_dir)) == 400
+    resume(dqn, run_dir, "--total-timesteps", "500")
+    steps = [row["step"] for row in rows(run_dir)]
+    assert steps == sorted(steps) and steps[-1] == 500  # never backwards
+    # metrics at the first update after each crossing: 101 (learning starts at 100), 200,
+    # 300; the first process's 400 is gone, the second's first update comes at 401 (refill)
+    sps = [row["step"] for row in rows(run_dir) if "charts/SPS" in row]
+    assert sps == [101, 200, 300, 401, 500]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tb_steps = [event.step for event in events.Scalars("charts/SPS")]
+    assert tb_steps == [101, 200, 300, 401, 500]  # TensorBoard purged the orphaned 400
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
+    first = dqn.main(dqn_args(tmp_path, method="fire"))
+    run_dir = Path(first["run_dir"])
+    before = {path.name: path.stat().st_size for path in run_dir.iterdir()}
+    with pytest.raises(UserError, match="same --method"):
+        resume(dqn, run_dir, "--total-timesteps", "400", "--method", "reset")
+    assert {path.name: path.stat().st_size for path in run_dir.iterdir()} == before
+
+
+def test_save_buffer_writes_only_the_filled_transitions(tmp_path):
+    args = dqn_args(tmp_path, buffer_size=1_000_000, save_buffer=True)
+    run_dir = Path(dqn.main(args)["run_dir"])
+    checkpoint = run_dir / "checkpoints" / "step_300.pt"
+    # 300 CartPole transitions are ~15 KB; the allocated buffer would be ~44 MB
+    assert checkpoint.stat().st_size < 1_000_000
+    buffer = torch.load(checkpoint, weights_only=False)["buffer"]
+    assert buffer["size"] == buffer["obs"].shape[0] < 300
+
+
+def test_keep_checkpoints(tmp_path):
+    every = Path(dqn.main(dqn_args(tmp_path, keep_checkpoints=0))["run_dir"])
+    assert sorted(p.name for p in (every / "checkpoints").iterdir()) == [
+        "step_100.pt",
+        "step_200.pt",
+        "step_300.pt",
+    ]
+    newest = Path(dqn.main(dqn_args(tmp_path, keep_checkpoints=1))["run_dir"])
+    assert [p.name for p in (newest / "checkpoints").iterdir()] == ["step_300.pt"]
+
+
+def test_a_resume_without_the_buffer_refills_with_the_current_policy(tmp_path, monkeypatch):
+    args = sac.Args(
+        env="Pendulum-v1",
+        total_timesteps=300,
+        learning_starts=100,
+        batch_size=32,
+        hidden_size=32,
+        buffer_size=1000,
+        eval_episodes=0,
+        metrics_every=10,
+        checkpoint_every=0,
+        runs_dir=str(tmp_path),
+        device="cpu",
+    )
+    run_dir = Path(sac.main(args)["run_dir"])
+    random_actions = []
+    sample = gym.spaces.Box.sample
+    monkeypatch.setattr(
+        gym.spaces.Box, "sample", lambda self, *a, **k: random_actions.append(1) or sample(self)
+    )
+    resume(sac, run_dir, "--total-timesteps", "500", "--refill-steps", "50")
+    assert random_actions == []  # the refill acted with the policy, not uniformly at random
+    trained = [row["step"] for row in rows(run_dir) if "losses/qf_loss" in row]
+    assert min(step for step in trained if step > 300) == 351  # updates again after 350
+
+
+# --- errors and messages -------------------------------------------------------------------
+
+
+def one_line_error(*argv, cwd) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_bad_run_folders_are_one_line_errors(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    message = one_line_error("--agent", "dqn", "--runs-dir", "a_file", cwd=tmp_path)
+    assert "--runs-dir a_file: cannot create a run folder there" in message
+    message = one_line_error("--agent", "dqn", "--exp-name", "a/b", cwd=tmp_path)
+    assert "--exp-name 'a/b' contains '/'" in message
+
+
+@pytest.mark.parametrize(
+    "agent, setting, value, message",
+    [
+        (sac, "learning_starts", -10, "--learning-starts must be 0 (off) or a positive integer"),
+        (sac, "gamma", 1.5, "--gamma must be in [0, 1], got 1.5"),
+        (sac, "q_lr", math.nan, "--q-lr must be a finite number above 0, got nan"),
+        (dqn, "end_e", -0.1, "--end-e must be in [0, 1]"),
+        (ppo, "ent_coef", -0.01, "--ent-coef must be a finite number of at least 0"),
+        (ppo, "threads", 0, "--threads must be a positive integer, got 0"),
+        (dqn, "keep_checkpoints", -1, "--keep-checkpoints must be 0 (off) or a positive"),
+        (dqn, "verbose", 3, "--verbose must be 0 or 1, got 3"),
+    ],
+)
+def test_settings_out_of_range_are_refused_up_front(tmp_path, agent, setting, value, message):
+    env = "Pendulum-v1" if agent is sac else "CartPole-v1"
+    with pytest.raises(UserError, match=re.escape(message)):
+        agent.main(agent.Args(env=env, runs_dir=str(tmp_path), **{setting: value}))
+    assert not list(tmp_path.iterdir())
+
+
+def test_env_hints_name_flags_not_python_arguments(tmp_path):
+    with pytest.raises(UserError, match="pass --pad-spaces"):
+        sac.main(
+            sac.Args(
+                env="cycle:Pendulum-v1,MountainCarContinuous-v0",
+                switch_every=100,
+                runs_dir=str(tmp_path),
+            )
+        )
+
+
+def test_divergence_before_any_checkpoint_says_there_is_none(tmp_path, capsys):
+    from agents.cli import run_cli
+
+    class NanReward(gym.Wrapper):
+        def step(self, action):
+            obs, _, terminated, truncated, info = self.env.step(action)
+            return obs, math.nan, terminated, truncated, info
+
+    if "NanCartPole-v0" not in gym.registry:
+        gym.register("NanCartPole-v0", lambda **kw: NanReward(gym.make("CartPole-v1", **kw)))
+    with pytest.raises(SystemExit):
+        run_cli(lambda: dqn.main(dqn_args(tmp_path, env="NanCartPole-v0", checkpoint_every=0)))
+    error = capsys.readouterr().err
+    assert "NaN/Inf" in error and "no checkpoint had been written yet" in error
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_corrupt_only_checkpoint_does_not_point_to_a_previous_one(tmp_path):
+    run_dir = Path(dqn.main(dqn_args(tmp_path, keep_checkpoints=1))["run_dir"])
+    (run_dir / "checkpoints" / "step_300.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="it is the run's only checkpoint: start the run afresh"):
+        resume(dqn, run_dir, "--total-timesteps", "400")
+
+
+def test_scalars_are_strict_json(tmp_path):
+    run = Run("dqn", dqn_args(tmp_path))
+    run.log(5, {"x": math.nan, "y": math.inf, "z": 1.5})
+    run.close()
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    (line,) = (run.dir / "scalars.jsonl").read_text().splitlines()
+    assert json.loads(line, parse_constant=refuse) == {"step": 5, "x": None, "y": None, "z": 1.5}
+
+
+# --- console, metadata, help ----------------------------------------------------------------
+
+
+def test_without_a_terminal_progress_comes_as_plain_lines(capsys, monkeypatch):
+    console = Console(verbose=1, total=1000, initial=0, progress_every=0.0)
+    assert console.bar is None  # pytest captures stderr: not a terminal
+    console.progress(250, mean_return=12.5)
+    line = capsys.readouterr().out
+    assert line.startswith("step 250/1,000 (25%) |") and "return 12.5" in line and "ETA" in line
+
+
+def test_metric_tables_group_network_level_scalars():
+    table = scalar_table(300, {"losses/td_loss": 0.25, "q/dormant_ratio": 0.5, "q/0/dfi": 3.0})
+    assert "| losses/" in table and "td_loss" in table and "dormant_ratio" in table
+    assert "dfi" not in table  # per-layer metrics stay in the logs
+
+
+def test_config_and_summary_say_what_ran(tmp_path, capsys):
+    summary = dqn.main(dqn_args(tmp_path, eval_episodes=1, device="auto"))
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["device"] == "auto" and config["resolved"]["device"] == "cpu"
+    assert config["resolved"]["threads"] == 1 and torch.get_num_threads() == 1
+    assert config["resolved"]["torch"] == torch.__version__
+    assert config["resolved"]["env_ids"] == ["CartPole-v1"]
+    for key in ("wall_time_s", "train_sps", "seed", "env_ids"):
+        assert key in summary
+    assert summary["status"] == "finished" and summary["train_sps"] > 0
+    out = capsys.readouterr().out
+    assert f"device cpu, 1 thread | run folder {summary['run_dir']}" in out
+    assert "eval at step 300: return" in out
+
+
+def test_top_level_help_lists_agents_methods_and_envs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for expected in (
+        "agents:",
+        "sac",
+        "python train.py --agent AGENT --help",
+        "fire+adamo",
+        "humanoid_walk",
+        "minatar_<game>",
+    ):
+        assert expected in result.stdout
+
+
+def test_track_mirrors_the_run_to_weights_and_biases(tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls.append(("init", kwargs))
+    fake.finish = lambda: calls.append(("finish", {}))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    summary = dqn.main(dqn_args(tmp_path, track=True, wandb_entity="lab"))
+    (init, kwargs), (finish, _) = calls
+    assert init == "init" and finish == "finish"
+    assert kwargs["sync_tensorboard"] and kwargs["entity"] == "lab"
+    assert kwargs["project"] == "plasticity-rl" and kwargs["name"] == Path(summary["run_dir"]).name
+
+
+def test_track_without_wandb_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(UserError, match="--track needs Weights & Biases: pip install wandb"):
+        dqn.main(dqn_args(tmp_path, track=True))
+    assert not list(tmp_path.iterdir())
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_checkpoints_summarizes_and_says_how_to_resume(tmp_path, sig):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--agent",
+            "dqn",
+            "--env",
+            "CartPole-v1",
+            "--total-timesteps",
+            "1000000",
+            "--learning-starts",
+            "100",
+            "--eval-episodes",
+            "0",
+            "--run-name",
+            "stopped",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    run_dir = tmp_path / "stopped"
+    deadline = time.time() + 60
+    while not (run_dir / "scalars.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some training steps
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("stopped at step ") and f"--resume {run_dir}" in line
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["total_timesteps"] > 0
+    assert (run_dir / "checkpoints" / f"step_{summary['total_timesteps']}.pt").is_file()
+    step = summary["total_timesteps"]
+    finished = resume(dqn, run_dir, "--total-timesteps", str(step + 100), "--eval-episodes", "0")
+    assert finished["status"] == "finished" and finished["total_timesteps"] == step + 100
+
+
+def test_the_evaluation_records_only_video_episodes(tmp_path):
+    from envs.video import record_episodes  # (importing envs selects MuJoCo's EGL renderer)
+
+    env = gym.make("InvertedPendulum-v5", render_mode="rgb_array")
+    returns = record_episodes(
+        env, lambda obs: np.zeros(1), "clip", episodes=3, root=tmp_path, seed=0, recorded=1
+    )
+    assert len(returns) == 3 and np.all(np.array(returns) > 0)
+    assert len(list((tmp_path / "clip").glob("*.mp4"))) == 1
