@@ -133,3 +133,38 @@ def test_without_egl_the_simulation_breaks_mujoco_egl():
     pytest.importorskip("mujoco")
     result = run_without_egl("import envs, mujoco", MUJOCO_GL="egl")
     assert result.returncode != 0 and "eglQueryString" in result.stderr
+
+
+class Clock(gym.Env):
+    """Ten steps a second of 50, each rendered as a frame of its own colour."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    observation_space = gym.spaces.Box(0, 1, (1,))
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, render_mode="rgb_array"):
+        self.render_mode, self.t = render_mode, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 1.0, self.t >= 10, False, {}
+
+    def render(self):
+        return np.full((16, 16, 3), 20 * self.t, np.uint8)
+
+
+def test_videos_render_every_other_frame_of_a_50_hz_env_at_25_fps(tmp_path):
+    from moviepy import VideoFileClip
+
+    record_episodes(Clock(), lambda obs: 0, "clock", root=tmp_path)
+    (video,) = (tmp_path / "clock").glob("*.mp4")
+    clip = VideoFileClip(str(video))
+    # 11 frames (reset + 10 steps), every 2nd kept: 6 frames at 25 fps, as long as the episode
+    assert clip.fps == 25 and clip.n_frames == 6
+    assert abs(clip.duration - 6 / 25) < 1e-6
+    clip.close()
