@@ -2,6 +2,11 @@
 barriers equal a plain loop over α; agents.probes: RL losses and the command on tiny runs."""
 
 import copy
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -37,6 +42,7 @@ def cnn() -> nn.Sequential:
     )
 
 
+ROOT = Path(__file__).resolve().parents[1]
 BOX = gym.spaces.Box(-2.0, 2.0, (2,))
 
 # name -> (network factory, probe factory); each probe is a tuple of the network's arguments
@@ -289,7 +295,7 @@ def test_barrier_of_a_cnn_with_an_alpha_list():
     barrier = interpolation_barrier(net_a, net_b, loss_fn, alphas=[0.0, 0.3, 1.0], chunk_size=2)
     assert barrier.losses.shape == (3,)
     half = merge(net_a, net_b, alpha=0.5)  # the midpoint is evaluated even off the grid
-    expected = float(loss_fn(half)) - (barrier.loss_a + barrier.loss_b) / 2
+    expected = float(loss_fn(half).detach()) - (barrier.loss_a + barrier.loss_b) / 2
     assert barrier.midpoint == pytest.approx(expected, rel=1e-4)
 
 
@@ -325,3 +331,156 @@ def test_repair_restores_the_interpolated_unit_statistics(two_trained):
         torch.testing.assert_close(z_m.std(0, correction=0), goal_std, rtol=1e-4, atol=1e-4)
     plain = merge(net_a, net_b, perms, alpha=0.25)
     assert plain[0].weight.std() != merged[0].weight.std()
+
+
+# --- agents.probes and the command ----------------------------------------------------------
+
+
+def tiny_run(agent: str, root, name: str, **overrides) -> None:
+    common = dict(
+        eval_every=0,
+        eval_episodes=0,
+        metrics_every=0,
+        runs_dir=str(root),
+        run_name=name,
+        device="cpu",
+    )
+    if agent == "dqn":
+        settings = dict(
+            env="CartPole-v1",
+            total_timesteps=300,
+            learning_starts=100,
+            buffer_size=1000,
+            batch_size=32,
+            train_frequency=2,
+            target_network_frequency=50,
+            checkpoint_every=150,
+        )
+        dqn.main(dqn.Args(**{**common, **settings, **overrides}))
+    elif agent == "sac":
+        settings = dict(
+            env="Pendulum-v1",
+            total_timesteps=200,
+            learning_starts=100,
+            batch_size=32,
+            hidden_size=32,
+            buffer_size=1000,
+        )
+        sac.main(sac.Args(**{**common, **settings, **overrides}))
+    else:
+        settings = dict(env="CartPole-v1", total_timesteps=128, num_envs=2, num_steps=64)
+        ppo.main(ppo.Args(**{**common, **settings, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    tiny_run("dqn", root, "dqn1", seed=1)
+    tiny_run("dqn", root, "dqn2", seed=2)
+    tiny_run("sac", root, "sac1", seed=1, save_buffer=True)
+    tiny_run("sac", root, "sac_wide", seed=2, hidden_size=48)
+    tiny_run("ppo", root, "ppo1", seed=1)
+    return root
+
+
+@pytest.mark.parametrize(
+    "run_name, network",
+    [("dqn1", "q"), ("sac1", "critic"), ("sac1", "actor"), ("ppo1", "critic"), ("ppo1", "actor")],
+)
+def test_probe_losses_are_pure_functions_of_the_parameters(runs, run_name, network):
+    from agents.probes import collect_transitions, load_run, probe_loss
+
+    run = load_run(runs / run_name)
+    batch = collect_transitions(run, 32, seed=3)
+    loss = probe_loss(run, network, batch, seed=3)
+    net = run.networks[network]
+    direct = float(loss.fn(net))
+    assert math.isfinite(direct) and float(loss.fn(net)) == direct  # frozen: no fresh draws
+    # the same loss batched over a path (vmap): flat between a network and itself
+    flat = interpolation_barrier(net, net, loss.fn, alphas=3)
+    torch.testing.assert_close(flat.losses, torch.full((3,), direct, dtype=torch.float64))
+    again = collect_transitions(run, 32, seed=3)
+    assert torch.equal(again.obs, batch.obs) and torch.equal(again.actions, batch.actions)
+
+
+def test_probe_batch_comes_from_a_saved_buffer(runs):
+    from agents.probes import collect_transitions, load_run
+
+    run = load_run(runs / "sac1")
+    buffer = run.state["buffer"]
+    batch = collect_transitions(run, 16)
+    rows = (batch.obs[:, None, :] == buffer["obs"][None, :, :]).all(-1).any(-1)
+    assert rows.all() and len(batch) == 16
+
+
+def test_loader_reads_either_spelling_of_dqn_keys(runs, tmp_path):
+    import shutil
+
+    from agents.probes import load_run
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(runs / "dqn1", renamed)
+    file = renamed / "checkpoints" / "step_300.pt"
+    state = torch.load(file, weights_only=False)
+    state["q"], state["q_target"] = state.pop("q_network"), state.pop("target_network")
+    torch.save(state, file)
+    new, old = load_run(renamed), load_run(runs / "dqn1")
+    assert new.step == old.step == 300
+    assert_same_state(new.networks["q"].state_dict(), old.networks["q"].state_dict())
+    assert_same_state(new.networks["q_target"].state_dict(), old.networks["q_target"].state_dict())
+
+
+def test_interpolated_returns_of_a_run_with_itself(runs):
+    from agents.probes import interpolated_returns, load_run
+
+    run = load_run(runs / "dqn1")
+    returns = interpolated_returns(run, run, alphas=(0.0, 1.0), episodes=1)
+    assert len(returns) == 2 and returns[0] == returns[1] > 0
+
+
+def test_command_compares_two_tiny_runs(runs, tmp_path):
+    plot = tmp_path / "plot.png"
+    before_after = str(runs / "dqn1" / "checkpoints" / "step_150.pt")
+    result = subprocess.run(
+        [sys.executable, "-m", "plasticity.symmetry", before_after, str(runs / "dqn2")]
+        + ["--probe", "64", "--plot", str(plot)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "(dqn, step 150)" in out and "(dqn, step 300)" in out
+    gap = re.search(r"^all\s+204\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+    assert gap, out
+    optimal, identity, _random, difference = map(float, gap.groups())
+    assert difference == pytest.approx(optimal - identity, abs=2e-3)
+    for label in ("unaligned", "activation-aligned", "weight-aligned"):
+        numbers = re.search(rf"^{label}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+        assert numbers, label
+        assert all(math.isfinite(float(x)) for x in numbers.groups())
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nowhere", "dqn2"], "no such run folder"),
+        (["dqn1", "dqn2", "--network", "actor"], "--network actor: a dqn run has q"),
+        (["sac1", "dqn2"], "compare one agent"),
+        (["sac1", "sac_wide"], "differ in shape"),
+        (["dqn1", "dqn2", "--probe", "zero"], "invalid int value"),
+    ],
+)
+def test_command_errors_are_one_line(runs, capsys, argv, message):
+    from agents.probes import main
+
+    paths = [
+        str(runs / arg) if not arg.startswith("-") and i < 2 else arg for i, arg in enumerate(argv)
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(paths)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
