@@ -60,7 +60,9 @@ __all__ = [
     "infer_wiring",
     "interpolation_barrier",
     "merge",
+    "pearson",
     "permute_",
+    "unit_activations",
     "weight_matching",
 ]
 
@@ -390,7 +392,8 @@ def activation_matching(
 
     For each permutable layer, independently: Pearson correlations ``C[i, j]`` between A's unit
     ``i`` and B's unit ``j`` over the probe samples (conv positions included), then the
-    assignment maximizing ``Σ_i C[i, p[i]]`` (``scipy.optimize.linear_sum_assignment``). Layers
+    assignment maximizing ``Σ_i C[i, p[i]]`` (``scipy.optimize.linear_sum_assignment``); ties,
+    such as units dead on the probe in both networks, keep their index. Layers
     can be matched independently because permuting one layer does not change the activations
     of the others, only their order (Li et al. 2015, arXiv 1511.07543; Git Re-Basin,
     arXiv 2209.04836).
@@ -408,7 +411,9 @@ def activation_matching(
     perms, layers = {}, {}
     for name in wiring.readers:
         corr = pearson(acts_a[name], acts_b[name])
-        perm = _assignment(corr)
+        # Ties go to the identity: a unit dead on the probe correlates 0 with every unit, so
+        # nothing says where it belongs, and moving it would pair weights of unrelated units.
+        perm = _assignment(corr + 1e-9 * torch.eye(len(corr), dtype=corr.dtype))
         units = torch.arange(len(perm))
         draws = torch.stack(
             [torch.randperm(len(perm), generator=generator) for _ in range(n_random)]
@@ -588,9 +593,7 @@ class _LossOf(nn.Module):
         return loss
 
 
-def _alignment(align, net_a, net_b, probe, wiring) -> dict[str, torch.Tensor] | None:
-    if align is None or align is False:
-        return None
+def _alignment(align, net_a, net_b, probe, wiring) -> dict[str, torch.Tensor]:
     if align == "weight":
         return weight_matching(net_a, net_b, wiring).perms
     if align == "activation":
@@ -644,13 +647,15 @@ def interpolation_barrier(
 
     ``align``: ``None`` (unaligned, the default), ``"activation"`` (needs ``probe``),
     ``"weight"``, or permutations (a dict or a matcher's result) that align B onto A.
+    Unaligned, any two networks with the same parameters work (normalization layers too).
     """
     grid = _alpha_grid(alphas)
-    wiring = wiring or infer_wiring(net_a)
     _check_same_shapes(net_a, net_b)
-    perms = _alignment(align, net_a, net_b, probe, wiring)
     theta_a, theta_b = _detached(net_a), _detached(net_b)
-    if perms:
+    perms = None
+    if align is not None and align is not False:  # unaligned: any network, no wiring needed
+        wiring = wiring or infer_wiring(net_a)
+        perms = _alignment(align, net_a, net_b, probe, wiring)
         _check_perms(perms, wiring, _layers_of(net_b, wiring))
         theta_b = _permuted(theta_b, wiring, perms)
     has_half = bool((grid == 0.5).any())
@@ -741,9 +746,10 @@ def merge(
     (arXiv 2211.08403) toward the interpolated pre-activation statistics of A and π(B) on
     ``probe``, which counters the variance collapse of averaged units; heads are left as merged.
     """
-    wiring = wiring or infer_wiring(net_a)
     _check_same_shapes(net_a, net_b)
     aligned_b = net_b
+    if perms is not None or repair:
+        wiring = wiring or infer_wiring(net_a)
     if perms is not None:
         aligned_b = permute_(copy.deepcopy(net_b), perms, wiring)
     merged = copy.deepcopy(net_a)

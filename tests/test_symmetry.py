@@ -299,6 +299,21 @@ def test_barrier_of_a_cnn_with_an_alpha_list():
     assert barrier.midpoint == pytest.approx(expected, rel=1e-4)
 
 
+def test_unaligned_barrier_needs_no_permutable_wiring():
+    def normed():
+        return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2))
+
+    net_a, net_b, x = normed(), normed(), torch.randn(32, 4)
+
+    def loss_fn(net):
+        return net(x).square().mean()
+
+    barrier = interpolation_barrier(net_a, net_b, loss_fn, alphas=5)
+    assert barrier.perms is None and barrier.losses.shape == (5,)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        interpolation_barrier(net_a, net_b, loss_fn, align="weight")
+
+
 def test_merge_interpolates_the_aligned_networks(two_trained):
     net_a, _, x, _ = two_trained
     perms = random_perms(net_a, seed=7)
