@@ -2,6 +2,7 @@
 barriers equal a plain loop over α; agents.probes: RL losses and the command on tiny runs."""
 
 import copy
+import json
 import math
 import re
 import subprocess
@@ -499,3 +500,22 @@ def test_command_errors_are_one_line(runs, capsys, argv, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.symmetry_study", "--out", str(tmp_path)]
+        + ["--steps", "300", "--intervene-at", "200", "--learning-starts", "100", "--hidden", "16"]
+        + ["--probe", "64", "--alphas", "5", "--episodes", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = json.loads((tmp_path / "symmetry_study.json").read_text())
+    assert study["runs_identical_until_the_intervention"]
+    assert len(study["rows"]) == 3 + 4 + 2
+    fire = study["rows"][0]
+    assert fire["pair"] == "before vs just after fire" and len(fire["unaligned"]["curve"]) == 5
+    assert (tmp_path / "symmetry_study.png").stat().st_size > 10_000
