@@ -126,7 +126,10 @@ def checkpoint_file(path: str | Path) -> tuple[Path, Path]:
 
 def _saved_args(run_dir: Path):
     """The agent name and its ``Args`` rebuilt from ``config.json``."""
-    config = json.loads((run_dir / "config.json").read_text())
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{run_dir}/config.json is not valid JSON ({err})") from None
     agent = config.get("agent")
     if agent not in NETWORKS:
         raise UserError(f"{run_dir}/config.json: agent {agent!r} is not one of {list(NETWORKS)}")
@@ -175,7 +178,7 @@ def load_run(path: str | Path) -> RunCheckpoint:
         state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: say which and stop
         raise UserError(f"checkpoint {file} cannot be read ({err})") from None
-    if state.get("agent") != agent:
+    if not isinstance(state, dict) or state.get("agent") != agent or "step" not in state:
         raise UserError(f"checkpoint {file} is not a {agent} checkpoint, unlike its run's config")
     networks = _build_networks(agent, module, args)
     for name, network in networks.items():
@@ -190,9 +193,7 @@ def load_run(path: str | Path) -> RunCheckpoint:
                 f"checkpoint {file}: {name} does not fit the network of its config ({first})"
             ) from None
         network.eval().requires_grad_(False)
-    return RunCheckpoint(
-        file, run_dir, agent, args, int(state.get("step", _step_of(file))), state, networks
-    )
+    return RunCheckpoint(file, run_dir, agent, args, int(state["step"]), state, networks)
 
 
 # --- probe batches --------------------------------------------------------------------------
@@ -372,8 +373,11 @@ def probe_loss(
     - PPO ``critic``: ``½ MSE`` against the TD(0) target ``r + γ(1 − d) V_ref(s')`` (PPO trains
       on GAE returns of whole rollouts; a probe batch has no rollouts).
     - PPO ``actor``: the clipped surrogate with advantages ``r + γ(1 − d)V(s') − V(s)`` of the
-      reference critic (normalized) and old log-probabilities of the reference actor.
+      reference critic (normalized with ``--norm-adv``) and old log-probabilities of the
+      reference actor.
     """
+    if network not in NETWORKS[reference.agent]:
+        raise ValueError(f"a {reference.agent} run has no {network!r} network to probe")
     nets, args, b = reference.networks, reference.args, batch
     generator = torch.Generator().manual_seed(seed)
     not_done = 1 - b.terminations
@@ -424,7 +428,8 @@ def probe_loss(
 
         return ProbeLoss(value_loss, "value loss ½MSE against TD(0) targets fixed by A's critic")
     advantages = target - nets["critic"](b.obs)
-    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     old_log_prob = _ppo_log_prob(nets["actor"], b.obs, b.actions)
     clip = args.clip_coef
 

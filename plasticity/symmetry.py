@@ -240,7 +240,7 @@ def _check_same_shapes(net_a: nn.Module, net_b: nn.Module) -> None:
             k for k in shapes_a.keys() | shapes_b.keys() if shapes_a.get(k) != shapes_b.get(k)
         )
         raise ValueError(
-            f"the two networks differ in {diff[:3]}: matching needs the same architecture"
+            f"the two networks differ in {diff[:3]}: both must have the same architecture"
         )
 
 
@@ -393,9 +393,9 @@ def activation_matching(
     For each permutable layer, independently: Pearson correlations ``C[i, j]`` between A's unit
     ``i`` and B's unit ``j`` over the probe samples (conv positions included), then the
     assignment maximizing ``Σ_i C[i, p[i]]`` (``scipy.optimize.linear_sum_assignment``); ties,
-    such as units dead on the probe in both networks, keep their index. Layers
-    can be matched independently because permuting one layer does not change the activations
-    of the others, only their order (Li et al. 2015, arXiv 1511.07543; Git Re-Basin,
+    such as units dead on the probe in both networks, keep their index. Layers can be matched
+    independently because permuting one layer does not change the activations of the others,
+    only their order (Li et al. 2015, arXiv 1511.07543; Git Re-Basin,
     arXiv 2209.04836).
 
     The report (:class:`ActivationMatching`) gives, per layer and for the whole network, the
@@ -415,10 +415,10 @@ def activation_matching(
         # nothing says where it belongs, and moving it would pair weights of unrelated units.
         perm = _assignment(corr + 1e-9 * torch.eye(len(corr), dtype=corr.dtype))
         units = torch.arange(len(perm))
-        draws = torch.stack(
-            [torch.randperm(len(perm), generator=generator) for _ in range(n_random)]
-        )
-        random = float(corr[units, draws].mean()) if n_random else math.nan
+        random = math.nan  # no draws asked for
+        if n_random > 0:
+            draws = [torch.randperm(len(perm), generator=generator) for _ in range(n_random)]
+            random = float(corr[units, torch.stack(draws)].mean())
         perms[name] = perm
         layers[name] = UnitCorrelations(
             perm=perm, matched=corr[units, perm], identity=corr.diagonal().clone(), random=random
@@ -497,9 +497,10 @@ def weight_matching(
 
     The first restart starts from one pass through the layers in order, matching each layer's
     incoming weights and bias given the permutation already chosen for its inputs; the others
-    start from random permutations; the best objective wins. (Started from the identity, the
-    descent can lock a wide layer into a wrong permutation before its inputs are matched and
-    stay there, even when B is an exact permutation of A.) Computed in float64 on the CPU.
+    start from random permutations; the best objective wins, the identity included. (Started
+    from the identity, the descent can lock a wide layer into a wrong permutation before its
+    inputs are matched and stay there, even when B is an exact permutation of A.) Computed in
+    float64 on the CPU.
     """
     wiring = wiring or infer_wiring(net_a)
     _check_same_shapes(net_a, net_b)
@@ -508,10 +509,11 @@ def weight_matching(
     b = {k: v.to("cpu", torch.float64) for k, v in _detached(net_b).items()}
     generator = torch.Generator().manual_seed(seed)
     names = list(wiring.readers)
-    best: tuple[float, dict] | None = None
+    identity = {n: torch.arange(layers[n].weight.shape[0]) for n in names}
+    best = (_inner(a, b), identity)  # never return worse than leaving B as it is
     for restart in range(max(restarts, 1)):
         if restart == 0:
-            perms = {n: torch.arange(layers[n].weight.shape[0]) for n in names}
+            perms = dict(identity)
             for name in names:  # in registration order: inputs before the layers reading them
                 perms[name] = _assignment(_similarity(name, a, b, perms, wiring, outgoing=False))
         else:
@@ -532,17 +534,16 @@ def weight_matching(
             if not improved:
                 break
         objective = _inner(a, _permuted(b, wiring, perms))
-        if best is None or objective > best[0]:
+        if objective > best[0]:
             best = (objective, perms)
     objective, perms = best
-    norms = _inner(a, a) + _inner(b, b)
-    identity = _inner(a, b)
+    norms, unmoved = _inner(a, a) + _inner(b, b), _inner(a, b)
     return WeightMatching(
         perms=perms,
         objective=objective,
-        identity_objective=identity,
+        identity_objective=unmoved,
         distance=math.sqrt(max(norms - 2 * objective, 0.0)),
-        identity_distance=math.sqrt(max(norms - 2 * identity, 0.0)),
+        identity_distance=math.sqrt(max(norms - 2 * unmoved, 0.0)),
     )
 
 

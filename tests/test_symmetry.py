@@ -270,6 +270,12 @@ def test_two_seeds_have_a_barrier_that_alignment_lowers(two_trained):
     aligned = interpolation_barrier(net_a, net_b, loss_fn, align="activation", probe=x)
     assert unaligned.peak > 0.05
     assert aligned.peak < unaligned.peak
+    weights = weight_matching(net_a, net_b)
+    assert weights.distance < weights.identity_distance
+    theta_a = torch.cat([p.detach().flatten() for p in net_a.parameters()])
+    aligned_b = permute_(copy.deepcopy(net_b), weights.perms)
+    theta_b = torch.cat([p.detach().flatten() for p in aligned_b.parameters()])
+    assert weights.distance == pytest.approx(float((theta_a - theta_b).norm()), rel=1e-5)
 
 
 @pytest.mark.parametrize("align", ["activation", "weight"])
