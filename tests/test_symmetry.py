@@ -525,3 +525,13 @@ def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
     fire = study["rows"][0]
     assert fire["pair"] == "before vs just after fire" and len(fire["unaligned"]["curve"]) == 5
     assert (tmp_path / "symmetry_study.png").stat().st_size > 10_000
+
+
+def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, capsys, monkeypatch):
+    from agents.probes import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    plot = tmp_path / "plot.png"
+    main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert "weight-aligned" in out and "no plot" in err and not plot.exists()
