@@ -1,0 +1,537 @@
+"""plasticity.symmetry: permutations keep the function, matchers recover known permutations,
+barriers equal a plain loop over α; agents.probes: RL losses and the command on tiny runs."""
+
+import copy
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import mlp
+from torch import nn
+
+from agents import dqn, ppo, sac
+from plasticity.symmetry import (
+    activation_matching,
+    infer_wiring,
+    interpolation_barrier,
+    merge,
+    pearson,
+    permute_,
+    unit_activations,
+    weight_matching,
+)
+
+
+def cnn() -> nn.Sequential:
+    """Two convs flattened into a Linear (16 channels × 3 × 3 positions), then a head."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 3 * 3, 32),
+        nn.ReLU(),
+        nn.Linear(32, 5),
+    )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BOX = gym.spaces.Box(-2.0, 2.0, (2,))
+
+# name -> (network factory, probe factory); each probe is a tuple of the network's arguments
+NETWORKS = {
+    "mlp": (mlp, lambda: (torch.randn(256, 8),)),
+    "cnn": (cnn, lambda: (torch.randn(64, 3, 9, 9),)),
+    "twin_critic": (
+        lambda: sac.TwinQ(5, 2, 32),
+        lambda: (torch.randn(256, 5), torch.randn(256, 2)),
+    ),
+    "sac_actor": (lambda: sac.Actor(5, BOX, 32), lambda: (torch.randn(256, 5),)),
+    "ppo_critic": (
+        lambda: ppo.Critic(gym.spaces.Box(-1, 1, (6,)), 16),
+        lambda: (torch.randn(256, 6),),
+    ),
+    "dqn_mlp": (lambda: dqn.QNetwork((4,), 2), lambda: (torch.randn(256, 4),)),
+}
+
+
+def outputs(net, probe) -> torch.Tensor:
+    out = net(*probe)
+    return torch.cat(out, -1) if isinstance(out, tuple) else out
+
+
+def random_perms(net, seed=1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    layers = dict(net.named_modules())
+    return {
+        name: torch.randperm(layers[name].weight.shape[0], generator=generator)
+        for name in infer_wiring(net).readers
+    }
+
+
+def state(net) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+# --- wiring and permute_ --------------------------------------------------------------------
+
+
+def test_wiring_of_the_agents_networks():
+    assert infer_wiring(sac.TwinQ(5, 2, 8)).readers == {
+        "qf1.0": ("qf1.2",),
+        "qf1.2": ("qf1.4",),
+        "qf2.0": ("qf2.2",),
+        "qf2.2": ("qf2.4",),
+    }  # two members, matched separately; the heads are never permuted
+    assert infer_wiring(sac.Actor(5, BOX, 8)).readers == {
+        "fc1": ("fc2",),
+        "fc2": ("fc_mean", "fc_logstd"),
+    }
+    image = gym.spaces.Box(0, 255, (4, 84, 84), dtype="uint8")
+    assert infer_wiring(ppo.Actor(image, gym.spaces.Discrete(3))).readers == {
+        "trunk.0": ("trunk.2",),
+        "trunk.2": ("trunk.4",),
+        "trunk.4": ("trunk.7",),  # the flatten into the first Linear
+        "trunk.7": ("head",),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+def test_permuting_hidden_units_keeps_the_function(kind):
+    make, make_probe = NETWORKS[kind]
+    net, probe = make(), make_probe()
+    before = state(net)
+    expected = outputs(net, probe)
+    permute_(net, random_perms(net))
+    changed = [k for k in before if not torch.equal(before[k], net.state_dict()[k])]
+    assert changed  # the weights did move
+    torch.testing.assert_close(outputs(net, probe), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_permuting_a_conv_moves_its_block_of_flattened_inputs():
+    net = cnn()
+    perm = torch.tensor([1, 0, *range(2, 16)])  # swap channels 0 and 1 of the second conv
+    reader_before = net[5].weight.detach().clone()
+    permute_(net, {"2": perm})
+    # each channel owns 3 × 3 = 9 consecutive inputs of the Linear
+    torch.testing.assert_close(net[5].weight[:, :9], reader_before[:, 9:18])
+    torch.testing.assert_close(net[5].weight[:, 9:18], reader_before[:, :9])
+    torch.testing.assert_close(net[5].weight[:, 18:], reader_before[:, 18:])
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="LayerNorm"):
+        infer_wiring(nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2)))
+    with pytest.raises(ValueError, match="not a permutation"):
+        permute_(mlp(), {"0": torch.zeros(32, dtype=torch.long)})
+    with pytest.raises(ValueError, match="not a permutable layer"):
+        permute_(mlp(), {"4": torch.arange(4)})
+    with pytest.raises(ValueError, match="same architecture"):
+        weight_matching(mlp(), mlp((8, 16, 32, 4)))
+    with pytest.raises(ValueError, match="rise from 0 to 1"):
+        interpolation_barrier(mlp(), mlp(), lambda n: n(torch.randn(4, 8)).sum(), alphas=[0.2, 1])
+
+
+# --- matching -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+@pytest.mark.parametrize("matcher", ["activation", "weight"])
+def test_matchers_recover_a_known_permutation(kind, matcher):
+    make, make_probe = NETWORKS[kind]
+    net_a, probe = make(), make_probe()
+    perms = random_perms(net_a)
+    net_b = permute_(copy.deepcopy(net_a), perms)
+    before_a, before_b = state(net_a), state(net_b)
+    if matcher == "activation":
+        result = activation_matching(net_a, net_b, probe)
+    else:
+        result = weight_matching(net_a, net_b)
+    assert_same_state(state(net_a), before_a)  # the matchers never modify their inputs
+    assert_same_state(state(net_b), before_b)
+    # B's unit i is A's unit perm[i], so B aligns by the inverse. Units that are dead on the
+    # probe (ReLU at init) carry no activation to match by: only weights tell them apart.
+    activations = unit_activations(net_a, probe)
+    for name, perm in perms.items():
+        live = activations[name].std(0) > 0 if matcher == "activation" else slice(None)
+        assert torch.equal(result.perms[name][live], torch.argsort(perm)[live]), name
+    permute_(net_b, result.perms)
+    if matcher == "weight":
+        assert_same_state(state(net_b), before_a)
+    torch.testing.assert_close(outputs(net_b, probe), outputs(net_a, probe))
+
+
+def test_identifiability_report_holds_correlations():
+    net_a = nn.Sequential(
+        nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4)
+    )
+    probe = torch.randn(512, 8)
+    net_b = permute_(copy.deepcopy(net_a), random_perms(net_a))
+    report = activation_matching(net_a, net_b, probe, n_random=50)
+    assert report.optimal_mean == pytest.approx(1.0, abs=1e-9)  # each unit finds its copy
+    assert report.identity_mean < 0.5 and report.gap > 0.5  # the identity does not
+    assert abs(report.random_mean) < 0.3
+    for layer in report.layers.values():
+        torch.testing.assert_close(layer.matched, torch.ones_like(layer.matched))
+    same = activation_matching(net_a, copy.deepcopy(net_a), probe)
+    assert same.identity_mean == pytest.approx(1.0) and same.gap == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dead_and_constant_units_correlate_zero():
+    z = torch.randn(100, 3)
+    z[:, 1] = 0.0  # a dead ReLU
+    z[:, 2] = 0.7  # a constant unit
+    corr = pearson(z, z)
+    assert torch.isfinite(corr).all()
+    assert corr[0, 0] == pytest.approx(1.0)
+    assert (corr[1:, :] == 0).all() and (corr[:, 1:] == 0).all()
+
+
+# --- barriers and merging -------------------------------------------------------------------
+
+
+def regression_data():
+    x = torch.randn(256, 8)
+    y = torch.sin(x @ torch.randn(8, 4))
+    return x, y
+
+
+def trained_mlp(seed: int, x, y, steps: int = 300) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = F.mse_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net
+
+
+@pytest.fixture(scope="module")
+def two_trained():
+    torch.manual_seed(0)
+    x, y = regression_data()
+    return trained_mlp(1, x, y), trained_mlp(2, x, y), x, y
+
+
+@pytest.mark.parametrize("align", [None, "activation", "weight"])
+def test_barrier_equals_a_plain_loop_over_alpha(two_trained, align):
+    net_a, net_b, x, y = two_trained
+    before_a, before_b = state(net_a), state(net_b)
+
+    def loss_fn(net):
+        return F.mse_loss(net(x), y)
+
+    barrier = interpolation_barrier(net_a, net_b, loss_fn, alphas=11, align=align, probe=x)
+    assert_same_state(state(net_a), before_a)
+    assert_same_state(state(net_b), before_b)
+    assert (barrier.perms is None) == (align is None)
+    aligned_b = permute_(copy.deepcopy(net_b), barrier.perms) if barrier.perms else net_b
+    loop = []
+    for alpha in torch.linspace(0, 1, 11).tolist():
+        net = copy.deepcopy(net_a)
+        with torch.no_grad():
+            for p, pa, pb in zip(
+                net.parameters(), net_a.parameters(), aligned_b.parameters(), strict=True
+            ):
+                p.copy_((1 - alpha) * pa + alpha * pb)
+        loop.append(float(loss_fn(net).detach()))
+    loop = torch.tensor(loop, dtype=torch.float64)
+    torch.testing.assert_close(barrier.losses, loop, rtol=1e-5, atol=1e-6)
+    alphas = torch.linspace(0, 1, 11, dtype=torch.float64)
+    linear = (1 - alphas) * loop[0] + alphas * loop[-1]
+    assert barrier.peak == pytest.approx(float((loop - linear).max()), rel=1e-4)
+    assert barrier.midpoint == pytest.approx(float(loop[5] - (loop[0] + loop[-1]) / 2), rel=1e-4)
+    assert barrier.loss_a == pytest.approx(float(loss_fn(net_a).detach()), rel=1e-5)
+
+
+def test_two_seeds_have_a_barrier_that_alignment_lowers(two_trained):
+    net_a, net_b, x, y = two_trained
+
+    def loss_fn(net):
+        return F.mse_loss(net(x), y)
+
+    unaligned = interpolation_barrier(net_a, net_b, loss_fn)
+    aligned = interpolation_barrier(net_a, net_b, loss_fn, align="activation", probe=x)
+    assert unaligned.peak > 0.05
+    assert aligned.peak < unaligned.peak
+    weights = weight_matching(net_a, net_b)
+    assert weights.distance < weights.identity_distance
+    theta_a = torch.cat([p.detach().flatten() for p in net_a.parameters()])
+    aligned_b = permute_(copy.deepcopy(net_b), weights.perms)
+    theta_b = torch.cat([p.detach().flatten() for p in aligned_b.parameters()])
+    assert weights.distance == pytest.approx(float((theta_a - theta_b).norm()), rel=1e-5)
+
+
+@pytest.mark.parametrize("align", ["activation", "weight"])
+def test_aligned_barrier_to_a_permuted_copy_vanishes(two_trained, align):
+    net_a, _, x, y = two_trained
+    net_b = permute_(copy.deepcopy(net_a), random_perms(net_a, seed=5))
+
+    def loss_fn(net):
+        return F.mse_loss(net(x), y)
+
+    unaligned = interpolation_barrier(net_a, net_b, loss_fn)
+    aligned = interpolation_barrier(net_a, net_b, loss_fn, align=align, probe=x)
+    assert unaligned.peak > 0.05 and unaligned.midpoint > 0.05
+    assert abs(aligned.peak) < 1e-5 and abs(aligned.midpoint) < 1e-5
+
+
+def test_barrier_of_a_cnn_with_an_alpha_list():
+    net_a, net_b = cnn(), cnn()
+    x = torch.randn(16, 3, 9, 9)
+
+    def loss_fn(net):
+        return net(x).square().mean()
+
+    barrier = interpolation_barrier(net_a, net_b, loss_fn, alphas=[0.0, 0.3, 1.0], chunk_size=2)
+    assert barrier.losses.shape == (3,)
+    half = merge(net_a, net_b, alpha=0.5)  # the midpoint is evaluated even off the grid
+    expected = float(loss_fn(half).detach()) - (barrier.loss_a + barrier.loss_b) / 2
+    assert barrier.midpoint == pytest.approx(expected, rel=1e-4)
+
+
+def test_unaligned_barrier_needs_no_permutable_wiring():
+    def normed():
+        return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2))
+
+    net_a, net_b, x = normed(), normed(), torch.randn(32, 4)
+
+    def loss_fn(net):
+        return net(x).square().mean()
+
+    barrier = interpolation_barrier(net_a, net_b, loss_fn, alphas=5)
+    assert barrier.perms is None and barrier.losses.shape == (5,)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        interpolation_barrier(net_a, net_b, loss_fn, align="weight")
+
+
+def test_merge_interpolates_the_aligned_networks(two_trained):
+    net_a, _, x, _ = two_trained
+    perms = random_perms(net_a, seed=7)
+    net_b = permute_(copy.deepcopy(net_a), perms)
+    before_b = state(net_b)
+    inverse = {name: torch.argsort(p) for name, p in perms.items()}
+    merged = merge(net_a, net_b, inverse, alpha=0.3)
+    assert_same_state(state(net_b), before_b)
+    assert merged is not net_a
+    torch.testing.assert_close(merged(x), net_a(x), rtol=1e-5, atol=1e-5)
+    unaligned = merge(net_a, net_b, alpha=0.5)
+    assert not torch.allclose(unaligned(x), net_a(x), atol=1e-2)
+
+
+def test_repair_restores_the_interpolated_unit_statistics(two_trained):
+    net_a, net_b, x, _ = two_trained
+    perms = activation_matching(net_a, net_b, x).perms
+    aligned_b = permute_(copy.deepcopy(net_b), perms)
+    merged = merge(net_a, net_b, perms, alpha=0.25, repair=True, probe=x)
+
+    def pre_activations(net):
+        return [net[0](x), net[2](F.relu(net[0](x)))]
+
+    for z_m, z_a, z_b in zip(
+        pre_activations(merged), pre_activations(net_a), pre_activations(aligned_b), strict=True
+    ):
+        goal_mean = 0.75 * z_a.mean(0) + 0.25 * z_b.mean(0)
+        goal_std = 0.75 * z_a.std(0, correction=0) + 0.25 * z_b.std(0, correction=0)
+        torch.testing.assert_close(z_m.mean(0), goal_mean, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(z_m.std(0, correction=0), goal_std, rtol=1e-4, atol=1e-4)
+    plain = merge(net_a, net_b, perms, alpha=0.25)
+    assert plain[0].weight.std() != merged[0].weight.std()
+
+
+# --- agents.probes and the command ----------------------------------------------------------
+
+
+def tiny_run(agent: str, root, name: str, **overrides) -> None:
+    common = dict(
+        eval_every=0,
+        eval_episodes=0,
+        metrics_every=0,
+        runs_dir=str(root),
+        run_name=name,
+        device="cpu",
+    )
+    if agent == "dqn":
+        settings = dict(
+            env="CartPole-v1",
+            total_timesteps=300,
+            learning_starts=100,
+            buffer_size=1000,
+            batch_size=32,
+            train_frequency=2,
+            target_network_frequency=50,
+            checkpoint_every=150,
+        )
+        dqn.main(dqn.Args(**{**common, **settings, **overrides}))
+    elif agent == "sac":
+        settings = dict(
+            env="Pendulum-v1",
+            total_timesteps=200,
+            learning_starts=100,
+            batch_size=32,
+            hidden_size=32,
+            buffer_size=1000,
+        )
+        sac.main(sac.Args(**{**common, **settings, **overrides}))
+    else:
+        settings = dict(env="CartPole-v1", total_timesteps=128, num_envs=2, num_steps=64)
+        ppo.main(ppo.Args(**{**common, **settings, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    tiny_run("dqn", root, "dqn1", seed=1)
+    tiny_run("dqn", root, "dqn2", seed=2)
+    tiny_run("sac", root, "sac1", seed=1, save_buffer=True)
+    tiny_run("sac", root, "sac_wide", seed=2, hidden_size=48)
+    tiny_run("ppo", root, "ppo1", seed=1)
+    return root
+
+
+@pytest.mark.parametrize(
+    "run_name, network",
+    [("dqn1", "q"), ("sac1", "critic"), ("sac1", "actor"), ("ppo1", "critic"), ("ppo1", "actor")],
+)
+def test_probe_losses_are_pure_functions_of_the_parameters(runs, run_name, network):
+    from agents.probes import collect_transitions, load_run, probe_loss
+
+    run = load_run(runs / run_name)
+    batch = collect_transitions(run, 32, seed=3)
+    loss = probe_loss(run, network, batch, seed=3)
+    net = run.networks[network]
+    direct = float(loss.fn(net))
+    assert math.isfinite(direct) and float(loss.fn(net)) == direct  # frozen: no fresh draws
+    # the same loss batched over a path (vmap): flat between a network and itself
+    flat = interpolation_barrier(net, net, loss.fn, alphas=3)
+    torch.testing.assert_close(flat.losses, torch.full((3,), direct, dtype=torch.float64))
+    again = collect_transitions(run, 32, seed=3)
+    assert torch.equal(again.obs, batch.obs) and torch.equal(again.actions, batch.actions)
+
+
+def test_probe_batch_comes_from_a_saved_buffer(runs):
+    from agents.probes import collect_transitions, load_run
+
+    run = load_run(runs / "sac1")
+    buffer = run.state["buffer"]
+    batch = collect_transitions(run, 16)
+    rows = (batch.obs[:, None, :] == buffer["obs"][None, :, :]).all(-1).any(-1)
+    assert rows.all() and len(batch) == 16
+
+
+def test_loader_reads_either_spelling_of_dqn_keys(runs, tmp_path):
+    import shutil
+
+    from agents.probes import load_run
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(runs / "dqn1", renamed)
+    file = renamed / "checkpoints" / "step_300.pt"
+    state = torch.load(file, weights_only=False)
+    state["q"], state["q_target"] = state.pop("q_network"), state.pop("target_network")
+    torch.save(state, file)
+    new, old = load_run(renamed), load_run(runs / "dqn1")
+    assert new.step == old.step == 300
+    assert_same_state(new.networks["q"].state_dict(), old.networks["q"].state_dict())
+    assert_same_state(new.networks["q_target"].state_dict(), old.networks["q_target"].state_dict())
+
+
+def test_interpolated_returns_of_a_run_with_itself(runs):
+    from agents.probes import interpolated_returns, load_run
+
+    run = load_run(runs / "dqn1")
+    returns = interpolated_returns(run, run, alphas=(0.0, 1.0), episodes=1)
+    assert len(returns) == 2 and returns[0] == returns[1] > 0
+
+
+def test_command_compares_two_tiny_runs(runs, tmp_path):
+    plot = tmp_path / "plot.png"
+    before_after = str(runs / "dqn1" / "checkpoints" / "step_150.pt")
+    result = subprocess.run(
+        [sys.executable, "-m", "plasticity.symmetry", before_after, str(runs / "dqn2")]
+        + ["--probe", "64", "--plot", str(plot)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "(dqn, step 150)" in out and "(dqn, step 300)" in out
+    gap = re.search(r"^all\s+204\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+    assert gap, out
+    optimal, identity, _random, difference = map(float, gap.groups())
+    assert difference == pytest.approx(optimal - identity, abs=2e-3)
+    for label in ("unaligned", "activation-aligned", "weight-aligned"):
+        numbers = re.search(rf"^{label}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+        assert numbers, label
+        assert all(math.isfinite(float(x)) for x in numbers.groups())
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nowhere", "dqn2"], "no such run folder"),
+        (["dqn1", "dqn2", "--network", "actor"], "--network actor: a dqn run has q"),
+        (["sac1", "dqn2"], "compare one agent"),
+        (["sac1", "sac_wide"], "differ in shape"),
+        (["dqn1", "dqn2", "--probe", "zero"], "invalid int value"),
+    ],
+)
+def test_command_errors_are_one_line(runs, capsys, argv, message):
+    from agents.probes import main
+
+    paths = [
+        str(runs / arg) if not arg.startswith("-") and i < 2 else arg for i, arg in enumerate(argv)
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(paths)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.symmetry_study", "--out", str(tmp_path)]
+        + ["--steps", "300", "--intervene-at", "200", "--learning-starts", "100", "--hidden", "16"]
+        + ["--probe", "64", "--alphas", "5", "--episodes", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = json.loads((tmp_path / "symmetry_study.json").read_text())
+    assert study["runs_identical_until_the_intervention"]
+    assert len(study["rows"]) == 3 + 4 + 2
+    fire = study["rows"][0]
+    assert fire["pair"] == "before vs just after fire" and len(fire["unaligned"]["curve"]) == 5
+    assert (tmp_path / "symmetry_study.png").stat().st_size > 10_000
+
+
+def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, capsys, monkeypatch):
+    from agents.probes import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    plot = tmp_path / "plot.png"
+    main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert "weight-aligned" in out and "no plot" in err and not plot.exists()
