@@ -39,14 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common import (
-    UserError,
-    env_spaces,
-    evaluate,
-    nonstationary_options,
-    run_cli,
-    user_errors,
-)
+from agents.checkpoints import upgrade
+from agents.cli import UserError, run_cli, user_errors
+from agents.environments import env_spaces, evaluate, nonstationary_options
 from plasticity import MethodConfig
 from plasticity.symmetry import (
     ActivationMatching,
@@ -64,8 +59,6 @@ NETWORKS = {"sac": ("critic", "actor"), "dqn": ("q",), "ppo": ("critic", "actor"
 NETWORK_ALIASES = {"dqn": {"critic": "q"}}
 # the network that acts, for returns along the path
 POLICY_NETWORK = {"sac": "actor", "dqn": "q", "ppo": "actor"}
-# checkpoint keys of a network, current spelling first (DQN's were q_network, target_network)
-CHECKPOINT_KEYS = {"q": ("q", "q_network"), "q_target": ("q_target", "target_network")}
 # config.json fields the networks and losses are rebuilt from
 REQUIRED_CONFIG = {
     "sac": ("env", "hidden_size", "gamma"),
@@ -181,12 +174,12 @@ def load_run(path: str | Path) -> RunCheckpoint:
     if not isinstance(state, dict) or state.get("agent") != agent or "step" not in state:
         raise UserError(f"checkpoint {file} is not a {agent} checkpoint, unlike its run's config")
     networks = _build_networks(agent, module, args)
+    state = upgrade(state, handle_names=())  # DQN's networks were q_network, target_network
     for name, network in networks.items():
-        key = next((k for k in CHECKPOINT_KEYS.get(name, (name,)) if k in state), None)
-        if key is None:
+        if name not in state:
             raise UserError(f"checkpoint {file} has no {name} network")
         try:
-            network.load_state_dict(state[key])
+            network.load_state_dict(state[name])
         except RuntimeError as err:
             first = str(err).splitlines()[0]
             raise UserError(

@@ -443,10 +443,10 @@ def test_loader_reads_either_spelling_of_dqn_keys(runs, tmp_path):
     renamed = tmp_path / "renamed"
     shutil.copytree(runs / "dqn1", renamed)
     file = renamed / "checkpoints" / "step_300.pt"
-    state = torch.load(file, weights_only=False)
-    state["q"], state["q_target"] = state.pop("q_network"), state.pop("target_network")
+    state = torch.load(file, weights_only=False)  # as written before one name per network
+    state["q_network"], state["target_network"] = state.pop("q"), state.pop("q_target")
     torch.save(state, file)
-    new, old = load_run(renamed), load_run(runs / "dqn1")
+    old, new = load_run(renamed), load_run(runs / "dqn1")
     assert new.step == old.step == 300
     assert_same_state(new.networks["q"].state_dict(), old.networks["q"].state_dict())
     assert_same_state(new.networks["q_target"].state_dict(), old.networks["q_target"].state_dict())
