@@ -521,7 +521,7 @@ def plot_final_returns(stats: dict, methods: list[str], out: Path) -> str:
     env."""
     plt = pyplot()
     palette = colors(methods)
-    fig, axes = subplots(plt, len(stats), height=0.6 + 0.45 * len(methods))
+    fig, axes = subplots(plt, len(stats), height=1.3 + 0.5 * len(methods))
     rng = np.random.default_rng(0)
     for ax, (env, per_method) in zip(axes, stats.items(), strict=True):
         for row, method in enumerate(methods):

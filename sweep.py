@@ -6,7 +6,11 @@
 
 Everything after ``--`` is given to every run. Each run is one ``train.py`` process writing
 ``<runs-dir>/<sweep name>/<env>__<agent>-<method>__<seed>/``; ``sweep.json`` beside the runs
-records the grid, the extra arguments, the commands that ran the sweep and each run's state.
+records the grid, the extra arguments, the commands that ran the sweep and each run's state:
+``pending`` (not started, or waiting to be retried), ``running`` (handed to Ray: running or
+waiting for a CPU), ``finished``, ``interrupted`` (stopped, resumable) or ``failed`` (with its
+``error``); also its ``attempts`` and ``sweep_wall_s``, the wall time of all its attempts.
+``sweep.lock`` keeps a second driver off the same sweep while one runs.
 
 **Where runs execute.** ``ray.init()`` starts a local Ray cluster on this machine (all its
 cores, or ``--num-cpus``); ``--address auto`` or ``--address host:port`` joins a running
@@ -599,7 +603,7 @@ def execute_run(request: dict) -> dict:
     Returns ``state``: ``finished``; ``interrupted`` (stopped); ``failed`` (refused by train.py,
     exit code 2: not worth retrying); ``crashed`` (any other end: worth a retry); ``pending``
     (the stop came before the start); with ``error``, ``returncode``, ``kind`` (fresh/resume),
-    ``wall_time_s`` and the summary's fields.
+    ``attempt_wall_s`` (this attempt's wall time) and the summary's fields.
     """
     spec = request["spec"]
     run_dir = Path(request["run_dir"])
@@ -951,8 +955,8 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
                 stopping = True
                 stop_file.write_text(now())
                 bar.write(
-                    f"stopping: {len(in_flight)} runs write a checkpoint and exit "
-                    "(Ctrl-C again kills them)"
+                    "stopping: running runs write a checkpoint and exit, queued ones stay "
+                    "pending (Ctrl-C again kills them)"
                 )
     finally:
         bar.close()
@@ -1001,3 +1005,6 @@ if __name__ == "__main__":
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # before the runs were followed: nothing to checkpoint yet
+        print("stopped", file=sys.stderr)
+        sys.exit(130)
