@@ -751,12 +751,12 @@ def init_ray(address: str | None, num_cpus: int | None):
     import logging
 
     if address is not None:
-        if num_cpus is not None:
-            raise SweepError("--num-cpus sizes a local cluster; a cluster at --address has its own")
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as err:
-            raise SweepError(f"--address {address}: no Ray cluster there ({err})") from None
+            raise SweepError(
+                f"--address {address}: cannot join a Ray cluster there ({err})"
+            ) from None
     else:
         ray.init(
             num_cpus=num_cpus,
@@ -985,6 +985,8 @@ def main(argv: list[str]) -> int:
 
     own, extra = split_passthrough(argv)
     args = tyro.cli(SweepArgs, args=own, prog="sweep.py", description=__doc__.split("\n\n")[0])
+    if args.address is not None and args.num_cpus is not None:
+        raise SweepError("--num-cpus sizes a local cluster; a cluster at --address has its own")
     sweep = resolve(args, extra)
     command = ["python", "sweep.py", *argv]
     return run_sweep(
