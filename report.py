@@ -663,21 +663,19 @@ def fmt_duration(seconds) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def compute_rows(runs: list[RunData], record: dict | None) -> list[dict]:
+def compute_rows(finished: list[RunData], record: dict | None) -> list[dict]:
     """Wall time and steps/s of each finished run: the summary's ``wall_time_s`` (else the
     sweep's measured time over all attempts) and ``train_sps`` (else ``sps``)."""
     entries = (record or {}).get("runs", {})
     rows = []
-    for run in runs:
-        if not run.finished:
-            continue
+    for run in finished:
         summary = run.summary
         wall = summary.get("wall_time_s", entries.get(run.name, {}).get("sweep_wall_s"))
         rows.append(
             {
                 "run": run.name,
                 "env": run.env,
-                "method": label(run, runs),
+                "method": label(run, finished),
                 "seed": run.seed,
                 "steps": summary.get("total_timesteps"),
                 "wall_time_s": wall,
@@ -754,7 +752,10 @@ def build(args: ReportArgs) -> dict:
             count = min(len(s) for s in per_run)
             switches[env] = [int(np.median([s[k] for s in per_run])) for k in range(count)]
     report["curves"] = {
-        env: {m: {"steps": c[0].tolist(), "iqm": c[1].tolist()} for m, c in per.items()}
+        env: {
+            m: {"steps": c[0].tolist(), "iqm": c[1].tolist(), "ci": [c[2].tolist(), c[3].tolist()]}
+            for m, c in per.items()
+        }
         for env, per in curves.items()
     }
     if any(c[0].size for per in curves.values() for c in per.values()):
@@ -783,7 +784,7 @@ def build(args: ReportArgs) -> dict:
                         ),
                     }
         figures[f"metrics_{net}"] = plot_metrics(net, per_env, methods, out)
-    report["compute"] = compute_rows(runs, record)
+    report["compute"] = compute_rows(finished, record)
     return report
 
 
