@@ -150,9 +150,9 @@ def restore_checkpoint(
         restore_cycles(envs, state["task_cycle"]["copies"], args.resume)
         tracker.period = state["task_cycle"]["period"]
     limit = args.total_timesteps if total_steps is None else total_steps
-    if state["step"] >= limit:
+    if state["step"] >= limit and run.finished():
         raise UserError(
             f"--resume {args.resume}: the run is already at step {state['step']}; "
             "raise --total-timesteps to continue it"
         )
-    return state
+    return state  # at the limit but unfinished (stopped in the final evaluation): it finishes

@@ -295,7 +295,8 @@ def main(args: Args) -> dict:
         obs = next_obs
         global_step += args.num_envs
 
-        if life.episodes(global_step, infos) and rb.size > 0:  # a task switch began
+        switched = life.episodes(global_step, infos)
+        if switched and rb.size > 0 and life.intervening(global_step):
             intervened(q_plasticity.on_task_switch(inputs=rb.sample(args.batch_size)[0]))
 
         # ALGO LOGIC: training (one update per train_frequency env steps, also with num_envs > 1)
@@ -314,7 +315,8 @@ def main(args: Args) -> dict:
                 loss.backward()
                 q_plasticity.optimizer.step()
                 nonfinite |= ~torch.isfinite(loss)
-                intervened(q_plasticity.after_update(global_step, inputs=data_obs))
+                if life.intervening(global_step):
+                    intervened(q_plasticity.after_update(global_step, inputs=data_obs))
 
             # update target network
             if update_target:

@@ -123,6 +123,12 @@ class Lifecycle:
         self.run.log_rows(step, rows)
         return switched
 
+    def intervening(self, step: int) -> bool:
+        """Whether interventions may run at ``step``: not at the run's last step, where no
+        update would follow them and the final evaluation would see a freshly reinitialized
+        network instead of the trained one."""
+        return step < self.total_steps
+
     def training(self, step: int) -> None:
         """The agent updated its networks at ``step`` (starts the ``train_sps`` clock)."""
         if self.first_update is None:

@@ -514,9 +514,10 @@ def main(args: Args) -> dict:
 
         # interventions between iterations: scheduled ones, then those of a task switch
         for name, handle in handles.items():
-            intervened(name, handle.after_update(global_step, inputs=mb_obs))
-            if switched:
-                intervened(name, handle.on_task_switch(inputs=mb_obs))
+            if life.intervening(global_step):
+                intervened(name, handle.after_update(global_step, inputs=mb_obs))
+                if switched:
+                    intervened(name, handle.on_task_switch(inputs=mb_obs))
 
         life.raise_if_diverged(global_step, nonfinite)
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()

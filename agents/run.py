@@ -271,6 +271,15 @@ class Run:
 
     # --- the end --------------------------------------------------------------------------
 
+    def finished(self) -> bool:
+        """Whether the run's summary says it finished (summaries from before the status field
+        were written only by finished runs)."""
+        summary = self.dir / "summary.json"
+        return summary.is_file() and json.loads(summary.read_text()).get("status") in (
+            None,
+            "finished",
+        )
+
     def write_summary(self, summary: dict) -> None:
         (self.dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
 

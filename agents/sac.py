@@ -294,7 +294,8 @@ def main(args: Args) -> dict:
         obs = next_obs
         global_step += args.num_envs
 
-        if life.episodes(global_step, infos) and rb.size > 0:  # a task switch began
+        switched = life.episodes(global_step, infos)
+        if switched and rb.size > 0 and life.intervening(global_step):
             probe = rb.sample(args.batch_size)
             intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
             intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
@@ -338,10 +339,10 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, critic_params, args.tau)
 
-            intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
-            intervened(
-                "critic", critic_plasticity.after_update(global_step, inputs=(data_obs, data_act))
-            )
+            if life.intervening(global_step):
+                intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
+                critic_inputs = (data_obs, data_act)
+                intervened("critic", critic_plasticity.after_update(global_step, critic_inputs))
 
             if life.metrics_due(global_step, nonfinite):
                 scalars = {

@@ -71,9 +71,11 @@ def final_checkpoint(summary: dict) -> dict:
 @pytest.mark.parametrize("method, synced", [("none", False), ("fire", True)])
 def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
     # with tau = 0 the target only changes when an intervention copies the critic into it
-    args = small_args(tmp_path, method=method, total_timesteps=200, tau=0.0)
-    args.plasticity.fire_every = 200  # FIRE right after the last update
-    state = final_checkpoint(sac.main(args))
+    args = small_args(tmp_path, method=method, total_timesteps=210, tau=0.0, checkpoint_every=200)
+    args.plasticity.fire_every = 200  # FIRE right after the update of step 200, checkpointed
+    sac.main(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    state = torch.load(run_dir / "checkpoints" / "step_200.pt", weights_only=False)
     same = [torch.equal(v, state["critic_target"][k]) for k, v in state["critic"].items()]
     assert all(same) == synced
 
@@ -92,12 +94,10 @@ def test_delayed_updates_count_vector_steps_with_several_envs(tmp_path):
 
 @pytest.mark.parametrize("method, reset", [("fire", True), ("reset", True), ("redo", False)])
 def test_temperature_reset_follows_whole_critic_reinitializations(tmp_path, method, reset):
-    args = small_args(
-        tmp_path, method=method, total_timesteps=200, reset_alpha_on_intervention=True
-    )
+    args = small_args(tmp_path, method=method, total_timesteps=210, checkpoint_every=200)
     args.plasticity.fire_every = args.plasticity.reset_every = args.plasticity.redo_every = 200
     args.plasticity.redo_tau = 10.0  # every unit counts as dormant: ReDo recycles them all
-    summary = sac.main(args)  # the intervention comes with the last update, at step 200
+    summary = sac.main(args)  # the intervention comes with the update of step 200
     assert summary["interventions"]["critic"] == 1
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
     at_initial_value = bool(
