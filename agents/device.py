@@ -50,14 +50,15 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
-def loss_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
-    """Apply ``--matmul-precision``; return what wraps the agent's loss functions.
+def update_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
+    """Apply ``--matmul-precision``; return what wraps the agent's update functions.
 
-    ``--compile`` gives ``torch.compile`` (default mode), ``--cudagraphs`` its
-    ``reduce-overhead`` mode, which on CUDA replays each compiled loss (forward and backward)
-    as a CUDA graph; the agent then calls :func:`torch.compiler.cudagraph_mark_step_begin`
-    once per update. Without either flag the losses run eagerly. Only pure tensor functions
-    are compiled: interventions rewrite parameters in place, so compiled code stays valid.
+    An update function is a whole gradient step: forward, loss, backward, optimizer step (as
+    LeanRL's). ``--compile`` wraps it in ``torch.compile`` (default mode); ``--cudagraphs`` in
+    its ``reduce-overhead`` mode, which on CUDA replays the compiled graphs as CUDA graphs;
+    the agent then calls :func:`torch.compiler.cudagraph_mark_step_begin` once per update.
+    Without either flag the updates run eagerly. Interventions rewrite parameters and
+    optimizer state in place, so compiled code and graphs stay valid across them.
     """
     torch.set_float32_matmul_precision(args.matmul_precision)
     compiling = args.compile or args.cudagraphs

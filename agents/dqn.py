@@ -41,7 +41,7 @@ from agents.cli import (
     refill_steps,
     run_cli,
 )
-from agents.device import configure, loss_compiler
+from agents.device import configure, update_compiler
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -90,7 +90,10 @@ class Args(CommonArgs):
     """after a --resume whose checkpoint has no replay buffer: env steps collected with the
     current ε-greedy policy before updates resume (default --learning-starts)"""
     train_frequency: int | None = None
-    """env steps between gradient updates (default 10 vectors, 4 images)"""
+    """env steps between gradient updates (default 10 vectors, 4 images, 1 MinAtar)"""
+    updates_per_step: int = 1
+    """gradient updates every train_frequency env steps: the replay ratio is
+    updates_per_step / train_frequency (SB3's gradient_steps)"""
     td_loss: Literal["huber", "mse"] | None = None
     """TD loss (default mse vectors, as dqn.py: with huber and its CartPole settings the
     Q-values diverged, benchmarks/learning_dqn.md; huber images, as Mnih et al. 2015 and the
@@ -174,7 +177,13 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return max(slope * t + start_e, end_e)
 
 
-POSITIVE_SETTINGS = ("buffer_size", "batch_size", "target_network_frequency", "train_frequency")
+POSITIVE_SETTINGS = (
+    "buffer_size",
+    "batch_size",
+    "target_network_frequency",
+    "train_frequency",
+    "updates_per_step",
+)
 
 
 def check(args: Args) -> None:
@@ -226,7 +235,7 @@ def main(args: Args) -> dict:
         eps=args.adam_eps,
     )
     q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
-    compile_loss = loss_compiler(args, device)
+    compile_update = update_compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("dqn", args, resolved_settings(args, device, envs))
 
@@ -254,15 +263,21 @@ def main(args: Args) -> dict:
     def intervened(reports) -> None:
         run.log_interventions(global_step, "q", reports, q_plasticity.interventions)
 
-    def td_loss(obs, act, rew, next_obs, term):
-        """TD loss of the taken actions against the target network's greedy value; mean Q."""
+    def update(obs, act, rew, next_obs, term):
+        """One update: the TD loss of the taken actions against the target network's greedy
+        value, plus the method's penalty. Returns the loss and the mean Q, detached."""
         with torch.no_grad():
             target_max = target_network(next_obs).max(1).values
             td_target = rew + args.gamma * target_max * (1 - term)
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
-        return loss_fn(q_taken, td_target), q_taken.detach().mean()
+        loss = loss_fn(q_taken, td_target) + q_plasticity.penalty()
+        q_plasticity.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        q_plasticity.optimizer.step()
+        nonfinite.logical_or_(~torch.isfinite(loss))
+        return loss.detach(), q_taken.detach().mean()
 
-    td_loss = compile_loss(td_loss)
+    update = compile_update(update)
 
     life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, args.total_timesteps)
     if learning_starts > args.learning_starts:
@@ -299,8 +314,9 @@ def main(args: Args) -> dict:
         if switched and rb.size > 0 and life.intervening(global_step):
             intervened(q_plasticity.on_task_switch(inputs=rb.sample(args.batch_size)[0]))
 
-        # ALGO LOGIC: training (one update per train_frequency env steps, also with num_envs > 1)
-        updates = updates_due.crossings(global_step)
+        # ALGO LOGIC: training: --updates-per-step updates every train_frequency env steps
+        # (also with num_envs > 1), a replay ratio of updates_per_step / train_frequency
+        updates = updates_due.crossings(global_step) * args.updates_per_step
         update_target = target_due.due(global_step)
         if global_step > learning_starts:
             life.training(global_step)
@@ -309,14 +325,9 @@ def main(args: Args) -> dict:
                     torch.compiler.cudagraph_mark_step_begin()
                 batch = rb.sample(args.batch_size)
                 data_obs = batch[0]
-                loss, q_mean = td_loss(*batch)
-                loss = loss + q_plasticity.penalty()
-                q_plasticity.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                q_plasticity.optimizer.step()
-                nonfinite |= ~torch.isfinite(loss)
-                if life.intervening(global_step):
-                    intervened(q_plasticity.after_update(global_step, inputs=data_obs))
+                loss, q_mean = update(*batch)
+            if updates and life.intervening(global_step):
+                intervened(q_plasticity.after_update(global_step, inputs=data_obs))
 
             # update target network
             if update_target:

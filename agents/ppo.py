@@ -42,7 +42,7 @@ from agents.cli import (
     parse_args,
     run_cli,
 )
-from agents.device import configure, loss_compiler
+from agents.device import configure, update_compiler
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -326,7 +326,7 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
-    compile_loss = loss_compiler(args, device)
+    compile_update = update_compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("ppo", args, resolved_settings(args, device, envs))
 
@@ -415,7 +415,27 @@ def main(args: Args) -> dict:
             v_loss = 0.5 * v_loss_unclipped.mean()
         return pg_loss, v_loss, entropy.mean(), old_approx_kl, approx_kl, clipfrac
 
-    ppo_losses = compile_loss(ppo_losses)
+    def update(obs, actions, old_logprobs, advantages, returns, old_values):
+        """One minibatch update of actor and critic: their losses (with the methods'
+        penalties) backpropagated once, the joint gradient norm clipped, both optimizers
+        stepped. Returns the losses and diagnostics, detached."""
+        pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
+            obs, actions, old_logprobs, advantages, returns, old_values
+        )
+        actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
+        critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
+        for handle in handles.values():
+            handle.optimizer.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
+        for handle in handles.values():
+            handle.optimizer.step()
+        nonfinite.logical_or_(~torch.isfinite(actor_loss + critic_loss))
+        return tuple(
+            x.detach() for x in (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
+        )
+
+    update = compile_update(update)
 
     # ALGO Logic: storage setup. Row t holds the observation acted on at step t; row T of
     # ``obs``/``values`` holds the observation after the rollout, for bootstrapping.
@@ -490,7 +510,7 @@ def main(args: Args) -> dict:
                 if args.cudagraphs:
                     torch.compiler.cudagraph_mark_step_begin()
                 mb_obs = b_obs[mb_inds]
-                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = update(
                     mb_obs,
                     b_actions[mb_inds],
                     b_logprobs[mb_inds],
@@ -499,15 +519,6 @@ def main(args: Args) -> dict:
                     b_values[mb_inds],
                 )
                 clipfracs.append(clipfrac.clone() if args.cudagraphs else clipfrac)
-                actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
-                critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
-                for handle in handles.values():
-                    handle.optimizer.zero_grad(set_to_none=True)
-                (actor_loss + critic_loss).backward()
-                nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
-                for handle in handles.values():
-                    handle.optimizer.step()
-                nonfinite |= ~torch.isfinite(actor_loss + critic_loss)
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break

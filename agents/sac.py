@@ -31,7 +31,7 @@ from agents.cli import (
     refill_steps,
     run_cli,
 )
-from agents.device import configure, loss_compiler
+from agents.device import configure, update_compiler
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -74,6 +74,9 @@ class Args(CommonArgs):
     """frequency of target network updates (Polyak averaging)"""
     alpha: float = 0.2
     """entropy regularization coefficient (initial value when autotuned)"""
+    updates_per_step: int = 1
+    """gradient updates per env step, i.e. the replay ratio (SB3's gradient_steps; 8 to 32 in
+    primacy-bias and ReDo studies); with --num-envs N, N times as many per vector step"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
     hidden_size: int = 256
@@ -152,6 +155,7 @@ class Actor(nn.Module):
 POSITIVE_SETTINGS = (
     "buffer_size",
     "batch_size",
+    "updates_per_step",
     "policy_frequency",
     "target_network_frequency",
     "hidden_size",
@@ -191,7 +195,7 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
     critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
-    compile_loss = loss_compiler(args, device)
+    compile_update = update_compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("sac", args, resolved_settings(args, device, envs))
 
@@ -241,23 +245,50 @@ def main(args: Args) -> dict:
                 log_alpha.fill_(float(np.log(args.alpha)))
             clear_optimizer_state_(a_optimizer, [log_alpha])
 
-    def critic_loss(obs, act, rew, next_obs, term, alpha):
-        """Both critics' TD losses (summed) against the entropy-regularized target; mean Q1."""
+    # the actor's loss reads the critic through detached views of its parameters: no weight
+    # gradients for it, and the views follow every in-place update and intervention
+    frozen_critic = {name: p.detach() for name, p in critic.named_parameters()}
+
+    def update_critic(obs, act, rew, next_obs, term):
+        """One critic update: both TD losses (summed) against the entropy-regularized target,
+        plus the method's penalty. Returns the loss and mean Q1, detached."""
+        alpha = log_alpha.detach().exp()
         with torch.no_grad():
             next_actions, next_log_pi, _ = actor.get_action(next_obs)
             min_next_q = critic_target(next_obs, next_actions).min(0).values
             next_q = rew + (1 - term) * args.gamma * (min_next_q - alpha * next_log_pi)
         qf_values = critic(obs, act)
-        loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
-        return loss, qf_values[0].detach().mean()
+        qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
+        qf_loss = qf_loss + critic_plasticity.penalty()
+        critic_plasticity.optimizer.zero_grad(set_to_none=True)
+        qf_loss.backward()
+        critic_plasticity.optimizer.step()
+        nonfinite.logical_or_(~torch.isfinite(qf_loss))
+        return qf_loss.detach(), qf_values[0].detach().mean()
 
-    def policy_loss(obs, alpha):
-        """The actor's loss E[α log π(a|s) − min Q(s, a)], a ~ π; and log π (detached)."""
+    def update_actor(obs):
+        """One actor update on E[α log π(a|s) − min Q(s, a)], a ~ π, plus the method's
+        penalty, then (autotuned) one temperature update. Returns the actor loss."""
+        alpha = log_alpha.detach().exp()
         pi, log_pi, _ = actor.get_action(obs)
-        min_q = critic(obs, pi).min(0).values
-        return (alpha * log_pi - min_q).mean(), log_pi.detach()
+        min_q = torch.func.functional_call(critic, frozen_critic, (obs, pi)).min(0).values
+        actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
+        actor_plasticity.optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_plasticity.optimizer.step()
+        nonfinite.logical_or_(~torch.isfinite(actor_loss))
+        if args.autotune:
+            alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+            a_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            a_optimizer.step()
+        return actor_loss.detach()
 
-    critic_loss, policy_loss = compile_loss(critic_loss), compile_loss(policy_loss)
+    def update_target():
+        with torch.no_grad():
+            torch._foreach_lerp_(target_params, critic_params, args.tau)
+
+    update_critic, update_actor = compile_update(update_critic), compile_update(update_actor)
 
     life = Lifecycle(
         args,
@@ -300,44 +331,23 @@ def main(args: Args) -> dict:
             intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
             intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
 
-        # ALGO LOGIC: training.
+        # ALGO LOGIC: training. --updates-per-step updates per env step (replay ratio), so
+        # updates_per_step × num_envs per vector step; the delays count updates, as CleanRL's
+        # count its one update per step
         if global_step > learning_starts:
             life.training(global_step)
-            if args.cudagraphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            batch = rb.sample(args.batch_size)
-            data_obs, data_act = batch[0], batch[1]
-            alpha = log_alpha.detach().exp()
-            qf_loss, qf1_mean = critic_loss(*batch, alpha)
-            qf_loss = qf_loss + critic_plasticity.penalty()
-            critic_plasticity.optimizer.zero_grad(set_to_none=True)
-            qf_loss.backward()
-            critic_plasticity.optimizer.step()
-            nonfinite |= ~torch.isfinite(qf_loss)
-
-            # one critic update per vector step: the delays count vector steps, as CleanRL's
-            iteration = global_step // args.num_envs
-            if iteration % args.policy_frequency == 0:  # TD3 delayed update support
-                # the actor loss needs dQ/da only: skip the critic's weight gradients
-                critic.requires_grad_(False)
-                for _ in range(args.policy_frequency):
-                    actor_loss, log_pi = policy_loss(data_obs, alpha)
-                    actor_loss = actor_loss + actor_plasticity.penalty()
-                    actor_plasticity.optimizer.zero_grad(set_to_none=True)
-                    actor_loss.backward()
-                    actor_plasticity.optimizer.step()
-                    nonfinite |= ~torch.isfinite(actor_loss)
-                    if args.autotune:
-                        alpha_loss = (-log_alpha.exp() * (log_pi + target_entropy)).mean()
-                        a_optimizer.zero_grad(set_to_none=True)
-                        alpha_loss.backward()
-                        a_optimizer.step()
-                        alpha = log_alpha.detach().exp()
-                critic.requires_grad_(True)
-
-            if iteration % args.target_network_frequency == 0:
-                with torch.no_grad():
-                    torch._foreach_lerp_(target_params, critic_params, args.tau)
+            first_update = (global_step - args.num_envs) * args.updates_per_step
+            for update in range(first_update + 1, global_step * args.updates_per_step + 1):
+                if args.cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                batch = rb.sample(args.batch_size)
+                data_obs, data_act = batch[0], batch[1]
+                qf_loss, qf1_mean = update_critic(*batch)
+                if update % args.policy_frequency == 0:  # TD3 delayed update support
+                    for _ in range(args.policy_frequency):
+                        actor_loss = update_actor(data_obs)
+                if update % args.target_network_frequency == 0:
+                    update_target()
 
             if life.intervening(global_step):
                 intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
@@ -349,7 +359,7 @@ def main(args: Args) -> dict:
                     "losses/qf_loss": qf_loss.item() / 2,
                     "losses/qf1_values": qf1_mean.item(),
                     "losses/actor_loss": actor_loss.item(),
-                    "losses/alpha": alpha.item(),
+                    "losses/alpha": log_alpha.exp().item(),
                     "charts/SPS": life.sps(global_step),
                 }
                 scalars.update(prefixed("actor", actor_monitor.measure(data_obs)))

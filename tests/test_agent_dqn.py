@@ -245,3 +245,10 @@ def test_a_checkpoint_from_before_the_agents_split_still_resumes(tmp_path):
     # at the first episode end after the clock passes 300 (a clock restarted at the resume
     # would switch after 350)
     assert len(switches) == 1 and 280 <= switches[0] < 340
+
+
+def test_updates_per_step_sets_the_replay_ratio(tmp_path):
+    # learning from step 101, one round every 2 steps (102, 104, ..., 300): 100 rounds of 3
+    summary = dqn.main(small_args(tmp_path, updates_per_step=3, checkpoint_every=0))
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False)
+    assert int(state["plasticity"]["q"]["optimizer"]["state"][0]["step"]) == 300

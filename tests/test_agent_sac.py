@@ -80,16 +80,26 @@ def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
     assert all(same) == synced
 
 
-def test_delayed_updates_count_vector_steps_with_several_envs(tmp_path):
-    # 2 copies: steps 102..400 are 150 vector steps, so 150 critic updates; the actor takes
-    # policy_frequency=2 updates every 2nd vector step: also 150 (CleanRL's 1:1 on average)
-    summary = sac.main(small_args(tmp_path, num_envs=2, total_timesteps=400, policy_frequency=2))
+@pytest.mark.parametrize("num_envs, updates_per_step", [(2, 1), (1, 3)])
+def test_the_replay_ratio_counts_env_steps(tmp_path, num_envs, updates_per_step):
+    # steps 101..400 are 300 env steps: 300 × updates_per_step critic updates, whatever the
+    # number of copies; the actor takes policy_frequency=2 updates every 2nd update (1:1)
+    args = small_args(
+        tmp_path,
+        num_envs=num_envs,
+        updates_per_step=updates_per_step,
+        total_timesteps=400,
+        learning_starts=100,
+        policy_frequency=2,
+    )
+    summary = sac.main(args)
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_400.pt", weights_only=False)
     steps = {
         name: int(state["plasticity"][name]["optimizer"]["state"][0]["step"])
         for name in ("actor", "critic")
     }
-    assert steps == {"actor": 150, "critic": 150}
+    expected = 300 * updates_per_step
+    assert steps == {"actor": expected, "critic": expected}
 
 
 @pytest.mark.parametrize("method, reset", [("fire", True), ("reset", True), ("redo", False)])
