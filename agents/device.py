@@ -50,14 +50,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
-def update_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
-    """Apply ``--matmul-precision``; return what wraps the agent's update functions.
+def compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
+    """Apply ``--matmul-precision``; return what wraps the agent's update and acting functions.
 
     An update function is a whole gradient step: forward, loss, backward, optimizer step (as
-    LeanRL's). ``--compile`` wraps it in ``torch.compile`` (default mode); ``--cudagraphs`` in
-    its ``reduce-overhead`` mode, which on CUDA replays the compiled graphs as CUDA graphs;
-    the agent then calls :func:`torch.compiler.cudagraph_mark_step_begin` once per update.
-    Without either flag the updates run eagerly. Interventions rewrite parameters and
+    LeanRL's); an acting function is the forward pass that picks one env step's actions.
+    ``--compile`` wraps them in ``torch.compile`` (default mode); ``--cudagraphs`` in its
+    ``reduce-overhead`` mode, which on CUDA replays the compiled graphs as CUDA graphs (see
+    :func:`graphed`). Without either flag they run eagerly. Interventions rewrite parameters and
     optimizer state in place, so compiled code and graphs stay valid across them.
     """
     torch.set_float32_matmul_precision(args.matmul_precision)
@@ -70,7 +70,24 @@ def update_compiler(args: CommonArgs, device: torch.device) -> Callable[[Callabl
     if args.cudagraphs and device.type != "cuda":
         print("--cudagraphs needs a CUDA device; compiling without CUDA graphs", file=sys.stderr)
     if args.cudagraphs and device.type == "cuda":
-        return lambda fn: torch.compile(fn, mode="reduce-overhead")
+        return graphed
     if compiling:
         return torch.compile
     return lambda fn: fn
+
+
+def graphed(fn: Callable) -> Callable:
+    """``fn`` compiled and replayed as CUDA graphs (``torch.compile``'s ``reduce-overhead``).
+
+    Each call starts a new graph step (:func:`torch.compiler.cudagraph_mark_step_begin`), so
+    the graphs may reuse their memory, and returns copies of the outputs: a graph's outputs
+    live in its static memory and a later replay would overwrite the ones a caller keeps (the
+    losses read at the next log point).
+    """
+    compiled_fn = torch.compile(fn, mode="reduce-overhead")
+
+    def call(*args):
+        torch.compiler.cudagraph_mark_step_begin()
+        return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, compiled_fn(*args))
+
+    return call

@@ -41,7 +41,7 @@ from agents.cli import (
     refill_steps,
     run_cli,
 )
-from agents.device import configure, update_compiler
+from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -235,12 +235,14 @@ def main(args: Args) -> dict:
         eps=args.adam_eps,
     )
     q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
-    compile_update = update_compiler(args, device)
+    compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("dqn", args, resolved_settings(args, device, envs))
 
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-    rb = ReplayBuffer(args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device)
+    rb = ReplayBuffer(
+        args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device, args.num_envs
+    )
     global_step, learning_starts = 0, args.learning_starts
     networks = {"q": q_network, "q_target": target_network}
     handles = {"q": q_plasticity}
@@ -277,7 +279,11 @@ def main(args: Args) -> dict:
         nonfinite.logical_or_(~torch.isfinite(loss))
         return loss.detach(), q_taken.detach().mean()
 
-    update = compile_update(update)
+    @torch.no_grad()
+    def act(obs):
+        return q_network(obs).argmax(1)
+
+    update, act = compiled(update), compiled(act)
 
     life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, args.total_timesteps)
     if learning_starts > args.learning_starts:
@@ -299,8 +305,7 @@ def main(args: Args) -> dict:
         explore = np.random.random(args.num_envs) < epsilon
         actions = np.random.randint(n_actions, size=args.num_envs)
         if not explore.all():  # the forward pass only when some copy acts greedily
-            with torch.no_grad():
-                greedy = q_network(torch.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
+            greedy = act(torch.as_tensor(obs, device=device)).cpu().numpy()
             actions = np.where(explore, actions, greedy)
 
         next_obs, rewards, terminations, truncations, infos = envs.step(actions + action_start)
@@ -321,8 +326,6 @@ def main(args: Args) -> dict:
         if global_step > learning_starts:
             life.training(global_step)
             for _ in range(updates):
-                if args.cudagraphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 batch = rb.sample(args.batch_size)
                 data_obs = batch[0]
                 loss, q_mean = update(*batch)

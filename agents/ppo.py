@@ -42,7 +42,7 @@ from agents.cli import (
     parse_args,
     run_cli,
 )
-from agents.device import configure, update_compiler
+from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -326,7 +326,7 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
     critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
-    compile_update = update_compiler(args, device)
+    compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("ppo", args, resolved_settings(args, device, envs))
 
@@ -435,7 +435,14 @@ def main(args: Args) -> dict:
             x.detach() for x in (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
         )
 
-    update = compile_update(update)
+    @torch.no_grad()
+    def act(obs):
+        """A sampled action, its log-probability and the value of ``obs``."""
+        dist = actor.distribution(obs)
+        action = dist.sample()
+        return action, actor.log_prob_entropy(dist, action)[0], critic(obs)
+
+    update, act = compiled(update), compiled(act)
 
     # ALGO Logic: storage setup. Row t holds the observation acted on at step t; row T of
     # ``obs``/``values`` holds the observation after the rollout, for bootstrapping.
@@ -473,11 +480,7 @@ def main(args: Args) -> dict:
             obs[step] = next_obs
             valid[step] = ~prev_done  # a copy that ended last step only resets at this one
             # ALGO LOGIC: action logic
-            with torch.no_grad():
-                dist = actor.distribution(next_obs)
-                action = dist.sample()
-                logprobs[step] = actor.log_prob_entropy(dist, action)[0]
-                values[step] = critic(next_obs)
+            action, logprobs[step], values[step] = act(next_obs)
             actions[step] = action
             env_action = action if discrete else action.clamp(low, high)
 
@@ -504,11 +507,9 @@ def main(args: Args) -> dict:
         # Optimizing the policy and value networks
         life.training(global_step)
         n = b_obs.shape[0]
-        clipfracs = []  # eager copies: a CUDA-graph output lives until the next replay
+        clipfracs = []
         for _epoch in range(args.update_epochs):
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
-                if args.cudagraphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 mb_obs = b_obs[mb_inds]
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = update(
                     mb_obs,
@@ -518,7 +519,7 @@ def main(args: Args) -> dict:
                     b_returns[mb_inds],
                     b_values[mb_inds],
                 )
-                clipfracs.append(clipfrac.clone() if args.cudagraphs else clipfrac)
+                clipfracs.append(clipfrac)
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 
 FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations")
+STAGING_SLOTS = 4
+"""host staging rows in flight: a slot is written again only after its copy has finished"""
 
 
 class ReplayBuffer:
@@ -14,10 +16,26 @@ class ReplayBuffer:
     ``add`` takes one vector-env step (``(num_envs, ...)`` arrays) and a mask of the copies
     whose transition is real: with next-step autoreset the step after an episode's end only
     resets, and must not be stored.
+
+    On a GPU (``staged``, the default there) a step's fields are packed as bytes into one
+    pinned host row per copy (``max_rows``: the number of env copies) and reach the device in
+    **one** asynchronous copy, then are unpacked into the stores by device ops: no host round
+    trip and no per-field transfer per step. On the CPU the fields are written straight into
+    the stores.
     """
 
-    def __init__(self, capacity: int, obs_shape, obs_dtype, action_shape, action_dtype, device):
-        self.capacity, self.device = capacity, device
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape,
+        obs_dtype,
+        action_shape,
+        action_dtype,
+        device,
+        max_rows: int = 1,
+        staged: bool | None = None,
+    ):
+        self.capacity, self.device = capacity, torch.device(device)
         # empty, not zeros: only the first `size` rows are ever read, and zero-filling a
         # million humanoid transitions costs seconds and touches gigabytes up front
         self.obs = torch.empty((capacity, *obs_shape), dtype=obs_dtype, device=device)
@@ -27,23 +45,65 @@ class ReplayBuffer:
         self.terminations = torch.empty(capacity, dtype=torch.float32, device=device)
         self.position = 0
         self.size = 0
+        self.staged = self.device.type == "cuda" if staged is None else staged
+        if self.staged:
+            self._make_staging(max_rows)
+
+    def _make_staging(self, max_rows: int) -> None:
+        """Byte layout of one transition (each field 8-byte aligned, so that its bytes can be
+        viewed as its dtype) and the host and device staging rows."""
+        self.layout = []
+        offset = 0
+        for name in FIELDS:
+            store = getattr(self, name)
+            nbytes = store[0].numel() * store.element_size()
+            self.layout.append((name, offset, nbytes))
+            offset += -(-nbytes // 8) * 8
+        pin = self.device.type == "cuda"
+        self.host_rows = [
+            torch.empty((max_rows, offset), dtype=torch.uint8, pin_memory=pin)
+            for _ in range(STAGING_SLOTS)
+        ]
+        self.device_rows = torch.empty((max_rows, offset), dtype=torch.uint8, device=self.device)
+        self.copied = [None] * STAGING_SLOTS  # CUDA events: when each slot's copy finished
+        self.slot = 0
 
     def add(self, obs, next_obs, actions, rewards, terminations, valid) -> None:
         keep = np.flatnonzero(valid)
         if keep.size == 0:
             return
-        idx = (self.position + np.arange(keep.size)) % self.capacity
-        idx_t = torch.as_tensor(idx, device=self.device)
-        for store, values in (
-            (self.obs, obs),
-            (self.next_obs, next_obs),
-            (self.actions, actions),
-            (self.rewards, rewards),
-            (self.terminations, terminations),
-        ):
-            store[idx_t] = torch.as_tensor(values[keep], device=self.device).to(store.dtype)
+        values = dict(zip(FIELDS, (obs, next_obs, actions, rewards, terminations), strict=True))
+        idx = (self.position + torch.arange(keep.size, device=self.device)) % self.capacity
+        if self.staged:
+            self._add_staged(values, keep, idx)
+        else:
+            for name, field in values.items():
+                store = getattr(self, name)
+                store[idx] = torch.as_tensor(field[keep], device=self.device).to(store.dtype)
         self.position = int((self.position + keep.size) % self.capacity)
         self.size = min(self.size + keep.size, self.capacity)
+
+    def _add_staged(self, values: dict, keep: np.ndarray, idx: torch.Tensor) -> None:
+        n = keep.size
+        host, event = self.host_rows[self.slot], self.copied[self.slot]
+        if event is not None:
+            event.synchronize()  # the slot's previous copy has finished: safe to overwrite
+        rows = host.numpy()
+        for name, offset, nbytes in self.layout:
+            store = getattr(self, name)
+            dtype = torch.empty((), dtype=store.dtype).numpy().dtype
+            field = np.ascontiguousarray(values[name][keep], dtype=dtype)
+            rows[:n, offset : offset + nbytes] = field.reshape(n, -1).view(np.uint8)
+        device_rows = self.device_rows[:n]
+        device_rows.copy_(host[:n], non_blocking=True)
+        if self.device.type == "cuda":
+            self.copied[self.slot] = torch.cuda.Event()
+            self.copied[self.slot].record()
+        self.slot = (self.slot + 1) % STAGING_SLOTS
+        for name, offset, nbytes in self.layout:
+            store = getattr(self, name)
+            packed = device_rows[:, offset : offset + nbytes].view(store.dtype)
+            store[idx] = packed.reshape(n, *store.shape[1:])
 
     def sample(self, batch_size: int):
         idx = torch.randint(0, self.size, (batch_size,), device=self.device)

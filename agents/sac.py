@@ -31,7 +31,7 @@ from agents.cli import (
     refill_steps,
     run_cli,
 )
-from agents.device import configure, update_compiler
+from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, prefixed
@@ -195,7 +195,7 @@ def main(args: Args) -> dict:
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
     critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
-    compile_update = update_compiler(args, device)
+    compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("sac", args, resolved_settings(args, device, envs))
 
@@ -206,7 +206,13 @@ def main(args: Args) -> dict:
     )
 
     rb = ReplayBuffer(
-        args.buffer_size, (obs_dim,), torch.float32, (act_dim,), torch.float32, device
+        args.buffer_size,
+        (obs_dim,),
+        torch.float32,
+        (act_dim,),
+        torch.float32,
+        device,
+        max_rows=args.num_envs,
     )
     global_step, learning_starts = 0, args.learning_starts
     networks = {"actor": actor, "critic": critic, "critic_target": critic_target}
@@ -288,7 +294,15 @@ def main(args: Args) -> dict:
         with torch.no_grad():
             torch._foreach_lerp_(target_params, critic_params, args.tau)
 
-    update_critic, update_actor = compile_update(update_critic), compile_update(update_actor)
+    @torch.no_grad()
+    def act(obs):
+        return actor.get_action(obs)[0]
+
+    update_critic, update_actor, act = (
+        compiled(update_critic),
+        compiled(update_actor),
+        compiled(act),
+    )
 
     life = Lifecycle(
         args,
@@ -314,9 +328,7 @@ def main(args: Args) -> dict:
         if global_step < args.learning_starts:
             actions = np.array([envs.single_action_space.sample() for _ in range(args.num_envs)])
         else:
-            with torch.no_grad():
-                actions = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = actions[0].cpu().numpy()
+            actions = act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         # next-step autoreset: a copy that ended last step only reset now; store nothing for it
@@ -338,8 +350,6 @@ def main(args: Args) -> dict:
             life.training(global_step)
             first_update = (global_step - args.num_envs) * args.updates_per_step
             for update in range(first_update + 1, global_step * args.updates_per_step + 1):
-                if args.cudagraphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 batch = rb.sample(args.batch_size)
                 data_obs, data_act = batch[0], batch[1]
                 qf_loss, qf1_mean = update_critic(*batch)

@@ -6,10 +6,14 @@ autotuned entropy, no evaluation or logging in the timed window. The figure is s
 env steps/s from 100 updates after ``learning_starts`` on (random-action warm-up and the
 compilation of ``--compile`` excluded). ``--matmul-precision`` applies to both agents.
 
-Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``, ``--compile``,
-``--matmul-precision``). Needs the
-``humanoid`` extra for Humanoid-v5 and stable-baselines3. Appends to
-``benchmarks/results/sps.jsonl``.
+On a CUDA machine it times ours eager, ours ``--cudagraphs`` (each update compiled and replayed
+as CUDA graphs) and SB3 in one run; ``--updates-per-step 1 4 16`` repeats the comparison at
+higher replay ratios (SB3's ``gradient_steps``) and reports updates/s too.
+
+Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``, ``--device``,
+``--variants eager,compile,cudagraphs,sb3``, ``--updates-per-step``,
+``--matmul-precision``). Needs the ``humanoid`` extra for Humanoid-v5 and stable-baselines3.
+Appends to ``benchmarks/results/sps.jsonl``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def ours(env: str, learning_starts: int, steps: int, device: str, compile: bool) -> float:
+def ours(env: str, learning_starts: int, steps: int, device: str, variant: str, k: int) -> float:
+    """Steady steps/s of our SAC; ``variant``: eager, compile or cudagraphs."""
     from agents import sac
 
     with tempfile.TemporaryDirectory() as runs:
@@ -34,19 +39,23 @@ def ours(env: str, learning_starts: int, steps: int, device: str, compile: bool)
             env=env,
             total_timesteps=learning_starts + steps,
             learning_starts=learning_starts,
+            updates_per_step=k,
             eval_every=0,
             eval_episodes=0,
             metrics_every=0,
             checkpoint_every=0,
             runs_dir=runs,
             device=device,
-            compile=compile,
+            threads=torch.get_num_threads(),
+            compile=variant == "compile",
+            cudagraphs=variant == "cudagraphs",
             matmul_precision=torch.get_float32_matmul_precision(),
+            verbose=0,
         )
         return sac.main(args)["train_sps"]
 
 
-def sb3_sac(env: str, learning_starts: int, steps: int, device: str) -> float:
+def sb3_sac(env: str, learning_starts: int, steps: int, device: str, k: int) -> float:
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -68,7 +77,7 @@ def sb3_sac(env: str, learning_starts: int, steps: int, device: str) -> float:
         learning_starts=learning_starts,
         batch_size=256,
         train_freq=1,
-        gradient_steps=1,
+        gradient_steps=k,
         policy_kwargs={"net_arch": [256, 256]},
         device=device,
         seed=1,
@@ -84,10 +93,23 @@ def main() -> None:
     parser.add_argument("--env", default="Humanoid-v5")
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=1500, help="timed steps after warm-up")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto: CUDA when available")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each")
-    parser.add_argument("--compile", action="store_true", help="ours with torch.compile")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated: eager, compile, cudagraphs, sb3 (default: eager,sb3 on the "
+        "CPU; eager,cudagraphs,sb3 on CUDA)",
+    )
+    parser.add_argument(
+        "--updates-per-step",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="replay ratios to time (SB3: gradient_steps); e.g. 1 4 16",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "sps.jsonl", help="appended to")
     parser.add_argument(
         "--matmul-precision",
         default="highest",
@@ -97,41 +119,53 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
-
-    ours_runs, sb3_runs = [], []
-    for _ in range(args.repeats):  # alternate, so a change of machine load hits both alike
-        ours_runs.append(
-            ours(args.env, args.learning_starts, args.steps, args.device, args.compile)
-        )
-        sb3_runs.append(sb3_sac(args.env, args.learning_starts, args.steps, args.device))
-        print(f"ours {ours_runs[-1]:6.1f}  SB3 {sb3_runs[-1]:6.1f} steps/s", flush=True)
-    ours_sps, sb3_sps = statistics.median(ours_runs), statistics.median(sb3_runs)
-    print(
-        f"median: ours SAC {ours_sps:.1f}, SB3 SAC {sb3_sps:.1f} steps/s; "
-        f"ratio {ours_sps / sb3_sps:.2f}"
-    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    variants = args.variants or ("eager,cudagraphs,sb3" if device == "cuda" else "eager,sb3")
+    variants = variants.split(",")
 
     import stable_baselines3
 
-    RESULTS.mkdir(exist_ok=True)
-    record = {
-        "env": args.env,
-        "device": args.device,
-        "threads": args.threads,
-        "compile": args.compile,
-        "matmul_precision": args.matmul_precision,
-        "timed_steps": args.steps,
-        "ours_sps": ours_sps,
-        "sb3_sps": sb3_sps,
-        "ours_runs": ours_runs,
-        "sb3_runs": sb3_runs,
-        "ratio": ours_sps / sb3_sps,
-        "torch": torch.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    with open(RESULTS / "sps.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for k in args.updates_per_step:
+        runs: dict[str, list[float]] = {variant: [] for variant in variants}
+        for _ in range(args.repeats):  # alternate, so a change of machine load hits all alike
+            for variant in variants:
+                if variant == "sb3":
+                    sps = sb3_sac(args.env, args.learning_starts, args.steps, device, k)
+                else:
+                    sps = ours(args.env, args.learning_starts, args.steps, device, variant, k)
+                runs[variant].append(sps)
+            print(
+                f"updates/step {k}: "
+                + ", ".join(f"{v} {runs[v][-1]:.1f}" for v in variants)
+                + " steps/s",
+                flush=True,
+            )
+        medians = {v: statistics.median(values) for v, values in runs.items()}
+        line = ", ".join(
+            f"{v} {m:.1f} steps/s = {m * k:.0f} updates/s"
+            + (f" ({m / medians['sb3']:.2f}× SB3)" if "sb3" in medians and v != "sb3" else "")
+            for v, m in medians.items()
+        )
+        print(f"median, updates/step {k}: {line}")
+        record = {
+            "env": args.env,
+            "device": device,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "threads": args.threads,
+            "updates_per_step": k,
+            "matmul_precision": args.matmul_precision,
+            "timed_steps": args.steps,
+            "runs": runs,
+            "median_sps": medians,
+            "torch": torch.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from torch._inductor import config as inductor_config
 
 from agents import dqn, ppo, sac
 from agents.cli import UserError
-from agents.device import update_compiler
+from agents.device import compiler
 
 
 def logged_losses(summary: dict) -> dict[str, float]:
@@ -61,13 +61,13 @@ def test_compiled_updates_equal_eager_ones(tmp_path, agent):
 
 def test_cudagraphs_without_cuda_compile_without_them(tmp_path, capsys):
     args = test_agent_sac.small_args(tmp_path, cudagraphs=True)
-    wrap = update_compiler(args, torch.device("cpu"))
+    wrap = compiler(args, torch.device("cpu"))
     assert "--cudagraphs needs a CUDA device" in capsys.readouterr().err
     assert wrap(torch.sin) is not torch.sin  # compiled all the same
 
 
 def test_no_speed_flag_leaves_updates_eager(tmp_path):
-    wrap = update_compiler(test_agent_sac.small_args(tmp_path), torch.device("cpu"))
+    wrap = compiler(test_agent_sac.small_args(tmp_path), torch.device("cpu"))
     assert wrap(torch.sin) is torch.sin
 
 
@@ -75,13 +75,28 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("agents.device.shutil.which", lambda _name: None)
     args = test_agent_sac.small_args(tmp_path, compile=True)
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
-        update_compiler(args, torch.device("cpu"))
+        compiler(args, torch.device("cpu"))
 
 
 def test_matmul_precision_is_applied(tmp_path):
     try:
         args = test_agent_sac.small_args(tmp_path, matmul_precision="medium")
-        update_compiler(args, torch.device("cpu"))
+        compiler(args, torch.device("cpu"))
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+def test_graphed_updates_return_outputs_that_later_calls_leave_alone():
+    from agents.device import graphed
+
+    counter = torch.zeros(())
+
+    def update(x):
+        counter.add_(1)
+        return counter * x, {"same": counter + 0}
+
+    step = graphed(update)  # on the CPU: compiled, without CUDA graphs
+    first, _ = step(torch.ones(()))
+    second, extra = step(torch.ones(()))
+    assert first.item() == 1 and second.item() == 2 and extra["same"].item() == 2

@@ -29,3 +29,16 @@ def test_sps_ppo_runs():
     pytest.importorskip("stable_baselines3")
     out = run_script("-m", "benchmarks.sps_ppo", "--steps", "512", "--repeats", "1")
     assert "ours (wall) / SB3 per repeat" in out
+
+
+def test_sps_times_each_variant_and_replay_ratio(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    out = run_script(
+        "-m",
+        "benchmarks.sps",
+        *("--env", "Pendulum-v1", "--learning-starts", "64", "--steps", "120", "--repeats", "1"),
+        *("--updates-per-step", "1", "2", "--out", str(tmp_path / "sps.jsonl")),
+    )
+    assert "median, updates/step 2: eager" in out and "× SB3" in out
+    records = (tmp_path / "sps.jsonl").read_text().splitlines()
+    assert len(records) == 2
