@@ -192,7 +192,7 @@ class AdamO(torch.optim.Optimizer):
             self._foreach_adamw(group, params, grads, exp_avgs, exp_avg_sqs, steps)
 
         for p, update in iso_updates:
-            p.sub_(update)
+            p.add_(update, alpha=-lr * group["iso_coef"] * group["iso_every"])
 
     @staticmethod
     def _foreach_adamw(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
@@ -224,7 +224,8 @@ class AdamO(torch.optim.Optimizer):
     def _isometry_updates(
         group: dict, params: list[torch.Tensor]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The isometry steps due now, each ``(parameter, step to subtract)``.
+        """The isometry gradients due now, each ``(parameter, ∇R scaled down where needed)``;
+        the caller steps by ``−k·η·λ`` times it.
 
         With ``iso_every=k`` the step is ``k·η·λ·∇R``, and along each singular value σ of
         ``W`` that is ``σ ← σ − 4kηλ·σ(σ² − s)``. That map moves σ monotonically toward
@@ -245,12 +246,13 @@ class AdamO(torch.optim.Optimizer):
             if p.ndim < 2:
                 continue
             grad, gram = isometry_grad_and_gram(p, scale)
-            if every == 1:
-                updates.append((p, grad.mul_(coef)))
-                continue
-            curvature = 4.0 * coef * (3.0 * gram_eigenvalue_bound(gram) - scale)
-            safe = torch.where(curvature > 0, 1.0 / curvature, float(every))
-            updates.append((p, grad.mul_(safe.clamp(1.0, float(every)) * coef)))
+            if every > 1:
+                curvature = 4.0 * coef * (3.0 * gram_eigenvalue_bound(gram) - scale)
+                safe = torch.where(curvature > 0, 1.0 / curvature, float(every))
+                # the fraction of the k-fold step that is safe: exactly 1 where the bound does
+                # not bind, so that the update is then the plain k-fold one, bit for bit
+                grad.mul_((safe / every).clamp(1.0 / every, 1.0))
+            updates.append((p, grad))
         return updates
 
 
