@@ -256,7 +256,16 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(
-        json.dumps({"setup": asdict(setup), "summary": rows, "runs": results}, indent=1)
+        json.dumps(
+            {
+                "setup": asdict(setup),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),  # results move with the float rounding
+                "summary": rows,
+                "runs": results,
+            },
+            indent=1,
+        )
     )
     plot(results, RESULTS / f"{args.out}.png")
     print()
