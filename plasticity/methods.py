@@ -122,7 +122,8 @@ class MethodConfig:
     fire_linear: Literal["fire", "initial", "fresh"] = "fire"
     """what FIRE does to Linear layers: FIRE them like the convolutions ('fire', the paper's
     SAC), reset weights and biases to their initial values ('initial', the paper's DQN:
-    convolutions FIRE'd, linear layers and head reset), or to a fresh draw ('fresh')"""
+    convolutions FIRE'd, linear layers and head reset to the values the network had when the
+    method was attached, kept in the handle's checkpoint), or to a fresh draw ('fresh')"""
     reset_every: int = 200_000
     """full-reset period in steps (Nikishin et al. 2022 use 2e5 on DMC; 0 = off)"""
     reset_at: list[int] = field(default_factory=list)
@@ -528,7 +529,9 @@ class MethodHandle:
             )
         return inputs
 
-    def _whole_network(self, intervene: Callable[[Optimizers], InterventionReport]):
+    def _whole_network(
+        self, intervene: Callable[[Optimizers], InterventionReport]
+    ) -> InterventionReport:
         """Run an intervention that rewrites the network, then reset the optimizer state that
         ``clear_optimizer`` names and re-sync the targets."""
         mode = self.config.clear_optimizer
