@@ -262,6 +262,14 @@ def kfac_factors(
     ]
     if not chosen:
         raise ValueError("kfac_factors matched no Linear or Conv2d layer; check include/exclude")
+    for name, layer in chosen:
+        if isinstance(layer, nn.Conv2d) and (
+            layer.groups != 1 or isinstance(layer.padding, str) or layer.padding_mode != "zeros"
+        ):
+            raise ValueError(
+                f"kfac_factors: conv {name!r} has groups, string padding or a non-zero padding "
+                "mode, whose patches it does not unfold; exclude it"
+            )
     sums = {name: _FactorSums(layer) for name, layer in chosen}
     outputs: list[tuple[str, torch.Tensor]] = []
 
