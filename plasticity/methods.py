@@ -173,7 +173,9 @@ class MethodConfig:
     configs saved before load)"""
 
     def __post_init__(self, er_weight_decay: float | None) -> None:
-        if er_weight_decay is not None:
+        # 1e-3 was its default, in every config saved before: only a value chosen by hand
+        # asks for a word
+        if er_weight_decay is not None and er_weight_decay != 1e-3:
             warnings.warn(
                 "method setting er_weight_decay is retired and ignored: ER + L2 now uses a "
                 "coupled L2 penalty, set by l2_coef",

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -265,9 +266,12 @@ def test_every_setting_is_validated_and_the_defaults_pass():
 
 def test_retired_er_weight_decay_still_loads_with_a_warning():
     """Run configs saved before ER + L2's L2 was coupled carry er_weight_decay."""
-    with pytest.warns(UserWarning, match="er_weight_decay is retired"):
-        config = MethodConfig(er_weight_decay=1e-3, er_every=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = MethodConfig(er_weight_decay=1e-3, er_every=7)  # its old default: silent
     assert config.er_every == 7 and "er_weight_decay" not in dataclasses.asdict(config)
+    with pytest.warns(UserWarning, match="er_weight_decay is retired"):
+        MethodConfig(er_weight_decay=1e-2)  # a value someone chose: say it is ignored
     with pytest.raises(ValueError, match="unknown method setting"):
         make_method("er_l2", er_weight_decay=1e-3)
 
