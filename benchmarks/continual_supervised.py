@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticity import METHODS, PlasticityMonitor, make_method
+from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -78,6 +78,9 @@ def make_network(setup: Setup) -> nn.Sequential:
 BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
 
 
+METRICS = ("dormant_ratio", "effective_rank", "weight_norm", "dfi")
+
+
 def run_method(name: str, setup: Setup, inputs: torch.Tensor, labels: list[torch.Tensor]):
     torch.manual_seed(setup.seed)
     net = make_network(setup)
@@ -101,7 +104,11 @@ def run_method(name: str, setup: Setup, inputs: torch.Tensor, labels: list[torch
             handle.after_update(step, inputs=inputs[idx])
         with torch.no_grad():
             accuracy = float((net(inputs).argmax(1) == y).float().mean())
-        metrics = monitor.measure(probe)
+        # a diverged network has no ranks to measure (the monitor refuses it)
+        finite = bool(torch.isfinite(loss)) and all(
+            torch.isfinite(p).all() for p in net.parameters()
+        )
+        metrics = monitor.measure(probe) if finite else dict.fromkeys(METRICS, float("nan"))
         per_task.append(
             {
                 "task": task,
@@ -112,8 +119,8 @@ def run_method(name: str, setup: Setup, inputs: torch.Tensor, labels: list[torch
                 "dfi": metrics["dfi"],
             }
         )
-        if not torch.isfinite(loss):
-            print(f"  {name}: loss became {loss.item()} at task {task}; stopping this method")
+        if not finite:
+            print(f"  {name}: diverged (loss {loss.item()}) at task {task}; stopping this method")
             break
     seconds = time.perf_counter() - start
     return {
@@ -179,6 +186,18 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def parse_setting(key: str, value: str):
+    """A ``MethodConfig`` field's value from text: lists comma-separated, bools true/false."""
+    default = getattr(MethodConfig(), key)
+    if isinstance(default, list):
+        return [int(v) for v in value.split(",") if v]
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key} takes true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return type(default)(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (few tasks)")
@@ -209,7 +228,10 @@ def main() -> None:
         setup.methods = args.methods.split(",")
     for item in args.set:
         key, _, value = item.partition("=")
-        setup.settings[key] = type(getattr(make_method("none").config, key))(value)
+        try:
+            setup.settings[key] = parse_setting(key, value)
+        except (AttributeError, ValueError) as err:
+            parser.error(f"--set {item}: {err}")
 
     gen = torch.Generator().manual_seed(setup.seed)
     inputs = torch.randn(setup.samples, setup.input_dim, generator=gen)
@@ -234,7 +256,16 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(
-        json.dumps({"setup": asdict(setup), "summary": rows, "runs": results}, indent=1)
+        json.dumps(
+            {
+                "setup": asdict(setup),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),  # results move with the float rounding
+                "summary": rows,
+                "runs": results,
+            },
+            indent=1,
+        )
     )
     plot(results, RESULTS / f"{args.out}.png")
     print()

@@ -5,10 +5,10 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
 - isometry: :func:`newton_schulz`, :func:`polar`, :func:`deviation_from_isometry`,
   :func:`isometry_penalty`;
 - the :class:`AdamO` optimizer (Adam + decoupled isometry step) and :func:`adamo_param_groups`;
-- in-place interventions that clear the optimizer state they invalidate: :func:`fire_`,
-  :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`;
-- regularizers: :func:`l2_init_penalty`, :func:`parseval_penalty`, :func:`spectral_penalty`,
-  :func:`effective_rank_ascent_`;
+- in-place interventions that reset the optimizer state they invalidate: :func:`fire_`,
+  :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`, :func:`clear_optimizer_state_`;
+- regularizers: :func:`l2_init_penalty`, :func:`l2_penalty`, :func:`parseval_penalty`,
+  :func:`spectral_penalty`, :func:`effective_rank_ascent_`;
 - named methods for training loops: :data:`METHODS`, :func:`make_method`;
 - :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.
 """
@@ -19,6 +19,7 @@ from plasticity.interventions import (
     clear_optimizer_state_,
     fire_,
     full_reset_,
+    network_parameters,
     redo_,
     shrink_perturb_,
     sync_targets,
@@ -37,6 +38,7 @@ from plasticity.optim import AdamO, adamo_param_groups, isometry_parameters
 from plasticity.regularizers import (
     effective_rank_ascent_,
     l2_init_penalty,
+    l2_penalty,
     parseval_penalty,
     spectral_penalty,
 )
@@ -59,8 +61,10 @@ __all__ = [
     "isometry_parameters",
     "isometry_penalty",
     "l2_init_penalty",
+    "l2_penalty",
     "make_method",
     "metrics",
+    "network_parameters",
     "newton_schulz",
     "parseval_penalty",
     "polar",

@@ -1,8 +1,11 @@
 """In-place interventions on a network: FIRE, full reset, shrink & perturb, ReDo.
 
-Every intervention takes the optimizer(s) that train the network and clears the optimizer
+Every intervention takes the optimizer(s) that train the network and resets the optimizer
 state of exactly the entries it rewrote (whole tensors, or ReDo's rows and columns), because
-Adam moments that describe the old weights would steer the new ones. Every intervention
+Adam moments that describe the old weights would steer the new ones. State is reset in place
+(zeroed, never dropped), so a CUDA graph captured over the optimizer step stays valid; to reset
+a whole network's state, as the FIRE paper's SAC does, call :func:`clear_optimizer_state_` with
+:func:`network_parameters`. Every intervention
 returns an :class:`InterventionReport` with, per layer, the squared Frobenius error (SFE: how
 far the weights moved) and the deviation from isometry (DfI) before and after. Target networks
 are not known here: re-sync them with :func:`sync_targets` (the method handles in
@@ -11,6 +14,7 @@ are not known here: re-sync them with :func:`sync_targets` (the method handles i
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -93,19 +97,55 @@ def _optimizer_list(optimizer: Optimizers) -> list[torch.optim.Optimizer]:
     return optimizers
 
 
+@torch.no_grad()
 def clear_optimizer_state_(optimizer: Optimizers, params: Iterable[torch.Tensor]) -> int:
-    """Forget the optimizer state (Adam moments and step, momentum, …) of ``params``.
+    """Reset the optimizer state (Adam moments and step, momentum, …) of ``params``, in place.
 
-    Optimizers in ``torch.optim`` (and :class:`plasticity.AdamO`) rebuild a missing state at
-    the next step, so the parameter restarts as if new. Returns how many tensors were cleared.
+    Every state tensor is zeroed where it lives (Adam's ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq`` and its ``step``, a tensor on the device for fused or capturable Adam;
+    SGD's ``momentum_buffer``) and a step kept as a Python number is set to 0, instead of
+    dropping the entries: a CUDA graph captured over ``optimizer.step()`` keeps reading the
+    same tensors, and sees the reset. For Adam, AdamW and :class:`plasticity.AdamO` a zeroed
+    state is exactly a fresh one, so the following updates equal those of a new optimizer
+    (``tests/test_interventions.py`` checks it bit for bit); so it is for SGD without
+    dampening. Parameters without state yet are left alone. Returns how many parameters had
+    their state reset.
     """
     cleared = 0
     params = list(params)
     for opt in _optimizer_list(optimizer):
         for p in params:
-            if opt.state.pop(p, None) is not None:
-                cleared += 1
+            state = opt.state.get(p)
+            if not state:
+                continue
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    value.zero_()
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    state[key] = type(value)(0)
+            cleared += 1
     return cleared
+
+
+def network_parameters(
+    module: nn.Module, exclude: Iterable[str] | None = None
+) -> list[nn.Parameter]:
+    """All parameters of ``module`` but those of the modules matching a pattern of ``exclude``.
+
+    What a whole-network intervention owns: weights, biases, normalization and free parameters
+    (a log-std), minus a features extractor that belongs to another network. A parameter is
+    excluded when the name of the module holding it, or its own name, matches a shell pattern.
+    """
+    patterns = list(exclude or ())
+    return [
+        p
+        for name, p in module.named_parameters()
+        if not any(
+            fnmatch.fnmatchcase(name.rpartition(".")[0], pattern)
+            or fnmatch.fnmatchcase(name, pattern)
+            for pattern in patterns
+        )
+    ]
 
 
 def zero_optimizer_entries_(
@@ -162,7 +202,7 @@ def fire_(
     ``scale="none"`` keeps unit singular values. Biases, normalization layers and any
     parameter that is not a Linear/Conv weight are untouched; heads are included (as in the
     paper's SAC) unless ``exclude`` names them. ``include``/``exclude`` are shell patterns on
-    layer names. The optimizer state of every rewritten weight is cleared.
+    layer names. The optimizer state of every rewritten weight is reset (in place).
     """
     if mode not in ("newton_schulz", "polar"):
         raise ValueError(f"unknown FIRE mode {mode!r}; use 'newton_schulz' or 'polar'")
@@ -216,7 +256,7 @@ def _blend_(
     include: Iterable[str] | None,
     exclude: Iterable[str] | None,
 ) -> InterventionReport:
-    """``θ ← keep·θ + take·target[name]`` on the chosen layers' parameters; clear their state."""
+    """``θ ← keep·θ + take·target[name]`` on the chosen layers' parameters; reset their state."""
     layers = select_layers(module, include, exclude)
     if not layers:
         raise ValueError(f"{method} matched no Linear or Conv layer; check include/exclude")
@@ -241,23 +281,43 @@ def _blend_(
     return report
 
 
+def _reset_source(
+    module: nn.Module,
+    initial_state: dict[str, torch.Tensor] | None,
+    fresh: Callable[[], nn.Module] | None,
+    caller: str,
+) -> dict[str, torch.Tensor]:
+    """The values a reset moves toward: ``initial_state`` (checked) or a fresh draw."""
+    if initial_state is None:
+        return dict(fresh_module(module, fresh).named_parameters())
+    missing = {name for name, _ in module.named_parameters()} - set(initial_state)
+    if missing:
+        raise ValueError(
+            f"{caller}: initial_state lacks {sorted(missing)}; save it with network.state_dict()"
+        )
+    return initial_state
+
+
 def full_reset_(
     module: nn.Module,
     optimizer: Optimizers = None,
     fresh: Callable[[], nn.Module] | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> InterventionReport:
     """Re-draw the weights and biases of the chosen layers from a fresh initialization.
 
     The "reset" baseline of Nikishin et al. 2022 (primacy bias, arXiv 2205.07802) when applied
-    to every layer; with ``include``/``exclude`` also the partial resets of the FIRE paper's
-    DQN (linear layers reset, convs FIRE'd). ``fresh`` builds a newly initialized network of
-    the same architecture (use it when the network has a custom init); by default each layer's
-    ``reset_parameters`` draws the new values. The optimizer state of the reset tensors is
-    cleared. Normalization layers and free parameters are untouched.
+    to every layer. ``fresh`` builds a newly initialized network of the same architecture (use
+    it when the network has a custom init); by default each layer's ``reset_parameters`` draws
+    the new values. With ``initial_state`` (the network's ``state_dict`` saved at
+    construction) the layers go back to their own initial values instead: what the FIRE
+    paper's DQN does to its linear layers while its convolutions get FIRE (arXiv 2602.08040;
+    the authors' code restores the initial Q-network saved with the run). The optimizer state
+    of the reset tensors is reset. Normalization layers and free parameters are untouched.
     """
-    target = dict(fresh_module(module, fresh).named_parameters())
+    target = _reset_source(module, initial_state, fresh, "full_reset_")
     return _blend_("reset", module, target, 0.0, 1.0, optimizer, include, exclude)
 
 
@@ -278,22 +338,17 @@ def shrink_perturb_(
     ``target="initial"``: ``θ_t`` is the network's own initial weights, given as
     ``initial_state`` (a ``state_dict`` saved at construction; the FIRE paper's S&P uses
     ``shrink=0.2, perturb=0.8`` toward them). Weights and biases of the chosen layers move;
-    their optimizer state is cleared.
+    their optimizer state is reset.
     """
     if target == "fresh":
-        source = dict(fresh_module(module, fresh).named_parameters())
+        source = _reset_source(module, None, fresh, "shrink_perturb_")
     elif target == "initial":
         if initial_state is None:
             raise ValueError(
                 "shrink_perturb_ with target='initial' needs initial_state "
                 "(the network's state_dict saved at construction)"
             )
-        missing = {name for name, _ in module.named_parameters()} - set(initial_state)
-        if missing:
-            raise ValueError(
-                f"initial_state lacks {sorted(missing)}; save it with network.state_dict()"
-            )
-        source = initial_state
+        source = _reset_source(module, initial_state, fresh, "shrink_perturb_")
     else:
         raise ValueError(f"unknown shrink & perturb target {target!r}; use 'fresh' or 'initial'")
     return _blend_("shrink_perturb", module, source, shrink, perturb, optimizer, include, exclude)

@@ -144,17 +144,36 @@ def isometry_residual(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return ((gram - scale * eye) ** 2).sum()
 
 
+def isometry_grad_and_gram(
+    weight: torch.Tensor, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``∇R(W)`` of :func:`isometry_grad` and the Gram on the smaller side it was built from."""
+    m = as_matrix(weight)
+    if m.shape[0] >= m.shape[1]:
+        gram = m.T @ m
+        grad = torch.addmm(m, m, gram, beta=-scale)  # W(WᵀW) − sW
+    else:
+        gram = m @ m.T
+        grad = torch.addmm(m, gram, m, beta=-scale)  # (WWᵀ)W − sW
+    return (4.0 * grad).reshape(weight.shape), gram
+
+
 def isometry_grad(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Closed-form ``∇R(W)``: tall ``4W(WᵀW − sI)``, wide ``4(WWᵀ − sI)W`` (no autograd).
 
     Two dense matmuls, ``O(d_out·d_in·min(d_out, d_in))``; returned in the weight's shape.
     """
-    m = as_matrix(weight)
-    if m.shape[0] >= m.shape[1]:
-        grad = torch.addmm(m, m, m.T @ m, beta=-scale)  # W(WᵀW) − sW
-    else:
-        grad = torch.addmm(m, m @ m.T, m, beta=-scale)  # (WWᵀ)W − sW
-    return (4.0 * grad).reshape(weight.shape)
+    return isometry_grad_and_gram(weight, scale)[0]
+
+
+def gram_eigenvalue_bound(gram: torch.Tensor) -> torch.Tensor:
+    """An upper bound on the largest eigenvalue of a Gram matrix (``σ_max²`` of its ``W``).
+
+    The smaller of its Frobenius norm and its largest absolute row sum (Gershgorin), both
+    ``O(d²)`` and both exact for ``sI``, so the bound is tight near isometry. A 0-dim tensor on
+    the Gram's device (no host sync).
+    """
+    return torch.minimum(torch.linalg.matrix_norm(gram), gram.abs().sum(-1).max())
 
 
 def isometry_penalty(

@@ -35,6 +35,19 @@ def l2_init_penalty(module: nn.Module, initial_state: dict[str, torch.Tensor]) -
     return torch.stack(terms).sum() if terms else _zero(module)
 
 
+def l2_penalty(module: nn.Module) -> torch.Tensor:
+    """``Σ ‖θ‖²`` over all parameters, biases included: coupled L2 toward 0.
+
+    The L2 half of ER + L2 ("Spectral Collapse Drives Loss of Plasticity", arXiv 2509.22335),
+    whose authors put it in the loss through ``torch.optim.Adam(weight_decay=wd)``: its
+    gradient ``2λθ`` goes through Adam's moments like the task gradient, so ``λ = wd/2``
+    reproduces that. Unlike decoupled weight decay (AdamW's ``η·wd·θ`` per step, about 1e-6
+    at wd 1e-3 and lr 1e-3), it is scaled up by Adam wherever the task gradient is small.
+    """
+    terms = [p.pow(2).sum() for p in module.parameters()]
+    return torch.stack(terms).sum() if terms else _zero(module)
+
+
 def parseval_penalty(
     module: nn.Module, scale: float = 1.0, heads: Iterable[str] | None = None
 ) -> torch.Tensor:
@@ -103,7 +116,7 @@ def effective_rank_ascent_(
 
     The effective-rank half of ER + L2 ("Spectral Collapse Drives Loss of Plasticity",
     arXiv 2509.22335): keeping feature rank high keeps the K-FAC input factor, and so the
-    curvature, from collapsing; the L2 half is weight decay in the optimizer. The step uses
+    curvature, from collapsing; the L2 half is :func:`l2_penalty`. The step uses
     plain SGD and leaves the training optimizer's state alone. Returns the mean effective rank
     before the step.
     """

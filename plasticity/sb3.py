@@ -11,7 +11,7 @@ training starts, before any step) marks in every AdamO which parameters take the
 step: hidden weights yes, heads and biases no. The optimizer keeps SB3's one parameter group,
 so saved models load with ``SAC.load`` and the like.
 
-What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``parseval``,
+What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``l2``, ``parseval``,
 ``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
 the decoupled form of the isometry penalty, instead.
 
@@ -47,7 +47,8 @@ from plasticity.optim import AdamO, isometry_parameters
 from plasticity.schedule import Every
 from plasticity.tasks import task_period
 
-PENALTIES = ("isometry", "l2_init", "parseval", "spectral", "er_l2")
+PENALTIES = ("isometry", "l2_init", "l2", "parseval", "spectral")
+"""Method parts that are loss terms (``er_l2`` stands for ``er`` + ``l2``)."""
 
 
 def adamo_policy_kwargs(iso_coef: float = 1e-3, **optimizer_kwargs) -> dict:

@@ -34,3 +34,11 @@ def with_singular_values(rows: int, cols: int, values) -> torch.Tensor:
     u = random_orthogonal(rows)[:, : len(s)]
     v = random_orthogonal(cols)[:, : len(s)]
     return u @ torch.diag(s) @ v.T
+
+
+def state_is_zero(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> bool:
+    """Whether ``param`` has optimizer state and all of it is zero (reset in place)."""
+    state = optimizer.state.get(param)
+    return bool(state) and all(
+        not (value.any() if isinstance(value, torch.Tensor) else value) for value in state.values()
+    )

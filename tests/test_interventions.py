@@ -6,14 +6,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mlp
+from conftest import mlp, state_is_zero
 from test_isometry import reference_newton_schulz, svd_polar
 from torch import nn
 
 from plasticity import (
+    AdamO,
     clear_optimizer_state_,
     fire_,
     full_reset_,
+    network_parameters,
     redo_,
     shrink_perturb_,
     sync_targets,
@@ -99,13 +101,13 @@ def test_fire_report_measures_the_move():
     )
 
 
-def test_fire_clears_the_optimizer_state_of_touched_weights_only():
+def test_fire_resets_the_optimizer_state_of_touched_weights_only():
     net = mlp()
     opt = adam_with_state(net)
     fire_(net, opt, include=["0", "2"])
-    assert net[0].weight not in opt.state and net[2].weight not in opt.state
-    assert net[4].weight in opt.state  # not selected
-    assert net[0].bias in opt.state  # biases are not rewritten
+    assert state_is_zero(opt, net[0].weight) and state_is_zero(opt, net[2].weight)
+    assert not state_is_zero(opt, net[4].weight)  # not selected
+    assert not state_is_zero(opt, net[0].bias)  # biases are not rewritten
     adam_with_state(net)  # and training goes on
 
 
@@ -128,7 +130,19 @@ def test_full_reset_takes_fresh_weights_and_clears_state():
     full_reset_(net, opt, fresh=lambda: copy.deepcopy(fresh))
     for p, q in zip(net.parameters(), fresh.parameters(), strict=True):
         torch.testing.assert_close(p, q)
-    assert len(opt.state) == 0
+    assert all(state_is_zero(opt, p) for p in net.parameters())
+
+
+def test_full_reset_to_the_initial_weights():
+    net = mlp()
+    initial = copy.deepcopy(net.state_dict())
+    opt = adam_with_state(net)
+    full_reset_(net, opt, include=["2", "4"], initial_state=initial)
+    for name, p in net.named_parameters():
+        assert torch.equal(p, initial[name]) == (not name.startswith("0."))
+    assert state_is_zero(opt, net[2].bias) and not state_is_zero(opt, net[0].weight)
+    with pytest.raises(ValueError, match="full_reset_: initial_state lacks"):
+        full_reset_(net, initial_state={})
 
 
 def test_full_reset_recovers_a_diverged_network():
@@ -165,7 +179,7 @@ def test_shrink_perturb_toward_initial_weights():
     shrink_perturb_(net, 0.2, 0.8, target="initial", optimizer=opt, initial_state=initial)
     for name, p in net.named_parameters():
         torch.testing.assert_close(p, 0.2 * current[name] + 0.8 * initial[name])
-    assert len(opt.state) == 0
+    assert all(state_is_zero(opt, p) for p in net.parameters())
 
 
 def test_shrink_perturb_toward_a_fresh_draw():
@@ -259,9 +273,62 @@ def test_clear_state_and_sync_targets():
     net = mlp()
     opt = adam_with_state(net)
     assert clear_optimizer_state_([opt], [net[0].weight, net[0].bias]) == 2
+    assert clear_optimizer_state_(opt, [torch.nn.Parameter(torch.ones(2))]) == 0  # no state
     target = mlp()
     sync_targets(net, [target])
     for p, q in zip(net.parameters(), target.parameters(), strict=True):
         assert torch.equal(p, q)
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         clear_optimizer_state_(["adam"], [net[0].weight])
+
+
+def make_optimizer(kind: str, params):
+    if kind == "adamo_fused":
+        return AdamO(params, lr=1e-2, iso_coef=0.1, iso_every=2, fused=True)
+    if kind == "adamo_foreach":
+        return AdamO(params, lr=1e-2, iso_coef=0.1, iso_every=2, fused=False)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=1e-2, momentum=0.9)
+    return torch.optim.Adam(params, lr=1e-2, amsgrad=True, **{kind: True})
+
+
+def train_steps(net: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(torch.randn(16, 8, generator=gen)).pow(2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", ["fused", "foreach", "adamo_fused", "adamo_foreach", "sgd"])
+def test_in_place_reset_equals_a_fresh_state_bit_for_bit(kind):
+    """Zeroing the state where it lives continues exactly as dropping it (a new optimizer's
+    state for those parameters) would, and keeps every state tensor's storage."""
+    net = mlp()
+    opt = make_optimizer(kind, net.parameters())
+    train_steps(net, opt, 5, seed=1)
+    dropped_net = copy.deepcopy(net)
+    dropped = make_optimizer(kind, dropped_net.parameters())
+    dropped.load_state_dict(copy.deepcopy(opt.state_dict()))  # not sharing its tensors
+    reset = [net[0].weight, net[0].bias, net[4].weight]
+    for p in (dropped_net[0].weight, dropped_net[0].bias, dropped_net[4].weight):
+        del dropped.state[p]  # the old behaviour: the optimizer rebuilds a fresh state
+    pointers = {id(v): v.data_ptr() for p in reset for v in opt.state[p].values()}
+
+    assert clear_optimizer_state_(opt, reset) == 3
+
+    assert all(state_is_zero(opt, p) for p in reset)
+    after = {id(v): v.data_ptr() for p in reset for v in opt.state[p].values()}
+    assert after == pointers  # the same tensors: a captured CUDA graph still reads them
+    train_steps(net, opt, 6, seed=2)
+    train_steps(dropped_net, dropped, 6, seed=2)
+    for p, q in zip(net.parameters(), dropped_net.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_network_parameters_leave_out_excluded_modules():
+    net = ConvNet()
+    names = {id(p): n for n, p in net.named_parameters()}
+    kept = [names[id(p)] for p in network_parameters(net, exclude=["conv*", "fc2.bias"])]
+    assert kept == ["fc1.weight", "fc1.bias", "norm.weight", "norm.bias", "fc2.weight"]
+    assert len(network_parameters(net)) == len(list(net.parameters()))

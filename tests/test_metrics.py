@@ -1,10 +1,13 @@
 """Plasticity metrics against hand-computed values."""
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import mlp, with_singular_values
+from torch import nn
 
 from plasticity import PlasticityMonitor
 from plasticity.metrics import (
@@ -13,6 +16,8 @@ from plasticity.metrics import (
     grad_norm,
     isometry_deviations,
     kfac_eps_rank,
+    kfac_eps_ranks,
+    kfac_factors,
     layer_jacobian_singular_values,
     srank,
     stable_rank,
@@ -101,3 +106,125 @@ def test_monitor_reports_per_layer_and_network_metrics():
 def test_monitor_rejects_a_wrong_probe_shape():
     with pytest.raises(ValueError, match="do not fit Sequential"):
         PlasticityMonitor(mlp()).measure(torch.randn(16, 3))
+
+
+def test_monitor_refuses_an_empty_or_non_finite_probe_naming_the_network():
+    monitor = PlasticityMonitor(mlp(), name="critic")
+    with pytest.raises(
+        ValueError, match="PlasticityMonitor\\('critic'\\): the probe batch is empty"
+    ):
+        monitor.measure(torch.randn(0, 8))
+    bad = torch.randn(16, 8)
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="'critic'\\): the probe batch contains NaN or Inf"):
+        monitor.measure(bad)
+    with torch.no_grad():
+        monitor.module[2].weight[0, 0] = float("inf")  # a diverged network
+    with pytest.raises(ValueError, match="layer '2' gives NaN or Inf features.*2.weight"):
+        monitor.measure(torch.randn(16, 8))
+    with pytest.raises(ValueError, match="PlasticityMonitor\\('Sequential'\\)"):
+        PlasticityMonitor(mlp()).measure(torch.randn(0, 8))  # default name: the class
+
+
+def test_effective_rank_of_non_finite_features_is_a_clear_error():
+    with pytest.raises(ValueError, match="features contain NaN or Inf"):
+        effective_rank(torch.full((4, 3), float("nan")))
+
+
+def tiny_regression():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = torch.randn(50, 3, dtype=torch.float64), torch.randn(50, 2, dtype=torch.float64)
+    net = net.double()
+
+    def loss_fn(module):
+        return 0.5 * (module(x) - y).pow(2).sum(1).mean()
+
+    return net, x, y, loss_fn
+
+
+def test_kfac_factors_match_a_hand_computation():
+    net, x, y, loss_fn = tiny_regression()
+    factors = kfac_factors(net, loss_fn)
+    ones = torch.ones(50, 1, dtype=torch.float64)
+    with torch.no_grad():
+        z = net[0](x)
+        h = torch.tanh(z)
+        g2 = net(x) - y  # per-sample ∂ℓ_i/∂s of ℓ_i = ½‖s − y‖², at the head
+        g0 = (g2 @ net[2].weight) * (1 - h**2)  # back through the head and tanh
+    for name, a, g in (("0", torch.cat([x, ones], 1), g0), ("2", torch.cat([h, ones], 1), g2)):
+        torch.testing.assert_close(factors[name][0], a.T @ a / 50)
+        torch.testing.assert_close(factors[name][1], g.T @ g / 50)
+    assert all(p.grad is None for p in net.parameters())  # .grad left alone
+
+
+def test_kfac_eps_rank_counts_the_kronecker_eigenvalues():
+    net, _, _, loss_fn = tiny_regression()
+    a, g = kfac_factors(net, loss_fn)["0"]
+    products = torch.linalg.eigvalsh(torch.kron(a, g))  # the 16×16 curvature block, ascending
+    eps = float(products[7] + products[8]) / 2  # half of them above
+    ranks = kfac_eps_ranks(net, loss_fn, eps=eps)
+    assert ranks["0/kfac_eps_rank"] == int((products > eps).sum()) == 8
+    assert ranks["0/kfac_eps_rank_normalized"] == 8 / 16
+    assert ranks["kfac_eps_rank_normalized"] == pytest.approx(
+        (ranks["0/kfac_eps_rank_normalized"] + ranks["2/kfac_eps_rank_normalized"]) / 2
+    )
+
+
+def test_kfac_eps_rank_drops_when_features_collapse():
+    torch.manual_seed(0)
+    net = mlp((8, 32, 32, 4))
+    x, y = torch.randn(256, 8), torch.randint(0, 4, (256,))
+
+    def loss_fn(module):
+        return F.cross_entropy(module(x), y)
+
+    healthy = kfac_eps_ranks(net, loss_fn, eps=1e-9)
+    with torch.no_grad():  # every unit of layer '0' reads the same input direction t = vᵀx
+        net[0].weight.copy_(torch.randn(32, 1) @ torch.randn(1, 8))
+        net[0].bias.zero_()
+    collapsed = kfac_eps_ranks(net, loss_fn, eps=1e-9)
+    # layer '2' sees relu(c_i·t) = c_i⁺·relu(t) + c_i⁻·relu(−t): with the bias column A has
+    # rank 3 of 33, so at most 3·32 of the 33·32 products survive
+    assert collapsed["2/kfac_eps_rank"] <= 3 * 32 < healthy["2/kfac_eps_rank"]
+    assert collapsed["kfac_eps_rank_normalized"] < healthy["kfac_eps_rank_normalized"]
+
+
+def test_kfac_factors_of_a_conv_unfold_its_patches():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 2, 2).double()  # 3×3 inputs → 2×2 positions, patches of 4 (+ bias)
+    x = torch.randn(5, 1, 3, 3, dtype=torch.float64)
+    target = torch.randn(5, 2, 2, 2, dtype=torch.float64)
+
+    def loss_fn(module):
+        return 0.5 * (module(x) - target).pow(2).sum((1, 2, 3)).mean()
+
+    a, g = kfac_factors(conv, loss_fn)[""]
+    patches = torch.stack(
+        [x[b, 0, i : i + 2, j : j + 2].flatten() for b in range(5) for i in (0, 1) for j in (0, 1)]
+    )
+    rows = torch.cat([patches, torch.ones(20, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(a, rows.T @ rows / 20)  # averaged over samples and positions
+    with torch.no_grad():
+        per_position = (conv(x) - target).flatten(2)  # (5, 2, 4): per-sample gradients
+    expected = torch.einsum("bcp,bdp->cd", per_position, per_position) / 5
+    torch.testing.assert_close(g, expected)  # summed over positions, averaged over samples
+
+
+def test_kfac_factors_read_pre_activations_under_in_place_relu():
+    torch.manual_seed(0)
+    inplace = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
+    plain = copy.deepcopy(inplace)
+    plain[1] = nn.ReLU()
+    x = torch.randn(30, 4)
+    got = kfac_factors(inplace, lambda m: m(x).pow(2).mean())
+    expected = kfac_factors(plain, lambda m: m(x).pow(2).mean())
+    for name in ("0", "2"):
+        for ours, theirs in zip(got[name], expected[name], strict=True):
+            torch.testing.assert_close(ours, theirs)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        kfac_factors(plain, lambda m: m(x))
+    with pytest.raises(ValueError, match="ran none of the chosen layers"):
+        kfac_factors(plain, lambda m: torch.zeros(()))
+    with pytest.raises(ValueError, match="conv '' has groups"):
+        kfac_factors(nn.Conv2d(4, 4, 3, groups=2), lambda m: m(torch.randn(2, 4, 5, 5)).sum())

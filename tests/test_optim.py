@@ -5,7 +5,7 @@ import io
 
 import pytest
 import torch
-from conftest import mlp
+from conftest import mlp, with_singular_values
 from torch import nn
 
 from plasticity import AdamO, adamo_param_groups, deviation_from_isometry
@@ -184,19 +184,76 @@ def test_param_groups_exclude_heads_biases_and_zero_matrices():
     assert only["iso_coef"] == 0.0
 
 
+NAN, INF = float("nan"), float("inf")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"lr": -1.0}, "learning rate"),
-        ({"betas": (1.0, 0.9)}, "betas"),
-        ({"iso_coef": -0.1}, "iso_coef"),
-        ({"iso_every": 0}, "iso_every"),
-        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"lr": -1.0}, "invalid learning rate -1.0: it must be a finite number >= 0"),
+        ({"lr": NAN}, "invalid learning rate nan"),
+        ({"lr": INF}, "invalid learning rate inf"),
+        ({"betas": (1.0, 0.9)}, "invalid betas \\(1.0, 0.9\\): it must be two numbers in"),
+        ({"betas": (0.9, NAN)}, "invalid betas"),
+        ({"betas": (0.9,)}, "invalid betas"),
+        ({"eps": NAN}, "invalid eps nan"),
+        ({"iso_coef": -0.1}, "invalid iso_coef"),
+        ({"iso_coef": NAN}, "invalid iso_coef"),
+        ({"iso_scale": 0.0}, "invalid iso_scale 0.0: it must be a finite number > 0"),
+        ({"iso_scale": INF}, "invalid iso_scale"),
+        ({"iso_every": 0}, "invalid iso_every"),
+        ({"iso_every": 2.0}, "invalid iso_every 2.0: it must be an integer >= 1"),
+        ({"weight_decay": -1.0}, "invalid weight_decay"),
+        ({"weight_decay": NAN}, "invalid weight_decay"),
     ],
 )
 def test_bad_hyperparameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AdamO(mlp().parameters(), **kwargs)
+
+
+def test_a_groups_own_settings_are_checked_too():
+    net = mlp()
+    with pytest.raises(ValueError, match="invalid iso_coef nan"):
+        AdamO(adamo_param_groups(net, iso_coef=float("nan")))
+    opt = AdamO(net[0].parameters())
+    with pytest.raises(ValueError, match="invalid learning rate -0.1"):
+        opt.add_param_group({"params": list(net[2].parameters()), "lr": -0.1})
+
+
+def largest_singular_value(w: torch.Tensor) -> float:
+    if not torch.isfinite(w).all():
+        return float("inf")
+    return float(torch.linalg.svdvals(w.detach().double())[0])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_amortized_step_converges_where_the_every_step_form_does(fused):
+    """σ ← σ − 4kηλσ(σ² − s) overshoots for σ_max = 20, λ = 0.1, η = 1e-3 and k = 32
+    (4kηλ(3σ² − s) ≈ 15 > 2): the plain k-fold step diverges, the every-step form converges."""
+    start = with_singular_values(64, 32, [20.0] + [1.0] * 31).float()
+    final = {}
+    for k in (1, 32):
+        w = nn.Parameter(start.clone())
+        opt = AdamO([w], lr=1e-3, iso_coef=0.1, iso_every=k, fused=fused)
+        for _ in range(32 * 100):
+            w.grad = torch.zeros_like(w)  # no task gradient: only the isometry step acts
+            opt.step()
+        final[k] = largest_singular_value(w)
+    assert final[1] == pytest.approx(1.0, abs=0.05)
+    assert final[32] == pytest.approx(1.0, abs=0.05)  # diverged (inf) before the bound
+    assert float(deviation_from_isometry(w)) < 0.1
+
+
+def test_the_step_bound_leaves_a_well_conditioned_matrix_alone():
+    """Near isometry the bound does not bind: k steps' push in one, bit for bit as without it."""
+    w = nn.Parameter(with_singular_values(16, 8, [1.2, 1.1, 1.0, 0.9, 0.9, 0.8, 0.8, 0.7]))
+    before = w.detach().clone()
+    opt = AdamO([w], lr=1e-3, iso_coef=1e-3, iso_every=4)
+    for _ in range(4):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    assert torch.equal(w.detach(), before.add(isometry_grad(before), alpha=-1e-3 * 1e-3 * 4))
 
 
 def test_unknown_head_name_is_a_clear_error():

@@ -12,6 +12,7 @@ from plasticity import (
     PlasticityMonitor,
     effective_rank_ascent_,
     l2_init_penalty,
+    l2_penalty,
     make_method,
     parseval_penalty,
     redo_,
@@ -31,6 +32,16 @@ def test_l2_init_penalty_hand_computed():
     assert l2_init_penalty(net, initial).item() == pytest.approx(32 * 8 * 0.25 + 4 * 1.0)
     with pytest.raises(ValueError, match="initial_state has no entry '0.weight'"):
         l2_init_penalty(net, {})
+
+
+def test_l2_penalty_hand_computed():
+    net = nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
+        net.bias.copy_(torch.tensor([0.5, -1.0]))
+    assert l2_penalty(net).item() == pytest.approx(1 + 4 + 9 + 0.25 + 1)  # biases included
+    l2_penalty(net).backward()
+    torch.testing.assert_close(net.weight.grad, 2 * net.weight.detach())
 
 
 def test_parseval_uses_the_row_gram_on_hidden_layers():

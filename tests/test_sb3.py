@@ -8,6 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip("stable_baselines3")
+from conftest import state_is_zero  # noqa: E402
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noqa: E402
 
@@ -111,20 +112,22 @@ def test_fire_on_sac_critic_resyncs_target_and_clears_state():
     for key, value in critic.state_dict().items():
         assert torch.equal(value, model.critic_target.state_dict()[key])
     for layer in (critic.qf0[0], critic.qf1[2]):
-        assert layer.weight not in critic.optimizer.state
+        assert state_is_zero(critic.optimizer, layer.weight)
 
 
-def test_fire_clears_touched_adam_state():
+@pytest.mark.parametrize("mode", ["network", "touched"])
+def test_fire_resets_the_critics_adam_state(mode):
     model = off_policy(SAC)
     model.learn(100)
-    callback = PlasticityCallback("fire", networks=("critic",))
+    callback = PlasticityCallback("fire", networks=("critic",), clear_optimizer=mode)
     callback.init_callback(model)
     before = set(model.critic.optimizer.state)
     callback.handles["critic"].on_task_switch()  # FIRE now
     weights = [layer.weight for _, layer in named_layers(model.critic)]
     assert all(w in before for w in weights)
-    assert all(w not in model.critic.optimizer.state for w in weights)
-    assert model.critic.qf0[0].bias in model.critic.optimizer.state  # biases keep theirs
+    assert all(state_is_zero(model.critic.optimizer, w) for w in weights)
+    # the whole network's state by default (biases too), only the rewritten weights' else
+    assert state_is_zero(model.critic.optimizer, model.critic.qf0[0].bias) == (mode == "network")
 
 
 def test_callback_reacts_to_a_task_switch_of_a_cycling_env():

@@ -1,13 +1,13 @@
-"""plasticity.schedule.Every and plasticity.tasks.task_period."""
+"""plasticity.schedule.Every and At, and plasticity.tasks.task_period."""
 
 import numpy as np
 import pytest
 
-from plasticity.schedule import Every
+from plasticity.schedule import At, Every
 from plasticity.tasks import TASK_PERIOD, task_period
 
 
-def fired(schedule: Every, steps) -> list[int]:
+def fired(schedule: Every | At, steps) -> list[int]:
     return [step for step in steps if schedule.due(step)]
 
 
@@ -53,3 +53,30 @@ def test_task_period_reads_vector_and_per_env_infos():
     )
     assert task_period([{"x": 1}, {TASK_PERIOD: 4}, {TASK_PERIOD: 2}]) == 4
     assert task_period({"episode": {}}) is None and task_period([{}, {}]) is None
+
+
+def test_at_is_due_once_at_each_listed_step_even_when_steps_jump():
+    assert fired(At([250, 100, 100]), range(0, 501, 7)) == [105, 252]  # sorted, deduplicated
+    assert fired(At([100, 200]), [50, 250, 260]) == [250]  # one firing for both
+    schedule = At([4, 8, 12])
+    assert [schedule.crossings(step) for step in (3, 9, 9, 20)] == [0, 2, 0, 1]
+    assert fired(At([]), range(100)) == []
+
+
+def test_at_start_skip_to_and_state_dict():
+    assert fired(At([100, 300], start=100), [150, 299, 300]) == [300]  # 100 is the start
+    schedule = At([100, 200])
+    schedule.skip_to(150)
+    assert fired(schedule, [160, 210]) == [210]
+    half = At([100, 200])
+    fired(half, [120])
+    resumed = At([50, 100, 200])  # another list: the step reached (120) is what carries over
+    resumed.load_state_dict(half.state_dict())
+    assert half.state_dict() == {"steps": [100, 200], "reached": 120}
+    assert fired(resumed, [199, 200, 400]) == [200]
+
+
+@pytest.mark.parametrize("steps", [[0], [-3], [1.5], [True], ["100"]])
+def test_at_refuses_steps_that_are_not_positive_integers(steps):
+    with pytest.raises(ValueError, match="steps must be positive integers"):
+        At(steps)
