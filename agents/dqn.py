@@ -21,6 +21,7 @@ gets metrics, checkpoints, evaluation and ``--resume`` as in ``agents/sac.py``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +38,7 @@ from agents.cli import (
     attach_method,
     check_settings,
     fill_unset,
+    method_name,
     parse_args,
     refill_steps,
     run_cli,
@@ -44,7 +46,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, prefixed
+from agents.lifecycle import Lifecycle, curvature, prefixed
 from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.replay import ReplayBuffer
 from agents.run import Run
@@ -143,6 +145,12 @@ MINATAR_DEFAULTS = {
 }
 
 
+# FIRE as the FIRE paper's DQN applies it (arXiv 2602.08040; its dqn_atari code): Newton–Schulz
+# on the convolutions, the linear layers and the head back to the values they started the run
+# with (biases too), Adam's moments kept. On images, unless set otherwise.
+PAPER_FIRE = {"fire_linear": "initial", "clear_optimizer": "none"}
+
+
 class QNetwork(nn.Module):
     """Q-values of all actions: a convolutional torso for ``(C, H, W)`` frames (the Nature CNN,
     or MinAtar's for small grids, see ``agents/networks.py``), CleanRL's 120-84 MLP otherwise.
@@ -219,6 +227,8 @@ def main(args: Args) -> dict:
     else:
         defaults = VECTOR_DEFAULTS
     args = fill_unset(args, defaults)
+    if image and "fire" in method_name(args, "q")[0].split("+"):
+        args = dataclasses.replace(args, plasticity=fill_unset(args.plasticity, PAPER_FIRE))
     check(args)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
@@ -234,7 +244,7 @@ def main(args: Args) -> dict:
         heads=q_network.heads,
         eps=args.adam_eps,
     )
-    q_monitor = PlasticityMonitor(q_network, heads=q_network.heads)
+    q_monitor = PlasticityMonitor(q_network, heads=q_network.heads, name="q")
     compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("dqn", args, resolved_settings(args, device, envs))
@@ -265,14 +275,16 @@ def main(args: Args) -> dict:
     def intervened(reports) -> None:
         run.log_interventions(global_step, "q", reports, q_plasticity.interventions)
 
+    @torch.no_grad()
+    def td_target(rew, next_obs, term):
+        """The TD target: the target network's greedy value of the next observation."""
+        return rew + args.gamma * target_network(next_obs).max(1).values * (1 - term)
+
     def update(obs, act, rew, next_obs, term):
         """One update: the TD loss of the taken actions against the target network's greedy
         value, plus the method's penalty. Returns the loss and the mean Q, detached."""
-        with torch.no_grad():
-            target_max = target_network(next_obs).max(1).values
-            td_target = rew + args.gamma * target_max * (1 - term)
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
-        loss = loss_fn(q_taken, td_target) + q_plasticity.penalty()
+        loss = loss_fn(q_taken, td_target(rew, next_obs, term)) + q_plasticity.penalty()
         q_plasticity.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         q_plasticity.optimizer.step()
@@ -282,6 +294,13 @@ def main(args: Args) -> dict:
     @torch.no_grad()
     def act(obs):
         return q_network(obs).argmax(1)
+
+    def q_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
+        """The Q-network's K-FAC ε-ranks under its TD loss on this batch (targets fixed)."""
+        target = td_target(rew, next_obs, term)
+        return curvature(
+            "q", q_network, lambda net: loss_fn(net(obs).gather(1, act[:, None]).squeeze(1), target)
+        )
 
     update, act = compiled(update), compiled(act)
 
@@ -317,7 +336,9 @@ def main(args: Args) -> dict:
 
         switched = life.episodes(global_step, infos)
         if switched and rb.size > 0 and life.intervening(global_step):
-            intervened(q_plasticity.on_task_switch(inputs=rb.sample(args.batch_size)[0]))
+            probe = rb.sample(args.batch_size)
+            run.log(global_step, q_curvature(*probe))  # as the switch begins
+            intervened(q_plasticity.on_task_switch(inputs=probe[0]))
 
         # ALGO LOGIC: training: --updates-per-step updates every train_frequency env steps
         # (also with num_envs > 1), a replay ratio of updates_per_step / train_frequency
@@ -344,10 +365,10 @@ def main(args: Args) -> dict:
                 if loss is not None:
                     scalars["losses/td_loss"] = loss.item()
                     scalars["losses/q_values"] = q_mean.item()
-                    probe = data_obs
                 else:
-                    probe = rb.sample(args.batch_size)[0]
-                scalars.update(prefixed("q", q_monitor.measure(probe)))
+                    batch = rb.sample(args.batch_size)
+                scalars.update(prefixed("q", q_monitor.measure(batch[0])))
+                scalars.update(q_curvature(*batch))
                 life.log_metrics(global_step, scalars)
 
         life.after_step(global_step, nonfinite)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from agents.cli import CommonArgs, TrainingDiverged
 from agents.console import Console
@@ -36,6 +37,7 @@ from agents.environments import evaluate
 from agents.episodes import EpisodeTracker, mean_or_nan
 from agents.run import Run
 from plasticity import MethodHandle
+from plasticity.metrics import kfac_eps_ranks
 from plasticity.schedule import Every
 
 STEADY_AFTER = 100
@@ -45,6 +47,28 @@ STEADY_AFTER = 100
 def prefixed(network: str, metrics: dict[str, float]) -> dict[str, float]:
     """``{"dormant_ratio": …}`` of one network as ``{"<network>/dormant_ratio": …}``."""
     return {f"{network}/{key}": value for key, value in metrics.items()}
+
+
+CURVATURE_MAX_INPUTS = 1024
+"""layers fed more inputs are left out of the curvature ranks: the eigendecomposition of their
+input factor (a Nature CNN's 3136 → 512 layer) would take seconds at every metrics step"""
+
+
+def curvature(name: str, network: nn.Module, loss_fn) -> dict[str, float]:
+    """``<name>/<layer>/kfac_eps_rank`` (and normalized) of ``network`` under the loss
+    ``loss_fn(network)`` on a probe batch: the curvature ranks whose collapse at task switches
+    "Spectral Collapse Drives Loss of Plasticity" (arXiv 2509.22335) reports. Nothing when the
+    loss is not finite (a NaN reward before the first update): the divergence check stops the
+    run."""
+    with torch.no_grad():
+        if not torch.isfinite(loss_fn(network)):
+            return {}
+    too_wide = [
+        layer_name
+        for layer_name, layer in network.named_modules()
+        if isinstance(layer, nn.Linear) and layer.in_features > CURVATURE_MAX_INPUTS
+    ]
+    return prefixed(name, kfac_eps_ranks(network, loss_fn, exclude=too_wide))
 
 
 class StopSignals:

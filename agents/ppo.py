@@ -45,7 +45,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, prefixed
+from agents.lifecycle import Lifecycle, curvature, prefixed
 from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.run import Run
 from plasticity import PlasticityMonitor
@@ -324,8 +324,11 @@ def main(args: Args) -> dict:
         activation=activation,
         eps=1e-5,
     )
-    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, activation=activation)
-    critic_monitor = PlasticityMonitor(critic, heads=Critic.heads, activation=activation)
+    monitor_settings = {"activation": activation}
+    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, name="actor", **monitor_settings)
+    critic_monitor = PlasticityMonitor(
+        critic, heads=Critic.heads, name="critic", **monitor_settings
+    )
     compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("ppo", args, resolved_settings(args, device, envs))
@@ -434,6 +437,10 @@ def main(args: Args) -> dict:
         return tuple(
             x.detach() for x in (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
         )
+
+    def critic_curvature(obs, returns) -> dict[str, float]:
+        """The critic's K-FAC ε-ranks under its value loss on a minibatch."""
+        return curvature("critic", critic, lambda net: 0.5 * ((net(obs) - returns) ** 2).mean())
 
     @torch.no_grad()
     def act(obs):
@@ -550,6 +557,7 @@ def main(args: Args) -> dict:
         if life.metrics_due(global_step, nonfinite):
             scalars.update(prefixed("actor", actor_monitor.measure(mb_obs)))
             scalars.update(prefixed("critic", critic_monitor.measure(mb_obs)))
+            scalars.update(critic_curvature(mb_obs, b_returns[mb_inds]))
             life.log_metrics(global_step, scalars)
         else:
             run.log(global_step, scalars)

@@ -34,7 +34,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, prefixed
+from agents.lifecycle import Lifecycle, curvature, prefixed
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
@@ -193,8 +193,8 @@ def main(args: Args) -> dict:
     critic_plasticity = attach_method(
         args, "critic", critic, args.q_lr, heads=TwinQ.heads, targets=[critic_target]
     )
-    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads)
-    critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads)
+    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, name="actor")
+    critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads, name="critic")
     compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("sac", args, resolved_settings(args, device, envs))
@@ -255,14 +255,18 @@ def main(args: Args) -> dict:
     # gradients for it, and the views follow every in-place update and intervention
     frozen_critic = {name: p.detach() for name, p in critic.named_parameters()}
 
+    @torch.no_grad()
+    def td_target(rew, next_obs, term):
+        """The entropy-regularized TD target from the target critic."""
+        alpha = log_alpha.exp()
+        next_actions, next_log_pi, _ = actor.get_action(next_obs)
+        min_next_q = critic_target(next_obs, next_actions).min(0).values
+        return rew + (1 - term) * args.gamma * (min_next_q - alpha * next_log_pi)
+
     def update_critic(obs, act, rew, next_obs, term):
         """One critic update: both TD losses (summed) against the entropy-regularized target,
         plus the method's penalty. Returns the loss and mean Q1, detached."""
-        alpha = log_alpha.detach().exp()
-        with torch.no_grad():
-            next_actions, next_log_pi, _ = actor.get_action(next_obs)
-            min_next_q = critic_target(next_obs, next_actions).min(0).values
-            next_q = rew + (1 - term) * args.gamma * (min_next_q - alpha * next_log_pi)
+        next_q = td_target(rew, next_obs, term)
         qf_values = critic(obs, act)
         qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
         qf_loss = qf_loss + critic_plasticity.penalty()
@@ -289,6 +293,13 @@ def main(args: Args) -> dict:
             alpha_loss.backward()
             a_optimizer.step()
         return actor_loss.detach()
+
+    def critic_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
+        """The critic's K-FAC ε-ranks under its TD loss on this batch (targets held fixed)."""
+        target = td_target(rew, next_obs, term)
+        return curvature(
+            "critic", critic, lambda net: sum(F.mse_loss(q, target) for q in net(obs, act))
+        )
 
     def update_target():
         with torch.no_grad():
@@ -340,6 +351,7 @@ def main(args: Args) -> dict:
         switched = life.episodes(global_step, infos)
         if switched and rb.size > 0 and life.intervening(global_step):
             probe = rb.sample(args.batch_size)
+            run.log(global_step, critic_curvature(*probe))  # as the switch begins
             intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
             intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
 
@@ -374,6 +386,7 @@ def main(args: Args) -> dict:
                 }
                 scalars.update(prefixed("actor", actor_monitor.measure(data_obs)))
                 scalars.update(prefixed("critic", critic_monitor.measure((data_obs, data_act))))
+                scalars.update(critic_curvature(*batch))
                 life.log_metrics(global_step, scalars)
 
         life.after_step(global_step, nonfinite)

@@ -119,11 +119,12 @@ class MethodConfig:
     """FIRE orthogonalization: the paper's Newton–Schulz, or the exact SVD polar factor"""
     fire_scale: Literal["muon", "none"] = "muon"
     """FIRE scaling: sqrt(d_out/d_in) ('muon', the paper's SAC default) or 1"""
-    fire_linear: Literal["fire", "initial", "fresh"] = "fire"
+    fire_linear: Literal["fire", "initial", "fresh"] | None = None
     """what FIRE does to Linear layers: FIRE them like the convolutions ('fire', the paper's
     SAC), reset weights and biases to their initial values ('initial', the paper's DQN:
     convolutions FIRE'd, linear layers and head reset to the values the network had when the
-    method was attached, kept in the handle's checkpoint), or to a fresh draw ('fresh')"""
+    method was attached, kept in the handle's checkpoint), or to a fresh draw ('fresh').
+    Unset: 'fire', except for our DQN on images, which follows its paper ('initial')"""
     reset_every: int = 200_000
     """full-reset period in steps (Nikishin et al. 2022 use 2e5 on DMC; 0 = off)"""
     reset_at: list[int] = field(default_factory=list)
@@ -142,10 +143,11 @@ class MethodConfig:
     """shrink & perturb: factor on the target weights, in [0, 1]"""
     perturb_target: Literal["fresh", "initial"] = "fresh"
     """shrink & perturb toward a fresh random init or the network's own initial weights"""
-    clear_optimizer: Literal["network", "touched", "none"] = "network"
+    clear_optimizer: Literal["network", "touched", "none"] | None = None
     """optimizer state FIRE, reset and shrink & perturb reset: all of the network's ('network':
     biases too, as the FIRE paper's SAC rebuilds its optimizers), only the rewritten tensors'
-    ('touched'), or none ('none': Adam moments kept, as the FIRE paper's DQN)"""
+    ('touched'), or none ('none': Adam moments kept, as the FIRE paper's DQN). Unset:
+    'network', except for our DQN on images, which follows its paper ('none')"""
     redo_every: int = 1000
     """ReDo check period in steps (needs a probe batch)"""
     redo_tau: float = 0.025
@@ -188,8 +190,15 @@ class MethodConfig:
         hints = typing.get_type_hints(MethodConfig)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            choices = typing.get_args(hints[f.name])
-            if typing.get_origin(hints[f.name]) is Literal:
+            literal = next(
+                (t for t in (hints[f.name], *typing.get_args(hints[f.name]))
+                 if typing.get_origin(t) is Literal),
+                None,
+            )  # fmt: skip
+            if literal is not None:  # Literal[...] or Literal[...] | None (unset)
+                choices = typing.get_args(literal)
+                if type(None) in typing.get_args(hints[f.name]):
+                    choices = (*choices, None)
                 ok, valid = value in choices, "one of " + ", ".join(map(repr, choices))
             else:
                 check, valid = _CHECKS[f.name]
@@ -393,7 +402,7 @@ class MethodHandle:
         if (
             "l2_init" in self.parts
             or ("shrink_perturb" in self.parts and cfg.perturb_target == "initial")
-            or ("fire" in self.parts and cfg.fire_linear == "initial")
+            or ("fire" in self.parts and self.fire_linear == "initial")
         ):
             self.initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         if optimizer is None:
@@ -531,12 +540,16 @@ class MethodHandle:
             )
         return inputs
 
+    @property
+    def fire_linear(self) -> str:
+        return self.config.fire_linear or "fire"
+
     def _whole_network(
         self, intervene: Callable[[Optimizers], InterventionReport]
     ) -> InterventionReport:
         """Run an intervention that rewrites the network, then reset the optimizer state that
         ``clear_optimizer`` names and re-sync the targets."""
-        mode = self.config.clear_optimizer
+        mode = self.config.clear_optimizer or "network"
         report = intervene(self.optimizer if mode == "touched" else None)
         if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
             clear_optimizer_state_(self.optimizer, network_parameters(self.network, self.exclude))
@@ -549,7 +562,7 @@ class MethodHandle:
     def _fire_layers(self, optimizer: Optimizers) -> InterventionReport:
         cfg = self.config
         layers = select_layers(self.network, exclude=self.exclude)
-        if cfg.fire_linear == "fire":
+        if self.fire_linear == "fire":
             fired, linear = [name for name, _ in layers], []
         else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
             linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
@@ -571,7 +584,7 @@ class MethodHandle:
                 optimizer,
                 self.fresh,
                 include=linear,
-                initial_state=self.initial_state if cfg.fire_linear == "initial" else None,
+                initial_state=self.initial_state if self.fire_linear == "initial" else None,
             )
             report.layers.update(reset.layers)
         return report

@@ -59,6 +59,7 @@ def test_cartpole_run_writes_its_folder(tmp_path, method):
     keys = set().union(*read_scalars(run_dir))
     assert {"losses/td_loss", "losses/q_values", "charts/epsilon", "charts/SPS"} <= keys
     assert {"q/dormant_ratio", "q/effective_rank", "q/dfi"} <= keys
+    assert {"q/network.1/kfac_eps_rank", "q/kfac_eps_rank_normalized"} <= keys
     if method == "none":
         assert saved["interventions"] == {"q": 0}
     else:
@@ -195,6 +196,23 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
     network = dqn.QNetwork((4, 84, 84), 6)
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     assert network(frames).shape == (2, 6)
+
+
+def test_minatar_gets_its_network_and_fire_follows_the_dqn_paper_on_images(tmp_path):
+    pytest.importorskip("minatar")
+    args = small_args(tmp_path, env="minatar_breakout", method="fire", learning_starts=None)
+    args.plasticity.fire_every = 150
+    summary = dqn.main(dataclasses.replace(args, train_frequency=None, total_timesteps=200))
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["train_frequency"] == 1 and config["learning_starts"] == 5_000  # MinAtar's
+    assert config["plasticity"]["fire_linear"] == "initial"  # linear layers back to the start
+    assert config["plasticity"]["clear_optimizer"] == "none"  # Adam's moments kept
+    q = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
+    assert q["q"]["network.0.weight"].shape == (16, 4, 3, 3)  # 16 3x3 filters
+    assert q["q"]["network.3.weight"].shape == (128, 1024)
+    vector = dqn.main(small_args(tmp_path, method="fire"))
+    vector_config = json.loads((Path(vector["run_dir"]) / "config.json").read_text())
+    assert vector_config["plasticity"]["fire_linear"] is None  # the library's: FIRE everywhere
 
 
 def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypatch):

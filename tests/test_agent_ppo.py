@@ -60,6 +60,7 @@ def test_short_run_writes_its_run_folder(tmp_path, env, method):
         assert key in keys
     assert {"losses/clipfrac", "losses/explained_variance", "charts/SPS"} <= keys
     assert {"actor/dormant_ratio", "critic/effective_rank", "eval/episodic_return"} <= keys
+    assert "critic/kfac_eps_rank_normalized" in keys
     if expected:
         assert any(k.startswith(f"actor/{method}/") for k in keys)
         assert any(k.startswith(f"critic/{method}/") for k in keys)
