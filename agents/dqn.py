@@ -88,6 +88,10 @@ class Args(CommonArgs):
     learning_starts: int | None = None
     """env steps before learning starts (default 10_000 vectors, 80_000 images; FIRE paper:
     20_000)"""
+    clear_buffer_on_switch: bool = False
+    """empty the replay buffer when a task switch begins (after the switch's interventions);
+    updates pause until --learning-starts new transitions are in: a warm start on the new task
+    in which only the networks carry over"""
     refill_steps: int | None = None
     """after a --resume whose checkpoint has no replay buffer: env steps collected with the
     current ε-greedy policy before updates resume (default --learning-starts)"""
@@ -339,6 +343,9 @@ def main(args: Args) -> dict:
             probe = rb.sample(args.batch_size)
             run.log(global_step, q_curvature(*probe))  # as the switch begins
             intervened(q_plasticity.on_task_switch(inputs=probe[0]))
+            if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
+                rb.clear()
+                learning_starts = global_step + args.learning_starts
 
         # ALGO LOGIC: training: --updates-per-step updates every train_frequency env steps
         # (also with num_envs > 1), a replay ratio of updates_per_step / train_frequency

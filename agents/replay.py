@@ -105,6 +105,10 @@ class ReplayBuffer:
             packed = device_rows[:, offset : offset + nbytes].view(store.dtype)
             store[idx] = packed.reshape(n, *store.shape[1:])
 
+    def clear(self) -> None:
+        """Forget every transition (the storage stays allocated)."""
+        self.position = self.size = 0
+
     def sample(self, batch_size: int):
         idx = torch.randint(0, self.size, (batch_size,), device=self.device)
         return (

@@ -61,6 +61,10 @@ class Args(CommonArgs):
     """the batch size of sample from the replay memory"""
     learning_starts: int = 5_000
     """env steps of uniformly random actions before learning starts"""
+    clear_buffer_on_switch: bool = False
+    """empty the replay buffer when a task switch begins (after the switch's interventions);
+    updates pause until --learning-starts new transitions are in: a warm start on the new task
+    in which only the networks carry over"""
     refill_steps: int | None = None
     """after a --resume whose checkpoint has no replay buffer: env steps collected with the
     current policy before updates resume (default --learning-starts)"""
@@ -354,6 +358,9 @@ def main(args: Args) -> dict:
             run.log(global_step, critic_curvature(*probe))  # as the switch begins
             intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
             intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
+            if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
+                rb.clear()
+                learning_starts = global_step + args.learning_starts
 
         # ALGO LOGIC: training. --updates-per-step updates per env step (replay ratio), so
         # updates_per_step × num_envs per vector step; the delays count updates, as CleanRL's

@@ -270,3 +270,27 @@ def test_updates_per_step_sets_the_replay_ratio(tmp_path):
     summary = dqn.main(small_args(tmp_path, updates_per_step=3, checkpoint_every=0))
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False)
     assert int(state["plasticity"]["q"]["optimizer"]["state"][0]["step"]) == 300
+
+
+def test_clear_buffer_on_switch_warm_starts_the_next_task(tmp_path):
+    args = small_args(
+        tmp_path,
+        env="CartPole-v1",
+        permute_observations=True,
+        switch_every=150,
+        total_timesteps=400,
+        clear_buffer_on_switch=True,
+        learning_starts=50,
+        metrics_every=10,
+        checkpoint_every=0,
+        save_buffer=True,
+    )
+    summary = dqn.main(args)
+    rows = read_scalars(Path(summary["run_dir"]))
+    (switch,) = [row["step"] for row in rows if "charts/task_id" in row][:1]
+    trained = sorted({row["step"] for row in rows if "losses/td_loss" in row})
+    # no update in the 50 steps after the switch: the buffer refills with the new task first
+    assert not [step for step in trained if switch < step <= switch + 50]
+    assert [step for step in trained if step > switch + 50]
+    state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_400.pt", weights_only=False)
+    assert state["buffer"]["size"] < 400 - switch + 1  # only the transitions since the switch
