@@ -119,6 +119,10 @@ class AdamO(torch.optim.Optimizer):
             if group["fused"] is None:
                 group["fused"] = can_fuse
 
+    # Inside a compiled update (torch.compile, CUDA graphs) this step runs eagerly beside the
+    # graph: its isometry schedule is a host counter and the multi-tensor path groups tensors
+    # by their step on the host, neither of which a graph can hold.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure=None):
         """One update. ``closure`` (optional) re-evaluates the model and returns the loss."""

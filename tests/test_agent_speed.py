@@ -100,3 +100,27 @@ def test_graphed_updates_return_outputs_that_later_calls_leave_alone():
     first, _ = step(torch.ones(()))
     second, extra = step(torch.ones(()))
     assert first.item() == 1 and second.item() == 2 and extra["same"].item() == 2
+
+
+@pytest.mark.parametrize("method", ["fire+adamo", "reset"])
+def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, method):
+    """Interventions rewrite parameters and reset optimizer state in place between compiled
+    updates: after 100 updates with two of them, the networks match the eager run's."""
+    networks = {}
+    for mode in ("eager", "compiled"):
+        args = test_agent_dqn.small_args(
+            tmp_path / mode,
+            method=method,
+            total_timesteps=300,
+            train_frequency=2,
+            eval_episodes=0,
+            compile=mode == "compiled",
+        )
+        args.plasticity.fire_every = args.plasticity.reset_every = 120
+        args.plasticity.iso_every = 4
+        summary = dqn.main(args)
+        assert summary["interventions"]["q"] == 2  # at 120 and 240
+        checkpoint = Path(summary["run_dir"]) / "checkpoints" / "step_300.pt"
+        networks[mode] = torch.load(checkpoint, weights_only=False)["q"]
+    for key, value in networks["eager"].items():
+        torch.testing.assert_close(networks["compiled"][key], value, rtol=1e-4, atol=1e-5)
