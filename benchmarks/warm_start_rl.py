@@ -1,0 +1,176 @@
+"""Does an agent warm-started on one task learn a second one as well as a fresh agent?
+
+The RL warm-start protocol of the plasticity-loss evidence (README "Results"): one sweep of
+agents trained on task A, then on task B (a two-task ``cycle:A,B`` with one switch, each method
+acting at the switch), and one sweep of fresh agents trained on B alone for as long. For each
+run, task B's evaluation returns over B's phase give two scores:
+
+- **AUC**: the mean evaluation return over the phase (how fast B is learned);
+- **end**: the mean of the phase's last three evaluations (how well it is learned).
+
+Per group (each method of the warm sweep, and the fresh agents): the IQM and mean with 95%
+stratified-bootstrap CIs (rliable, as ``report.py``), the difference of means to the fresh
+agents with a 95% percentile-bootstrap CI (runs resampled within each group), and the
+probability that a warm-started run beats a fresh one (rliable). A difference whose CI excludes
+0 is what the evidence asks for.
+
+Run: ``python benchmarks/warm_start_rl.py runs/<warm sweep> runs/<fresh sweep>
+--out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
+import report  # noqa: E402
+
+FRESH = "fresh (none)"
+
+
+def phase_curve(run: report.RunData, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation returns at steps in ``(start, start + length]``, with steps from the phase's
+    start."""
+    steps, values = run.scalars.get("eval/episodic_return", (np.zeros(0, int), np.zeros(0)))
+    inside = (steps > start) & (steps <= start + length)
+    return steps[inside] - start, values[inside]
+
+
+def scores(curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """(AUC, end) of one run's phase curve."""
+    _, values = curve
+    return float(np.mean(values)), float(np.mean(values[-3:]))
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> list[float]:
+    """95% percentile-bootstrap CI of ``mean(a) − mean(b)``, runs resampled within each group."""
+    rng = np.random.default_rng(seed)
+    diffs = rng.choice(a, (reps, a.size)).mean(1) - rng.choice(b, (reps, b.size)).mean(1)
+    return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+
+
+def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict]:
+    """IQM/mean with CIs per group, and against the fresh agents: the difference of means
+    with its CI and the probability of improvement."""
+    stats = report.final_return_stats(values, FRESH, reps, reps, seed)
+    for group, entry in stats.items():
+        if group != FRESH and values[group].size and values[FRESH].size:
+            entry["diff"] = float(values[group].mean() - values[FRESH].mean())
+            entry["diff_ci"] = bootstrap_difference(values[group], values[FRESH], reps, seed)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("warm", type=Path, help="sweep folder of the warm-started runs")
+    parser.add_argument("fresh", type=Path, help="sweep folder of the fresh runs on task B")
+    parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    parser.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    _, warm_runs, missing_warm = report.load_sweep(args.warm)
+    _, fresh_runs, missing_fresh = report.load_sweep(args.fresh)
+    warm_runs = [run for run in warm_runs if run.finished]
+    fresh_runs = [run for run in fresh_runs if run.finished]
+    config = report.read_json(warm_runs[0].dir / "config.json")
+    switch = int(config["switch_every"])
+    length = int(config["total_timesteps"]) - switch
+    methods = list(dict.fromkeys(run.method for run in warm_runs))
+    groups = {method: [r for r in warm_runs if r.method == method] for method in methods}
+    groups[FRESH] = fresh_runs
+    curves = {
+        group: [phase_curve(run, 0 if group == FRESH else switch, length) for run in runs]
+        for group, runs in groups.items()
+    }
+    auc = {g: np.array([scores(c)[0] for c in cs]) for g, cs in curves.items()}
+    end = {g: np.array([scores(c)[1] for c in cs]) for g, cs in curves.items()}
+    first_task = {
+        method: np.array([scores(phase_curve(run, 0, switch))[1] for run in runs])
+        for method, runs in groups.items()
+        if method != FRESH
+    }
+    result = {
+        "warm": str(args.warm),
+        "fresh": str(args.fresh),
+        "switch": switch,
+        "phase": length,
+        "env": config["env"],
+        "missing": [m["name"] for m in missing_warm + missing_fresh],
+        "auc": group_stats(auc, args.reps, args.seed),
+        "end": group_stats(end, args.reps, args.seed),
+        "first_task_end": {m: v.tolist() for m, v in first_task.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report.jsonable(result), indent=2))
+    plot(curves, [*methods, FRESH], length, args.out.with_suffix(".png"))
+    args.out.with_suffix(".md").write_text(markdown(result, [*methods, FRESH]))
+    print(args.out.with_suffix(".md").read_text())
+    return result
+
+
+def markdown(result: dict, groups: list[str]) -> str:
+    lines = [
+        f"Task B of `{result['env']}` after a switch at {result['switch']:,} steps, against "
+        f"fresh agents on B; B's phase: {result['phase']:,} steps.",
+        "",
+        "| group | runs | AUC: IQM [95% CI] | AUC: mean − fresh [95% CI] | end: IQM [95% CI] "
+        "| end: mean − fresh [95% CI] | P(end > fresh) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group in groups:
+        auc, end = result["auc"][group], result["end"][group]
+        if not auc.get("n"):
+            continue
+
+        def diff(entry):
+            if "diff" not in entry:
+                return "—"
+            return report.fmt_ci(entry["diff"], entry["diff_ci"])
+
+        poi = report.fmt_ci(end["poi"], end["poi_ci"], 2) if "poi" in end else "—"
+        lines.append(
+            f"| {group} | {auc['n']} | {report.fmt_ci(auc['iqm'], auc['iqm_ci'])} | {diff(auc)} "
+            f"| {report.fmt_ci(end['iqm'], end['iqm_ci'])} | {diff(end)} | {poi} |"
+        )
+    if result["missing"]:
+        lines += ["", f"Missing (unfinished) runs: {', '.join(result['missing'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict, groups: list[str], length: int, path: Path) -> None:
+    """Task B's evaluation return against steps into B, mean and bootstrap band per group."""
+    plt = report.pyplot()
+    palette = report.colors(groups)
+    fig, (ax,) = report.subplots(plt, 1, width=6.0, height=3.8)
+    rng = np.random.default_rng(0)
+    for group in groups:
+        runs = curves[group]
+        if not runs:
+            continue
+        common = sorted(set.intersection(*(set(steps.tolist()) for steps, _ in runs)))
+        matrix = np.array(
+            [[dict(zip(s.tolist(), v, strict=True))[t] for t in common] for s, v in runs]
+        )
+        means = rng.choice(len(matrix), (2000, len(matrix)))
+        band = np.percentile(matrix[means].mean(1), [2.5, 97.5], axis=0)
+        style = "--" if group == FRESH else "-"
+        ax.plot(
+            common, matrix.mean(0), style, color=palette[group], label=f"{group} (n={len(runs)})"
+        )
+        ax.fill_between(common, band[0], band[1], color=palette[group], alpha=0.15)
+    report.steps_axis(ax)
+    ax.set_xlabel("env steps on task B (since the switch, or since the start for fresh agents)")
+    ax.set_ylabel("evaluation return on task B")
+    ax.set_xlim(0, length)
+    ax.legend(loc="lower right")
+    report.save(fig, path)
+
+
+if __name__ == "__main__":
+    main()

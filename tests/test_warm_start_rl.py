@@ -1,0 +1,50 @@
+"""benchmarks/warm_start_rl.py on synthetic sweeps: scores, the difference to fresh agents."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rliable")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import warm_start_rl  # noqa: E402
+
+
+def make_run(folder: Path, name: str, method: str, seed: int, env: str, evals: dict, **config):
+    run = folder / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(
+        json.dumps({"agent": "dqn", "env": env, "method": method, "seed": seed, **config})
+    )
+    (run / "summary.json").write_text(json.dumps({"status": "finished"}))
+    rows = [
+        json.dumps({"step": step, "eval/episodic_return": value}) for step, value in evals.items()
+    ]
+    (run / "scalars.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        # task A until 100, task B after: warm runs learn B slowly, fresh runs fast
+        warm = dict.fromkeys((50, 100), 5.0)
+        warm.update({100 + step: step / 10 + rng.normal(0, 0.1) for step in (25, 50, 75, 100)})
+        make_run(tmp_path / "warm", f"w{seed}", "none", seed, "cycle:a,b", warm,
+                 switch_every=100, total_timesteps=200)  # fmt: skip
+        fresh = {step: 20.0 + rng.normal(0, 0.1) for step in (25, 50, 75, 100)}
+        make_run(tmp_path / "fresh", f"f{seed}", "none", seed, "b", fresh, total_timesteps=100)
+    out = tmp_path / "result"
+    result = warm_start_rl.main([str(tmp_path / "warm"), str(tmp_path / "fresh"), "--out",
+                                 str(out), "--reps", "2000"])  # fmt: skip
+    end = result["end"]["none"]
+    assert end["n"] == 5 and end["mean"] == pytest.approx((5 + 7.5 + 10) / 3, abs=0.1)
+    assert end["diff"] == pytest.approx(7.5 - 20, abs=0.2)
+    low, high = end["diff_ci"]
+    assert low < end["diff"] < high < 0  # the CI of the difference excludes 0
+    assert result["auc"]["none"]["mean"] == pytest.approx(6.25, abs=0.1)
+    assert result["first_task_end"]["none"] == [5.0] * 5
+    table = out.with_suffix(".md").read_text()
+    assert "| none | 5 |" in table and "| fresh (none) | 5 |" in table
+    assert out.with_suffix(".png").is_file()
