@@ -70,18 +70,7 @@ class AdamO(torch.optim.Optimizer):
         iso_every: int = 32,
         fused: bool | None = None,
     ):
-        _check_settings(
-            {
-                "lr": lr,
-                "betas": betas,
-                "eps": eps,
-                "weight_decay": weight_decay,
-                "iso_coef": iso_coef,
-                "iso_scale": iso_scale,
-                "iso_every": iso_every,
-            }
-        )
-        defaults = {
+        settings = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
@@ -89,10 +78,10 @@ class AdamO(torch.optim.Optimizer):
             "iso_coef": iso_coef,
             "iso_scale": iso_scale,
             "iso_every": iso_every,
-            # kept in the groups, where torch's load_state_dict looks to move steps to the device
-            "fused": fused,
         }
-        super().__init__(params, defaults)
+        _check_settings(settings)
+        # fused is kept in the groups, where torch's load_state_dict looks to move steps
+        super().__init__(params, {**settings, "fused": fused})
         self._resolve_fused(self.param_groups)
         self._constructed = True
 

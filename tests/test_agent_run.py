@@ -15,6 +15,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import test_agent_dqn
+import test_agent_sac
 import torch
 
 from agents import dqn, ppo, sac
@@ -26,22 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dqn_args(tmp_path, **overrides) -> dqn.Args:
-    settings = {
-        "env": "CartPole-v1",
-        "total_timesteps": 300,
-        "learning_starts": 100,
-        "buffer_size": 1_000,
-        "batch_size": 32,
-        "train_frequency": 2,
-        "eval_every": 0,
-        "eval_episodes": 0,
-        "metrics_every": 100,
-        "checkpoint_every": 100,
-        "runs_dir": str(tmp_path),
-        "device": "cpu",
-    }
-    settings.update(overrides)
-    return dqn.Args(**settings)
+    """test_agent_dqn's short CartPole run, checkpointed every 100 steps, no evaluation."""
+    return test_agent_dqn.small_args(
+        tmp_path, **{"eval_episodes": 0, "checkpoint_every": 100, **overrides}
+    )
 
 
 def rows(run_dir) -> list[dict]:
@@ -127,18 +117,8 @@ def test_keep_checkpoints(tmp_path):
 
 
 def test_a_resume_without_the_buffer_refills_with_the_current_policy(tmp_path, monkeypatch):
-    args = sac.Args(
-        env="Pendulum-v1",
-        total_timesteps=300,
-        learning_starts=100,
-        batch_size=32,
-        hidden_size=32,
-        buffer_size=1000,
-        eval_episodes=0,
-        metrics_every=10,
-        checkpoint_every=0,
-        runs_dir=str(tmp_path),
-        device="cpu",
+    args = test_agent_sac.small_args(
+        tmp_path, eval_episodes=0, metrics_every=10, checkpoint_every=0
     )
     run_dir = Path(sac.main(args)["run_dir"])
     random_actions = []
