@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import textwrap
 
 from agents import AGENTS
 from agents.cli import UserError, parse_args, run_cli
@@ -28,6 +29,10 @@ def overview() -> str:
     from plasticity import METHODS
 
     agents = "\n".join(f"  {name:<5} {SUMMARIES[name]}" for name in AGENTS)
+
+    def listed(names) -> str:
+        return textwrap.fill(", ".join(names), 88, initial_indent="  ", subsequent_indent="  ")
+
     choice = "{" + ",".join(AGENTS) + "}"
     return f"""usage: python train.py --agent {choice} [--env ENV] [--method METHOD] [flags]
 
@@ -41,10 +46,10 @@ agents:
 
 methods (--method; join with '+', e.g. fire+adamo; --actor-method/--critic-method, DQN
 --q-method, set one network):
-  {", ".join(METHODS)}
+{listed(METHODS)}
 
 envs (--env):
-  {", ".join(BASE_NAMES)},
+{listed(BASE_NAMES)},
   atari_<game>, minatar_<game>, cycle:<name>,<name>,..., or any gymnasium id (Pendulum-v1)
 
 examples:
