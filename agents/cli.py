@@ -258,9 +258,10 @@ def parse_args(
                 saved["q_method"] = saved.get("critic_method")
             skip = {"plasticity", "resume", "run_name"}
             values = {k: v for k, v in saved.items() if k in names - skip}
-            default = args_class(
-                **values, plasticity=MethodConfig(**saved.get("plasticity", {})), resume=resume
-            )
+            # settings retired since the run was saved (er_weight_decay) are left behind
+            known = {f.name for f in dataclasses.fields(MethodConfig)}
+            plasticity = {k: v for k, v in saved.get("plasticity", {}).items() if k in known}
+            default = args_class(**values, plasticity=MethodConfig(**plasticity), resume=resume)
     return tyro.cli(args_class, args=argv, prog=prog, default=default)
 
 

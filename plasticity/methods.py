@@ -23,9 +23,8 @@ import dataclasses
 import math
 import numbers
 import typing
-import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -170,19 +169,6 @@ class MethodConfig:
     """er, er_l2: steps between effective-rank ascent steps (needs a probe batch)"""
     er_lr: float = 1e-2
     """er, er_l2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
-    er_weight_decay: InitVar[float | None] = None
-    """retired, ignored: ER + L2's L2 is now coupled and set by l2_coef (accepted so that run
-    configs saved before load)"""
-
-    def __post_init__(self, er_weight_decay: float | None) -> None:
-        # 1e-3 was its default, in every config saved before: only a value chosen by hand
-        # asks for a word
-        if er_weight_decay is not None and er_weight_decay != 1e-3:
-            warnings.warn(
-                "method setting er_weight_decay is retired and ignored: ER + L2 now uses a "
-                "coupled L2 penalty, set by l2_coef",
-                stacklevel=3,
-            )
 
     def validate(self) -> None:
         """Refuse a setting that cannot be right: one ``ValueError`` naming the field, its

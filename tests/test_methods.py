@@ -1,8 +1,6 @@
 """Named methods: registry, optimizers, penalties, schedules, targets, checkpoints."""
 
 import copy
-import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -262,18 +260,6 @@ def test_every_setting_is_validated_and_the_defaults_pass():
     MethodConfig().validate()  # a field without a check would raise KeyError here
     with pytest.raises(ValueError, match="config must be a MethodConfig"):
         make_method("fire", config={"fire_every": 10})
-
-
-def test_retired_er_weight_decay_still_loads_with_a_warning():
-    """Run configs saved before ER + L2's L2 was coupled carry er_weight_decay."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        config = MethodConfig(er_weight_decay=1e-3, er_every=7)  # its old default: silent
-    assert config.er_every == 7 and "er_weight_decay" not in dataclasses.asdict(config)
-    with pytest.warns(UserWarning, match="er_weight_decay is retired"):
-        MethodConfig(er_weight_decay=1e-2)  # a value someone chose: say it is ignored
-    with pytest.raises(ValueError, match="unknown method setting"):
-        make_method("er_l2", er_weight_decay=1e-3)
 
 
 def test_fire_at_runs_once_at_each_listed_step_besides_the_period():
