@@ -255,10 +255,6 @@ def main(args: Args) -> dict:
                 log_alpha.fill_(float(np.log(args.alpha)))
             clear_optimizer_state_(a_optimizer, [log_alpha])
 
-    # the actor's loss reads the critic through detached views of its parameters: no weight
-    # gradients for it, and the views follow every in-place update and intervention
-    frozen_critic = {name: p.detach() for name, p in critic.named_parameters()}
-
     @torch.no_grad()
     def td_target(rew, next_obs, term):
         """The entropy-regularized TD target from the target critic."""
@@ -285,7 +281,7 @@ def main(args: Args) -> dict:
         penalty, then (autotuned) one temperature update. Returns the actor loss."""
         alpha = log_alpha.detach().exp()
         pi, log_pi, _ = actor.get_action(obs)
-        min_q = torch.func.functional_call(critic, frozen_critic, (obs, pi)).min(0).values
+        min_q = critic(obs, pi).min(0).values
         actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
         actor_plasticity.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -373,8 +369,11 @@ def main(args: Args) -> dict:
                 data_obs, data_act = batch[0], batch[1]
                 qf_loss, qf1_mean = update_critic(*batch)
                 if update % args.policy_frequency == 0:  # TD3 delayed update support
+                    # the actor loss needs dQ/da only: skip the critic's weight gradients
+                    critic.requires_grad_(False)
                     for _ in range(args.policy_frequency):
                         actor_loss = update_actor(data_obs)
+                    critic.requires_grad_(True)
                 if update % args.target_network_frequency == 0:
                     update_target()
 
