@@ -102,10 +102,17 @@ def test_graphed_updates_return_outputs_that_later_calls_leave_alone():
     assert first.item() == 1 and second.item() == 2 and extra["same"].item() == 2
 
 
-@pytest.mark.parametrize("method", ["fire+adamo", "reset"])
-def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, method):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize(
+    "method, device",
+    [("fire+adamo", "cpu"), ("reset", "cpu"), pytest.param("fire+adamo", "cuda", marks=CUDA)],
+)
+def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, method, device):
     """Interventions rewrite parameters and reset optimizer state in place between compiled
-    updates: after 100 updates with two of them, the networks match the eager run's."""
+    updates (on CUDA: replayed CUDA graphs): after 100 updates with two of them, the networks
+    match the eager run's."""
     networks = {}
     for mode in ("eager", "compiled"):
         args = test_agent_dqn.small_args(
@@ -114,13 +121,15 @@ def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, m
             total_timesteps=300,
             train_frequency=2,
             eval_episodes=0,
-            compile=mode == "compiled",
+            device=device,
+            compile=mode == "compiled" and device == "cpu",
+            cudagraphs=mode == "compiled" and device == "cuda",
         )
         args.plasticity.fire_every = args.plasticity.reset_every = 120
         args.plasticity.iso_every = 4
         summary = dqn.main(args)
         assert summary["interventions"]["q"] == 2  # at 120 and 240
         checkpoint = Path(summary["run_dir"]) / "checkpoints" / "step_300.pt"
-        networks[mode] = torch.load(checkpoint, weights_only=False)["q"]
+        networks[mode] = torch.load(checkpoint, weights_only=False, map_location="cpu")["q"]
     for key, value in networks["eager"].items():
         torch.testing.assert_close(networks["compiled"][key], value, rtol=1e-4, atol=1e-5)
