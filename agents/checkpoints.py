@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.cli import CommonArgs, UserError, user_errors
+from agents.cli import CommonArgs, OffPolicyArgs, UserError, refill_steps, user_errors
 from agents.environments import cycle_states, restore_cycles
 from agents.episodes import EpisodeTracker
-from agents.replay import ReplayBuffer
+from agents.replay import LearningGate, ReplayBuffer
 from agents.run import Run
 from plasticity import MethodHandle
 
@@ -55,10 +55,11 @@ def checkpoint_state(
     envs: gym.vector.VectorEnv,
     task_period: int,
     buffer: ReplayBuffer | None = None,
+    gate: LearningGate | None = None,
 ) -> dict:
     """What :func:`restore_checkpoint` reads: networks and method handles by name, RNGs, the
-    task cycle's clocks and ``task_period`` (the period the training loop has reached), and
-    the replay buffer when given."""
+    task cycle's clocks and ``task_period`` (the period the training loop has reached), the
+    replay buffer when given, and an off-policy agent's :class:`LearningGate`."""
     state = {name: network.state_dict() for name, network in networks.items()}
     state["plasticity"] = {name: handle.state_dict() for name, handle in handles.items()}
     state["rng"] = rng_state()
@@ -67,7 +68,24 @@ def checkpoint_state(
         state["task_cycle"] = {"copies": clocks, "period": task_period}
     if buffer is not None:
         state["buffer"] = buffer.state_dict()
+    if gate is not None:
+        state["learning_gate"] = {"opens_at": gate.opens_at}
     return state
+
+
+def learning_gate(args: OffPolicyArgs, handles, state: dict | None = None) -> LearningGate:
+    """The off-policy agent's :class:`LearningGate`: ``--learning-starts`` for a new run; for a
+    resumed one the gate it had (a pause under way included), or, without the saved buffer, a
+    refill of ``--refill-steps`` (default ``--learning-starts``) first."""
+    if state is None:
+        return LearningGate(args.learning_starts, handles)
+    step = state["step"]
+    if "buffer" not in state:
+        gate = LearningGate(args.learning_starts, handles, step)
+        gate.pause(step, refill_steps(args))
+        return gate
+    opens_at = state.get("learning_gate", {}).get("opens_at", args.learning_starts)
+    return LearningGate(opens_at, handles, step)
 
 
 @contextmanager
@@ -137,15 +155,15 @@ def restore_checkpoint(
     with user_errors(f"--resume {args.resume}"):
         try:
             state = upgrade(run.load_checkpoint(device), handles)
+            load_networks(state, networks, run.name)
+            for name, handle in handles.items():
+                with hyperparameters_kept(handle.optimizer):
+                    handle.load_state_dict(state["plasticity"][name])
+            if buffer is not None and "buffer" in state:
+                buffer.load_state_dict(state["buffer"])
+            set_rng_state(state["rng"])
         except KeyError as err:
             raise ValueError(f"the checkpoint lacks {err}; it is not from this agent") from None
-        load_networks(state, networks, run.name)
-        for name, handle in handles.items():
-            with hyperparameters_kept(handle.optimizer):
-                handle.load_state_dict(state["plasticity"][name])
-    if buffer is not None and "buffer" in state:
-        buffer.load_state_dict(state["buffer"])
-    set_rng_state(state["rng"])
     if "task_cycle" in state:
         restore_cycles(envs, state["task_cycle"]["copies"], args.resume)
         tracker.period = state["task_cycle"]["period"]

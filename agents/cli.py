@@ -14,7 +14,9 @@ import dataclasses
 import json
 import math
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Literal
 import tyro
 
 from plasticity import MethodConfig, MethodHandle, make_method
+from plasticity.methods import parse_method
 
 
 class UserError(Exception):
@@ -48,15 +51,17 @@ def user_errors(what: str):
 
 
 def as_flags(message: str) -> str:
-    """``message`` with each :class:`CommonArgs` field name written as its flag
-    (``switch_every=<env steps>`` as ``--switch-every N``). Only names with an underscore:
-    one-word names (env, seed, method) are ordinary words in a message too."""
+    """``message`` with each field name of :class:`CommonArgs` and :class:`MethodConfig`
+    written as its flag (``switch_every=<env steps>`` as ``--switch-every N``, ``fire_at=[0]``
+    as ``--fire-at=[0]``). Only names with an underscore: one-word names (env, seed, method,
+    shrink) are ordinary words in a message too."""
 
     def replace(match: re.Match) -> str:
         name, value = match.group(1), match.group(2) or ""
         return flag(name) + (" N" if value.startswith("=<") else "")
 
-    names = "|".join(f.name for f in dataclasses.fields(CommonArgs) if "_" in f.name)
+    fields = (*dataclasses.fields(CommonArgs), *dataclasses.fields(MethodConfig))
+    names = "|".join(f.name for f in fields if "_" in f.name)
     return re.sub(rf"(?<![\w.-])({names})(=True\b|=<[^>]*>)?(?![\w.])", replace, message)
 
 
@@ -113,7 +118,8 @@ class CommonArgs:
     policy; dqn_atari.py evaluates with 0.05, which also keeps games that wait for FIRE after a
     lost life from stalling until the time limit"""
     capture_video: bool = False
-    """record evaluation episodes to videos/<run_name>/<step>/ (needs EGL for MuJoCo)"""
+    """record evaluation episodes to videos/<run_name>/step_<N>/ and final/ (MuJoCo needs
+    EGL)"""
     video_episodes: int = 1
     """how many episodes of each evaluation --capture-video records (the rest are played
     without rendering, which on a CPU renderer costs far more than the episode itself)"""
@@ -123,8 +129,6 @@ class CommonArgs:
     """env steps between checkpoints (one is always written at the end, or at Ctrl-C)"""
     keep_checkpoints: int = 2
     """how many of the newest checkpoints to keep (0 keeps all)"""
-    save_buffer: bool = False
-    """include the replay buffer in checkpoints (large; resumed runs otherwise refill it)"""
     resume: str | None = None
     """a run folder (runs/<run_name>) to continue from its latest checkpoint"""
     runs_dir: str = "runs"
@@ -134,9 +138,10 @@ class CommonArgs:
     <env>__<agent>-<method>__<exp_name>__<seed>__<unix time>); an existing run is refused:
     continue it with --resume"""
     compile: bool = False
-    """compile the loss computations with torch.compile (the first updates wait for it)"""
+    """compile each gradient step and the acting with torch.compile (the first updates wait
+    for it)"""
     cudagraphs: bool = False
-    """on CUDA, also replay the compiled losses as CUDA graphs (implies --compile; on the CPU
+    """on CUDA, also replay the compiled updates as CUDA graphs (implies --compile; on the CPU
     it compiles without graphs, with a notice)"""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
@@ -150,6 +155,22 @@ class CommonArgs:
     """the Weights & Biases project of --track"""
     wandb_entity: str | None = None
     """the Weights & Biases entity (team) of --track"""
+
+
+@dataclass
+class OffPolicyArgs(CommonArgs):
+    """The fields of the agents that learn from a replay buffer (SAC, DQN)."""
+
+    save_buffer: bool = False
+    """include the replay buffer in checkpoints (only its filled part; resumed runs otherwise
+    refill it)"""
+    refill_steps: int | None = None
+    """after a --resume whose checkpoint has no replay buffer: env steps collected with the
+    current policy before updates resume (default --learning-starts)"""
+    clear_buffer_on_switch: bool = False
+    """empty the replay buffer when a task switch begins (after the switch's interventions);
+    updates pause until --learning-starts new transitions are in: a warm start on the new task
+    in which only the networks carry over"""
 
 
 def flag(field_name: str) -> str:
@@ -229,6 +250,15 @@ def attach_method(
         return make_method(name, config=args.plasticity).attach(module, lr, **attach_kwargs)
 
 
+def method_parts(args: CommonArgs, network: str) -> tuple[str, ...]:
+    """The parts of the method named for ``network`` (``fire+adamo``: fire, adamo); none for a
+    name that does not parse (attaching the method reports it)."""
+    try:
+        return parse_method(method_name(args, network)[0])
+    except ValueError:
+        return ()
+
+
 def parse_args(
     args_class: type, agent: str, argv: list[str] | None = None, prog: str | None = None
 ):
@@ -251,8 +281,11 @@ def parse_args(
     default = None
     config_file = Path(resume) / "config.json" if resume else None
     if config_file is not None and config_file.is_file():
-        saved = json.loads(config_file.read_text())
-        if saved.get("agent") == agent:
+        try:
+            saved = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"--resume {resume}: config.json cannot be read ({err})") from None
+        if isinstance(saved, dict) and saved.get("agent") == agent:
             names = {f.name for f in dataclasses.fields(args_class)}
             if "q_method" in names and "q_method" not in saved:  # DQN's, once --critic-method
                 saved["q_method"] = saved.get("critic_method")
@@ -269,15 +302,57 @@ INTERRUPTED = 130
 """exit code of a run stopped by Ctrl-C or SIGTERM, after its checkpoint (128 + SIGINT)"""
 
 
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM, while :meth:`installed`, become a request that the training
+    loop reads (:attr:`requested`) to stop cleanly; a second Ctrl-C stops at once
+    (``KeyboardInterrupt``). Installed by :func:`run_cli` only, around a command: an agent
+    called from Python keeps Python's own Ctrl-C."""
+
+    def __init__(self):
+        self.requested: str | None = None
+
+    def _handle(self, signum, _frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self):
+        self.requested = None
+        if threading.current_thread() is not threading.main_thread():  # no handlers there
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+STOP = StopSignals()
+"""The command's stop request; :class:`agents.lifecycle.Lifecycle` reads it."""
+
+
 def run_cli(main: Callable[[], dict | None]) -> None:
-    """Run ``main``; a UserError or a divergence ends with one line on stderr and exit code 2.
-    A run that returns an ``interrupted`` summary ends with the line to resume it and exit code
-    :data:`INTERRUPTED`."""
+    """Run ``main`` with :data:`STOP` installed. A UserError or a divergence ends with one line
+    on stderr and exit code 2; a run that returns an ``interrupted`` summary ends with the line
+    to resume it and exit code :data:`INTERRUPTED`, and so does a second Ctrl-C, at once."""
     try:
-        summary = main()
+        with STOP.installed():
+            summary = main()
     except (UserError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(
+            "stopped at once by a second Ctrl-C: no checkpoint written now; resume from the "
+            "run's latest checkpoint with --resume",
+            file=sys.stderr,
+        )
+        sys.exit(INTERRUPTED)
     if summary and summary.get("status") == "interrupted":
         print(
             f"stopped at step {summary['total_timesteps']:,}, checkpoint saved; continue with: "

@@ -105,7 +105,7 @@ class Console:
         if self.verbose and returns:
             mean = sum(returns) / len(returns)
             spread = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
-            where = f"; video in {video}" if video else ""
+            where = f"; video in {video}/" if video else ""
             self.say(
                 f"eval at step {step:,}: return {mean:.1f} ± {spread:.1f} "
                 f"({len(returns)} episodes){where}"

@@ -1,4 +1,4 @@
-"""Where and how the agents compute: torch device, CPU threads, seeding, compiled losses."""
+"""Where and how the agents compute: torch device, CPU threads, seeding, compiled updates."""
 
 from __future__ import annotations
 

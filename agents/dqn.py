@@ -31,16 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.checkpoints import checkpoint_state, restore_checkpoint
+from agents.checkpoints import checkpoint_state, learning_gate, restore_checkpoint
 from agents.cli import (
-    CommonArgs,
+    OffPolicyArgs,
     UserError,
     attach_method,
     check_settings,
     fill_unset,
-    method_name,
+    method_parts,
     parse_args,
-    refill_steps,
     run_cli,
 )
 from agents.device import compiler, configure
@@ -55,7 +54,7 @@ from plasticity.schedule import Every
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(OffPolicyArgs):
     env: str = "CartPole-v1"
     """environment with a Discrete action space (gymnasium id, atari_<game>, or a cycle)"""
     total_timesteps: int = 500_000
@@ -88,13 +87,6 @@ class Args(CommonArgs):
     learning_starts: int | None = None
     """env steps before learning starts (default 10_000 vectors, 80_000 images; FIRE paper:
     20_000)"""
-    clear_buffer_on_switch: bool = False
-    """empty the replay buffer when a task switch begins (after the switch's interventions);
-    updates pause until --learning-starts new transitions are in: a warm start on the new task
-    in which only the networks carry over"""
-    refill_steps: int | None = None
-    """after a --resume whose checkpoint has no replay buffer: env steps collected with the
-    current ε-greedy policy before updates resume (default --learning-starts)"""
     train_frequency: int | None = None
     """env steps between gradient updates (default 10 vectors, 4 images, 1 MinAtar)"""
     updates_per_step: int = 1
@@ -231,7 +223,7 @@ def main(args: Args) -> dict:
     else:
         defaults = VECTOR_DEFAULTS
     args = fill_unset(args, defaults)
-    if image and "fire" in method_name(args, "q")[0].split("+"):
+    if image and "fire" in method_parts(args, "q"):
         args = dataclasses.replace(args, plasticity=fill_unset(args.plasticity, PAPER_FIRE))
     check(args)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
@@ -257,19 +249,19 @@ def main(args: Args) -> dict:
     rb = ReplayBuffer(
         args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device, args.num_envs
     )
-    global_step, learning_starts = 0, args.learning_starts
+    global_step, state = 0, None
     networks = {"q": q_network, "q_target": target_network}
     handles = {"q": q_plasticity}
     tracker = EpisodeTracker()
     if args.resume:
         state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
-        if "buffer" not in state:  # refill (ε-greedy, as always) before learning again
-            learning_starts = global_step + refill_steps(args)
+    gate = learning_gate(args, handles.values(), state)  # when the updates (re)start
 
     def checkpoint(step: int) -> None:
         buffer = rb if args.save_buffer else None
-        run.save_checkpoint(step, checkpoint_state(networks, handles, envs, tracker.period, buffer))
+        state = checkpoint_state(networks, handles, envs, tracker.period, buffer, gate)
+        run.save_checkpoint(step, state)
 
     def policy(obs: np.ndarray) -> int:
         with torch.no_grad():
@@ -308,12 +300,11 @@ def main(args: Args) -> dict:
 
     update, act = compiled(update), compiled(act)
 
-    life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, args.total_timesteps)
-    if learning_starts > args.learning_starts:
-        life.say(
-            f"no replay buffer in the checkpoint: refilling it with {learning_starts - global_step}"
-            " steps of the current ε-greedy policy before the updates resume (--refill-steps)"
-        )
+    life = Lifecycle(
+        args, run, tracker, policy, checkpoint, handles, global_step, args.total_timesteps
+    )
+    if state is not None and "buffer" not in state:
+        life.say(gate.refill_notice(global_step))
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     updates_due = Every(args.train_frequency, start=global_step)
     target_due = Every(args.target_network_frequency, start=global_step)
@@ -345,13 +336,13 @@ def main(args: Args) -> dict:
             intervened(q_plasticity.on_task_switch(inputs=probe[0]))
             if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
                 rb.clear()
-                learning_starts = global_step + args.learning_starts
+                gate.pause(global_step, args.learning_starts)
 
         # ALGO LOGIC: training: --updates-per-step updates every train_frequency env steps
         # (also with num_envs > 1), a replay ratio of updates_per_step / train_frequency
         updates = updates_due.crossings(global_step) * args.updates_per_step
         update_target = target_due.due(global_step)
-        if global_step > learning_starts:
+        if gate.open(global_step):
             life.training(global_step)
             for _ in range(updates):
                 batch = rb.sample(args.batch_size)
@@ -381,7 +372,7 @@ def main(args: Args) -> dict:
         life.after_step(global_step, nonfinite)
 
     envs.close()
-    return life.finish(global_step, nonfinite, handles)
+    return life.finish(global_step, nonfinite)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def evaluate(
     policy: Callable[[np.ndarray], np.ndarray],
     tag: str,
     task_period: int = 0,
+    video: str | None = None,
     **env_kwargs,
 ) -> list[float]:
     """Episode returns of the deterministic ``policy`` on a fresh copy of the env.
@@ -115,13 +116,13 @@ def evaluate(
     perturbations). Atari is evaluated on whole games with raw scores (no life loss, no
     reward clipping). With ``--eval-epsilon`` a uniformly random action replaces the
     policy's at that rate (its own random stream: training's is left intact). With
-    ``--capture-video`` the first ``--video-episodes`` episodes are recorded to
-    ``videos/<run_name>/<tag>/`` (``<tag>_2``, … when that folder exists, as after a resume: no
-    video is overwritten); a machine that cannot render gets a warning and unrecorded episodes.
+    ``--capture-video`` the first ``--video-episodes`` episodes are recorded to the folder
+    ``video`` (default :func:`video_folder`); a machine that cannot render gets a warning and
+    unrecorded episodes.
     """
     from envs import make_env
     from envs.nonstationary import TaskCycle
-    from envs.video import VIDEO_ROOT, record_episodes
+    from envs.video import record_episodes
 
     render_mode = "rgb_array" if args.capture_video else None
     seed = args.seed + 10_000
@@ -148,12 +149,9 @@ def evaluate(
             return greedy(obs)
 
     if args.capture_video:
-        folder, copy = f"{run_name}/{tag}", 1
-        while (Path(VIDEO_ROOT) / folder).exists():
-            copy += 1
-            folder = f"{run_name}/{tag}_{copy}"
+        folder = video or video_folder(run_name, tag)
         return record_episodes(
-            env, policy, folder, args.eval_episodes, seed=seed, recorded=args.video_episodes
+            env, policy, folder, args.eval_episodes, ".", seed=seed, recorded=args.video_episodes
         )
     returns = []
     for episode in range(args.eval_episodes):
@@ -166,6 +164,18 @@ def evaluate(
         returns.append(total)
     env.close()
     return returns
+
+
+def video_folder(run_name: str, tag: str) -> str:
+    """A new folder for an evaluation's videos: ``videos/<run_name>/<tag>``, or ``<tag>_2``, …
+    when that exists (after a resume): no video is overwritten."""
+    from envs.video import VIDEO_ROOT
+
+    folder, copy = f"{VIDEO_ROOT}/{run_name}/{tag}", 1
+    while Path(folder).exists():
+        copy += 1
+        folder = f"{VIDEO_ROOT}/{run_name}/{tag}_{copy}"
+    return folder
 
 
 def cycle_states(envs: gym.vector.VectorEnv) -> list[dict] | None:

@@ -1,7 +1,7 @@
 """Everything around an agent's algorithm, behind a few calls, so each agent file reads as its
 algorithm::
 
-    life = Lifecycle(args, run, tracker, policy, checkpoint, start_step, total_steps)
+    life = Lifecycle(args, run, tracker, policy, checkpoint, handles, start_step, total_steps)
     while life.running(global_step):
         ...                                        # act, step the envs
         switched = life.episodes(global_step, infos)   # log episodes; did the task switch?
@@ -10,7 +10,7 @@ algorithm::
             life.log_metrics(global_step, scalars)
         life.after_step(global_step, nonfinite)    # evaluation, checkpoint when due
     envs.close()
-    return life.finish(global_step, nonfinite, handles)
+    return life.finish(global_step, nonfinite)
 
 It owns the cadences (``--metrics-every``, ``--eval-every``, ``--checkpoint-every``, each a
 :class:`plasticity.schedule.Every`), the console (progress, evaluation lines, metric tables),
@@ -22,8 +22,6 @@ checkpoint written is a good one), and the final checkpoint, evaluation and ``su
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable
 
@@ -31,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.cli import CommonArgs, TrainingDiverged
+from agents.cli import STOP, CommonArgs, TrainingDiverged
 from agents.console import Console
-from agents.environments import evaluate
+from agents.environments import evaluate, video_folder
 from agents.episodes import EpisodeTracker, mean_or_nan
 from agents.run import Run
 from plasticity import MethodHandle
@@ -54,52 +52,38 @@ CURVATURE_MAX_INPUTS = 1024
 input factor (a Nature CNN's 3136 → 512 layer) would take seconds at every metrics step"""
 
 
+def rng_kept(device: torch.device):
+    """A context in which random draws leave the training's generators (CPU, and the device's
+    on CUDA) as they were: metrics taken or not, the run is the same."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def curvature(name: str, network: nn.Module, loss_fn) -> dict[str, float]:
     """``<name>/<layer>/kfac_eps_rank`` (and normalized) of ``network`` under the loss
     ``loss_fn(network)`` on a probe batch: the curvature ranks whose collapse at task switches
     "Spectral Collapse Drives Loss of Plasticity" (arXiv 2509.22335) reports. Nothing when the
     loss is not finite (a NaN reward before the first update): the divergence check stops the
     run."""
-    with torch.no_grad():
-        if not torch.isfinite(loss_fn(network)):
-            return {}
     too_wide = [
         layer_name
         for layer_name, layer in network.named_modules()
         if isinstance(layer, nn.Linear) and layer.in_features > CURVATURE_MAX_INPUTS
     ]
-    return prefixed(name, kfac_eps_ranks(network, loss_fn, exclude=too_wide))
-
-
-class StopSignals:
-    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request the training loop reads; a
-    second Ctrl-C raises ``KeyboardInterrupt`` at once. Only the main thread can install
-    signal handlers; elsewhere signals keep their default behaviour."""
-
-    def __init__(self):
-        self.requested: str | None = None
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, _frame) -> None:
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
+    with rng_kept(next(network.parameters()).device):
+        with torch.no_grad():
+            if not torch.isfinite(loss_fn(network)):
+                return {}
+        return prefixed(name, kfac_eps_ranks(network, loss_fn, exclude=too_wide))
 
 
 class Lifecycle:
     """Bookkeeping of one training run (see the module docstring).
 
     ``policy(obs) -> action`` is the deterministic policy evaluated; ``checkpoint(step)``
-    writes the agent's checkpoint; ``eval_kwargs`` go to the evaluation env (SAC's
-    ``action_repeat``).
+    writes the agent's checkpoint; ``handles`` maps network names (``actor``, ``critic``,
+    ``q``) to their method handles, whose interventions the summary counts; ``eval_kwargs`` go
+    to the evaluation env (SAC's ``action_repeat``). A stop asked for by Ctrl-C or SIGTERM
+    reaches the loop through :data:`agents.cli.STOP` (installed by the command line).
     """
 
     def __init__(
@@ -109,12 +93,13 @@ class Lifecycle:
         tracker: EpisodeTracker,
         policy: Callable[[np.ndarray], np.ndarray],
         checkpoint: Callable[[int], None],
+        handles: dict[str, MethodHandle],
         start_step: int,
         total_steps: int,
         **eval_kwargs,
     ):
         self.args, self.run, self.tracker = args, run, tracker
-        self.policy, self.checkpoint = policy, checkpoint
+        self.policy, self.checkpoint, self.handles = policy, checkpoint, handles
         self.total_steps = total_steps
         self.eval_kwargs = eval_kwargs
         self.metrics = Every(args.metrics_every, start=start_step)
@@ -127,7 +112,7 @@ class Lifecycle:
         run.open()
         self.console = Console(args.verbose, total_steps, start_step)
         self.say(start_line(args, run, start_step))
-        self.stop = StopSignals()
+        self.stop = STOP
 
     def say(self, text: str) -> None:
         """A line on the console, clear of the progress bar (shown at every verbosity)."""
@@ -187,11 +172,17 @@ class Lifecycle:
 
     def evaluate(self, step: int, tag: str) -> list[float]:
         """Evaluation episodes of the policy on the task the training loop is on; logged."""
+        video = video_folder(self.run.name, tag) if self.args.capture_video else None
         self.eval_returns = evaluate(
-            self.args, self.run.name, self.policy, tag, self.tracker.period, **self.eval_kwargs
+            self.args,
+            self.run.name,
+            self.policy,
+            tag,
+            self.tracker.period,
+            video=video,
+            **self.eval_kwargs,
         )
         self.run.log(step, {"eval/episodic_return": mean_or_nan(self.eval_returns)})
-        video = f"videos/{self.run.name}/" if self.args.capture_video else None
         self.console.evaluation(step, self.eval_returns, video)
         return self.eval_returns
 
@@ -207,23 +198,17 @@ class Lifecycle:
                 f"resume from it with lower learning rates (--resume {self.run.dir})"
             )
         else:
-            kept = (
-                "no checkpoint had been written yet (the first was due at step "
-                f"{self.args.checkpoint_every}); lower the learning rates and start again"
-            )
-        self._close(self._summary(step, {}, "diverged"))
+            kept = "no checkpoint had been written yet; lower the learning rates and start again"
+        self._close(self._summary(step, "diverged"))
         raise TrainingDiverged(f"a loss became NaN/Inf before step {step}; {kept}")
 
     # --- the end --------------------------------------------------------------------------
 
-    def finish(
-        self, step: int, nonfinite: torch.Tensor, handles: dict[str, MethodHandle], **extra
-    ) -> dict:
+    def finish(self, step: int, nonfinite: torch.Tensor, **extra) -> dict:
         """Final checkpoint and evaluation, ``summary.json``; returns the summary.
 
         A stopped run (Ctrl-C, SIGTERM) is checkpointed and summarized as ``interrupted``,
-        without the final evaluation. ``handles`` maps network names to method handles (the
-        summary counts their interventions); ``extra`` adds agent fields.
+        without the final evaluation. ``extra`` adds agent fields.
         """
         end_time = time.perf_counter()
         self.console.close()
@@ -238,28 +223,28 @@ class Lifecycle:
             train_sps = (step - clock_step) / max(end_time - clock_time, 1e-9)
         else:
             train_sps = 0.0
-        summary = self._summary(step, handles, status)
+        summary = self._summary(step, status)
         summary.update(sps=sps, train_sps=train_sps, **extra)
         self._close(summary)
         return summary
 
-    def _summary(self, step: int, handles: dict[str, MethodHandle], status: str) -> dict:
-        args = self.args
+    def _summary(self, step: int, status: str) -> dict:
+        args, handles = self.args, self.handles
         return {
             "agent": self.run.agent,
             "env": args.env,
             "method": args.method,
             **{f"{name}_method": handle.method.name for name, handle in handles.items()},
             "seed": args.seed,
-            "env_ids": self.run.config["resolved"].get("env_ids"),
+            "env_ids": self.run.resolved.get("env_ids"),
             "status": status,
             "total_timesteps": step,
             "final_eval_return": mean_or_nan(self.eval_returns),
             "final_eval_returns": self.eval_returns,
-            "wall_time_s": time.perf_counter() - self.start_time,
+            "wall_time_s": self.run.wall_time(),
             "interventions": {name: handle.interventions for name, handle in handles.items()},
             "interventions_by_method": {
-                name: dict(counts) for name, counts in self.run.interventions.items()
+                name: dict(handle.interventions_by_method) for name, handle in handles.items()
             },
             "run_dir": str(self.run.dir),
         }
@@ -267,13 +252,12 @@ class Lifecycle:
     def _close(self, summary: dict) -> None:
         self.run.write_summary(summary)
         self.run.close()
-        self.stop.restore()
 
 
 def start_line(args: CommonArgs, run: Run, start_step: int) -> str:
     """What runs where: agent, env, method, device and threads, run folder; a resumed run's
     step and the settings given anew."""
-    resolved = run.config["resolved"]
+    resolved = run.resolved
     line = (
         f"{run.agent} on {args.env}, method {args.method}, {args.total_timesteps:,} steps | "
         f"device {resolved['device']}, {args.threads} thread{'s' if args.threads > 1 else ''} | "

@@ -467,7 +467,7 @@ def main(args: Args) -> dict:
     values = torch.zeros((T + 1, N), device=device)
 
     total_steps = num_iterations * batch_size
-    life = Lifecycle(args, run, tracker, policy, checkpoint, global_step, total_steps)
+    life = Lifecycle(args, run, tracker, policy, checkpoint, handles, global_step, total_steps)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     next_obs = torch.as_tensor(next_obs_np, device=device)
@@ -532,6 +532,8 @@ def main(args: Args) -> dict:
                 break
 
         # interventions between iterations: scheduled ones, then those of a task switch
+        if switched and life.intervening(global_step):  # the critic's curvature as it begins
+            run.log(global_step, critic_curvature(mb_obs, b_returns[mb_inds]))
         for name, handle in handles.items():
             if life.intervening(global_step):
                 intervened(name, handle.after_update(global_step, inputs=mb_obs))
@@ -564,7 +566,7 @@ def main(args: Args) -> dict:
         life.after_step(global_step, nonfinite)
 
     envs.close()
-    return life.finish(global_step, nonfinite, handles)
+    return life.finish(global_step, nonfinite)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ class ReplayBuffer:
             for _ in range(STAGING_SLOTS)
         ]
         self.device_rows = torch.empty((max_rows, offset), dtype=torch.uint8, device=self.device)
-        self.copied = [None] * STAGING_SLOTS  # CUDA events: when each slot's copy finished
+        # CUDA events: when each slot's copy finished (None: the slot was never used)
+        self.copied = [torch.cuda.Event() if pin else None for _ in range(STAGING_SLOTS)]
+        self.used = [False] * STAGING_SLOTS
         self.slot = 0
 
     def add(self, obs, next_obs, actions, rewards, terminations, valid) -> None:
@@ -86,7 +88,7 @@ class ReplayBuffer:
     def _add_staged(self, values: dict, keep: np.ndarray, idx: torch.Tensor) -> None:
         n = keep.size
         host, event = self.host_rows[self.slot], self.copied[self.slot]
-        if event is not None:
+        if event is not None and self.used[self.slot]:
             event.synchronize()  # the slot's previous copy has finished: safe to overwrite
         rows = host.numpy()
         for name, offset, nbytes in self.layout:
@@ -96,9 +98,9 @@ class ReplayBuffer:
             rows[:n, offset : offset + nbytes] = field.reshape(n, -1).view(np.uint8)
         device_rows = self.device_rows[:n]
         device_rows.copy_(host[:n], non_blocking=True)
-        if self.device.type == "cuda":
-            self.copied[self.slot] = torch.cuda.Event()
-            self.copied[self.slot].record()
+        if event is not None:
+            event.record()
+        self.used[self.slot] = True
         self.slot = (self.slot + 1) % STAGING_SLOTS
         for name, offset, nbytes in self.layout:
             store = getattr(self, name)
@@ -120,17 +122,55 @@ class ReplayBuffer:
         )
 
     def state_dict(self) -> dict:
-        """The filled transitions and the write position. Copies: ``torch.save`` of a slice
-        would write the slice's whole storage, i.e. the entire allocated buffer."""
-        n = self.size
-        return {
-            "position": self.position,
-            "size": n,
-            **{k: getattr(self, k)[:n].to("cpu", copy=True) for k in FIELDS},
-        }
+        """The filled transitions, oldest first (copies: ``torch.save`` of a slice would write
+        the slice's whole storage, i.e. the entire allocated buffer)."""
+        first = self.position if self.size == self.capacity else 0
+        order = (first + torch.arange(self.size, device=self.device)) % self.capacity
+        return {"size": self.size, **{k: getattr(self, k)[order].cpu() for k in FIELDS}}
 
     def load_state_dict(self, state: dict) -> None:
-        n = state["size"]
+        """Take the saved transitions, the newest ``capacity`` of them when this buffer is
+        smaller than the saved one (another ``--buffer-size``)."""
+        n = min(state["size"], self.capacity)
         for key in FIELDS:
-            getattr(self, key)[:n] = state[key].to(self.device)
-        self.position, self.size = state["position"], n
+            getattr(self, key)[:n] = state[key][state["size"] - n :].to(self.device)
+        if "position" in state and state["size"] == self.capacity:  # saved unordered: keep it
+            self.position, self.size = int(state["position"]), n
+        else:
+            self.position, self.size = n % self.capacity, n
+
+
+class LearningGate:
+    """When an off-policy agent updates: from ``opens_at`` on (its ``--learning-starts``), and
+    again after a pause: a resume without the replay buffer refills it first, and a buffer
+    emptied at a task switch (``--clear-buffer-on-switch``) takes new transitions first.
+
+    The plasticity methods' schedules start where the updates do, so a period crossed while
+    the agent waited is not made up at its first update. ``opens_at`` is part of the
+    checkpoint, so a resume keeps a pause that was under way.
+    """
+
+    def __init__(self, opens_at: int, handles, step: int = 0):
+        self.opens_at = opens_at
+        self.handles = list(handles)
+        self._start(max(opens_at, step))
+
+    def _start(self, step: int) -> None:
+        for handle in self.handles:
+            handle.start(step)
+
+    def open(self, step: int) -> bool:
+        """Whether the agent updates at ``step``."""
+        return step > self.opens_at
+
+    def pause(self, step: int, steps: int) -> None:
+        """No updates for the ``steps`` env steps after ``step``."""
+        self.opens_at = step + steps
+        self._start(self.opens_at)
+
+    def refill_notice(self, step: int) -> str:
+        """The console line of a resume that refills the buffer first."""
+        return (
+            f"no replay buffer in the checkpoint: refilling it with {self.opens_at - step} "
+            "steps of the current policy before the updates resume (--refill-steps)"
+        )

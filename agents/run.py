@@ -22,7 +22,6 @@ import platform
 import re
 import subprocess
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,25 +76,26 @@ class Run:
         self.track = args.track
         self.resumed_from: int | None = None
         self._writer = self._scalars = None
-        self.interventions: dict[str, Counter] = defaultdict(Counter)
+        # wall time of the processes before this one (from the checkpoint) and this one's start
+        self.elapsed_before, self.started = 0.0, time.perf_counter()
         if "/" in args.exp_name:
             raise UserError(f"--exp-name {args.exp_name!r} contains '/': use a plain name")
         if args.track and importlib.util.find_spec("wandb") is None:
             raise UserError(
                 "--track needs Weights & Biases: pip install wandb (or the 'track' extra)"
             )
-        config = {
-            "agent": agent,
-            **jsonable(args),
-            "resolved": {**(resolved or {}), **software_versions()},
-        }
+        self.resolved = {**(resolved or {}), **software_versions()}  # this process's
+        config = {"agent": agent, **jsonable(args), "resolved": self.resolved}
         if args.resume:
             self.dir = Path(args.resume)
-            self._check_resumable(args)
-            saved = json.loads((self.dir / "config.json").read_text())
+            saved = self._check_resumable(args)
             self.changed = changed_settings(saved, config)
-            history = [*saved.get("resumes", []), {"changed": self.changed}]
-            self.config = {**config, "resumes": history}
+            # the run's first resolution stays; each resume records its own (another machine?)
+            resume = {"changed": self.changed, "resolved": config["resolved"]}
+            self._resume_record = resume  # its step is known once the checkpoint is read
+            history = [*saved.get("resumes", []), resume]
+            original = saved.get("resolved", config["resolved"])
+            self.config = {**config, "resolved": original, "resumes": history}
         else:
             self.dir = self._new_folder(agent, args)
             self.changed = {}
@@ -103,20 +103,26 @@ class Run:
             self._write_config()
         self.name = self.dir.name
 
-    def _check_resumable(self, args: CommonArgs) -> None:
+    def _check_resumable(self, args: CommonArgs) -> dict:
+        """The saved config of a run that can be resumed; a UserError saying why otherwise."""
         if not (self.dir / "config.json").is_file():
             raise UserError(
                 f"--resume {args.resume}: not a run folder (no config.json); "
                 f"pass a folder under {args.runs_dir}/"
             )
-        saved = json.loads((self.dir / "config.json").read_text())
-        if saved.get("agent") != self.agent:
+        try:
+            saved = json.loads((self.dir / "config.json").read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"--resume {args.resume}: config.json cannot be read ({err})") from None
+        if not isinstance(saved, dict) or saved.get("agent") != self.agent:
+            saved = saved if isinstance(saved, dict) else {}
             raise UserError(
                 f"--resume {args.resume}: that run is a {saved.get('agent')} run; "
                 f"resume it with --agent {saved.get('agent')}"
             )
         if self.latest_checkpoint() is None:
             raise UserError(f"--resume {args.resume}: the run has no checkpoint to resume from")
+        return saved
 
     def _new_folder(self, agent: str, args: CommonArgs) -> Path:
         runs = Path(args.runs_dir)
@@ -174,17 +180,18 @@ class Run:
         scalars = self.dir / "scalars.jsonl"
         purge_step = None
         if self.resumed_from is not None:
-            self._write_config()
             purge_step = self.resumed_from + 1
             if scalars.is_file():
                 kept = [
                     line
                     for line in scalars.read_text().splitlines(keepends=True)
-                    if line.strip() and json.loads(line)["step"] <= self.resumed_from
+                    if (row := row_of(line)) is not None and row["step"] <= self.resumed_from
                 ]
                 tmp = scalars.with_suffix(".tmp")
                 tmp.write_text("".join(kept))
                 os.replace(tmp, scalars)
+            self._resume_record["step"] = self.resumed_from
+            self._write_config()
         if self.track:
             start_tracking(self)  # before the writer: W&B mirrors TensorBoard's events
         self._writer = SummaryWriter(str(self.dir), purge_step=purge_step)
@@ -193,13 +200,11 @@ class Run:
             self._writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         self._scalars = open(scalars, "a")  # noqa: SIM115 (closed in close())
 
-    @property
-    def writer(self):
-        self.open()
-        return self._writer
-
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        """Write scalars at ``step`` to TensorBoard and one JSON line (NaN/Inf as null)."""
+        """Write scalars at ``step`` to TensorBoard and one JSON line (NaN/Inf as null);
+        nothing for no scalars."""
+        if not scalars:
+            return
         self.open()
         clean = {k: float(v) for k, v in scalars.items()}
         for key, value in clean.items():
@@ -219,7 +224,6 @@ class Run:
         totals), then ``interventions/<network>``: the network's running ``count``."""
         for report in reports:
             self.log(step, report.scalars(f"{network}/"))
-            self.interventions[network][report.method] += int(report.reinitialized)
         if reports:
             self.log(step, {f"interventions/{network}": count})
 
@@ -244,7 +248,8 @@ class Run:
         folder.mkdir(exist_ok=True)
         path = folder / f"step_{step}.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save({"agent": self.agent, "step": step, **state}, tmp)
+        state = {"agent": self.agent, "step": step, "wall_time_s": self.wall_time(), **state}
+        torch.save(state, tmp)
         os.replace(tmp, path)
         if self.keep:
             for stale in self.checkpoints()[: -self.keep]:
@@ -264,10 +269,16 @@ class Run:
                 else "it is the run's only checkpoint: start the run afresh"
             )
             raise UserError(f"checkpoint {path} cannot be read ({err}); {hint}") from None
-        if state.get("agent") != self.agent:
+        if not isinstance(state, dict) or state.get("agent") != self.agent:
             raise UserError(f"checkpoint {path} is not a {self.agent} checkpoint")
         self.resumed_from = int(state["step"])
+        self.elapsed_before = float(state.get("wall_time_s", 0.0))
         return state
+
+    def wall_time(self) -> float:
+        """Seconds the run has taken, over every process that trained it (a resumed run adds
+        the time its checkpoint carries)."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
     # --- the end --------------------------------------------------------------------------
 
@@ -308,6 +319,15 @@ def start_tracking(run: Run) -> None:
         dir=str(run.dir),
         sync_tensorboard=True,
     )
+
+
+def row_of(line: str) -> dict | None:
+    """One ``scalars.jsonl`` row, or None for a line a killed process left cut short."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
 
 
 def software_versions() -> dict:

@@ -21,20 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.checkpoints import checkpoint_state, load_optimizer, restore_checkpoint
+from agents.checkpoints import (
+    checkpoint_state,
+    learning_gate,
+    load_optimizer,
+    restore_checkpoint,
+)
 from agents.cli import (
-    CommonArgs,
+    OffPolicyArgs,
     UserError,
     attach_method,
     check_settings,
     parse_args,
-    refill_steps,
     run_cli,
 )
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, curvature, prefixed
+from agents.lifecycle import Lifecycle, curvature, prefixed, rng_kept
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
@@ -42,7 +46,7 @@ from plasticity.optim import fused_adam_available
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(OffPolicyArgs):
     env: str = "humanoid_walk"
     """environment with a Box action space (short name, cycle, or gymnasium id)"""
     total_timesteps: int = 1_000_000
@@ -61,13 +65,6 @@ class Args(CommonArgs):
     """the batch size of sample from the replay memory"""
     learning_starts: int = 5_000
     """env steps of uniformly random actions before learning starts"""
-    clear_buffer_on_switch: bool = False
-    """empty the replay buffer when a task switch begins (after the switch's interventions);
-    updates pause until --learning-starts new transitions are in: a warm start on the new task
-    in which only the networks carry over"""
-    refill_steps: int | None = None
-    """after a --resume whose checkpoint has no replay buffer: env steps collected with the
-    current policy before updates resume (default --learning-starts)"""
     policy_lr: float = 3e-4
     """the learning rate of the policy network optimizer"""
     q_lr: float = 1e-3
@@ -218,7 +215,7 @@ def main(args: Args) -> dict:
         device,
         max_rows=args.num_envs,
     )
-    global_step, learning_starts = 0, args.learning_starts
+    global_step, state = 0, None
     networks = {"actor": actor, "critic": critic, "critic_target": critic_target}
     handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     tracker = EpisodeTracker()
@@ -228,12 +225,11 @@ def main(args: Args) -> dict:
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
         load_optimizer(a_optimizer, state["a_optimizer"])
-        if "buffer" not in state:  # refill with the current policy before learning again
-            learning_starts = global_step + refill_steps(args)
+    gate = learning_gate(args, handles.values(), state)  # when the updates (re)start
 
     def checkpoint(step: int) -> None:
         buffer = rb if args.save_buffer else None
-        state = checkpoint_state(networks, handles, envs, tracker.period, buffer)
+        state = checkpoint_state(networks, handles, envs, tracker.period, buffer, gate)
         state.update(log_alpha=log_alpha.detach(), a_optimizer=a_optimizer.state_dict())
         run.save_checkpoint(step, state)
 
@@ -296,7 +292,8 @@ def main(args: Args) -> dict:
 
     def critic_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
         """The critic's K-FAC ε-ranks under its TD loss on this batch (targets held fixed)."""
-        target = td_target(rew, next_obs, term)
+        with rng_kept(device):  # the target's action noise: the training's stream stays as is
+            target = td_target(rew, next_obs, term)
         return curvature(
             "critic", critic, lambda net: sum(F.mse_loss(q, target) for q in net(obs, act))
         )
@@ -321,15 +318,13 @@ def main(args: Args) -> dict:
         tracker,
         policy,
         checkpoint,
+        handles,
         global_step,
         args.total_timesteps,
         action_repeat=args.action_repeat,
     )
-    if learning_starts > args.learning_starts:
-        life.say(
-            f"no replay buffer in the checkpoint: refilling it with {learning_starts - global_step}"
-            " steps of the current policy before the updates resume (--refill-steps)"
-        )
+    if state is not None and "buffer" not in state:
+        life.say(gate.refill_notice(global_step))
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
@@ -356,12 +351,12 @@ def main(args: Args) -> dict:
             intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
             if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
                 rb.clear()
-                learning_starts = global_step + args.learning_starts
+                gate.pause(global_step, args.learning_starts)
 
         # ALGO LOGIC: training. --updates-per-step updates per env step (replay ratio), so
         # updates_per_step × num_envs per vector step; the delays count updates, as CleanRL's
         # count its one update per step
-        if global_step > learning_starts:
+        if gate.open(global_step):
             life.training(global_step)
             first_update = (global_step - args.num_envs) * args.updates_per_step
             for update in range(first_update + 1, global_step * args.updates_per_step + 1):
@@ -398,7 +393,7 @@ def main(args: Args) -> dict:
         life.after_step(global_step, nonfinite)
 
     envs.close()
-    return life.finish(global_step, nonfinite, handles)
+    return life.finish(global_step, nonfinite)
 
 
 if __name__ == "__main__":

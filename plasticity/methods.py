@@ -23,6 +23,7 @@ import dataclasses
 import math
 import numbers
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -367,21 +368,11 @@ class MethodHandle:
         self.activation = activation
         self.exclude = tuple(exclude)
         self.interventions = 0
+        self.interventions_by_method: Counter[str] = Counter()
         # the step the training loop reached: where schedules missing from an old checkpoint
         # resume from
         self.step = start_step
-        self.schedules: dict[str, Every | At] = {
-            part: Every(getattr(self.config, setting), start=start_step)
-            for part, setting in PERIODS.items()
-            if part in self.parts
-        }
-        self.schedules.update(
-            {
-                setting: At(getattr(self.config, setting), start=start_step)
-                for part, setting in AT_STEPS.items()
-                if part in self.parts
-            }
-        )
+        self.schedules = self._schedules(start_step)
         self._spectral_vectors: dict[str, torch.Tensor] = {}
         self.initial_state = None
         cfg = self.config
@@ -403,6 +394,18 @@ class MethodHandle:
 
     def __repr__(self) -> str:
         return f"MethodHandle({self.method.name!r}, optimizer={type(self.optimizer).__name__})"
+
+    def _schedules(self, start: int) -> dict[str, Every | At]:
+        """Each periodic part's :class:`Every` and listed steps' :class:`At`, from ``start``."""
+        schedules: dict[str, Every | At] = {
+            part: Every(getattr(self.config, setting), start=start)
+            for part, setting in PERIODS.items()
+            if part in self.parts
+        }
+        for part, setting in AT_STEPS.items():
+            if part in self.parts:
+                schedules[setting] = At(getattr(self.config, setting), start=start)
+        return schedules
 
     def _build_optimizer(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
         cfg = self.config
@@ -460,8 +463,13 @@ class MethodHandle:
         return any(due)
 
     def start(self, step: int) -> None:
-        """Let the schedules begin at ``step``: periods and steps before it are not due."""
-        self.step = max(self.step, step)
+        """Let the schedules begin at ``step``: periods and steps before it are not due (a
+        loop that starts updating late, or resumes, does not catch up). A step below the one
+        reached means the loop counts from scratch again (SB3's ``learn()`` resets its count by
+        default): the schedules start over from there."""
+        if step < self.step:
+            self.schedules = self._schedules(step)
+        self.step = step
         for schedule in self.schedules.values():
             schedule.skip_to(step)
 
@@ -500,7 +508,7 @@ class MethodHandle:
                 self.network, self._probe(inputs, "er"), cfg.er_lr, self.heads, self.activation
             )
             reports.append(InterventionReport("er_ascent", {"features": {"mean_erank": erank}}))
-        self.interventions += sum(r.reinitialized for r in reports)
+        self._count(reports)
         return reports
 
     def on_task_switch(self, inputs: Inputs | None = None) -> list[InterventionReport]:
@@ -513,8 +521,13 @@ class MethodHandle:
             reports.append(self._reset())
         if "shrink_perturb" in self.parts and cfg.shrink_perturb_on_task_switch:
             reports.append(self._shrink_perturb())
-        self.interventions += sum(r.reinitialized for r in reports)
+        self._count(reports)
         return reports
+
+    def _count(self, reports: list[InterventionReport]) -> None:
+        for report in reports:
+            self.interventions += int(report.reinitialized)
+            self.interventions_by_method[report.method] += int(report.reinitialized)
 
     def _probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
         if callable(inputs):
@@ -605,6 +618,7 @@ class MethodHandle:
             "step": self.step,
             "schedules": {part: s.state_dict() for part, s in self.schedules.items()},
             "interventions": self.interventions,
+            "interventions_by_method": dict(self.interventions_by_method),
             "spectral_vectors": dict(self._spectral_vectors),
             "initial_state": self.initial_state,
         }
@@ -636,10 +650,10 @@ class MethodHandle:
         # where the run was: saved since the *_at schedules, else the latest period start
         reached = [s["last"] * s["period"] for s in saved.values() if "period" in s]
         self.step = int(state.get("step", max(reached, default=self.step)))
-        for key, schedule in self.schedules.items():
-            if key not in saved:
-                schedule.skip_to(self.step)
+        for schedule in self.schedules.values():  # a period enabled by the resume included
+            schedule.skip_to(self.step)
         self.interventions = int(state["interventions"])
+        self.interventions_by_method = Counter(state.get("interventions_by_method", {}))
         self._spectral_vectors = dict(state["spectral_vectors"])
         if state["initial_state"] is not None:
             self.initial_state = state["initial_state"]

@@ -260,6 +260,7 @@ class PlasticityCallback(BaseCallback):
         self.metrics_every = metrics_every or 0
         self.probe_size = probe_size
         self.handles: dict[str, MethodHandle] = {}
+        self._model = None
         self._networks: dict[str, Network] = {}
         self._pending_switch = False
         self._rollout_probe: torch.Tensor | None = None
@@ -270,8 +271,9 @@ class PlasticityCallback(BaseCallback):
         return sum(handle.interventions for handle in self.handles.values())
 
     def _init_callback(self) -> None:
-        if self.handles:  # a later learn() of the same model keeps the handles and schedules
+        if self.handles and self._model is self.model:  # a later learn() of the same model
             return
+        self._model = self.model
         available = sb3_networks(self.model)
         names = self.network_names or tuple(available)
         unknown = [n for n in names if n not in available]
@@ -355,14 +357,22 @@ class PlasticityCallback(BaseCallback):
 
     def _intervene(self, task_switch: bool) -> None:
         """The scheduled interventions due now, then those of a task switch."""
+        if not self._has_data():
+            return  # nothing collected yet: a due schedule fires at the next call
         step = self.model.num_timesteps
         for name, network in self._networks.items():
             handle = self.handles[name]
-            if self._probe(network) is None:
-                continue  # no data yet: the schedule fires at the next call
+            # the probe is drawn only for an intervention that needs one (ReDo, ER): sampling
+            # at every step would cost a batch and shift numpy's random stream, SB3's too
             self._log_reports(name, handle.after_update(step, inputs=partial(self._probe, network)))
             if task_switch:
                 self._log_reports(name, handle.on_task_switch(inputs=self._probe(network)))
+
+    def _has_data(self) -> bool:
+        if not self._on_policy:
+            return self.model.replay_buffer.size() > 0
+        rollout = self.model.rollout_buffer
+        return self._rollout_probe is not None or rollout.full or rollout.pos > 0
 
     def _task_switched(self) -> bool:
         """Whether the infos of this step report a task period beyond the last one seen."""

@@ -45,15 +45,17 @@ def read_scalars(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("method", ["none", "fire", "redo", "reset"])
 def test_cartpole_run_writes_its_folder(tmp_path, method):
-    summary = dqn.main(small_args(tmp_path, method=method))
+    # learning from step 100: interventions at 200 and 300 (not 100: the schedules start with
+    # the updates), none at the last step, 350
+    summary = dqn.main(small_args(tmp_path, method=method, total_timesteps=350))
     run_dir = Path(summary["run_dir"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["agent"] == "dqn" and config["method"] == method
     assert config["learning_rate"] == 2.5e-4  # vector-observation defaults, resolved
     assert config["td_loss"] == "mse"
-    assert (run_dir / "checkpoints" / "step_300.pt").is_file()
+    assert (run_dir / "checkpoints" / "step_350.pt").is_file()
     saved = json.loads((run_dir / "summary.json").read_text())
-    assert saved["total_timesteps"] == 300
+    assert saved["total_timesteps"] == 350
     assert saved["final_eval_return"] > 0 and len(saved["final_eval_returns"]) == 1
     assert saved["sps"] > 0
     keys = set().union(*read_scalars(run_dir))
@@ -95,16 +97,17 @@ def test_resume_continues_the_step_counter(tmp_path, monkeypatch):
     monkeypatch.setattr(gym.vector.SyncVectorEnv, "reset", recording_reset)
     first = dqn.main(small_args(tmp_path, method="fire", total_timesteps=200))
     run_dir = Path(first["run_dir"])
-    second = dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
+    # refilled from 200 to 300 (no buffer saved), then FIRE at 400, before the end at 450
+    second = dqn.main(small_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir)))
     assert second["run_dir"] == str(run_dir)
-    assert second["total_timesteps"] == 400
+    assert second["total_timesteps"] == 450
     assert second["interventions"]["q"] > first["interventions"]["q"]
-    assert (run_dir / "checkpoints" / "step_400.pt").is_file()
+    assert (run_dir / "checkpoints" / "step_450.pt").is_file()
     steps = [row["step"] for row in read_scalars(run_dir)]
-    assert max(steps) == 400 and any(200 < s < 400 for s in steps)
+    assert max(steps) == 450 and any(200 < s < 450 for s in steps)
     assert seeds == [1, 201]  # the resumed run plays new episodes, not the first ones again
-    with pytest.raises(UserError, match="already at step 400"):
-        dqn.main(small_args(tmp_path, method="fire", total_timesteps=400, resume=str(run_dir)))
+    with pytest.raises(UserError, match="already at step 450"):
+        dqn.main(small_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir)))
 
 
 def test_resume_keeps_the_task_cycle_where_it_was(tmp_path):

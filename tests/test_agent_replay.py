@@ -50,3 +50,19 @@ def test_saving_keeps_only_the_filled_part_and_loads_back():
     restored = ReplayBuffer(1000, (3,), torch.float32, (1,), torch.float32, "cpu")
     restored.load_state_dict(state)
     assert restored.size == 2 and torch.equal(restored.next_obs[:2], torch.as_tensor(obs + 1))
+
+
+def test_a_saved_buffer_loads_into_another_capacity_newest_first():
+    buffer = ReplayBuffer(10, (1,), torch.float32, (), torch.long, "cpu")
+    for value in range(13):  # wraps: holds 3..12, the oldest (3) at position 3
+        obs = np.array([[value]], np.float32)
+        buffer.add(obs, obs, np.zeros(1), np.zeros(1), np.zeros(1), valid=np.array([True]))
+    state = buffer.state_dict()
+    assert state["obs"].ravel().tolist() == list(range(3, 13))  # oldest first
+    smaller = ReplayBuffer(5, (1,), torch.float32, (), torch.long, "cpu")
+    smaller.load_state_dict(state)
+    assert smaller.obs.ravel().tolist() == list(range(8, 13)) and smaller.position == 0
+    larger = ReplayBuffer(20, (1,), torch.float32, (), torch.long, "cpu")
+    larger.load_state_dict(state)
+    assert larger.size == 10 and larger.position == 10
+    assert larger.obs[:10].ravel().tolist() == list(range(3, 13))

@@ -355,3 +355,75 @@ def test_the_evaluation_records_only_video_episodes(tmp_path):
     )
     assert len(returns) == 3 and np.all(np.array(returns) > 0)
     assert len(list((tmp_path / "clip").glob("*.mp4"))) == 1
+
+
+# --- fixes from the review of this work -----------------------------------------------------
+
+
+def test_schedules_start_with_the_updates_and_do_not_catch_up(tmp_path):
+    args = test_agent_sac.small_args(tmp_path, method="fire", total_timesteps=320)
+    args.plasticity.fire_every = 100  # learning starts at 100: FIRE at 200 and 300, not 101
+    summary = sac.main(args)
+    fired = [row["step"] for row in rows(summary["run_dir"]) if "critic/fire/total_sfe" in row]
+    assert fired == [200, 300]
+    assert summary["interventions_by_method"] == {"actor": {"fire": 2}, "critic": {"fire": 2}}
+
+
+def test_interventions_by_method_and_wall_time_add_up_over_a_resume(tmp_path):
+    first = dqn.main(dqn_args(tmp_path, method="fire", total_timesteps=350))
+    second = resume(dqn, first["run_dir"], "--total-timesteps", "650", "--save-buffer")
+    assert first["interventions_by_method"] == {"q": {"fire": first["interventions"]["q"]}}
+    assert second["interventions_by_method"] == {"q": {"fire": second["interventions"]["q"]}}
+    assert second["interventions"]["q"] > first["interventions"]["q"]
+    assert second["wall_time_s"] > first["wall_time_s"]  # both processes' time
+
+
+def test_a_pause_under_way_is_kept_by_a_resume_with_the_buffer(tmp_path):
+    from agents.checkpoints import learning_gate
+
+    class Handle:
+        def start(self, step):
+            self.started = step
+
+    handle = Handle()
+    saved = {"step": 500, "buffer": {}, "learning_gate": {"opens_at": 520}}
+    gate = learning_gate(dqn_args(tmp_path, learning_starts=100), [handle], saved)
+    assert not gate.open(510) and gate.open(521) and handle.started == 520
+    refilled = learning_gate(dqn_args(tmp_path, learning_starts=100), [handle], {"step": 500})
+    assert refilled.opens_at == 600 and handle.started == 600  # no buffer: refill first
+
+
+def test_a_corrupt_config_and_a_cut_log_line_are_handled(tmp_path):
+    run_dir = Path(dqn.main(dqn_args(tmp_path))["run_dir"])
+    with (run_dir / "scalars.jsonl").open("a") as log:
+        log.write('{"step": 3')  # a process killed while writing
+    resume(dqn, run_dir, "--total-timesteps", "400")
+    assert all(row["step"] <= 400 for row in rows(run_dir))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumes"][-1]["step"] == 300
+    (run_dir / "config.json").write_text("{not json")
+    message = one_line_error("--agent", "dqn", "--resume", str(run_dir), cwd=tmp_path)
+    assert "config.json cannot be read" in message
+
+
+def test_method_setting_errors_name_their_flag(tmp_path):
+    message = one_line_error("--agent", "dqn", "--method", "fire", "--fire-at", "0", cwd=tmp_path)
+    assert "--fire-at" in message and "fire_at" not in message
+
+
+def test_an_agent_called_from_python_leaves_ctrl_c_alone(tmp_path):
+    dqn.main(dqn_args(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_metrics_do_not_change_the_training(tmp_path):
+    finals = []
+    for every in (25, 0):
+        args = test_agent_sac.small_args(tmp_path / str(every), metrics_every=every)
+        summary = sac.main(args)
+        state = torch.load(
+            Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False
+        )
+        finals.append(state["critic"])
+    for key, value in finals[0].items():
+        assert torch.equal(value, finals[1][key]), key

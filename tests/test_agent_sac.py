@@ -148,8 +148,8 @@ def test_resume_takes_the_saved_settings_and_new_flags(tmp_path):
 def test_evaluation_videos_are_never_overwritten(tmp_path, monkeypatch):
     folders = []
 
-    def fake_recording(env, policy, folder, episodes, seed, recorded):
-        (Path("videos") / folder).mkdir(parents=True)
+    def fake_recording(env, policy, folder, episodes, root, seed, recorded):
+        (Path(root) / folder).mkdir(parents=True)
         folders.append(folder)
         assert recorded == 1  # --video-episodes: one recorded episode per evaluation
         env.close()
@@ -160,7 +160,7 @@ def test_evaluation_videos_are_never_overwritten(tmp_path, monkeypatch):
     args = small_args(tmp_path, capture_video=True)
     for _ in range(3):  # e.g. the final evaluation of a run, then of two resumes
         evaluate(args, "run", lambda obs: np.zeros(1, dtype=np.float32), "final")
-    assert folders == ["run/final", "run/final_2", "run/final_3"]
+    assert folders == ["videos/run/final", "videos/run/final_2", "videos/run/final_3"]
 
 
 def train_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:

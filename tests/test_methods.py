@@ -363,3 +363,30 @@ def test_l2_is_a_coupled_penalty_toward_zero():
             (p - q).abs()[away], torch.full_like(p, 1e-3)[away], rtol=1e-3, atol=0
         )
         assert (p.abs() < q.abs())[away].all()  # toward zero
+
+
+def test_a_period_enabled_at_a_resume_does_not_fire_at_once():
+    saved = make_method("fire", fire_every=0).attach(mlp(), 1e-3)
+    saved.after_update(50_000)  # the run reached step 50000 with FIRE off
+    resumed = make_method("fire", fire_every=1000).attach(mlp(), 1e-3)
+    resumed.load_state_dict(saved.state_dict())
+    assert [s for s in (50_001, 50_999, 51_000) if resumed.after_update(s)] == [51_000]
+
+
+def test_start_skips_ahead_and_a_lower_start_begins_the_schedules_again():
+    handle = make_method("fire", fire_every=100).attach(mlp(), 1e-3)
+    handle.start(250)  # updates begin late: 100 and 200 are not made up
+    assert [s for s in (260, 300) if handle.after_update(s)] == [300]
+    handle.start(0)  # the loop counts from 0 again (SB3's learn(reset_num_timesteps=True))
+    assert [s for s in (50, 100, 150) if handle.after_update(s)] == [100]
+
+
+def test_interventions_are_counted_per_method_and_checkpointed():
+    net = mlp()
+    handle = make_method("fire+reset", fire_every=10, reset_every=20).attach(net, 1e-3)
+    run(handle, net, 40)
+    assert handle.interventions_by_method == {"fire": 4, "reset": 2}
+    assert handle.interventions == 6
+    resumed = make_method("fire+reset", fire_every=10, reset_every=20).attach(mlp(), 1e-3)
+    resumed.load_state_dict(copy.deepcopy(handle.state_dict()))
+    assert resumed.interventions_by_method == {"fire": 4, "reset": 2}

@@ -339,3 +339,26 @@ def test_example_runs_and_records_a_video(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "FIRE interventions: 2" in result.stdout  # at step 200, on actor and critic
     assert list((tmp_path / "videos" / "sb3_sac_fire").glob("*.mp4"))
+
+
+def test_a_second_learn_counting_from_zero_gets_its_interventions_again():
+    model = off_policy(SAC)
+    callback = PlasticityCallback("fire", fire_every=50, networks=("critic",))
+    model.learn(120, callback=callback)
+    assert callback.interventions == 2  # 50, 100
+    model.learn(120, callback=callback)  # reset_num_timesteps=True: counts from 0 again
+    assert callback.interventions == 4
+
+
+def test_the_callback_draws_no_probe_unless_an_intervention_needs_one(monkeypatch):
+    model = off_policy(SAC)
+    calls = []
+    sample = model.replay_buffer.sample
+    monkeypatch.setattr(
+        model.replay_buffer, "sample", lambda *a, **k: calls.append(1) or sample(*a, **k)
+    )
+    model.learn(150)
+    without = len(calls)
+    calls.clear()
+    model.learn(150, callback=PlasticityCallback("fire", fire_every=60))
+    assert len(calls) == without  # FIRE needs no probe: SB3's own batches only
