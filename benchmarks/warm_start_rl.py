@@ -74,14 +74,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    _, warm_runs, missing_warm = report.load_sweep(args.warm)
+    record, warm_runs, missing_warm = report.load_sweep(args.warm)
     _, fresh_runs, missing_fresh = report.load_sweep(args.fresh)
     warm_runs = [run for run in warm_runs if run.finished]
     fresh_runs = [run for run in fresh_runs if run.finished]
     config = report.read_json(warm_runs[0].dir / "config.json")
     switch = int(config["switch_every"])
     length = int(config["total_timesteps"]) - switch
-    methods = list(dict.fromkeys(run.method for run in warm_runs))
+    methods = report.method_order(record, warm_runs, "none")  # the grid's order
     groups = {method: [r for r in warm_runs if r.method == method] for method in methods}
     groups[FRESH] = fresh_runs
     curves = {
