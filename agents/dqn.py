@@ -181,6 +181,11 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return max(slope * t + start_e, end_e)
 
 
+def greedy_td_target(target_network, gamma, rew, next_obs, term) -> torch.Tensor:
+    """DQN's TD target: ``r + γ(1 − done) max_a Q'(s', a)`` from the target network ``Q'``."""
+    return rew + gamma * target_network(next_obs).max(1).values * (1 - term)
+
+
 POSITIVE_SETTINGS = (
     "buffer_size",
     "batch_size",
@@ -273,8 +278,7 @@ def main(args: Args) -> dict:
 
     @torch.no_grad()
     def td_target(rew, next_obs, term):
-        """The TD target: the target network's greedy value of the next observation."""
-        return rew + args.gamma * target_network(next_obs).max(1).values * (1 - term)
+        return greedy_td_target(target_network, args.gamma, rew, next_obs, term)
 
     def update(obs, act, rew, next_obs, term):
         """One update: the TD loss of the taken actions against the target network's greedy

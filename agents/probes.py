@@ -41,7 +41,9 @@ from torch import nn
 
 from agents.checkpoints import upgrade
 from agents.cli import UserError, run_cli, user_errors
+from agents.dqn import greedy_td_target
 from agents.environments import env_spaces, evaluate, nonstationary_options
+from agents.sac import soft_td_target
 from plasticity import MethodConfig
 from plasticity.symmetry import (
     ActivationMatching,
@@ -378,10 +380,11 @@ def probe_loss(
         alpha = _sac_alpha(reference)
         if network == "critic":
             with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                next_actions, next_log_pi, _ = nets["actor"].get_action(b.next_obs)
-            next_q = nets["critic_target"](b.next_obs, next_actions).min(0).values
-            target = b.rewards + not_done * args.gamma * (next_q - alpha * next_log_pi)
+                torch.manual_seed(seed)  # the next actions' noise, fixed
+                target = soft_td_target(
+                    nets["actor"], nets["critic_target"], alpha, args.gamma, b.rewards,
+                    b.next_obs, b.terminations,
+                )  # fmt: skip
 
             def critic_loss(critic):
                 q = critic(b.obs, b.actions)
@@ -405,7 +408,9 @@ def probe_loss(
 
         return ProbeLoss(actor_loss, "actor loss E[α log π − min Q], fixed noise, A's critic")
     if reference.agent == "dqn":
-        target = b.rewards + not_done * args.gamma * nets["q_target"](b.next_obs).max(1).values
+        target = greedy_td_target(
+            nets["q_target"], args.gamma, b.rewards, b.next_obs, b.terminations
+        )
         td = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
         actions = b.actions.long()[:, None]
 

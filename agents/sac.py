@@ -153,6 +153,14 @@ class Actor(nn.Module):
         return action, log_prob, torch.tanh(mean) * self.action_scale + self.action_bias
 
 
+def soft_td_target(actor, critic_target, alpha, gamma, rew, next_obs, term) -> torch.Tensor:
+    """SAC's entropy-regularized TD target: ``r + γ(1 − done)(min_i Q'_i(s', a') − α log π(a'|s'))``
+    with ``a' ~ π(·|s')`` and the target critic ``Q'`` (the twin minimum)."""
+    next_actions, next_log_pi, _ = actor.get_action(next_obs)
+    min_next_q = critic_target(next_obs, next_actions).min(0).values
+    return rew + (1 - term) * gamma * (min_next_q - alpha * next_log_pi)
+
+
 POSITIVE_SETTINGS = (
     "buffer_size",
     "batch_size",
@@ -253,11 +261,9 @@ def main(args: Args) -> dict:
 
     @torch.no_grad()
     def td_target(rew, next_obs, term):
-        """The entropy-regularized TD target from the target critic."""
-        alpha = log_alpha.exp()
-        next_actions, next_log_pi, _ = actor.get_action(next_obs)
-        min_next_q = critic_target(next_obs, next_actions).min(0).values
-        return rew + (1 - term) * args.gamma * (min_next_q - alpha * next_log_pi)
+        return soft_td_target(
+            actor, critic_target, log_alpha.exp(), args.gamma, rew, next_obs, term
+        )
 
     def update_critic(obs, act, rew, next_obs, term):
         """One critic update: both TD losses (summed) against the entropy-regularized target,
