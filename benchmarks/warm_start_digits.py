@@ -1,0 +1,311 @@
+"""Warm starting on real data: does training on half the data first hurt generalization?
+
+Ash & Adams (2020, arXiv 1910.08475) found that a network trained to convergence on part of
+a data set and then on all of it (a *warm start*) generalizes worse than a fresh network
+trained on all of it, although both fit the training set; shrink & perturb was their fix.
+The FIRE paper (arXiv 2602.08040, its "warm start" benchmark) repeats the protocol with FIRE
+at the switch against reset and shrink & perturb. This is that protocol at small scale on
+scikit-learn's bundled ``load_digits`` (1,797 8×8 digit images, no download): per seed a
+stratified 70/30 train/test split, a 64-256-256-10 ReLU MLP trained with Adam (lr 1e-3,
+batch 64, gradient norm clipped at 0.5, a fresh optimizer for each phase, as in the FIRE
+paper's code) on a stratified half of the training set for ``2E`` epochs, then on all of it
+for ``E`` epochs (the same number of updates in both phases), against a fresh network trained
+on all of it for ``E`` epochs. At the switch: nothing (warm start), FIRE, a full reset, and
+shrink & perturb (the FIRE paper's ``0.2·θ + 0.8·θ₀`` toward the initial weights, and the
+library default ``0.8·θ + 0.2·θ_fresh``).
+
+Reports held-out test accuracy, its paired difference to the fresh network (same split and
+initialization per seed), means with 95% Student-t intervals over seeds.
+
+Run: ``python benchmarks/warm_start_digits.py --seeds 5`` (``--quick`` for a smoke run).
+Writes ``benchmarks/results/<out>.{json,png,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from benchmarks._stats import curve_ci, fmt, mean_ci  # noqa: E402
+from plasticity import make_method  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+VARIANTS = {
+    "warm (none)": ("none", {}),
+    "FIRE": ("fire", {}),
+    "reset": ("reset", {}),
+    "S&P 0.2θ+0.8θ₀": (
+        "shrink_perturb",
+        {"shrink": 0.2, "perturb": 0.8, "perturb_target": "initial"},
+    ),
+    "S&P 0.8θ+0.2θ_fresh": ("shrink_perturb", {"shrink": 0.8, "perturb": 0.2}),
+}
+"""What happens at the switch: label → (method, its settings); all act through
+``on_task_switch`` of :func:`plasticity.make_method`."""
+
+FRESH = "fresh (all data only)"
+
+
+@dataclass
+class Config:
+    epochs: int = 100
+    """epochs on all the training data (phase 2, and the fresh network); phase 1 runs 2×"""
+    width: int = 256
+    batch_size: int = 64
+    lr: float = 1e-3
+    clip: float = 0.5
+    """gradient-norm clip (the FIRE paper's vision code); 0 turns it off"""
+    test_fraction: float = 0.3
+    seed: int = 0
+    seeds: int = 5
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+
+
+def load(seed: int, test_fraction: float):
+    """Standardized digits: a stratified train/test split and a stratified half of train."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x, y = data.data.astype(np.float32), data.target
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=seed
+    )
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # constant border pixels: std 0
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    half, _ = train_test_split(
+        np.arange(len(y_train)), train_size=0.5, stratify=y_train, random_state=seed
+    )
+    t = torch.as_tensor
+    return t(x_train), t(y_train), t(x_test), t(y_test), t(np.sort(half))
+
+
+def make_network(cfg: Config) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(64, cfg.width),
+        nn.ReLU(),
+        nn.Linear(cfg.width, cfg.width),
+        nn.ReLU(),
+        nn.Linear(cfg.width, 10),
+    )
+
+
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).float().mean())
+
+
+def train(net, x, y, x_test, y_test, epochs, cfg: Config, gen) -> list:
+    """``epochs`` of Adam on ``(x, y)`` with a fresh optimizer; test accuracy after each."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    curve = []
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+            optimizer.step()
+        test, fit = accuracy(net, x_test, y_test), accuracy(net, x, y)
+        curve.append({"test": test, "train": fit, "loss": loss.item()})
+    return curve
+
+
+def run_seed(cfg: Config, seed: int) -> list[dict]:
+    x, y, x_test, y_test, half = load(seed, cfg.test_fraction)
+    torch.manual_seed(seed)
+    net = make_network(cfg)
+    initial = copy.deepcopy(net)
+    handles = {}
+    for label in cfg.variants:  # attach before phase 1: S&P toward θ₀ keeps the initial weights
+        method, settings = VARIANTS[label]
+        clone = copy.deepcopy(net)
+        handles[label] = (clone, make_method(method, **settings).attach(clone, lr=cfg.lr))
+    tic = time.perf_counter()
+    phase1 = train(net, x[half], y[half], x_test, y_test, 2 * cfg.epochs, cfg, _gen(seed, 1))
+    phase1_seconds = time.perf_counter() - tic
+    runs = []
+    fresh = copy.deepcopy(initial)
+    curve = train(fresh, x, y, x_test, y_test, cfg.epochs, cfg, _gen(seed, 2))
+    runs.append({"variant": FRESH, "seed": seed, "phase1": [], "phase2": curve})
+    for label, (clone, handle) in handles.items():
+        clone.load_state_dict(net.state_dict())  # the warm network, with the handle's θ₀ kept
+        handle.on_task_switch(inputs=x[:256])
+        at_switch = accuracy(clone, x_test, y_test)
+        curve = train(clone, x, y, x_test, y_test, cfg.epochs, cfg, _gen(seed, 2))
+        runs.append(
+            {
+                "variant": label,
+                "seed": seed,
+                "phase1": phase1,
+                "at_switch": at_switch,
+                "phase2": curve,
+                "phase1_seconds": phase1_seconds,
+            }
+        )
+    return runs
+
+
+def _gen(seed: int, phase: int) -> torch.Generator:
+    return torch.Generator().manual_seed(1000 * seed + phase)
+
+
+def summarize(runs: list[dict], cfg: Config) -> list[dict]:
+    fresh = {r["seed"]: r["phase2"][-1]["test"] for r in runs if r["variant"] == FRESH}
+    rows = []
+    for label in [FRESH, *cfg.variants]:
+        group = [r for r in runs if r["variant"] == label]
+        row = {
+            "variant": label,
+            "n": len(group),
+            "final_test": mean_ci([r["phase2"][-1]["test"] for r in group]),
+            "final_train": mean_ci([r["phase2"][-1]["train"] for r in group]),
+            "best_test": mean_ci([max(p["test"] for p in r["phase2"]) for r in group]),
+            "delta_vs_fresh": mean_ci([r["phase2"][-1]["test"] - fresh[r["seed"]] for r in group]),
+        }
+        if label != FRESH:
+            row["phase1_test"] = mean_ci([r["phase1"][-1]["test"] for r in group])
+            row["phase1_train"] = mean_ci([r["phase1"][-1]["train"] for r in group])
+            row["at_switch"] = mean_ci([r["at_switch"] for r in group])
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], cfg: Config) -> str:
+    n = rows[0]["n"]
+    lines = [
+        f"Digits, {n} seeds; mean ± 95% t-interval half-width over seeds. Phase 1: half the "
+        f"training set, {2 * cfg.epochs} epochs; phase 2: all of it, {cfg.epochs} epochs. "
+        "Δ: paired difference of final test accuracy to the fresh network (same split and "
+        "initialization).",
+        "",
+        "| at the switch | test acc., end of phase 1 | test acc. right after the switch | "
+        "final train acc. | final test acc. | Δ test vs fresh | best test acc. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {fmt(r['phase1_test']) if 'phase1_test' in r else '–'} | "
+            f"{fmt(r['at_switch']) if 'at_switch' in r else '–'} | {fmt(r['final_train'])} | "
+            f"{fmt(r['final_test'])} | {fmt(r['delta_vs_fresh'])} | {fmt(r['best_test'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_final) = plt.subplots(
+        1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}
+    )
+    colors = plt.get_cmap("tab10").colors
+    e1 = 2 * cfg.epochs
+    shared = [r for r in runs if r["variant"] == cfg.variants[0]]
+    mean, low, high = curve_ci([[p["test"] for p in r["phase1"]] for r in shared])
+    epochs = np.arange(1, e1 + 1)
+    ax.plot(epochs, mean, color="k", lw=1.2, label="phase 1: half the data (shared)")
+    if len(shared) > 1:
+        ax.fill_between(epochs, low, high, color="k", alpha=0.1, lw=0)
+    for i, label in enumerate([FRESH, *cfg.variants]):
+        group = [r for r in runs if r["variant"] == label]
+        epochs = np.arange(e1 + 1, e1 + cfg.epochs + 1)
+        mean, low, high = curve_ci([[p["test"] for p in r["phase2"]] for r in group])
+        style = {"color": colors[i], "ls": "--" if label == FRESH else "-"}
+        ax.plot(epochs, mean, label=label, lw=1.2, **style)
+        if len(group) > 1:
+            ax.fill_between(epochs, low, high, color=colors[i], alpha=0.15, lw=0)
+    ax.axvline(e1 + 0.5, color="0.5", lw=0.8)
+    ax.text(e1 + 2, 0.905, "switch: all the data", fontsize=8, color="0.3")
+    n = rows[0]["n"]
+    ax.set(
+        xlabel=f"epoch (1–{e1}: half the training set; {e1 + 1}–{e1 + cfg.epochs}: all of it)",
+        ylabel="test accuracy (held-out 30%)",
+        title=f"Warm start on digits (mean, 95% t-interval, {n} seeds)",
+        ylim=(0.9, 1.0),
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    for i, r in enumerate(rows):
+        s = r["final_test"]
+        ax_final.errorbar(
+            [s["mean"]], [i], xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
+            fmt="o", color=colors[i], capsize=3,
+        )  # fmt: skip
+        seeds = [x["phase2"][-1]["test"] for x in runs if x["variant"] == r["variant"]]
+        ax_final.scatter(seeds, [i + 0.15] * len(seeds), s=8, color=colors[i], alpha=0.6)
+    ax_final.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
+    ax_final.invert_yaxis()
+    ax_final.set(xlabel="final test accuracy (dots: seeds; bars: 95% t-interval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (2 seeds, 3 epochs)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--out", default="warm_start_digits")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    cfg = Config()
+    if args.quick:
+        cfg.seeds, cfg.epochs = 2, 3
+    if args.seeds is not None:
+        cfg.seeds = args.seeds
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        tic = time.perf_counter()
+        seed_runs = run_seed(cfg, seed)
+        runs += seed_runs
+        finals = ", ".join(f"{r['variant']} {r['phase2'][-1]['test']:.4f}" for r in seed_runs)
+        print(f"seed {seed} ({time.perf_counter() - tic:.0f}s): {finals}", flush=True)
+    rows = summarize(runs, cfg)
+    table = markdown_table(rows, cfg)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.out}.json").write_text(
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "statistics": "mean and 95% Student-t interval over seeds",
+                "summary": rows,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
+    (results / f"{args.out}.md").write_text(table + "\n")
+    plot(runs, rows, cfg, results / f"{args.out}.png")
+    print()
+    print(table)
+    print(f"\nwrote {results / args.out}.json, .png and .md")
+
+
+if __name__ == "__main__":
+    main()
