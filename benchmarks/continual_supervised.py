@@ -500,9 +500,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--curvature",
         help=f"methods whose curvature is measured at task starts, comma-separated, 'all' or "
-        f"'none' (default: {','.join(CURVATURE_METHODS)} where they run)",
+        f"'off' (default: {','.join(CURVATURE_METHODS)} where they run)",
     )
     parser.add_argument("--ggn-every", type=int, help="exact GGN at every k-th task start")
+    parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
     parser.add_argument(
         "--set",
         action="append",
@@ -522,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
             setattr(setup, key, value)
     if args.quick:
         setup.tasks, setup.steps_per_task = 4, 300
-    for key in ("tasks", "steps_per_task", "lr", "seeds", "seed", "speed_at", "ggn_every"):
+    keys = ("tasks", "steps_per_task", "lr", "seeds", "seed", "speed_at", "ggn_every", "width")
+    for key in keys:
         if getattr(args, key) is not None:
             setattr(setup, key, getattr(args, key))
     if setup.speed_at > setup.steps_per_task:
@@ -533,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
         setup.curvature = [m for m in CURVATURE_METHODS if m in setup.methods]
     elif args.curvature == "all":
         setup.curvature = list(setup.methods)
-    elif args.curvature != "none":
+    elif args.curvature != "off":
         setup.curvature = args.curvature.split(",")
     for item in args.set:
         key, _, value = item.partition("=")

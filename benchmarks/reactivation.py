@@ -62,10 +62,12 @@ class Config:
     seeds: int = 5
     lr: float = 1e-3
     batch_size: int = 128
+    width: int = 256
+    """units per hidden layer of the benchmark's MLP"""
 
 
 def _stream_setup(cfg: Config, tasks: int) -> Setup:
-    return Setup(tasks=tasks, lr=cfg.lr, batch_size=cfg.batch_size)
+    return Setup(tasks=tasks, lr=cfg.lr, batch_size=cfg.batch_size, width=cfg.width)
 
 
 def collapse(cfg: Config, seed: int, monitor_probe: int = 256):
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int)
     parser.add_argument("--steps-per-task", type=int)
     parser.add_argument("--every", type=int)
+    parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
     parser.add_argument("--out", default="reactivation")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.dormant, cfg.collapse_steps_per_task, cfg.max_collapse_tasks = 0.05, 300, 3
         cfg.tasks, cfg.steps_per_task, cfg.every, cfg.seeds = 2, 100, 50, 2
         cfg.methods = ["none", "fire"]
-    for key in ("seeds", "dormant", "tasks", "steps_per_task", "every"):
+    for key in ("seeds", "dormant", "tasks", "steps_per_task", "every", "width"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     if args.methods:

@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run (2 seeds, 3 epochs)")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
     parser.add_argument("--out", default="warm_start_digits")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.seeds = args.seeds
     if args.epochs is not None:
         cfg.epochs = args.epochs
+    if args.width is not None:
+        cfg.width = args.width
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         tic = time.perf_counter()
