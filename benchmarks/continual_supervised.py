@@ -279,10 +279,15 @@ def _nan_low(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-def first_below(values: list[float], threshold: float) -> float:
-    """1-based index of the first value below ``threshold`` (NaN when none is)."""
+def first_loss(values: list[float], floor: float, fraction: float) -> float:
+    """1-based index of the first value that lost ``fraction`` of the way from the best value
+    so far (the running maximum) down to ``floor`` (NaN when none did)."""
+    best = -math.inf
     for i, v in enumerate(values):
-        if math.isfinite(v) and v < threshold:
+        if not math.isfinite(v):
+            continue
+        best = max(best, v)
+        if (best - v) >= fraction * (best - floor) > 0:
             return float(i + 1)
     return math.nan
 
@@ -291,29 +296,42 @@ CURVATURE_KEYS = {
     "kfac": "kfac/kfac_eps_rank_normalized",
     "kfac_ggn": "kfac_ggn/kfac_eps_rank_normalized",
     "ggn": "ggn/ggn_eps_rank_normalized",
+    "ggn_layers": "ggn/ggn_eps_rank_layer_mean",
 }
 """Curvature ranks compared in the tables: K-FAC (empirical, new labels), K-FAC of the GGN,
-exact GGN (whole network), each normalized to [0, 1]."""
+exact GGN (whole network, and the mean over layers' blocks), each normalized to [0, 1]."""
+
+CURVATURE_LABELS = {
+    "kfac": "K-FAC",
+    "kfac_ggn": "K-FAC GGN",
+    "ggn": "exact GGN",
+    "ggn_layers": "exact GGN, layer mean",
+}
+
+LOSSES = (0.2, 0.5)
+"""Fractions of its way down at which a measure counts as collapsing (see curvature_summary)."""
 
 
 def curvature_series(result: dict, key: str) -> list[float]:
     return [t.get("curvature", {}).get(key, math.nan) for t in result["per_task"]]
 
 
-def curvature_summary(runs: list[dict], setup: Setup, acc_threshold: float = 0.5) -> dict:
-    """Per method: ranks at the first, middle and last task start, and when each measure
-    first falls below half its task-1 value, against when the end-of-task accuracy first
-    falls below ``acc_threshold``."""
+def curvature_summary(runs: list[dict], setup: Setup) -> dict:
+    """Per method: ranks at the first, middle and last task start; and per seed the first
+    task by which each measure has lost 20% and 50% of its way down from its best value so
+    far, to compare their timing: end-of-task accuracy and learning speed down to chance
+    (``1/classes``), each curvature rank down to 0."""
     mid = setup.tasks // 2
+    chance = 1.0 / setup.classes
     out: dict = {"method": runs[0]["method"], "n": len(runs)}
-    acc_collapse = [first_below(_values(r, "accuracy"), acc_threshold) for r in runs]
-    out["acc_collapse"] = acc_collapse
+    for key in ("accuracy", "speed"):
+        for q in LOSSES:
+            out[f"{key}_lost_{q}"] = [first_loss(_values(r, key), chance, q) for r in runs]
     for short, key in CURVATURE_KEYS.items():
         series = [curvature_series(r, key) for r in runs]
-        tasks = [[i for i, v in enumerate(s) if math.isfinite(v)] for s in series]
-        if not any(tasks):
+        measured = [i for i, v in enumerate(series[0]) if math.isfinite(v)]
+        if not measured:
             continue
-        measured = tasks[0]
         pick = {
             "first": measured[0],
             "mid": min(measured, key=lambda i: abs(i - mid)),
@@ -322,16 +340,8 @@ def curvature_summary(runs: list[dict], setup: Setup, acc_threshold: float = 0.5
         for label, i in pick.items():
             out[f"{short}_{label}"] = mean_ci([s[i] for s in series])
             out[f"{short}_{label}_task"] = i + 1
-        collapse = []
-        for s in series:
-            base = s[tasks[0][0]]
-            hit = math.nan
-            for i, v in enumerate(s):
-                if math.isfinite(v) and v < 0.5 * base:
-                    hit = float(i + 1)
-                    break
-            collapse.append(hit)
-        out[f"{short}_collapse"] = collapse
+        for q in LOSSES:
+            out[f"{short}_lost_{q}"] = [first_loss(s, 0.0, q) for s in series]
     return out
 
 
@@ -360,27 +370,85 @@ def curvature_table(rows: list[dict], setup: Setup) -> str:
         "last | exact GGN, first | exact GGN, mid | exact GGN, last |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    none = mean_ci([])
     for r in rows:
         lines.append(
             f"| `{r['method']}` | {fmt(r['kfac_first'])} | {fmt(r['kfac_mid'])} | "
             f"{fmt(r['kfac_last'])} | {fmt(r['kfac_ggn_first'])} | {fmt(r['kfac_ggn_last'])} | "
-            f"{fmt(r.get('ggn_first', mean_ci([])))} | {fmt(r.get('ggn_mid', mean_ci([])))} | "
-            f"{fmt(r.get('ggn_last', mean_ci([])))} |"
+            f"{fmt(r.get('ggn_first', none))} | {fmt(r.get('ggn_mid', none))} | "
+            f"{fmt(r.get('ggn_last', none))} |"
         )
-    lines += [
+    measures = [("accuracy", "end-of-task accuracy"), ("speed", "learning speed")] + [
+        (short, CURVATURE_LABELS[short] + " rank") for short in CURVATURE_KEYS
+    ]
+    for q in LOSSES:
+        lines += [
+            "",
+            f"First task (per seed; – never) by which each measure lost {q:.0%} of the way from "
+            "its best value so far down to chance (accuracy, speed) or 0 (ranks); ranks are "
+            f"measured at a task's start, the exact GGN every {setup.ggn_every} tasks:",
+            "",
+            "| method | " + " | ".join(label for _, label in measures) + " |",
+            "|---|" + "---|" * len(measures),
+        ]
+        for r in rows:
+            cells = " | ".join(_tasks_text(r.get(f"{k}_lost_{q}", [])) for k, _ in measures)
+            lines.append(f"| `{r['method']}` | {cells} |")
+    return "\n".join(lines)
+
+
+DEFAULT_PAIRS = ["er_l2-l2", "er_l2-er", "l2-none", "adamo-none", "fire-reset"]
+"""Paired comparisons reported when both methods ran (``--compare`` sets others)."""
+
+
+def paired_differences(
+    rows: list[dict], runs: list[dict], pairs: list[str], setup: Setup
+) -> list[dict]:
+    """Per pair ``a-b``: the mean over seeds of ``a − b`` (same seed: same inputs, labels,
+    initial network and minibatches) with its 95% t-interval, for the learning speed and
+    accuracy over the last quarter of the tasks and, where both were measured, the curvature
+    ranks at the last task's start."""
+    by_method = {r["method"]: {p["seed"]: p for p in r["per_seed"]} for r in rows}
+    grouped = _by_method(runs)
+    out = []
+    for pair in pairs:
+        a, _, b = pair.partition("-")
+        if a not in by_method or b not in by_method:
+            continue
+        seeds = sorted(set(by_method[a]) & set(by_method[b]))
+        entry = {"pair": pair, "seeds": seeds}
+        for key in ("speed_last", "acc_last"):
+            entry[key] = mean_ci([by_method[a][s][key] - by_method[b][s][key] for s in seeds])
+        if a in setup.curvature and b in setup.curvature:
+            last = {
+                m: {r["seed"]: r["per_task"][-1].get("curvature", {}) for r in grouped[m]}
+                for m in (a, b)
+            }
+            for short in ("kfac", "kfac_ggn"):
+                key = CURVATURE_KEYS[short]
+                entry[f"{short}_last"] = mean_ci(
+                    [last[a][s].get(key, math.nan) - last[b][s].get(key, math.nan) for s in seeds]
+                )
+        out.append(entry)
+    return out
+
+
+def paired_table(entries: list[dict], last: int) -> str:
+    if not entries:
+        return ""
+    none = mean_ci([])
+    lines = [
+        "Paired differences (first minus second method, same seeds: same inputs, labels, "
+        "initial network and minibatches), mean ± 95% t-interval half-width:",
         "",
-        "First task (per seed; – never) whose end-of-task accuracy is below 0.5, and whose "
-        "start-of-task rank is below half its task-1 value:",
-        "",
-        "| method | accuracy < 0.5 | K-FAC rank halved | K-FAC GGN rank halved | "
-        "exact GGN rank halved |",
+        f"| pair | Δ speed, last {last} | Δ accuracy, last {last} | Δ K-FAC rank, last start | "
+        "Δ K-FAC GGN rank, last start |",
         "|---|---|---|---|---|",
     ]
-    for r in rows:
+    for e in entries:
         lines.append(
-            f"| `{r['method']}` | {_tasks_text(r['acc_collapse'])} | "
-            f"{_tasks_text(r['kfac_collapse'])} | {_tasks_text(r['kfac_ggn_collapse'])} | "
-            f"{_tasks_text(r.get('ggn_collapse', []))} |"
+            f"| `{e['pair']}` | {fmt(e['speed_last'])} | {fmt(e['acc_last'])} | "
+            f"{fmt(e.get('kfac_last', none))} | {fmt(e.get('kfac_ggn_last', none))} |"
         )
     return "\n".join(lines)
 
@@ -450,12 +518,13 @@ def plot_curvature(runs: list[dict], setup: Setup, path: Path) -> None:
     group = {m: rs for m, rs in _by_method(runs).items() if m in setup.curvature}
     if not group:
         return
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    fig, axes = plt.subplots(1, 1 + len(CURVATURE_KEYS), figsize=(24, 4.6))
     tasks = list(range(1, setup.tasks + 1))
     labels = {
         "kfac": f"K-FAC ε-rank (new labels, {setup.kfac_probe} samples)",
         "kfac_ggn": f"K-FAC-of-GGN ε-rank ({setup.ggn_probe} samples)",
         "ggn": f"exact GGN ε-rank ({setup.ggn_probe} samples)",
+        "ggn_layers": "exact GGN ε-rank, mean of layer blocks",
     }
     for i, (name, rs) in enumerate(group.items()):
         style = _style(i)
@@ -505,6 +574,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ggn-every", type=int, help="exact GGN at every k-th task start")
     parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
     parser.add_argument(
+        "--compare",
+        help=f"paired differences to report, e.g. er_l2-l2,fire-reset "
+        f"(default: {','.join(DEFAULT_PAIRS)} where both ran)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -549,6 +623,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             parser.error(str(err))
 
+    pairs = args.compare.split(",") if args.compare else DEFAULT_PAIRS
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     json_path = results / f"{args.out}.json"
@@ -567,7 +642,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} thread(s)"
     )
 
-    def write(rows: list[dict], curvature_rows: list[dict]) -> None:
+    def write(rows: list[dict], curvature_rows: list[dict], paired: list[dict]) -> None:
         json_path.write_text(
             json.dumps(
                 {
@@ -577,6 +652,7 @@ def main(argv: list[str] | None = None) -> None:
                     "statistics": "mean and 95% Student-t interval over seeds",
                     "summary": rows,
                     "curvature_summary": curvature_rows,
+                    "paired": paired,
                     "runs": runs,
                 },
                 indent=1,
@@ -597,14 +673,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"{result['seconds']:.0f}s",
                 flush=True,
             )
-            write([], [])  # the runs so far, for --resume
+            write([], [], [])  # the runs so far, for --resume
 
     grouped = _by_method(runs)
     rows = [summarize(grouped[m], setup) for m in setup.methods if m in grouped]
     curvature_rows = [curvature_summary(grouped[m], setup) for m in setup.curvature if m in grouped]
-    write(rows, curvature_rows)
+    paired = paired_differences(rows, runs, pairs, setup)
+    write(rows, curvature_rows, paired)
     plot(runs, setup, results / f"{args.out}.png")
     tables = markdown_table(rows, setup)
+    if paired:
+        tables += "\n\n" + paired_table(paired, rows[0]["last"])
     if curvature_rows:
         plot_curvature(runs, setup, results / f"{args.out}_curvature.png")
         tables += "\n\n" + curvature_table(curvature_rows, setup)

@@ -37,6 +37,18 @@ from plasticity import PlasticityMonitor, make_method  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
+VARIANTS = {
+    "none": ("none", {}),
+    "adamo": ("adamo", {}),
+    "adamo λ=1e-2": ("adamo", {"iso_coef": 1e-2}),
+    "isometry": ("isometry", {}),
+    "fire": ("fire", {}),
+    "redo": ("redo", {}),
+}
+"""Continuations: label → (method, settings); every method at its library defaults (AdamO
+``iso_coef`` 1e-3, ``iso_every`` 32; the isometry penalty's λ 1e-3; ReDo every 1000 updates,
+τ 0.025), plus AdamO with a 10× coefficient."""
+
 
 @dataclass
 class Config:
@@ -54,10 +66,8 @@ class Config:
     """tasks of the continuation"""
     every: int = 50
     """measure every this many updates"""
-    methods: list[str] = field(
-        default_factory=lambda: ["none", "adamo", "isometry", "fire", "redo"]
-    )
-    """methods of the continuation, each from a copy of the collapsed network"""
+    methods: list[str] = field(default_factory=lambda: list(VARIANTS))
+    """continuations (labels of VARIANTS), each from a copy of the collapsed network"""
     seed: int = 0
     seeds: int = 5
     lr: float = 1e-3
@@ -101,7 +111,8 @@ def collapse(cfg: Config, seed: int, monitor_probe: int = 256):
 def continue_with(name: str, net, inputs, labels, cfg: Config, seed: int) -> dict:
     """Train a copy of ``net`` under ``name`` on ``labels`` (one tensor per task)."""
     net = copy.deepcopy(net)
-    handle = make_method(name, **BOUNDARY_ONLY).attach(net, lr=cfg.lr)
+    method, settings = VARIANTS[name]
+    handle = make_method(method, **{**BOUNDARY_ONLY, **settings}).attach(net, lr=cfg.lr)
     monitor = PlasticityMonitor(net)
     probe = inputs[:256]
     batches = torch.Generator().manual_seed(seed + 2)  # the same minibatches for every method
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (tiny settings)")
     parser.add_argument("--seeds", type=int)
-    parser.add_argument("--methods", help="comma-separated continuation methods")
+    parser.add_argument("--methods", help="comma-separated continuations (VARIANTS labels)")
     parser.add_argument("--dormant", type=float)
     parser.add_argument("--tasks", type=int)
     parser.add_argument("--steps-per-task", type=int)
@@ -249,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
             setattr(cfg, key, getattr(args, key))
     if args.methods:
         cfg.methods = args.methods.split(",")
+    unknown = [m for m in cfg.methods if m not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown continuation(s) {unknown}; choose from {', '.join(VARIANTS)}")
     if cfg.steps_per_task % cfg.every:
         parser.error("--steps-per-task must be a multiple of --every")
 

@@ -30,6 +30,7 @@ def test_continual_supervised_smoke(tmp_path):
     args = [
         *("--tasks", "3", "--steps-per-task", "30", "--speed-at", "20", "--width", "16"),
         *("--methods", "none,fire", "--curvature", "none", "--ggn-every", "2"),
+        *("--compare", "fire-none"),
         *("--results", str(tmp_path), "--seeds", "2", "--out", "smoke"),
     ]
     bench.main(args)
@@ -50,11 +51,16 @@ def test_continual_supervised_smoke(tmp_path):
     summary = {r["method"]: r for r in data["summary"]}
     assert summary["none"]["speed_all"]["n"] == 2 and summary["fire"]["acc_last"]["n"] == 2
     (curv_row,) = data["curvature_summary"]
-    assert curv_row["method"] == "none" and len(curv_row["acc_collapse"]) == 2
+    assert curv_row["method"] == "none" and len(curv_row["accuracy_lost_0.5"]) == 2
     assert (tmp_path / "smoke.png").stat().st_size > 0
     assert (tmp_path / "smoke_curvature.png").stat().st_size > 0
+    (pair,) = data["paired"]  # paired by seed: the mean difference is the difference of means
+    assert pair["pair"] == "fire-none" and pair["seeds"] == [0, 1]
+    assert pair["acc_last"]["mean"] == pytest.approx(
+        summary["fire"]["acc_last"]["mean"] - summary["none"]["acc_last"]["mean"]
+    )
     table = (tmp_path / "smoke.md").read_text()
-    assert "| `fire` |" in table and "exact GGN" in table and " ± " in table
+    assert "| `fire` |" in table and "exact GGN" in table and "| `fire-none` |" in table
     # --resume with one more seed keeps the runs already there and adds the missing ones
     bench.main([*args[:-2], "--seeds", "3", "--resume", "--out", "smoke"])
     again = json.loads((tmp_path / "smoke.json").read_text())
