@@ -43,6 +43,7 @@ def fmt(stat: dict[str, float], digits: int = 3) -> str:
     """``mean ± half`` (or the bare mean for one seed)."""
     if not math.isfinite(stat["mean"]):
         return "–"
+    mean = round(stat["mean"], digits) + 0.0  # no "-0.000"
     if not math.isfinite(stat["half"]):
-        return f"{stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} ± {stat['half']:.{digits}f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {stat['half']:.{digits}f}"

@@ -8,11 +8,12 @@ at the switch against reset and shrink & perturb. This is that protocol at small
 scikit-learn's bundled ``load_digits`` (1,797 8×8 digit images, no download): per seed a
 stratified 70/30 train/test split, a 64-256-256-10 ReLU MLP trained with Adam (lr 1e-3,
 batch 64, gradient norm clipped at 0.5, a fresh optimizer for each phase, as in the FIRE
-paper's code) on a stratified half of the training set for ``2E`` epochs, then on all of it
-for ``E`` epochs (the same number of updates in both phases), against a fresh network trained
-on all of it for ``E`` epochs. At the switch: nothing (warm start), FIRE, a full reset, and
-shrink & perturb (the FIRE paper's ``0.2·θ + 0.8·θ₀`` toward the initial weights, and the
-library default ``0.8·θ + 0.2·θ_fresh``).
+paper's code) on a stratified part of the training set (``--first-fraction``: half, as in
+Ash & Adams; the FIRE paper uses 10%) for ``E / fraction`` epochs, then on all of it for
+``E`` epochs (about the same number of updates in both phases, as in the FIRE paper's code),
+against a fresh network trained on all of it for ``E`` epochs. At the switch: nothing (warm
+start), FIRE, a full reset, and shrink & perturb (the FIRE paper's ``0.2·θ + 0.8·θ₀`` toward
+the initial weights, and the library default ``0.8·θ + 0.2·θ_fresh``).
 
 Reports held-out test accuracy, its paired difference to the fresh network (same split and
 initialization per seed), means with 95% Student-t intervals over seeds.
@@ -62,7 +63,9 @@ FRESH = "fresh (all data only)"
 @dataclass
 class Config:
     epochs: int = 100
-    """epochs on all the training data (phase 2, and the fresh network); phase 1 runs 2×"""
+    """epochs on all the training data (phase 2, and the fresh network)"""
+    first_fraction: float = 0.5
+    """part of the training set in phase 1, which runs ``epochs / first_fraction`` epochs"""
     width: int = 256
     batch_size: int = 64
     lr: float = 1e-3
@@ -74,8 +77,8 @@ class Config:
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
 
 
-def load(seed: int, test_fraction: float):
-    """Standardized digits: a stratified train/test split and a stratified half of train."""
+def load(seed: int, test_fraction: float, first_fraction: float = 0.5):
+    """Standardized digits: a stratified train/test split and a stratified part of train."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -87,7 +90,7 @@ def load(seed: int, test_fraction: float):
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # constant border pixels: std 0
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     half, _ = train_test_split(
-        np.arange(len(y_train)), train_size=0.5, stratify=y_train, random_state=seed
+        np.arange(len(y_train)), train_size=first_fraction, stratify=y_train, random_state=seed
     )
     t = torch.as_tensor
     return t(x_train), t(y_train), t(x_test), t(y_test), t(np.sort(half))
@@ -128,7 +131,7 @@ def train(net, x, y, x_test, y_test, epochs, cfg: Config, gen) -> list:
 
 
 def run_seed(cfg: Config, seed: int) -> list[dict]:
-    x, y, x_test, y_test, half = load(seed, cfg.test_fraction)
+    x, y, x_test, y_test, half = load(seed, cfg.test_fraction, cfg.first_fraction)
     torch.manual_seed(seed)
     net = make_network(cfg)
     initial = copy.deepcopy(net)
@@ -138,7 +141,7 @@ def run_seed(cfg: Config, seed: int) -> list[dict]:
         clone = copy.deepcopy(net)
         handles[label] = (clone, make_method(method, **settings).attach(clone, lr=cfg.lr))
     tic = time.perf_counter()
-    phase1 = train(net, x[half], y[half], x_test, y_test, 2 * cfg.epochs, cfg, _gen(seed, 1))
+    phase1 = train(net, x[half], y[half], x_test, y_test, phase1_epochs(cfg), cfg, _gen(seed, 1))
     phase1_seconds = time.perf_counter() - tic
     runs = []
     fresh = copy.deepcopy(initial)
@@ -160,6 +163,10 @@ def run_seed(cfg: Config, seed: int) -> list[dict]:
             }
         )
     return runs
+
+
+def phase1_epochs(cfg: Config) -> int:
+    return round(cfg.epochs / cfg.first_fraction)
 
 
 def _gen(seed: int, phase: int) -> torch.Generator:
@@ -190,8 +197,9 @@ def summarize(runs: list[dict], cfg: Config) -> list[dict]:
 def markdown_table(rows: list[dict], cfg: Config) -> str:
     n = rows[0]["n"]
     lines = [
-        f"Digits, {n} seeds; mean ± 95% t-interval half-width over seeds. Phase 1: half the "
-        f"training set, {2 * cfg.epochs} epochs; phase 2: all of it, {cfg.epochs} epochs. "
+        f"Digits, {n} seeds; mean ± 95% t-interval half-width over seeds. Phase 1: "
+        f"{cfg.first_fraction:.0%} of the training set, {phase1_epochs(cfg)} epochs; phase 2: "
+        f"all of it, {cfg.epochs} epochs. "
         "Δ: paired difference of final test accuracy to the fresh network (same split and "
         "initialization).",
         "",
@@ -218,11 +226,11 @@ def plot(runs: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
         1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}
     )
     colors = plt.get_cmap("tab10").colors
-    e1 = 2 * cfg.epochs
+    e1 = phase1_epochs(cfg)
     shared = [r for r in runs if r["variant"] == cfg.variants[0]]
     mean, low, high = curve_ci([[p["test"] for p in r["phase1"]] for r in shared])
     epochs = np.arange(1, e1 + 1)
-    ax.plot(epochs, mean, color="k", lw=1.2, label="phase 1: half the data (shared)")
+    ax.plot(epochs, mean, color="k", lw=1.2, label="phase 1 (shared by the variants)")
     if len(shared) > 1:
         ax.fill_between(epochs, low, high, color="k", alpha=0.1, lw=0)
     for i, label in enumerate([FRESH, *cfg.variants]):
@@ -234,26 +242,36 @@ def plot(runs: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
         if len(group) > 1:
             ax.fill_between(epochs, low, high, color=colors[i], alpha=0.15, lw=0)
     ax.axvline(e1 + 0.5, color="0.5", lw=0.8)
-    ax.text(e1 + 2, 0.905, "switch: all the data", fontsize=8, color="0.3")
+    ax.text(e1 + 2, 0.992, "switch: all the data", fontsize=8, color="0.3")
     n = rows[0]["n"]
     ax.set(
-        xlabel=f"epoch (1–{e1}: half the training set; {e1 + 1}–{e1 + cfg.epochs}: all of it)",
+        xlabel=f"epoch (1–{e1}: {cfg.first_fraction:.0%} of the training set; "
+        f"{e1 + 1}–{e1 + cfg.epochs}: all of it)",
         ylabel="test accuracy (held-out 30%)",
         title=f"Warm start on digits (mean, 95% t-interval, {n} seeds)",
         ylim=(0.9, 1.0),
     )
     ax.legend(fontsize=8, loc="lower right")
+    fresh = {x["seed"]: x["phase2"][-1]["test"] for x in runs if x["variant"] == FRESH}
     for i, r in enumerate(rows):
-        s = r["final_test"]
-        ax_final.errorbar(
-            [s["mean"]], [i], xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
-            fmt="o", color=colors[i], capsize=3,
-        )  # fmt: skip
-        seeds = [x["phase2"][-1]["test"] for x in runs if x["variant"] == r["variant"]]
-        ax_final.scatter(seeds, [i + 0.15] * len(seeds), s=8, color=colors[i], alpha=0.6)
+        s = r["delta_vs_fresh"]
+        if r["variant"] != FRESH:
+            ax_final.errorbar(
+                [s["mean"]], [i], xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
+                fmt="o", color=colors[i], capsize=3,
+            )  # fmt: skip
+        deltas = [
+            x["phase2"][-1]["test"] - fresh[x["seed"]] for x in runs if x["variant"] == r["variant"]
+        ]
+        ax_final.scatter(deltas, [i + 0.15] * len(deltas), s=8, color=colors[i], alpha=0.6)
+    ax_final.axvline(0, color="0.5", lw=0.8)
     ax_final.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
     ax_final.invert_yaxis()
-    ax_final.set(xlabel="final test accuracy (dots: seeds; bars: 95% t-interval)")
+    ax_final.set(
+        xlabel="final test accuracy − fresh network's, same seed\n(dots: seeds; bars: 95% "
+        "t-interval of the paired mean)",
+        title="Paired difference to the fresh network",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -265,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
+    parser.add_argument("--first-fraction", type=float, help="part of train in phase 1 (0.5)")
     parser.add_argument("--out", default="warm_start_digits")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -279,6 +298,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg.epochs = args.epochs
     if args.width is not None:
         cfg.width = args.width
+    if args.first_fraction is not None:
+        if not 0 < args.first_fraction < 1:
+            parser.error("--first-fraction must be in (0, 1)")
+        cfg.first_fraction = args.first_fraction
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         tic = time.perf_counter()
