@@ -47,3 +47,17 @@ def fmt(stat: dict[str, float], digits: int = 3) -> str:
     if not math.isfinite(stat["half"]):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {stat['half']:.{digits}f}"
+
+
+def rounded(obj, digits: int = 6):
+    """``obj`` (JSON-like) with every float rounded to ``digits`` significant digits, to keep
+    result files small; NaN and infinities stay as they are."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj) or obj == 0.0:
+            return obj
+        return round(obj, digits - 1 - int(math.floor(math.log10(abs(obj)))))
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj

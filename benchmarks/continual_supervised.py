@@ -47,7 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
 from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
 from plasticity.metrics import (  # noqa: E402
     ggn_eps_ranks,
@@ -645,17 +645,19 @@ def main(argv: list[str] | None = None) -> None:
     def write(rows: list[dict], curvature_rows: list[dict], paired: list[dict]) -> None:
         json_path.write_text(
             json.dumps(
-                {
-                    "setup": asdict(setup),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),  # results move with the rounding
-                    "statistics": "mean and 95% Student-t interval over seeds",
-                    "summary": rows,
-                    "curvature_summary": curvature_rows,
-                    "paired": paired,
-                    "runs": runs,
-                },
-                indent=1,
+                rounded(
+                    {
+                        "setup": asdict(setup),
+                        "torch": torch.__version__,
+                        "threads": torch.get_num_threads(),  # results move with the rounding
+                        "statistics": "mean and 95% Student-t interval over seeds",
+                        "summary": rows,
+                        "curvature_summary": curvature_rows,
+                        "paired": paired,
+                        "runs": runs,
+                    }
+                ),
+                separators=(",", ":"),
             )
         )
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
 from benchmarks.continual_supervised import BOUNDARY_ONLY, Setup, accuracy  # noqa: E402
 from benchmarks.continual_supervised import make_network as make_mlp  # noqa: E402
 from plasticity import PlasticityMonitor, make_method  # noqa: E402
@@ -303,16 +303,18 @@ def main(argv: list[str] | None = None) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{args.out}.json").write_text(
         json.dumps(
-            {
-                "config": asdict(cfg),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "statistics": "mean and 95% Student-t interval over seeds",
-                "summary": rows,
-                "collapse": collapses,
-                "runs": runs,
-            },
-            indent=1,
+            rounded(
+                {
+                    "config": asdict(cfg),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "statistics": "mean and 95% Student-t interval over seeds",
+                    "summary": rows,
+                    "collapse": collapses,
+                    "runs": runs,
+                }
+            ),
+            separators=(",", ":"),
         )
     )
     (results / f"{args.out}.md").write_text(table + "\n")

@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
 from plasticity import make_method  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -130,7 +130,9 @@ def train(net, x, y, x_test, y_test, epochs, cfg: Config, gen) -> list:
     return curve
 
 
-def run_seed(cfg: Config, seed: int) -> list[dict]:
+def run_seed(cfg: Config, seed: int) -> tuple[list[dict], dict]:
+    """One seed: the fresh network and every variant's phase 2 (runs), and the shared
+    phase 1."""
     x, y, x_test, y_test, half = load(seed, cfg.test_fraction, cfg.first_fraction)
     torch.manual_seed(seed)
     net = make_network(cfg)
@@ -146,7 +148,7 @@ def run_seed(cfg: Config, seed: int) -> list[dict]:
     runs = []
     fresh = copy.deepcopy(initial)
     curve = train(fresh, x, y, x_test, y_test, cfg.epochs, cfg, _gen(seed, 2))
-    runs.append({"variant": FRESH, "seed": seed, "phase1": [], "phase2": curve})
+    runs.append({"variant": FRESH, "seed": seed, "phase2": curve})
     for label, (clone, handle) in handles.items():
         clone.load_state_dict(net.state_dict())  # the warm network, with the handle's θ₀ kept
         handle.on_task_switch(inputs=x[:256])
@@ -156,13 +158,12 @@ def run_seed(cfg: Config, seed: int) -> list[dict]:
             {
                 "variant": label,
                 "seed": seed,
-                "phase1": phase1,
+                "phase1_end": phase1[-1],
                 "at_switch": at_switch,
                 "phase2": curve,
-                "phase1_seconds": phase1_seconds,
             }
         )
-    return runs
+    return runs, {"seed": seed, "curve": phase1, "seconds": phase1_seconds}
 
 
 def phase1_epochs(cfg: Config) -> int:
@@ -187,8 +188,8 @@ def summarize(runs: list[dict], cfg: Config) -> list[dict]:
             "delta_vs_fresh": mean_ci([r["phase2"][-1]["test"] - fresh[r["seed"]] for r in group]),
         }
         if label != FRESH:
-            row["phase1_test"] = mean_ci([r["phase1"][-1]["test"] for r in group])
-            row["phase1_train"] = mean_ci([r["phase1"][-1]["train"] for r in group])
+            row["phase1_test"] = mean_ci([r["phase1_end"]["test"] for r in group])
+            row["phase1_train"] = mean_ci([r["phase1_end"]["train"] for r in group])
             row["at_switch"] = mean_ci([r["at_switch"] for r in group])
         rows.append(row)
     return rows
@@ -216,7 +217,7 @@ def markdown_table(rows: list[dict], cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
+def plot(runs: list[dict], phase1: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,11 +228,10 @@ def plot(runs: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
     )
     colors = plt.get_cmap("tab10").colors
     e1 = phase1_epochs(cfg)
-    shared = [r for r in runs if r["variant"] == cfg.variants[0]]
-    mean, low, high = curve_ci([[p["test"] for p in r["phase1"]] for r in shared])
+    mean, low, high = curve_ci([[p["test"] for p in r["curve"]] for r in phase1])
     epochs = np.arange(1, e1 + 1)
     ax.plot(epochs, mean, color="k", lw=1.2, label="phase 1 (shared by the variants)")
-    if len(shared) > 1:
+    if len(phase1) > 1:
         ax.fill_between(epochs, low, high, color="k", alpha=0.1, lw=0)
     for i, label in enumerate([FRESH, *cfg.variants]):
         group = [r for r in runs if r["variant"] == label]
@@ -302,11 +302,12 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 < args.first_fraction < 1:
             parser.error("--first-fraction must be in (0, 1)")
         cfg.first_fraction = args.first_fraction
-    runs = []
+    runs, phase1 = [], []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         tic = time.perf_counter()
-        seed_runs = run_seed(cfg, seed)
+        seed_runs, seed_phase1 = run_seed(cfg, seed)
         runs += seed_runs
+        phase1.append(seed_phase1)
         finals = ", ".join(f"{r['variant']} {r['phase2'][-1]['test']:.4f}" for r in seed_runs)
         print(f"seed {seed} ({time.perf_counter() - tic:.0f}s): {finals}", flush=True)
     rows = summarize(runs, cfg)
@@ -315,19 +316,22 @@ def main(argv: list[str] | None = None) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{args.out}.json").write_text(
         json.dumps(
-            {
-                "config": asdict(cfg),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "statistics": "mean and 95% Student-t interval over seeds",
-                "summary": rows,
-                "runs": runs,
-            },
-            indent=1,
+            rounded(
+                {
+                    "config": asdict(cfg),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "statistics": "mean and 95% Student-t interval over seeds",
+                    "summary": rows,
+                    "phase1": phase1,
+                    "runs": runs,
+                }
+            ),
+            separators=(",", ":"),
         )
     )
     (results / f"{args.out}.md").write_text(table + "\n")
-    plot(runs, rows, cfg, results / f"{args.out}.png")
+    plot(runs, phase1, rows, cfg, results / f"{args.out}.png")
     print()
     print(table)
     print(f"\nwrote {results / args.out}.json, .png and .md")

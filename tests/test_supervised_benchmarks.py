@@ -57,8 +57,8 @@ def test_continual_supervised_smoke(tmp_path):
     (pair,) = data["paired"]  # paired by seed: the mean difference is the difference of means
     assert pair["pair"] == "fire-none" and pair["seeds"] == [0, 1]
     assert pair["acc_last"]["mean"] == pytest.approx(
-        summary["fire"]["acc_last"]["mean"] - summary["none"]["acc_last"]["mean"]
-    )
+        summary["fire"]["acc_last"]["mean"] - summary["none"]["acc_last"]["mean"], abs=1e-5
+    )  # the files keep 6 significant digits
     table = (tmp_path / "smoke.md").read_text()
     assert "| `fire` |" in table and "exact GGN" in table and "| `fire-none` |" in table
     # --resume with one more seed keeps the runs already there and adds the missing ones
@@ -96,8 +96,7 @@ def test_warm_start_digits_smoke(tmp_path):
     assert rows[ws.FRESH]["delta_vs_fresh"]["mean"] == 0.0
     for run in data["runs"]:
         assert len(run["phase2"]) == 1
-        if run["variant"] != ws.FRESH:
-            assert len(run["phase1"]) == 2  # twice the epochs on half the data
+    assert [len(p["curve"]) for p in data["phase1"]] == [2, 2]  # twice the epochs on half
     reset = [r for r in data["runs"] if r["variant"] == "reset"]
     assert all(r["at_switch"] < 0.5 for r in reset)  # a reset network starts near chance
     assert (tmp_path / "warm_start_digits.png").stat().st_size > 0
