@@ -257,19 +257,22 @@ def plot(runs: list[dict], phase1: list[dict], rows: list[dict], cfg: Config, pa
         s = r["delta_vs_fresh"]
         if r["variant"] != FRESH:
             ax_final.errorbar(
-                [s["mean"]], [i], xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
+                [100 * s["mean"]], [i],
+                xerr=[[100 * (s["mean"] - s["low"])], [100 * (s["high"] - s["mean"])]],
                 fmt="o", color=colors[i], capsize=3,
             )  # fmt: skip
         deltas = [
-            x["phase2"][-1]["test"] - fresh[x["seed"]] for x in runs if x["variant"] == r["variant"]
+            100 * (x["phase2"][-1]["test"] - fresh[x["seed"]])
+            for x in runs
+            if x["variant"] == r["variant"]
         ]
         ax_final.scatter(deltas, [i + 0.15] * len(deltas), s=8, color=colors[i], alpha=0.6)
     ax_final.axvline(0, color="0.5", lw=0.8)
     ax_final.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
     ax_final.invert_yaxis()
     ax_final.set(
-        xlabel="final test accuracy − fresh network's, same seed\n(dots: seeds; bars: 95% "
-        "t-interval of the paired mean)",
+        xlabel="final test accuracy − fresh network's, same seed (percentage points)\n"
+        "(dots: seeds; bars: 95% t-interval of the paired mean)",
         title="Paired difference to the fresh network",
     )
     fig.tight_layout()

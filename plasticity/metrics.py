@@ -415,11 +415,14 @@ def ggn_eigenvalues(
 
     Returns, ascending and clamped at 0, the eigenvalues of each chosen Linear/Conv layer's
     diagonal block (its weight and bias; keys: layer names) and of the whole GGN over all
-    chosen layers, cross-layer terms included (key ``"network"``). Either has
-    ``min(P, N·r)`` eigenvalues, ``r`` the rank of ``H_n`` (``C − 1`` for cross-entropy, ``C``
-    for MSE); the rest are 0. The check on K-FAC (:func:`kfac_eps_ranks`) where the network is
-    small: memory ``8·N·C·P`` bytes for the largest layer of ``P`` parameters (a 256×256 layer
-    at ``N = 64``, ``C = 10``: 0.34 GB). ``inputs`` is one tensor ``(N, ...)``.
+    chosen layers, cross-layer terms included (key ``"network"``). A layer lists
+    ``min(P, N·C)`` eigenvalues (``P`` its parameters), the network ``N·C``; at most ``N·r``
+    are nonzero, ``r`` the rank of ``H_n`` (``C − 1`` for cross-entropy, ``C`` for MSE), and
+    the GGN's eigenvalues not listed are 0. The check on K-FAC (:func:`kfac_eps_ranks`) where
+    the network is small: memory ``8·N·C·P`` bytes for the largest layer of ``P`` parameters
+    (a 256×256 layer at ``N = 64``, ``C = 10``: 0.34 GB); the 64-256-256-256-10 MLP of
+    ``benchmarks/continual_supervised.py`` takes about 1.3 s on one CPU thread at ``N = 32``.
+    ``inputs`` is one tensor ``(N, ...)``.
     """
     from torch.func import functional_call, jacrev, vmap
 
