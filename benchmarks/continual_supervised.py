@@ -11,14 +11,32 @@ Every method of :data:`plasticity.METHODS` runs through the same :func:`plastici
 handle a training loop would use: ``penalty()`` in the loss, ``after_update`` after each
 update, ``on_task_switch`` when the labels change.
 
+Measured per task: train accuracy at the task's end; *learning speed*, the accuracy on the
+task's data after its first ``--speed-at`` (100) updates; plasticity metrics at the end. For
+the ``--curvature`` methods, at the start of every task (after ``on_task_switch``, before its
+first update) the curvature ε-rank ("Spectral Collapse Drives Loss of Plasticity",
+arXiv 2509.22335) three ways: K-FAC under the new task's labels on a 256-sample probe (the
+library's :func:`plasticity.metrics.kfac_eps_ranks`, empirical Fisher), K-FAC of the
+Gauss–Newton (:func:`plasticity.metrics.softmax_fisher_loss`) and the exact Gauss–Newton
+(:func:`plasticity.metrics.ggn_eps_ranks`, ``torch.func``) on a smaller probe.
+
+``--seeds N`` repeats every method on N seeds (inputs, labels, network and minibatches all
+drawn from the seed) and reports means with 95% Student-t intervals over seeds
+(``benchmarks/_stats.py``). ``--preset hard`` is the setting where methods separate: 200
+updates per task (a fresh network needs about 200 to memorize a labelling; the default 1500
+leaves every method at 1.000).
+
 Run: ``python benchmarks/continual_supervised.py`` (``--quick`` for a smoke run). Writes
-``benchmarks/results/continual_supervised.{json,png}`` and prints a Markdown table.
+``benchmarks/results/<out>.{json,png}`` (and ``<out>_curvature.png``, ``<out>.md``) and prints
+the Markdown tables. ``--resume`` skips the (method, seed) runs the JSON already holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
+from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
+from plasticity.metrics import (  # noqa: E402
+    ggn_eps_ranks,
+    kfac_eps_ranks,
+    softmax_fisher_loss,
+)
 
 RESULTS = Path(__file__).parent / "results"
+
+CURVATURE_METHODS = ["none", "er", "l2", "er_l2"]
 
 
 @dataclass
@@ -53,11 +81,31 @@ class Setup:
     lr: float = 1e-3
     """learning rate of every method's optimizer"""
     seed: int = 0
-    """seed of the inputs, the labels and the network"""
+    """first seed (of the inputs, the labels, the network and the minibatches)"""
+    seeds: int = 1
+    """number of seeds: seed, seed + 1, …"""
+    speed_at: int = 100
+    """learning speed: accuracy on the task's data after this many of its updates"""
     methods: list[str] = field(default_factory=lambda: [*METHODS, "fire+adamo"])
     """methods to compare"""
     settings: dict = field(default_factory=dict)
     """extra method settings (``MethodConfig`` fields) for every method"""
+    curvature: list[str] = field(default_factory=list)
+    """methods whose curvature ε-rank is measured at the start of every task"""
+    kfac_probe: int = 256
+    """samples of the K-FAC (empirical Fisher, new labels) probe"""
+    ggn_probe: int = 32
+    """samples of the exact Gauss–Newton probe (and of the K-FAC Gauss–Newton beside it)"""
+    ggn_every: int = 2
+    """exact Gauss–Newton at every k-th task start (1 s each at the default sizes), and the last"""
+    eps: float = 1e-6
+    """ε of the ε-ranks"""
+
+
+PRESETS = {
+    "hard": {"tasks": 40, "steps_per_task": 200},
+}
+"""Named settings: ``hard`` has methods separate (200 updates per task instead of 1500)."""
 
 
 def make_network(setup: Setup) -> nn.Sequential:
@@ -73,6 +121,16 @@ def make_network(setup: Setup) -> nn.Sequential:
     )
 
 
+def make_stream(setup: Setup, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The inputs and one labelling per task, drawn from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(setup.samples, setup.input_dim, generator=gen)
+    labels = [
+        torch.randint(0, setup.classes, (setup.samples,), generator=gen) for _ in range(setup.tasks)
+    ]
+    return inputs, labels
+
+
 # Interventions act at the task boundary (where FIRE, resets and S&P belong); ReDo and the
 # effective-rank ascent keep their own update-count schedules.
 BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
@@ -81,20 +139,50 @@ BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
 METRICS = ("dormant_ratio", "effective_rank", "weight_norm", "dfi")
 
 
-def run_method(name: str, setup: Setup, inputs: torch.Tensor, labels: list[torch.Tensor]):
-    torch.manual_seed(setup.seed)
+def accuracy(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(inputs).argmax(1) == labels).float().mean())
+
+
+def curvature(
+    net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, setup: Setup, exact: bool
+) -> dict[str, float]:
+    """ε-ranks of the curvature at a task's start (see the module docstring)."""
+    probe, y = inputs[: setup.kfac_probe], labels[: setup.kfac_probe]
+    small = inputs[: setup.ggn_probe]
+    out = {}
+    kfac = kfac_eps_ranks(net, lambda m: F.cross_entropy(m(probe), y), setup.eps)
+    out.update({f"kfac/{k}": v for k, v in kfac.items()})
+    fisher = kfac_eps_ranks(net, softmax_fisher_loss(small), setup.eps)
+    out.update({f"kfac_ggn/{k}": v for k, v in fisher.items()})
+    if exact:
+        out.update({f"ggn/{k}": v for k, v in ggn_eps_ranks(net, small, setup.eps).items()})
+    return out
+
+
+def run_method(name: str, setup: Setup, seed: int) -> dict:
+    inputs, labels = make_stream(setup, seed)
+    torch.manual_seed(seed)
     net = make_network(setup)
     handle = make_method(name, **{**BOUNDARY_ONLY, **setup.settings}).attach(net, lr=setup.lr)
     monitor = PlasticityMonitor(net)
     probe = inputs[:256]
-    gen = torch.Generator().manual_seed(setup.seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
     step = 0
     per_task = []
+    measure_curvature = name in setup.curvature
     start = time.perf_counter()
+    curvature_seconds = 0.0
     for task, y in enumerate(labels):
         if task > 0:
             handle.on_task_switch(inputs=probe)
-        for _ in range(setup.steps_per_task):
+        record: dict = {"task": task}
+        if measure_curvature:
+            tic = time.perf_counter()
+            exact = task % setup.ggn_every == 0 or task == setup.tasks - 1
+            record["curvature"] = curvature(net, inputs, y, setup, exact)
+            curvature_seconds += time.perf_counter() - tic
+        for k in range(setup.steps_per_task):
             idx = torch.randint(0, setup.samples, (setup.batch_size,), generator=gen)
             loss = F.cross_entropy(net(inputs[idx]), y[idx]) + handle.penalty()
             handle.optimizer.zero_grad(set_to_none=True)
@@ -102,88 +190,357 @@ def run_method(name: str, setup: Setup, inputs: torch.Tensor, labels: list[torch
             handle.optimizer.step()
             step += 1
             handle.after_update(step, inputs=inputs[idx])
-        with torch.no_grad():
-            accuracy = float((net(inputs).argmax(1) == y).float().mean())
+            if k + 1 == setup.speed_at:
+                record["speed"] = accuracy(net, inputs, y)
+        record["accuracy"] = accuracy(net, inputs, y)
         # a diverged network has no ranks to measure (the monitor refuses it)
         finite = bool(torch.isfinite(loss)) and all(
             torch.isfinite(p).all() for p in net.parameters()
         )
         metrics = monitor.measure(probe) if finite else dict.fromkeys(METRICS, float("nan"))
-        per_task.append(
-            {
-                "task": task,
-                "accuracy": accuracy,
-                "dormant_ratio": metrics["dormant_ratio"],
-                "effective_rank": metrics["effective_rank"],
-                "weight_norm": metrics["weight_norm"],
-                "dfi": metrics["dfi"],
-            }
-        )
+        record.update({key: metrics[key] for key in METRICS})
+        per_task.append(record)
         if not finite:
             print(f"  {name}: diverged (loss {loss.item()}) at task {task}; stopping this method")
             break
-    seconds = time.perf_counter() - start
     return {
         "method": name,
-        "seconds": seconds,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "curvature_seconds": curvature_seconds,
         "interventions": handle.interventions,
         "per_task": per_task,
     }
 
 
-def summarize(result: dict, last: int) -> dict:
-    acc = [t["accuracy"] for t in result["per_task"]]
-    tail = result["per_task"][-last:]
+def _values(result: dict, key: str, tasks: slice = slice(None)) -> list[float]:
+    return [t.get(key, math.nan) for t in result["per_task"][tasks]]
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def summarize(runs: list[dict], setup: Setup) -> dict:
+    """One method's per-seed summaries and their means with 95% t-intervals over seeds."""
+    last = max(1, setup.tasks // 4)
+    per_seed = []
+    for r in runs:
+        acc = _values(r, "accuracy")
+        per_seed.append(
+            {
+                "seed": r["seed"],
+                "first_task": acc[0],
+                "acc_all": _mean(acc) if len(acc) == setup.tasks else math.nan,
+                "acc_last": _mean(acc[-last:]) if len(acc) == setup.tasks else math.nan,
+                "speed_all": _mean(_values(r, "speed")),
+                "speed_last": _mean(_values(r, "speed", slice(-last, None))),
+                "dormant_end": r["per_task"][-1]["dormant_ratio"],
+                "erank_end": r["per_task"][-1]["effective_rank"],
+                "weight_norm_end": r["per_task"][-1]["weight_norm"],
+                "seconds": r["seconds"] - r.get("curvature_seconds", 0.0),
+            }
+        )
+    keys = [k for k in per_seed[0] if k != "seed"]
     return {
-        "method": result["method"],
-        "first_task": acc[0],
-        "best": max(acc),
-        "last_tasks": sum(t["accuracy"] for t in tail) / len(tail),
-        "dormant_last": tail[-1]["dormant_ratio"],
-        "erank_last": tail[-1]["effective_rank"],
-        "weight_norm_last": tail[-1]["weight_norm"],
-        "seconds": result["seconds"],
+        "method": runs[0]["method"],
+        "seeds": [p["seed"] for p in per_seed],
+        "last": last,
+        **{k: mean_ci([p[k] for p in per_seed]) for k in keys},
+        "per_seed": per_seed,
     }
 
 
-def markdown_table(rows: list[dict], last: int) -> str:
+def markdown_table(rows: list[dict], setup: Setup) -> str:
+    last = rows[0]["last"]
+    n = len(rows[0]["seeds"])
     lines = [
-        f"| method | task 1 acc. | mean acc. last {last} tasks | dormant (end) | "
-        "eff. rank (end) | weight norm (end) | time (s) |",
-        "|---|---|---|---|---|---|---|",
+        f"Mean ± 95% t-interval half-width over {n} seed(s); rows by learning speed, last "
+        f"{last} tasks. Speed: accuracy after the first {setup.speed_at} of each task's "
+        f"{setup.steps_per_task} updates; accuracy at the task's end. Time: training only.",
+        "",
+        f"| method | speed, all tasks | speed, last {last} | accuracy, all tasks | "
+        f"accuracy, last {last} | dormant (end) | eff. rank (end) | weight norm (end) | "
+        "time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: -_nan_low(r["speed_last"]["mean"])):
         lines.append(
-            f"| {r['method']} | {r['first_task']:.3f} | {r['last_tasks']:.3f} | "
-            f"{r['dormant_last']:.3f} | {r['erank_last']:.1f} | {r['weight_norm_last']:.1f} | "
-            f"{r['seconds']:.0f} |"
+            f"| `{r['method']}` | {fmt(r['speed_all'])} | {fmt(r['speed_last'])} | "
+            f"{fmt(r['acc_all'])} | {fmt(r['acc_last'])} | {fmt(r['dormant_end'], 2)} | "
+            f"{fmt(r['erank_end'], 1)} | {fmt(r['weight_norm_end'], 1)} | "
+            f"{r['seconds']['mean']:.0f} |"
         )
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def _nan_low(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
+
+
+def first_loss(values: list[float], floor: float, fraction: float) -> float:
+    """1-based index of the first value that lost ``fraction`` of the way from the best value
+    so far (the running maximum) down to ``floor`` (NaN when none did)."""
+    best = -math.inf
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            continue
+        best = max(best, v)
+        if (best - v) >= fraction * (best - floor) > 0:
+            return float(i + 1)
+    return math.nan
+
+
+CURVATURE_KEYS = {
+    "kfac": "kfac/kfac_eps_rank_normalized",
+    "kfac_ggn": "kfac_ggn/kfac_eps_rank_normalized",
+    "ggn": "ggn/ggn_eps_rank_normalized",
+    "ggn_layers": "ggn/ggn_eps_rank_layer_mean",
+}
+"""Curvature ranks compared in the tables: K-FAC (empirical, new labels), K-FAC of the GGN,
+exact GGN (whole network, and the mean over layers' blocks), each normalized to [0, 1]."""
+
+CURVATURE_LABELS = {
+    "kfac": "K-FAC",
+    "kfac_ggn": "K-FAC GGN",
+    "ggn": "exact GGN",
+    "ggn_layers": "exact GGN, layer mean",
+}
+
+LOSSES = (0.2, 0.5)
+"""Fractions of its way down at which a measure counts as collapsing (see curvature_summary)."""
+
+
+def curvature_series(result: dict, key: str) -> list[float]:
+    return [t.get("curvature", {}).get(key, math.nan) for t in result["per_task"]]
+
+
+def curvature_summary(runs: list[dict], setup: Setup) -> dict:
+    """Per method: ranks at the first, middle and last task start; and per seed the first
+    task by which each measure has lost 20% and 50% of its way down from its best value so
+    far, to compare their timing: end-of-task accuracy and learning speed down to chance
+    (``1/classes``), each curvature rank down to 0."""
+    mid = setup.tasks // 2
+    chance = 1.0 / setup.classes
+    out: dict = {"method": runs[0]["method"], "n": len(runs)}
+    for key in ("accuracy", "speed"):
+        for q in LOSSES:
+            out[f"{key}_lost_{q}"] = [first_loss(_values(r, key), chance, q) for r in runs]
+    for short, key in CURVATURE_KEYS.items():
+        series = [curvature_series(r, key) for r in runs]
+        measured = [i for i, v in enumerate(series[0]) if math.isfinite(v)]
+        if not measured:
+            continue
+        pick = {
+            "first": measured[0],
+            "mid": min(measured, key=lambda i: abs(i - mid)),
+            "last": measured[-1],
+        }
+        for label, i in pick.items():
+            out[f"{short}_{label}"] = mean_ci([s[i] for s in series])
+            out[f"{short}_{label}_task"] = i + 1
+        for q in LOSSES:
+            out[f"{short}_lost_{q}"] = [first_loss(s, 0.0, q) for s in series]
+    return out
+
+
+def _tasks_text(values: list[float]) -> str:
+    return ", ".join("–" if not math.isfinite(v) else f"{v:.0f}" for v in values)
+
+
+def curvature_table(rows: list[dict], setup: Setup) -> str:
+    if not rows:
+        return ""
+    r0 = rows[0]
+    lines = [
+        "Curvature ε-rank (ε = {eps:g}) at the start of tasks {a}, {b}, {c}, normalized to "
+        "[0, 1]; mean ± 95% t-interval over {n} seed(s). K-FAC: empirical Fisher under the new "
+        "labels, {kp} samples; K-FAC GGN and exact GGN (whole network): {gp} samples.".format(
+            eps=setup.eps,
+            a=r0["kfac_first_task"],
+            b=r0["kfac_mid_task"],
+            c=r0["kfac_last_task"],
+            n=r0["n"],
+            kp=setup.kfac_probe,
+            gp=setup.ggn_probe,
+        ),
+        "",
+        "| method | K-FAC, first | K-FAC, mid | K-FAC, last | K-FAC GGN, first | K-FAC GGN, "
+        "last | exact GGN, first | exact GGN, mid | exact GGN, last |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    none = mean_ci([])
+    for r in rows:
+        lines.append(
+            f"| `{r['method']}` | {fmt(r['kfac_first'])} | {fmt(r['kfac_mid'])} | "
+            f"{fmt(r['kfac_last'])} | {fmt(r['kfac_ggn_first'])} | {fmt(r['kfac_ggn_last'])} | "
+            f"{fmt(r.get('ggn_first', none))} | {fmt(r.get('ggn_mid', none))} | "
+            f"{fmt(r.get('ggn_last', none))} |"
+        )
+    measures = [("accuracy", "end-of-task accuracy"), ("speed", "learning speed")] + [
+        (short, CURVATURE_LABELS[short] + " rank") for short in CURVATURE_KEYS
+    ]
+    for q in LOSSES:
+        lines += [
+            "",
+            f"First task (per seed; – never) by which each measure lost {q:.0%} of the way from "
+            "its best value so far down to chance (accuracy, speed) or 0 (ranks); ranks are "
+            f"measured at a task's start, the exact GGN every {setup.ggn_every} tasks:",
+            "",
+            "| method | " + " | ".join(label for _, label in measures) + " |",
+            "|---|" + "---|" * len(measures),
+        ]
+        for r in rows:
+            cells = " | ".join(_tasks_text(r.get(f"{k}_lost_{q}", [])) for k, _ in measures)
+            lines.append(f"| `{r['method']}` | {cells} |")
+    return "\n".join(lines)
+
+
+DEFAULT_PAIRS = ["er_l2-l2", "er_l2-er", "l2-none", "adamo-none", "fire-reset"]
+"""Paired comparisons reported when both methods ran (``--compare`` sets others)."""
+
+
+def paired_differences(
+    rows: list[dict], runs: list[dict], pairs: list[str], setup: Setup
+) -> list[dict]:
+    """Per pair ``a-b``: the mean over seeds of ``a − b`` (same seed: same inputs, labels,
+    initial network and minibatches) with its 95% t-interval, for the learning speed and
+    accuracy over the last quarter of the tasks and, where both were measured, the curvature
+    ranks at the last task's start."""
+    by_method = {r["method"]: {p["seed"]: p for p in r["per_seed"]} for r in rows}
+    grouped = _by_method(runs)
+    out = []
+    for pair in pairs:
+        a, _, b = pair.partition("-")
+        if a not in by_method or b not in by_method:
+            continue
+        seeds = sorted(set(by_method[a]) & set(by_method[b]))
+        entry = {"pair": pair, "seeds": seeds}
+        for key in ("speed_last", "acc_last"):
+            entry[key] = mean_ci([by_method[a][s][key] - by_method[b][s][key] for s in seeds])
+        if a in setup.curvature and b in setup.curvature:
+            last = {
+                m: {r["seed"]: r["per_task"][-1].get("curvature", {}) for r in grouped[m]}
+                for m in (a, b)
+            }
+            for short in ("kfac", "kfac_ggn"):
+                key = CURVATURE_KEYS[short]
+                entry[f"{short}_last"] = mean_ci(
+                    [last[a][s].get(key, math.nan) - last[b][s].get(key, math.nan) for s in seeds]
+                )
+        out.append(entry)
+    return out
+
+
+def paired_table(entries: list[dict], last: int) -> str:
+    if not entries:
+        return ""
+    none = mean_ci([])
+    lines = [
+        "Paired differences (first minus second method, same seeds: same inputs, labels, "
+        "initial network and minibatches), mean ± 95% t-interval half-width:",
+        "",
+        f"| pair | Δ speed, last {last} | Δ accuracy, last {last} | Δ K-FAC rank, last start | "
+        "Δ K-FAC GGN rank, last start |",
+        "|---|---|---|---|---|",
+    ]
+    for e in entries:
+        lines.append(
+            f"| `{e['pair']}` | {fmt(e['speed_last'])} | {fmt(e['acc_last'])} | "
+            f"{fmt(e.get('kfac_last', none))} | {fmt(e.get('kfac_ggn_last', none))} |"
+        )
+    return "\n".join(lines)
+
+
+def _style(i: int) -> dict:
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab20").colors
+    return {"color": colors[(2 * i) % 20 + (i // 10) % 2], "ls": ("-", "--", ":")[i % 3]}
+
+
+def _band(ax, x, curves, label, style):
+    mean, low, high = curve_ci(curves)
+    ax.plot(x, mean, label=label, **style)
+    if len(curves) > 1:
+        ax.fill_between(x, low, high, color=style["color"], alpha=0.15, lw=0)
+
+
+def _by_method(runs: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for r in runs:
+        grouped.setdefault(r["method"], []).append(r)
+    return grouped
+
+
+def _padded(result: dict, key: str, tasks: int) -> list[float]:
+    values = _values(result, key)
+    return values + [math.nan] * (tasks - len(values))
+
+
+def plot(runs: list[dict], setup: Setup, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_dormant) = plt.subplots(1, 2, figsize=(13, 4.5))
-    colors = plt.get_cmap("tab20").colors
-    for i, result in enumerate(results):
-        style = {"color": colors[(2 * i) % 20 + (i // 10) % 2], "ls": ("-", "--", ":")[i % 3]}
-        tasks = [t["task"] + 1 for t in result["per_task"]]
-        accuracy = [t["accuracy"] for t in result["per_task"]]
-        ax_acc.plot(tasks, accuracy, label=result["method"], **style)
-        ax_dormant.plot(tasks, [t["dormant_ratio"] for t in result["per_task"]], **style)
-    ax_acc.set(
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
+    tasks = list(range(1, setup.tasks + 1))
+    n = len({r["seed"] for r in runs})
+    for i, (name, group) in enumerate(_by_method(runs).items()):
+        style = _style(i)
+        for ax, key in zip(axes, ("accuracy", "speed", "dormant_ratio"), strict=True):
+            _band(ax, tasks, [_padded(r, key, setup.tasks) for r in group], name, style)
+    band = f"mean and 95% t-interval over {n} seeds" if n > 1 else "one seed"
+    axes[0].set(xlabel="task", ylabel="train accuracy at the task's end", ylim=(0, 1.02))
+    axes[1].set(
         xlabel="task",
-        ylabel="train accuracy at end of task",
-        title="Random-label memorization, task after task",
+        ylabel=f"accuracy after the task's first {setup.speed_at} updates",
+        ylim=(0, 1.02),
     )
-    ax_dormant.set(xlabel="task", ylabel="dormant ratio (τ = 0.025)", title="Dormant units")
-    ax_acc.legend(fontsize=8, ncol=2)
+    axes[2].set(xlabel="task", ylabel="dormant ratio at the task's end (τ = 0.025)")
+    axes[0].set_title(f"Random labels, {setup.steps_per_task} updates per task ({band})")
+    axes[1].set_title("Learning speed")
+    axes[2].set_title("Dormant units")
+    axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curvature(runs: list[dict], setup: Setup, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    group = {m: rs for m, rs in _by_method(runs).items() if m in setup.curvature}
+    if not group:
+        return
+    fig, axes = plt.subplots(1, 1 + len(CURVATURE_KEYS), figsize=(24, 4.6))
+    tasks = list(range(1, setup.tasks + 1))
+    labels = {
+        "kfac": f"K-FAC ε-rank (new labels, {setup.kfac_probe} samples)",
+        "kfac_ggn": f"K-FAC-of-GGN ε-rank ({setup.ggn_probe} samples)",
+        "ggn": f"exact GGN ε-rank ({setup.ggn_probe} samples)",
+        "ggn_layers": "exact GGN ε-rank, mean of layer blocks",
+    }
+    for i, (name, rs) in enumerate(group.items()):
+        style = _style(i)
+        _band(axes[0], tasks, [_padded(r, "accuracy", setup.tasks) for r in rs], name, style)
+        for ax, (short, key) in zip(axes[1:], CURVATURE_KEYS.items(), strict=True):
+            curves = [curvature_series(r, key) for r in rs]
+            curves = [c + [math.nan] * (setup.tasks - len(c)) for c in curves]
+            keep = [j for j in range(setup.tasks) if any(math.isfinite(c[j]) for c in curves)]
+            _band(ax, [tasks[j] for j in keep], [[c[j] for j in keep] for c in curves], name, style)
+            ax.set(xlabel="task (rank at its start)", ylabel=labels[short] + ", normalized")
+    axes[0].set(xlabel="task", ylabel="train accuracy at the task's end", ylim=(0, 1.02))
+    axes[0].legend()
+    axes[0].set_title(f"ε = {setup.eps:g}; bands: 95% t-interval over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def parse_setting(key: str, value: str):
@@ -198,13 +555,29 @@ def parse_setting(key: str, value: str):
     return type(default)(value)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (few tasks)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named setting (see PRESETS)")
     parser.add_argument("--methods", help="comma-separated methods (default: all)")
     parser.add_argument("--tasks", type=int)
     parser.add_argument("--steps-per-task", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--seeds", type=int, help="number of seeds (default 1)")
+    parser.add_argument("--seed", type=int, help="first seed (default 0)")
+    parser.add_argument("--speed-at", type=int, help="updates into a task of the speed measure")
+    parser.add_argument(
+        "--curvature",
+        help=f"methods whose curvature is measured at task starts, comma-separated, 'all' or "
+        f"'off' (default: {','.join(CURVATURE_METHODS)} where they run)",
+    )
+    parser.add_argument("--ggn-every", type=int, help="exact GGN at every k-th task start")
+    parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
+    parser.add_argument(
+        "--compare",
+        help=f"paired differences to report, e.g. er_l2-l2,fire-reset "
+        f"(default: {','.join(DEFAULT_PAIRS)} where both ran)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -213,64 +586,113 @@ def main() -> None:
         help="a method setting for every method, e.g. --set iso_every=1",
     )
     parser.add_argument("--out", default="continual_supervised", help="result file stem")
-    args = parser.parse_args()
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the result files")
+    parser.add_argument("--resume", action="store_true", help="keep the runs the JSON holds")
+    args = parser.parse_args(argv)
 
+    torch.set_num_threads(1)  # small networks on a busy 2-core machine: one thread is fastest
     setup = Setup()
+    if args.preset:
+        for key, value in PRESETS[args.preset].items():
+            setattr(setup, key, value)
     if args.quick:
         setup.tasks, setup.steps_per_task = 4, 300
-    if args.tasks:
-        setup.tasks = args.tasks
-    if args.steps_per_task:
-        setup.steps_per_task = args.steps_per_task
-    if args.lr:
-        setup.lr = args.lr
+    keys = ("tasks", "steps_per_task", "lr", "seeds", "seed", "speed_at", "ggn_every", "width")
+    for key in keys:
+        if getattr(args, key) is not None:
+            setattr(setup, key, getattr(args, key))
+    if setup.speed_at > setup.steps_per_task:
+        parser.error("--speed-at must not exceed the updates per task")
     if args.methods:
         setup.methods = args.methods.split(",")
+    if args.curvature is None:
+        setup.curvature = [m for m in CURVATURE_METHODS if m in setup.methods]
+    elif args.curvature == "all":
+        setup.curvature = list(setup.methods)
+    elif args.curvature != "off":
+        setup.curvature = args.curvature.split(",")
     for item in args.set:
         key, _, value = item.partition("=")
         try:
             setup.settings[key] = parse_setting(key, value)
         except (AttributeError, ValueError) as err:
             parser.error(f"--set {item}: {err}")
+    for name in setup.methods:  # refuse a bad name or setting before any training
+        try:
+            make_method(name, **{**BOUNDARY_ONLY, **setup.settings})
+        except ValueError as err:
+            parser.error(str(err))
 
-    gen = torch.Generator().manual_seed(setup.seed)
-    inputs = torch.randn(setup.samples, setup.input_dim, generator=gen)
-    labels = [
-        torch.randint(0, setup.classes, (setup.samples,), generator=gen) for _ in range(setup.tasks)
-    ]
+    pairs = args.compare.split(",") if args.compare else DEFAULT_PAIRS
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    json_path = results / f"{args.out}.json"
+    runs: list[dict] = []
+    if args.resume and json_path.exists():
+        saved = json.loads(json_path.read_text())
+        ours = json.loads(json.dumps(asdict(setup)))
+        if {**saved["setup"], "seeds": 0} != {**ours, "seeds": 0}:  # more seeds may follow
+            parser.error(f"--resume: {json_path} was written with another setup")
+        runs = [
+            r for r in saved["runs"] if r["seed"] in range(setup.seed, setup.seed + setup.seeds)
+        ]
+    seeds = list(range(setup.seed, setup.seed + setup.seeds))
     print(
-        f"{setup.tasks} tasks × {setup.steps_per_task} updates, {torch.get_num_threads()} threads"
+        f"{setup.tasks} tasks × {setup.steps_per_task} updates, {len(seeds)} seed(s), "
+        f"{torch.get_num_threads()} thread(s)"
     )
-    results, rows = [], []
-    last = max(1, setup.tasks // 4)
-    for name in setup.methods:
-        result = run_method(name, setup, inputs, labels)
-        results.append(result)
-        rows.append(summarize(result, last))
-        r = rows[-1]
-        print(
-            f"  {name:<16} task1 {r['first_task']:.3f}  last-{last} {r['last_tasks']:.3f}  "
-            f"dormant {r['dormant_last']:.3f}  {r['seconds']:.0f}s",
-            flush=True,
+
+    def write(rows: list[dict], curvature_rows: list[dict], paired: list[dict]) -> None:
+        json_path.write_text(
+            json.dumps(
+                rounded(
+                    {
+                        "setup": asdict(setup),
+                        "torch": torch.__version__,
+                        "threads": torch.get_num_threads(),  # results move with the rounding
+                        "statistics": "mean and 95% Student-t interval over seeds",
+                        "summary": rows,
+                        "curvature_summary": curvature_rows,
+                        "paired": paired,
+                        "runs": runs,
+                    }
+                ),
+                separators=(",", ":"),
+            )
         )
 
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(
-        json.dumps(
-            {
-                "setup": asdict(setup),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),  # results move with the float rounding
-                "summary": rows,
-                "runs": results,
-            },
-            indent=1,
-        )
-    )
-    plot(results, RESULTS / f"{args.out}.png")
+    for seed in seeds:
+        for name in setup.methods:
+            if any(r["method"] == name and r["seed"] == seed for r in runs):
+                continue
+            result = run_method(name, setup, seed)
+            runs.append(result)
+            acc = _values(result, "accuracy")
+            print(
+                f"  seed {seed} {name:<16} acc {_mean(acc):.3f}  "
+                f"speed {_mean(_values(result, 'speed')):.3f}  "
+                f"dormant {result['per_task'][-1]['dormant_ratio']:.3f}  "
+                f"{result['seconds']:.0f}s",
+                flush=True,
+            )
+            write([], [], [])  # the runs so far, for --resume
+
+    grouped = _by_method(runs)
+    rows = [summarize(grouped[m], setup) for m in setup.methods if m in grouped]
+    curvature_rows = [curvature_summary(grouped[m], setup) for m in setup.curvature if m in grouped]
+    paired = paired_differences(rows, runs, pairs, setup)
+    write(rows, curvature_rows, paired)
+    plot(runs, setup, results / f"{args.out}.png")
+    tables = markdown_table(rows, setup)
+    if paired:
+        tables += "\n\n" + paired_table(paired, rows[0]["last"])
+    if curvature_rows:
+        plot_curvature(runs, setup, results / f"{args.out}_curvature.png")
+        tables += "\n\n" + curvature_table(curvature_rows, setup)
+    (results / f"{args.out}.md").write_text(tables + "\n")
     print()
-    print(markdown_table(rows, last))
-    print(f"\nwrote {RESULTS / args.out}.json and .png")
+    print(tables)
+    print(f"\nwrote {json_path} and the .png/.md beside it")
 
 
 if __name__ == "__main__":

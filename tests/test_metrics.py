@@ -13,12 +13,16 @@ from plasticity import PlasticityMonitor
 from plasticity.metrics import (
     dormant_ratio,
     effective_rank,
+    factor_eps_rank,
+    ggn_eigenvalues,
+    ggn_eps_ranks,
     grad_norm,
     isometry_deviations,
     kfac_eps_rank,
     kfac_eps_ranks,
     kfac_factors,
     layer_jacobian_singular_values,
+    softmax_fisher_loss,
     srank,
     stable_rank,
 )
@@ -228,3 +232,91 @@ def test_kfac_factors_read_pre_activations_under_in_place_relu():
         kfac_factors(plain, lambda m: torch.zeros(()))
     with pytest.raises(ValueError, match="conv '' has groups"):
         kfac_factors(nn.Conv2d(4, 4, 3, groups=2), lambda m: m(torch.randn(2, 4, 5, 5)).sum())
+
+
+def explicit_ggn(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(1/N) Σ_n J_nᵀ (diag p_n − p_n p_nᵀ) J_n over a flat parameter vector, by hand."""
+    from torch.func import functional_call
+
+    names = [k for k, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    theta = torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    def logits(flat, sample):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = flat[i : i + shape.numel()].view(shape)
+            i += shape.numel()
+        return functional_call(net, params, (sample[None],))[0]
+
+    total = torch.zeros(theta.numel(), theta.numel(), dtype=torch.float64)
+    for sample in x:
+        jac = torch.autograd.functional.jacobian(lambda t, s=sample: logits(t, s), theta)
+        p = logits(theta, sample).softmax(-1).detach()
+        total += jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac / len(x)
+    return total
+
+
+def test_ggn_eigenvalues_match_an_explicit_gauss_newton():
+    net = mlp((3, 4, 3)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    ggn = explicit_ggn(net, x)
+    got = ggn_eigenvalues(net, x)
+    # 5 samples × (3 − 1) = 10 nonzero eigenvalues at most; the rest of the 31 are 0
+    top = torch.linalg.eigvalsh(ggn)[-10:]
+    torch.testing.assert_close(got["network"][-10:], top, atol=1e-10, rtol=1e-8)
+    assert got["network"].numel() == 15 and float(got["network"][:5].max()) < 1e-12
+    # each layer's eigenvalues are those of its diagonal block (weight then bias)
+    blocks = {"0": slice(0, 16), "2": slice(16, 31)}
+    for name, block in blocks.items():
+        expected = torch.linalg.eigvalsh(ggn[block, block])
+        ours = got[name]
+        k = min(ours.numel(), expected.numel())
+        torch.testing.assert_close(ours[-k:], expected[-k:], atol=1e-10, rtol=1e-8)
+    eps = float(top[4])  # 5 of the 10 strictly above it
+    ranks = ggn_eps_ranks(net, x, eps=eps)
+    assert ranks["ggn_eps_rank"] == 5 and ranks["ggn_eps_rank_normalized"] == 5 / 10
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_ggn_agrees_with_kfac_where_kfac_is_exact():
+    # A single softmax layer at W = 0, b = 0: every sample has p uniform and the same output
+    # Hessian H₀, so the GGN block E[ā āᵀ ⊗ H₀] is exactly A ⊗ G, the K-FAC product.
+    layer = nn.Linear(6, 4)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+    x = torch.randn(40, 6)
+    a, g = kfac_factors(layer, softmax_fisher_loss(x))[""]
+    h0 = (torch.eye(4, dtype=torch.float64) - 0.25) / 4  # diag(p) − ppᵀ at p = 1/4
+    torch.testing.assert_close(g, h0)
+    exact = ggn_eigenvalues(layer, x)[""]
+    products = torch.sort(torch.kron(torch.linalg.eigvalsh(a), torch.linalg.eigvalsh(g))).values
+    assert exact.numel() == 7 * 4  # P = 28 < N·C: the P×P side
+    torch.testing.assert_close(exact, products.clamp_min(0), atol=1e-10, rtol=1e-7)
+    assert int((exact > 1e-12).sum()) == 7 * 3  # H₀ has rank 3 of 4
+    eps = float(products[-7] + products[-6]) / 2
+    assert ggn_eps_ranks(layer, x, eps=eps)["/ggn_eps_rank"] == factor_eps_rank(a, g, eps) == 6
+
+
+def test_softmax_fisher_loss_gives_the_gauss_newton_g_factor():
+    net = mlp((5, 7, 3)).double()
+    x = torch.randn(20, 5, dtype=torch.float64)
+    _, g = kfac_factors(net, softmax_fisher_loss(x))["2"]  # the head: its pre-activations are
+    with torch.no_grad():  # the logits, so G = mean of diag(p) − ppᵀ
+        p = net(x).softmax(-1)
+    expected = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)
+    torch.testing.assert_close(g, expected)
+
+
+def test_ggn_eps_rank_falls_when_a_layer_collapses():
+    net = mlp((8, 16, 16, 4)).double()
+    x = torch.randn(32, 8, dtype=torch.float64)
+    healthy = ggn_eps_ranks(net, x, eps=1e-8)
+    with torch.no_grad():  # layer '2' reads one direction of its input: rank-1 weight
+        net[2].weight.copy_(torch.randn(16, 1) @ torch.randn(1, 16))
+    collapsed = ggn_eps_ranks(net, x, eps=1e-8)
+    assert collapsed["4/ggn_eps_rank"] < healthy["4/ggn_eps_rank"]
+    assert collapsed["ggn_eps_rank_layer_mean"] < healthy["ggn_eps_rank_layer_mean"]
+    with pytest.raises(ValueError, match="unknown loss"):
+        ggn_eigenvalues(net, x, loss="hinge")
