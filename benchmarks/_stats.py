@@ -9,8 +9,10 @@ crosses the bound; it is reported as computed, not clipped.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +63,17 @@ def rounded(obj, digits: int = 6):
     if isinstance(obj, (list, tuple)):
         return [rounded(v, digits) for v in obj]
     return obj
+
+
+def write_result_json(path: Path, content: dict) -> None:
+    """Write a benchmark's result file: ``content`` after the torch version, the thread count
+    (results move with the rounding, which the thread count changes) and the statistics used,
+    floats rounded by :func:`rounded`, as compact JSON."""
+    import torch
+
+    header = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "statistics": "mean and 95% Student-t interval over seeds",
+    }
+    path.write_text(json.dumps(rounded({**header, **content}), separators=(",", ":")))

@@ -47,7 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
 from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
 from plasticity.metrics import (  # noqa: E402
     ggn_eps_ranks,
@@ -643,22 +643,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     def write(rows: list[dict], curvature_rows: list[dict], paired: list[dict]) -> None:
-        json_path.write_text(
-            json.dumps(
-                rounded(
-                    {
-                        "setup": asdict(setup),
-                        "torch": torch.__version__,
-                        "threads": torch.get_num_threads(),  # results move with the rounding
-                        "statistics": "mean and 95% Student-t interval over seeds",
-                        "summary": rows,
-                        "curvature_summary": curvature_rows,
-                        "paired": paired,
-                        "runs": runs,
-                    }
-                ),
-                separators=(",", ":"),
-            )
+        write_result_json(
+            json_path,
+            {
+                "setup": asdict(setup),
+                "summary": rows,
+                "curvature_summary": curvature_rows,
+                "paired": paired,
+                "runs": runs,
+            },
         )
 
     for seed in seeds:

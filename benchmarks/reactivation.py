@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
 from benchmarks.continual_supervised import BOUNDARY_ONLY, Setup, accuracy  # noqa: E402
 from benchmarks.continual_supervised import make_network as make_mlp  # noqa: E402
 from plasticity import PlasticityMonitor, make_method  # noqa: E402
@@ -301,21 +300,14 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(rows, cfg, collapse_tasks)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.out}.json").write_text(
-        json.dumps(
-            rounded(
-                {
-                    "config": asdict(cfg),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "statistics": "mean and 95% Student-t interval over seeds",
-                    "summary": rows,
-                    "collapse": collapses,
-                    "runs": runs,
-                }
-            ),
-            separators=(",", ":"),
-        )
+    write_result_json(
+        results / f"{args.out}.json",
+        {
+            "config": asdict(cfg),
+            "summary": rows,
+            "collapse": collapses,
+            "runs": runs,
+        },
     )
     (results / f"{args.out}.md").write_text(table + "\n")
     plot(runs, cfg, results / f"{args.out}.png")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci, rounded  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
 from plasticity import make_method  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -317,21 +316,14 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(rows, cfg)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.out}.json").write_text(
-        json.dumps(
-            rounded(
-                {
-                    "config": asdict(cfg),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "statistics": "mean and 95% Student-t interval over seeds",
-                    "summary": rows,
-                    "phase1": phase1,
-                    "runs": runs,
-                }
-            ),
-            separators=(",", ":"),
-        )
+    write_result_json(
+        results / f"{args.out}.json",
+        {
+            "config": asdict(cfg),
+            "summary": rows,
+            "phase1": phase1,
+            "runs": runs,
+        },
     )
     (results / f"{args.out}.md").write_text(table + "\n")
     plot(runs, phase1, rows, cfg, results / f"{args.out}.png")
