@@ -12,7 +12,11 @@ Per group (each method of the warm sweep, and the fresh agents): the IQM and mea
 stratified-bootstrap CIs (rliable, as ``report.py``), the difference of means to the fresh
 agents with a 95% percentile-bootstrap CI (runs resampled within each group), and the
 probability that a warm-started run beats a fresh one (rliable). A difference whose CI excludes
-0 is what the evidence asks for.
+0 is what the evidence asks for. With 5 runs a group a percentile bootstrap can only resample
+the values it has and gives narrow intervals, so a second table gives t-intervals: Welch's for
+the difference to the fresh agents, and a paired one for each method against the warm-started
+``none`` of the same seed (all methods of a seed share task A's phase when they act only at the
+switch, so the pairing removes its seed-to-seed spread).
 
 Run: ``python benchmarks/warm_start_rl.py runs/<warm sweep> runs/<fresh sweep>
 --out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``).
@@ -29,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
 import report  # noqa: E402
+from benchmarks._stats import mean_ci  # noqa: E402
 
 FRESH = "fresh (none)"
 
@@ -54,6 +59,34 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> 
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> list[float]:
+    """Welch's t-interval of ``mean(a) − mean(b)`` (unequal variances, Welch–Satterthwaite
+    degrees of freedom); NaN bounds when a group has fewer than two values or no spread."""
+    from scipy import stats
+
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if a.size < 2 or b.size < 2 or va + vb == 0:
+        return [float("nan"), float("nan")]
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb))
+    diff = float(a.mean() - b.mean())
+    return [diff - half, diff + half]
+
+
+def paired_against(values: dict[str, np.ndarray], seeds: dict[str, list[int]], baseline: str):
+    """Per group other than ``baseline`` and the fresh agents: the mean over common seeds of
+    ``group − baseline`` with its paired 95% t-interval (``_stats.mean_ci``) and the seeds."""
+    out = {}
+    base = dict(zip(seeds.get(baseline, []), values.get(baseline, []), strict=True))
+    for group, vals in values.items():
+        if group in (baseline, FRESH):
+            continue
+        mine = dict(zip(seeds[group], vals, strict=True))
+        common = sorted(set(mine) & set(base))
+        out[group] = {**mean_ci([mine[s] - base[s] for s in common]), "seeds": common}
+    return out
+
+
 def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict]:
     """IQM/mean with CIs per group, and against the fresh agents: the difference of means
     with its CI and the probability of improvement."""
@@ -62,6 +95,7 @@ def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str
         if group != FRESH and values[group].size and values[FRESH].size:
             entry["diff"] = float(values[group].mean() - values[FRESH].mean())
             entry["diff_ci"] = bootstrap_difference(values[group], values[FRESH], reps, seed)
+            entry["diff_welch_ci"] = welch_interval(values[group], values[FRESH])
     return stats
 
 
@@ -90,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     auc = {g: np.array([scores(c)[0] for c in cs]) for g, cs in curves.items()}
     end = {g: np.array([scores(c)[1] for c in cs]) for g, cs in curves.items()}
+    seeds = {group: [run.seed for run in runs] for group, runs in groups.items()}
     first_task = {
         method: np.array([scores(phase_curve(run, 0, switch))[1] for run in runs])
         for method, runs in groups.items()
@@ -104,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
         "missing": [m["name"] for m in missing_warm + missing_fresh],
         "auc": group_stats(auc, args.reps, args.seed),
         "end": group_stats(end, args.reps, args.seed),
+        "paired_none": {
+            "auc": paired_against(auc, seeds, "none"),
+            "end": paired_against(end, seeds, "none"),
+        },
         "first_task_end": {m: v.tolist() for m, v in first_task.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +177,33 @@ def markdown(result: dict, groups: list[str]) -> str:
             f"| {group} | {auc['n']} | {report.fmt_ci(auc['iqm'], auc['iqm_ci'])} | {diff(auc)} "
             f"| {report.fmt_ci(end['iqm'], end['iqm_ci'])} | {diff(end)} | {poi} |"
         )
+    lines += [
+        "",
+        "The same differences with t-intervals: Welch's against the fresh agents, and paired by "
+        "seed against the warm-started `none`.",
+        "",
+        "| group | AUC: mean − fresh [Welch 95% CI] | end: mean − fresh [Welch 95% CI] "
+        "| AUC: − none, paired [95% CI] | end: − none, paired [95% CI] | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    paired = result["paired_none"]
+    for group in groups:
+        auc, end = result["auc"][group], result["end"][group]
+        if group == FRESH or not auc.get("n"):
+            continue
+
+        def welch(entry):
+            return report.fmt_ci(entry["diff"], entry["diff_welch_ci"]) if "diff" in entry else "—"
+
+        def pair(entry):
+            return report.fmt_ci(entry["mean"], [entry["low"], entry["high"]])
+
+        if group in paired["auc"]:
+            pa, pe = paired["auc"][group], paired["end"][group]
+            cells = f"{pair(pa)} | {pair(pe)} | {pa['n']}"
+        else:
+            cells = "— | — | —"
+        lines.append(f"| {group} | {welch(auc)} | {welch(end)} | {cells} |")
     if result["missing"]:
         lines += ["", f"Missing (unfinished) runs: {', '.join(result['missing'])}."]
     return "\n".join(lines) + "\n"

@@ -33,6 +33,10 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
         warm.update({100 + step: step / 10 + rng.normal(0, 0.1) for step in (25, 50, 75, 100)})
         make_run(tmp_path / "warm", f"w{seed}", "none", seed, "cycle:a,b", warm,
                  switch_every=100, total_timesteps=200)  # fmt: skip
+        # a method that acts at the switch: the same seed's B curve, 2 higher
+        helped = {step: value + 2.0 * (step > 100) for step, value in warm.items()}
+        make_run(tmp_path / "warm", f"h{seed}", "fire", seed, "cycle:a,b", helped,
+                 switch_every=100, total_timesteps=200)  # fmt: skip
         fresh = {step: 20.0 + rng.normal(0, 0.1) for step in (25, 50, 75, 100)}
         make_run(tmp_path / "fresh", f"f{seed}", "none", seed, "b", fresh, total_timesteps=100)
     out = tmp_path / "result"
@@ -45,6 +49,18 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
     assert low < end["diff"] < high < 0  # the CI of the difference excludes 0
     assert result["auc"]["none"]["mean"] == pytest.approx(6.25, abs=0.1)
     assert result["first_task_end"]["none"] == [5.0] * 5
+    welch_low, welch_high = end["diff_welch_ci"]
+    assert welch_low < end["diff"] < welch_high < 0
+    # paired by seed against the warm none: exactly +2 on every seed, so a zero-width interval
+    paired = result["paired_none"]["end"]["fire"]
+    assert paired["n"] == 5 and paired["seeds"] == [0, 1, 2, 3, 4]
+    assert paired["mean"] == pytest.approx(2.0) and paired["half"] == pytest.approx(0.0, abs=1e-9)
+    # unpaired, the seeds' spread on task B widens the interval around the same +2
+    fire_low, fire_high = warm_start_rl.welch_interval(
+        np.array(result["end"]["fire"]["scores"]), np.array(end["scores"])
+    )
+    assert fire_low < 2.0 < fire_high and fire_high - fire_low > 0.1
     table = out.with_suffix(".md").read_text()
     assert "| none | 5 |" in table and "| fresh (none) | 5 |" in table
+    assert "| fire | " in table.split("paired by seed")[1]
     assert out.with_suffix(".png").is_file()
