@@ -508,7 +508,8 @@ def steps_axis(ax) -> None:
 
 def save(fig, path: Path) -> str:
     """Write a figure and close it; returns its file name."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures with sub-figures lay themselves out
+        fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -609,12 +610,14 @@ def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
     plt = pyplot()
     palette = colors(methods)
     envs = list(per_env)
-    fig, grid = plt.subplots(
-        len(envs), len(METRICS), figsize=(4.2 * len(METRICS), 3.1 * len(envs)), squeeze=False
-    )
-    for row, env in enumerate(envs):
+    fig = plt.figure(figsize=(4.2 * len(METRICS), 3.4 * len(envs)), layout="constrained")
+    # one sub-figure per env, titled once: env names are too long for every axis
+    rows = np.atleast_1d(fig.subfigures(len(envs), 1))
+    for row, env in zip(rows, envs, strict=True):
+        row.suptitle(f"{env}: {net} network")
+        axes = row.subplots(1, len(METRICS), squeeze=False)[0]
         for col, (metric, title) in enumerate(METRICS.items()):
-            ax = grid[row, col]
+            ax = axes[col]
             positive = True
             for method in methods:
                 entry = per_env[env].get(method)
@@ -632,7 +635,6 @@ def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
                 ax.set_yscale("log")
             steps_axis(ax)
             ax.set_ylabel(title)
-            ax.set_title(f"{env}: {net} network")
             if col == 0:
                 ax.legend(frameon=False)
     return save(fig, out / f"metrics_{net}.png")
