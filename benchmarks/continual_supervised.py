@@ -47,7 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
+from benchmarks._stats import curve_ci, fmt, mean_ci, rounded, write_result_json  # noqa: E402
 from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
 from plasticity.metrics import (  # noqa: E402
     ggn_eps_ranks,
@@ -228,14 +228,17 @@ def summarize(runs: list[dict], setup: Setup) -> dict:
     per_seed = []
     for r in runs:
         acc = _values(r, "accuracy")
+        complete = len(acc) == setup.tasks  # a diverged run stops early: no summary over tasks
         per_seed.append(
             {
                 "seed": r["seed"],
                 "first_task": acc[0],
-                "acc_all": _mean(acc) if len(acc) == setup.tasks else math.nan,
-                "acc_last": _mean(acc[-last:]) if len(acc) == setup.tasks else math.nan,
-                "speed_all": _mean(_values(r, "speed")),
-                "speed_last": _mean(_values(r, "speed", slice(-last, None))),
+                "acc_all": _mean(acc) if complete else math.nan,
+                "acc_last": _mean(acc[-last:]) if complete else math.nan,
+                "speed_all": _mean(_values(r, "speed")) if complete else math.nan,
+                "speed_last": _mean(_values(r, "speed", slice(-last, None)))
+                if complete
+                else math.nan,
                 "dormant_end": r["per_task"][-1]["dormant_ratio"],
                 "erank_end": r["per_task"][-1]["effective_rank"],
                 "weight_norm_end": r["per_task"][-1]["weight_norm"],
@@ -601,8 +604,10 @@ def main(argv: list[str] | None = None) -> None:
     for key in keys:
         if getattr(args, key) is not None:
             setattr(setup, key, getattr(args, key))
-    if setup.speed_at > setup.steps_per_task:
-        parser.error("--speed-at must not exceed the updates per task")
+    if not 1 <= setup.speed_at <= setup.steps_per_task:
+        parser.error("--speed-at must be between 1 and the updates per task")
+    if setup.ggn_every < 1:
+        parser.error("--ggn-every must be at least 1 (the exact GGN every that many tasks)")
     if args.methods:
         setup.methods = args.methods.split(",")
     if args.curvature is None:
@@ -630,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict] = []
     if args.resume and json_path.exists():
         saved = json.loads(json_path.read_text())
-        ours = json.loads(json.dumps(asdict(setup)))
+        ours = json.loads(json.dumps(rounded(asdict(setup))))  # the file holds it rounded
         if {**saved["setup"], "seeds": 0} != {**ours, "seeds": 0}:  # more seeds may follow
             parser.error(f"--resume: {json_path} was written with another setup")
         runs = [

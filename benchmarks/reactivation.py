@@ -115,8 +115,7 @@ def continue_with(name: str, net, inputs, labels, cfg: Config, seed: int) -> dic
     monitor = PlasticityMonitor(net)
     probe = inputs[:256]
     batches = torch.Generator().manual_seed(seed + 2)  # the same minibatches for every method
-    if name != "none":
-        handle.on_task_switch(inputs=probe)  # FIRE once at the start; no-op for the others
+    handle.on_task_switch(inputs=probe)  # FIRE once at the start; a no-op for the others
 
     def measure(step: int, y: torch.Tensor) -> dict:
         m = monitor.measure(probe)
@@ -278,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
             f"(last accuracy {trace[-1]['accuracy']:.3f})",
             flush=True,
         )
-        labels = [torch.randint(0, 10, (inputs.shape[0],), generator=gen) for _ in range(cfg.tasks)]
+        labels = [
+            torch.randint(0, Setup.classes, (inputs.shape[0],), generator=gen)
+            for _ in range(cfg.tasks)
+        ]
         for name in cfg.methods:
             run = continue_with(name, net, inputs, labels, cfg, seed)
             runs.append(run)

@@ -39,6 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
+from benchmarks.continual_supervised import accuracy  # noqa: E402
 from plasticity import make_method  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,11 +104,6 @@ def make_network(cfg: Config) -> nn.Sequential:
         nn.ReLU(),
         nn.Linear(cfg.width, 10),
     )
-
-
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((net(x).argmax(1) == y).float().mean())
 
 
 def train(net, x, y, x_test, y_test, epochs, cfg: Config, gen) -> list:

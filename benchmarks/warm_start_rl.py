@@ -61,15 +61,18 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> 
 
 def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> list[float]:
     """Welch's t-interval of ``mean(a) − mean(b)`` (unequal variances, Welch–Satterthwaite
-    degrees of freedom); NaN bounds when a group has fewer than two values or no spread."""
+    degrees of freedom); NaN bounds when a group has fewer than two values, zero width when
+    neither group varies (as ``_stats.mean_ci``)."""
     from scipy import stats
 
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    if a.size < 2 or b.size < 2 or va + vb == 0:
+    if a.size < 2 or b.size < 2:
         return [float("nan"), float("nan")]
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return [diff, diff]
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb))
-    diff = float(a.mean() - b.mean())
     return [diff - half, diff + half]
 
 

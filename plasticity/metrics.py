@@ -17,6 +17,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from plasticity.interventions import unit_scores
 from plasticity.isometry import deviation_from_isometry, sliced_deviation
 
 __all__ = [
+    "GGNSpectrum",
     "PlasticityMonitor",
     "deviation_from_isometry",
     "dormant_ratio",
@@ -395,13 +397,26 @@ def _output_hessian_root(logits: torch.Tensor, loss: str) -> tuple[torch.Tensor,
     raise ValueError(f"unknown loss {loss!r}; use 'cross_entropy' or 'mse'")
 
 
+class GGNSpectrum(NamedTuple):
+    """Eigenvalues of the exact Gauss–Newton matrix on a probe batch (:func:`ggn_eigenvalues`)."""
+
+    layers: dict[str, torch.Tensor]
+    """each chosen layer's diagonal block (weight and bias), ascending, clamped at 0"""
+    network: torch.Tensor
+    """the whole GGN over the chosen layers, cross-layer terms included"""
+    samples: int
+    """``N``, the probe's size"""
+    per_sample_rank: int
+    """``r``, the rank of one sample's output Hessian (``C − 1`` cross-entropy, ``C`` MSE)"""
+
+
 def ggn_eigenvalues(
     module: nn.Module,
     inputs: torch.Tensor,
     loss: str = "cross_entropy",
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
-) -> dict[str, torch.Tensor]:
+) -> GGNSpectrum:
     """Eigenvalues of the exact Gauss–Newton matrix of the mean loss over a probe batch.
 
     ``GGN = (1/N) Σ_n J_nᵀ H_n J_n`` with ``J_n`` the Jacobian of the outputs (logits) of
@@ -413,23 +428,25 @@ def ggn_eigenvalues(
     of ``MᵀM`` and ``M Mᵀ`` (``N·C`` square), so no ``P×P`` matrix is ever formed unless it
     is the smaller one.
 
-    Returns, ascending and clamped at 0, the eigenvalues of each chosen Linear/Conv layer's
-    diagonal block (its weight and bias; keys: layer names) and of the whole GGN over all
-    chosen layers, cross-layer terms included (key ``"network"``). A layer lists
+    Returns a :class:`GGNSpectrum`: ascending and clamped at 0, the eigenvalues of each chosen
+    Linear/Conv layer's diagonal block (its weight and bias; keys: layer names) and of the
+    whole GGN over all chosen layers, cross-layer terms included. A layer lists
     ``min(P, N·C)`` eigenvalues (``P`` its parameters), the network ``N·C``; at most ``N·r``
     are nonzero, ``r`` the rank of ``H_n`` (``C − 1`` for cross-entropy, ``C`` for MSE), and
     the GGN's eigenvalues not listed are 0. The check on K-FAC (:func:`kfac_eps_ranks`) where
     the network is small: memory ``8·N·C·P`` bytes for the largest layer of ``P`` parameters
     (a 256×256 layer at ``N = 64``, ``C = 10``: 0.34 GB); the 64-256-256-256-10 MLP of
     ``benchmarks/continual_supervised.py`` takes about 1.3 s on one CPU thread at ``N = 32``.
-    ``inputs`` is one tensor ``(N, ...)``.
+    ``inputs`` is one tensor ``(N, ...)``. The copy runs in eval mode (BatchNorm's running
+    statistics, no dropout): per-sample Jacobians need each sample's output to depend on that
+    sample only; ``module`` itself is not changed.
     """
     from torch.func import functional_call, jacrev, vmap
 
     chosen = select_layers(module, include, exclude)
     if not chosen:
         raise ValueError("ggn_eigenvalues matched no Linear or Conv layer; check include/exclude")
-    net = copy.deepcopy(module).to("cpu", torch.float64)
+    net = copy.deepcopy(module).to("cpu", torch.float64).eval()
     x = inputs.detach().to("cpu", torch.float64)
     params = {k: v.detach() for k, v in net.named_parameters()}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
@@ -440,9 +457,9 @@ def ggn_eigenvalues(
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the network's outputs on the probe are NaN or Inf")
     n, c = logits.shape
-    root, _ = _output_hessian_root(logits, loss)
+    root, per_sample_rank = _output_hessian_root(logits, loss)
 
-    out: dict[str, torch.Tensor] = {}
+    layers: dict[str, torch.Tensor] = {}
     gram = torch.zeros(n * c, n * c, dtype=torch.float64)  # M Mᵀ of the whole network
     for name, _layer in chosen:
         prefix = f"{name}." if name else ""
@@ -458,9 +475,9 @@ def ggn_eigenvalues(
         block = m @ m.T
         gram += block
         small = m.T @ m if m.shape[1] < m.shape[0] else block
-        out[name] = torch.linalg.eigvalsh(small).clamp_min(0)
-    out["network"] = torch.linalg.eigvalsh(gram).clamp_min(0)
-    return out
+        layers[name] = torch.linalg.eigvalsh(small).clamp_min(0)
+    network = torch.linalg.eigvalsh(gram).clamp_min(0)
+    return GGNSpectrum(layers, network, n, per_sample_rank)
 
 
 def ggn_eps_ranks(
@@ -482,23 +499,18 @@ def ggn_eps_ranks(
     """
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    spectra = ggn_eigenvalues(module, inputs, loss, include, exclude)
-    n = inputs.shape[0]
-    with torch.no_grad():
-        classes = module(inputs[:1]).shape[-1]
-    per_sample = classes - 1 if loss == "cross_entropy" else classes
+    spectrum = ggn_eigenvalues(module, inputs, loss, include, exclude)
+    most = spectrum.samples * spectrum.per_sample_rank
     sizes = {
         name: sum(p.numel() for p in layer.parameters(recurse=False))
         for name, layer in select_layers(module, include, exclude)
     }
     out: dict[str, float] = {}
-    for name, values in spectra.items():
+    blocks = [(f"{name}/", sizes[name], spectrum.layers[name]) for name in sizes]
+    for key, size, values in [*blocks, ("", sum(sizes.values()), spectrum.network)]:
         count = int((values > eps).sum())
-        size = sum(sizes.values()) if name == "network" else sizes[name]
-        cap = max(1, min(size, n * per_sample))
-        key = "" if name == "network" else f"{name}/"
         out[f"{key}ggn_eps_rank"] = float(count)
-        out[f"{key}ggn_eps_rank_normalized"] = count / cap
+        out[f"{key}ggn_eps_rank_normalized"] = count / max(1, min(size, most))
     layers = [out[f"{name}/ggn_eps_rank_normalized"] for name in sizes]
     out["ggn_eps_rank_layer_mean"] = sum(layers) / len(layers)
     return out

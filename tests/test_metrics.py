@@ -264,13 +264,14 @@ def test_ggn_eigenvalues_match_an_explicit_gauss_newton():
     got = ggn_eigenvalues(net, x)
     # 5 samples × (3 − 1) = 10 nonzero eigenvalues at most; the rest of the 31 are 0
     top = torch.linalg.eigvalsh(ggn)[-10:]
-    torch.testing.assert_close(got["network"][-10:], top, atol=1e-10, rtol=1e-8)
-    assert got["network"].numel() == 15 and float(got["network"][:5].max()) < 1e-12
+    torch.testing.assert_close(got.network[-10:], top, atol=1e-10, rtol=1e-8)
+    assert got.network.numel() == 15 and float(got.network[:5].max()) < 1e-12
+    assert (got.samples, got.per_sample_rank) == (5, 2)
     # each layer's eigenvalues are those of its diagonal block (weight then bias)
     blocks = {"0": slice(0, 16), "2": slice(16, 31)}
     for name, block in blocks.items():
         expected = torch.linalg.eigvalsh(ggn[block, block])
-        ours = got[name]
+        ours = got.layers[name]
         k = min(ours.numel(), expected.numel())
         torch.testing.assert_close(ours[-k:], expected[-k:], atol=1e-10, rtol=1e-8)
     eps = float(top[4])  # 5 of the 10 strictly above it
@@ -290,7 +291,7 @@ def test_ggn_agrees_with_kfac_where_kfac_is_exact():
     a, g = kfac_factors(layer, softmax_fisher_loss(x))[""]
     h0 = (torch.eye(4, dtype=torch.float64) - 0.25) / 4  # diag(p) − ppᵀ at p = 1/4
     torch.testing.assert_close(g, h0)
-    exact = ggn_eigenvalues(layer, x)[""]
+    exact = ggn_eigenvalues(layer, x).layers[""]
     products = torch.sort(torch.kron(torch.linalg.eigvalsh(a), torch.linalg.eigvalsh(g))).values
     assert exact.numel() == 7 * 4  # P = 28 < N·C: the P×P side
     torch.testing.assert_close(exact, products.clamp_min(0), atol=1e-10, rtol=1e-7)
@@ -307,6 +308,43 @@ def test_softmax_fisher_loss_gives_the_gauss_newton_g_factor():
         p = net(x).softmax(-1)
     expected = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)
     torch.testing.assert_close(g, expected)
+
+
+def test_softmax_fisher_loss_gives_the_gauss_newton_g_factor_of_a_hidden_layer():
+    # layer '0''s pre-activations s reach the logits through J = W₂ diag(relu'(s)), so its
+    # Gauss–Newton G factor is the mean of Jᵀ (diag p − ppᵀ) J
+    net = mlp((5, 7, 3)).double()
+    x = torch.randn(20, 5, dtype=torch.float64)
+    _, g = kfac_factors(net, softmax_fisher_loss(x))["0"]
+    with torch.no_grad():
+        pre = net[0](x)
+        p = net(x).softmax(-1)
+    jac = net[2].weight[None] * (pre > 0).double()[:, None, :]  # (N, 3, 7)
+    hess = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    expected = (jac.transpose(1, 2) @ hess @ jac).mean(0)
+    torch.testing.assert_close(g, expected)
+
+
+def test_ggn_eigenvalues_take_any_layer_name_and_leave_the_module_as_it_was():
+    class Named(nn.Module):  # a layer called "network" and a BatchNorm in training mode
+        def __init__(self):
+            super().__init__()
+            self.network = nn.Linear(4, 6)
+            self.norm = nn.BatchNorm1d(6)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.norm(self.network(x))))
+
+    net = Named().double().train()
+    x = torch.randn(8, 4, dtype=torch.float64)
+    before = net.norm.running_mean.clone()
+    spectrum = ggn_eigenvalues(net, x)  # evaluated per sample in eval mode, on a copy
+    assert set(spectrum.layers) == {"network", "head"}
+    assert spectrum.layers["network"].numel() == min(4 * 6 + 6, 8 * 3)
+    ranks = ggn_eps_ranks(net, x, eps=1e-10)
+    assert 0 < ranks["network/ggn_eps_rank"] <= 8 * 2 and "ggn_eps_rank" in ranks
+    assert net.training and torch.equal(net.norm.running_mean, before)
 
 
 def test_ggn_eps_rank_falls_when_a_layer_collapses():

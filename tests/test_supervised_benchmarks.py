@@ -66,6 +66,23 @@ def test_continual_supervised_smoke(tmp_path):
     again = json.loads((tmp_path / "smoke.json").read_text())
     assert again["runs"][:4] == data["runs"]
     assert {r["seed"] for r in again["runs"][4:]} == {2} and len(again["runs"]) == 6
+    # a learning rate with more digits than the file keeps still matches on --resume
+    precise = [*args[:-2], "--lr", "0.00123456789", "--out", "precise"]
+    bench.main(precise)
+    bench.main([*precise, "--resume"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--speed-at", "0", "--speed-at must be between 1"), ("--ggn-every", "0", "--ggn-every")],
+)
+def test_continual_supervised_refuses_bad_settings(tmp_path, capsys, flag, value, message):
+    from benchmarks import continual_supervised as bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([flag, value, "--results", str(tmp_path), "--out", "refused"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "refused.json").exists()
 
 
 def test_reactivation_smoke(tmp_path):
