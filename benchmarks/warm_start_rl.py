@@ -33,9 +33,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
 import report  # noqa: E402
-from benchmarks._stats import mean_ci  # noqa: E402
+from benchmarks._stats import fmt, mean_ci  # noqa: E402
 
 FRESH = "fresh (none)"
+METRICS = {
+    "dormant_ratio": "dormant ratio",
+    "effective_rank": "effective rank",
+    "dfi": "DfI",
+    "kfac_eps_rank_normalized": "K-FAC ε-rank",
+    "weight_norm": "weight norm",
+}
+"""The network's plasticity metrics tabulated (``<network>/<key>`` in ``scalars.jsonl``)."""
 
 
 def phase_curve(run: report.RunData, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +58,31 @@ def scores(curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
     """(AUC, end) of one run's phase curve."""
     _, values = curve
     return float(np.mean(values)), float(np.mean(values[-3:]))
+
+
+def last_logged(run: report.RunData, key: str, start: int, stop: int) -> float:
+    """The last value of ``key`` logged at a step in ``(start, stop]`` (NaN if none)."""
+    steps, values = run.scalars.get(key, (np.zeros(0, int), np.zeros(0)))
+    inside = (steps > start) & (steps <= stop)
+    return float(values[inside][-1]) if inside.any() else float("nan")
+
+
+def metric_table(groups: dict, network: str, switch: int, length: int) -> dict:
+    """Per group and metric: mean and t-interval over runs of the value at the end of task B,
+    and for the warm-started groups also at the end of task A (just before the switch)."""
+    out: dict = {}
+    for group, runs in groups.items():
+        b_start = 0 if group == FRESH else switch
+        entry = {}
+        for key in METRICS:
+            name = f"{network}/{key}"
+            entry[f"{key}_end_b"] = mean_ci(
+                [last_logged(r, name, b_start, b_start + length) for r in runs]
+            )
+            if group != FRESH:
+                entry[f"{key}_end_a"] = mean_ci([last_logged(r, name, 0, switch) for r in runs])
+        out[group] = entry
+    return out
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> list[float]:
@@ -109,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
     parser.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--network", default="q", help="whose metrics to tabulate (DQN's: q)")
     args = parser.parse_args(argv)
 
     record, warm_runs, missing_warm = report.load_sweep(args.warm)
@@ -147,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
             "end": paired_against(end, seeds, "none"),
         },
         "first_task_end": {m: v.tolist() for m, v in first_task.items()},
+        "network": args.network,
+        "metrics": metric_table(groups, args.network, switch, length),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report.jsonable(result), indent=2))
@@ -207,9 +243,43 @@ def markdown(result: dict, groups: list[str]) -> str:
         else:
             cells = "— | — | —"
         lines.append(f"| {group} | {welch(auc)} | {welch(end)} | {cells} |")
+    lines += metrics_markdown(result, groups)
     if result["missing"]:
         lines += ["", f"Missing (unfinished) runs: {', '.join(result['missing'])}."]
     return "\n".join(lines) + "\n"
+
+
+def metrics_markdown(result: dict, groups: list[str]) -> list[str]:
+    """The plasticity metrics table: dormant ratio at the end of A and of B, the others at
+    the end of B; mean ± 95% t-interval half-width over runs."""
+
+    def cell(stat: dict) -> str:
+        if not np.isfinite(stat["mean"]):
+            return "—"
+        digits = 3 if abs(stat["mean"]) < 1 else 1
+        if abs(stat["mean"]) >= 1e4:  # DfI: three significant digits
+            half = f" ± {stat['half']:.2g}" if np.isfinite(stat["half"]) else ""
+            return f"{stat['mean']:.3g}{half}"
+        return fmt(stat, digits)
+
+    names = list(METRICS)
+    header = ["group", "dormant ratio, end of A", *(f"{METRICS[k]}, end of B" for k in names)]
+    lines = [
+        "",
+        f"Plasticity metrics of the `{result['network']}` network (mean ± 95% t-interval "
+        "half-width over runs; A's column for the warm-started agents only):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for group in groups:
+        entry = result["metrics"].get(group)
+        if not entry or not result["auc"][group].get("n"):
+            continue
+        end_a = cell(entry["dormant_ratio_end_a"]) if "dormant_ratio_end_a" in entry else "—"
+        cells = [end_a, *(cell(entry[f"{k}_end_b"]) for k in names)]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(curves: dict, groups: list[str], length: int, path: Path) -> None:

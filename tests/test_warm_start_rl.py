@@ -1,6 +1,7 @@
 """benchmarks/warm_start_rl.py on synthetic sweeps: scores, the difference to fresh agents."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,16 +13,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import warm_start_rl  # noqa: E402
 
 
-def make_run(folder: Path, name: str, method: str, seed: int, env: str, evals: dict, **config):
+def make_run(
+    folder: Path, name: str, method: str, seed: int, env: str, evals: dict, metrics=None, **config
+):
     run = folder / name
     run.mkdir(parents=True)
     (run / "config.json").write_text(
         json.dumps({"agent": "dqn", "env": env, "method": method, "seed": seed, **config})
     )
     (run / "summary.json").write_text(json.dumps({"status": "finished"}))
-    rows = [
-        json.dumps({"step": step, "eval/episodic_return": value}) for step, value in evals.items()
-    ]
+    rows = [{"step": step, "eval/episodic_return": value} for step, value in evals.items()]
+    rows += [{"step": step, **values} for step, values in (metrics or {}).items()]
+    rows = [json.dumps(row) for row in sorted(rows, key=lambda row: row["step"])]  # as logged
     (run / "scalars.jsonl").write_text("\n".join(rows) + "\n")
 
 
@@ -31,7 +34,8 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
         # task A until 100, task B after: warm runs learn B slowly, fresh runs fast
         warm = dict.fromkeys((50, 100), 5.0)
         warm.update({100 + step: step / 10 + rng.normal(0, 0.1) for step in (25, 50, 75, 100)})
-        make_run(tmp_path / "warm", f"w{seed}", "none", seed, "cycle:a,b", warm,
+        dormant = {100: {"q/dormant_ratio": 0.2}, 200: {"q/dormant_ratio": 0.5 + seed / 100}}
+        make_run(tmp_path / "warm", f"w{seed}", "none", seed, "cycle:a,b", warm, dormant,
                  switch_every=100, total_timesteps=200)  # fmt: skip
         # a method that acts at the switch: the same seed's B curve, 2 higher
         helped = {step: value + 2.0 * (step > 100) for step, value in warm.items()}
@@ -63,4 +67,11 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| none | 5 |" in table and "| fresh (none) | 5 |" in table
     assert "| fire | " in table.split("paired by seed")[1]
+    # metrics: the last value logged in each phase, mean over runs; none logged: no entry
+    dormant = result["metrics"]["none"]
+    assert dormant["dormant_ratio_end_a"]["mean"] == pytest.approx(0.2)
+    assert dormant["dormant_ratio_end_b"]["mean"] == pytest.approx(0.52)
+    assert dormant["dormant_ratio_end_b"]["half"] > 0
+    assert math.isnan(result["metrics"]["fire"]["dormant_ratio_end_b"]["mean"])
+    assert "| none | 0.200 ± 0.000 | 0.520 ± 0.020 |" in table
     assert out.with_suffix(".png").is_file()
