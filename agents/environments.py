@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,10 +79,12 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
                     **options,
                     **env_kwargs,
                 )
-            # Atari records raw game scores inside (before clipping), cycles report task_return.
-            if find_wrapper(env, gym.wrappers.RecordEpisodeStatistics) or isinstance(
-                env.unwrapped, TaskCycle
-            ):
+            if isinstance(env.unwrapped, TaskCycle):
+                # no switch in the run's last steps, to a task it would never train on
+                env.unwrapped.end_at(math.ceil(args.total_timesteps / args.num_envs))
+                return env  # cycles report task_return
+            # Atari records raw game scores inside (before clipping)
+            if find_wrapper(env, gym.wrappers.RecordEpisodeStatistics):
                 return env
             return gym.wrappers.RecordEpisodeStatistics(env)
 

@@ -9,7 +9,9 @@ stand -> walk -> run); permuted observations / actions and Slippery-Ant-style fr
 How the switch is scheduled (and why vector copies agree)
 ---------------------------------------------------------
 :class:`TaskCycle` keeps a clock ``ticks`` that counts every ``step()`` call and every
-``reset()`` call after the first. The period is ``ticks // switch_every``; period ``k`` runs task
+``reset()`` call after the first that is given no seed (an autoreset takes a vector step; a
+seeded reset restarts the episodes and is not a step). The period is ``ticks // switch_every``,
+capped by :meth:`TaskCycle.end_at` at the last period a run trains in; period ``k`` runs task
 ``k % len(tasks)`` (fixed order, repeating in rounds). The period is read at each ``reset()``,
 so a task switch happens at the first episode boundary after the clock passes a multiple of
 ``switch_every`` (a period that ends within one episode is skipped: pick ``switch_every``
@@ -249,6 +251,7 @@ class TaskCycle(gym.Env):
         self.ticks = 0
         self.period = 0
         self.held_period: int | None = None
+        self.final_period: int | None = None
         self.has_reset = False
         self.task_seeds: dict[int, int] = {}
         self.episode_return = 0.0
@@ -270,7 +273,18 @@ class TaskCycle(gym.Env):
     def scheduled_period(self) -> int:
         if self.held_period is not None:
             return self.held_period
-        return self.ticks // self.switch_every
+        period = self.ticks // self.switch_every
+        return period if self.final_period is None else min(period, self.final_period)
+
+    def end_at(self, ticks: int) -> None:
+        """The run ends after ``ticks`` steps of this copy: never begin a later period than
+        the one step ``ticks`` is in. A run whose length is a multiple of ``switch_every``
+        would otherwise switch at an episode boundary in its last steps, to a task it never
+        trains on, and its final evaluation (and any intervention at the switch) would see
+        that task."""
+        if ticks < 1:
+            raise ValueError(f"a run has at least one step, got {ticks}")
+        self.final_period = (ticks - 1) // self.switch_every
 
     def hold_task(self, period: int) -> None:
         """Run period ``period``'s task and perturbations from now on, never switching.
@@ -359,7 +373,7 @@ class TaskCycle(gym.Env):
                 i: int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
                 for i in range(len(self.task_envs))
             }
-        if self.has_reset:
+        if self.has_reset and seed is None:  # an autoreset: it takes a vector step
             self.ticks += 1
         self.has_reset = True
         period = self.scheduled_period()

@@ -1,6 +1,7 @@
 """Pieces every agent shares (agents/cli.py, episodes.py, environments.py): settings checks,
 episode logging, task-cycle clocks across copies, evaluation."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -66,14 +67,30 @@ def test_switch_every_counts_the_steps_of_all_copies(tmp_path, num_envs):
     vector = make_train_envs(args)
     vector.reset(seed=0)
     steps_per_copy = 100 // num_envs
-    for _ in range(steps_per_copy - 2):
+    for _ in range(steps_per_copy - 1):
         vector.step(vector.action_space.sample())
     assert set(vector.call("scheduled_period")) == {0}
-    for _ in range(2):  # (each clock is one tick ahead: make_env's reset before the vector's)
-        vector.step(vector.action_space.sample())
+    vector.step(vector.action_space.sample())  # the seeded resets were no steps: exact count
     assert set(vector.call("scheduled_period")) == {1}
-    assert [state["ticks"] for state in cycle_states(vector)] == [steps_per_copy + 1] * num_envs
+    assert [state["ticks"] for state in cycle_states(vector)] == [steps_per_copy] * num_envs
     vector.close()
+
+
+def test_a_cycle_never_begins_a_period_after_the_runs_end():
+    # 200 steps with a switch every 100: the boundary at 200 is the run's end, not a switch
+    args = dqn.Args(env="cycle:CartPole-v0,CartPole-v1", switch_every=100, total_timesteps=200)
+    vector = make_train_envs(args)
+    vector.reset(seed=0)
+    for _ in range(260):  # past the end (as an evaluation or a longer loop would)
+        vector.step(vector.action_space.sample())
+    assert vector.call("scheduled_period") == (1,) and vector.get_attr("period") == (1,)
+    vector.close()
+    longer = make_train_envs(dataclasses.replace(args, total_timesteps=201))
+    longer.reset(seed=0)
+    for _ in range(200):
+        longer.step(longer.action_space.sample())
+    assert longer.call("scheduled_period") == (2,)  # step 201 is in period 2
+    longer.close()
 
 
 def test_evaluation_plays_whole_atari_games_and_takes_eval_epsilon(tmp_path, monkeypatch):
