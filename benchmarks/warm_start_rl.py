@@ -109,18 +109,25 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> list[fl
     return [diff - half, diff + half]
 
 
+def paired(values: dict[str, np.ndarray], seeds: dict[str, list[int]], a: str, b: str) -> dict:
+    """The mean over the seeds both groups have of ``a − b``, its paired 95% t-interval
+    (``_stats.mean_ci``) and those seeds."""
+    mine = dict(zip(seeds[a], values[a], strict=True))
+    theirs = dict(zip(seeds[b], values[b], strict=True))
+    common = sorted(set(mine) & set(theirs))
+    return {**mean_ci([mine[s] - theirs[s] for s in common]), "seeds": common}
+
+
 def paired_against(values: dict[str, np.ndarray], seeds: dict[str, list[int]], baseline: str):
-    """Per group other than ``baseline`` and the fresh agents: the mean over common seeds of
-    ``group − baseline`` with its paired 95% t-interval (``_stats.mean_ci``) and the seeds."""
-    out = {}
-    base = dict(zip(seeds.get(baseline, []), values.get(baseline, []), strict=True))
-    for group, vals in values.items():
-        if group in (baseline, FRESH):
-            continue
-        mine = dict(zip(seeds[group], vals, strict=True))
-        common = sorted(set(mine) & set(base))
-        out[group] = {**mean_ci([mine[s] - base[s] for s in common]), "seeds": common}
-    return out
+    """``group − baseline`` paired by seed (:func:`paired`) for every group but the baseline
+    and the fresh agents."""
+    if baseline not in values:
+        return {}
+    return {
+        group: paired(values, seeds, group, baseline)
+        for group in values
+        if group not in (baseline, FRESH)
+    }
 
 
 def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict]:
@@ -143,6 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--network", default="q", help="whose metrics to tabulate (DQN's: q)")
+    parser.add_argument(
+        "--pairs",
+        default="fire-reset,fire-shrink_perturb,reset-shrink_perturb,fire-adamo",
+        help="method pairs a-b compared seed by seed (those present)",
+    )
     args = parser.parse_args(argv)
 
     record, warm_runs, missing_warm = report.load_sweep(args.warm)
@@ -179,6 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
         "paired_none": {
             "auc": paired_against(auc, seeds, "none"),
             "end": paired_against(end, seeds, "none"),
+        },
+        "pairs": {
+            pair: {
+                "auc": paired(auc, seeds, *pair.split("-")),
+                "end": paired(end, seeds, *pair.split("-")),
+            }
+            for pair in args.pairs.split(",")
+            if all(part in groups and groups[part] for part in pair.split("-"))
         },
         "first_task_end": {m: v.tolist() for m, v in first_task.items()},
         "network": args.network,
@@ -243,6 +263,21 @@ def markdown(result: dict, groups: list[str]) -> str:
         else:
             cells = "— | — | —"
         lines.append(f"| {group} | {welch(auc)} | {welch(end)} | {cells} |")
+    if result["pairs"]:
+        lines += [
+            "",
+            "Methods against each other, paired by seed (those acting only at the switch share "
+            "task A's phase):",
+            "",
+            "| pair | AUC: difference [95% CI] | end: difference [95% CI] | pairs |",
+            "|---|---|---|---|",
+        ]
+        for name, entry in result["pairs"].items():
+            auc, end = entry["auc"], entry["end"]
+            lines.append(
+                f"| {name} | {report.fmt_ci(auc['mean'], [auc['low'], auc['high']])} "
+                f"| {report.fmt_ci(end['mean'], [end['low'], end['high']])} | {auc['n']} |"
+            )
     lines += metrics_markdown(result, groups)
     if result["missing"]:
         lines += ["", f"Missing (unfinished) runs: {', '.join(result['missing'])}."]

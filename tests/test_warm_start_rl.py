@@ -45,7 +45,8 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
         make_run(tmp_path / "fresh", f"f{seed}", "none", seed, "b", fresh, total_timesteps=100)
     out = tmp_path / "result"
     result = warm_start_rl.main([str(tmp_path / "warm"), str(tmp_path / "fresh"), "--out",
-                                 str(out), "--reps", "2000"])  # fmt: skip
+                                 str(out), "--reps", "2000",
+                                 "--pairs", "fire-none,fire-reset"])  # fmt: skip
     end = result["end"]["none"]
     assert end["n"] == 5 and end["mean"] == pytest.approx((5 + 7.5 + 10) / 3, abs=0.1)
     assert end["diff"] == pytest.approx(7.5 - 20, abs=0.2)
@@ -59,6 +60,10 @@ def test_warm_started_runs_are_scored_on_task_b_against_fresh_ones(tmp_path):
     paired = result["paired_none"]["end"]["fire"]
     assert paired["n"] == 5 and paired["seeds"] == [0, 1, 2, 3, 4]
     assert paired["mean"] == pytest.approx(2.0) and paired["half"] == pytest.approx(0.0, abs=1e-9)
+    # the same through --pairs, and a pair with a missing method is left out
+    assert result["pairs"]["fire-none"]["end"]["mean"] == pytest.approx(2.0)
+    assert "fire-reset" not in result["pairs"]
+    assert "| fire-none | " in out.with_suffix(".md").read_text()
     # unpaired, the seeds' spread on task B widens the interval around the same +2
     fire_low, fire_high = warm_start_rl.welch_interval(
         np.array(result["end"]["fire"]["scores"]), np.array(end["scores"])
