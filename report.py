@@ -604,6 +604,10 @@ def plot_periods(tables: dict, methods: list[str], out: Path) -> str:
     return save(fig, out / "task_periods.png")
 
 
+MOST_MARKED = 20
+"""Methods with more intervention steps than this get no vertical lines in metric figures."""
+
+
 def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
     """Plasticity metrics of ``net`` against env steps (rows: envs; columns: metrics); mean over
     runs with the range shaded; interventions as thin vertical lines in the method's colour."""
@@ -623,7 +627,9 @@ def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
                 entry = per_env[env].get(method)
                 if not entry:
                     continue
-                for step in entry["interventions"]:
+                # periodic recyclers (ReDo every 1000 updates) would cover the axes in lines
+                marked = entry["interventions"]
+                for step in marked if len(marked) <= MOST_MARKED else []:
                     ax.axvline(step, color=palette[method], lw=0.8, alpha=0.35, ls="--")
                 steps, mean, low, high = entry["curves"][metric]
                 if steps.size == 0:
@@ -904,7 +910,8 @@ def markdown(report: dict) -> str:
             "## Plasticity metrics",
             "",
             "Per network, against env steps: mean over runs, the range over runs shaded; dashed "
-            "vertical lines mark each method's interventions (FIRE, reset, …).",
+            f"vertical lines mark each method's interventions (FIRE, reset, …), for methods with "
+            f"at most {MOST_MARKED} intervention steps.",
         ]
         for name in metric_figures:
             lines += ["", f"![plasticity metrics]({name})"]

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--network", default="q", help="whose metrics to tabulate (DQN's: q)")
     parser.add_argument(
         "--pairs",
-        default="fire-reset,fire-shrink_perturb,reset-shrink_perturb,fire-adamo",
+        default="fire-reset,fire-shrink_perturb,reset-shrink_perturb,fire-adamo,fire+adamo-fire",
         help="method pairs a-b compared seed by seed (those present)",
     )
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 # The RL evidence grid (README "Results"): DQN warm-started on MinAtar Breakout, then trained on
 # Space Invaders with an emptied replay buffer, against fresh agents on Space Invaders.
 # Five seeds; each method acts once, at the switch (FIRE, reset, shrink & perturb) or throughout
-# (AdamO). The runs live in benchmarks/results/evidence/ (git keeps their config, summary and
+# (AdamO). METHODS=redo,fire+adamo adds those two to the same sweep (ReDo recycles throughout,
+# FIRE + AdamO: FIRE at the switch, AdamO throughout). The runs live in benchmarks/results/evidence/ (git keeps their config, summary and
 # logged scalars, not checkpoints), so the sweep, run again here or on a fresh clone, skips the
 # finished runs and continues the others. Then the table and figure:
 #   python benchmarks/warm_start_rl.py benchmarks/results/evidence/warm_start \
