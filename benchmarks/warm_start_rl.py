@@ -46,12 +46,18 @@ METRICS = {
 """The network's plasticity metrics tabulated (``<network>/<key>`` in ``scalars.jsonl``)."""
 
 
+def logged_between(run: report.RunData, key: str, start: int, stop: int):
+    """Steps and values of ``key`` logged at a step in ``(start, stop]``."""
+    steps, values = run.scalars.get(key, (np.zeros(0, int), np.zeros(0)))
+    inside = (steps > start) & (steps <= stop)
+    return steps[inside], values[inside]
+
+
 def phase_curve(run: report.RunData, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Evaluation returns at steps in ``(start, start + length]``, with steps from the phase's
     start."""
-    steps, values = run.scalars.get("eval/episodic_return", (np.zeros(0, int), np.zeros(0)))
-    inside = (steps > start) & (steps <= start + length)
-    return steps[inside] - start, values[inside]
+    steps, values = logged_between(run, "eval/episodic_return", start, start + length)
+    return steps - start, values
 
 
 def scores(curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
@@ -62,9 +68,8 @@ def scores(curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
 
 def last_logged(run: report.RunData, key: str, start: int, stop: int) -> float:
     """The last value of ``key`` logged at a step in ``(start, stop]`` (NaN if none)."""
-    steps, values = run.scalars.get(key, (np.zeros(0, int), np.zeros(0)))
-    inside = (steps > start) & (steps <= stop)
-    return float(values[inside][-1]) if inside.any() else float("nan")
+    _, values = logged_between(run, key, start, stop)
+    return float(values[-1]) if values.size else float("nan")
 
 
 def metric_table(groups: dict, network: str, switch: int, length: int) -> dict:
