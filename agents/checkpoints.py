@@ -33,17 +33,24 @@ RENAMED = {"q_network": "q", "target_network": "q_target"}
 
 
 def rng_state() -> dict:
+    """The generators' states as tensors and plain values (``weights_only`` loads them):
+    NumPy's key array as a list of ints."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), position, has_gauss, cached_gaussian),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
 def set_rng_state(state: dict) -> None:
+    """Put back :func:`rng_state` (older checkpoints hold NumPy's keys as an array)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(
+        (name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian)
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -76,13 +83,23 @@ def checkpoint_state(
 def learning_gate(args: OffPolicyArgs, handles, state: dict | None = None) -> LearningGate:
     """The off-policy agent's :class:`LearningGate`: ``--learning-starts`` for a new run; for a
     resumed one the gate it had (a pause under way included), or, without the saved buffer, a
-    refill of ``--refill-steps`` (default ``--learning-starts``) first."""
+    refill of ``--refill-steps`` (default ``--learning-starts``) first. The refill's steps count
+    toward ``--total-timesteps``: a resume whose refill would leave no update is a UserError
+    (one that only finishes a run stopped in its final evaluation needs no update)."""
     if state is None:
         return LearningGate(args.learning_starts, handles)
     step = state["step"]
     if "buffer" not in state:
+        refill = refill_steps(args)
+        if step < args.total_timesteps <= step + refill:
+            raise UserError(
+                f"--resume {args.resume}: the checkpoint at step {step:,} holds no replay "
+                f"buffer, and refilling it ({refill:,} steps) would use up --total-timesteps "
+                f"{args.total_timesteps:,} before any update: raise --total-timesteps, lower "
+                "--refill-steps, or keep the buffer in checkpoints with --save-buffer"
+            )
         gate = LearningGate(args.learning_starts, handles, step)
-        gate.pause(step, refill_steps(args))
+        gate.pause(step, refill)
         return gate
     opens_at = state.get("learning_gate", {}).get("opens_at", args.learning_starts)
     return LearningGate(opens_at, handles, step)

@@ -25,16 +25,10 @@ from typing import Literal
 
 import tyro
 
+from agents.errors import TrainingDiverged, UserError
+from agents.files import disk_full_message
 from plasticity import MethodConfig, MethodHandle, make_method
 from plasticity.methods import parse_method
-
-
-class UserError(Exception):
-    """A mistake in the command or its inputs: reported as one line, exit code 2."""
-
-
-class TrainingDiverged(Exception):
-    """A loss became NaN or Inf; the last good checkpoint is kept."""
 
 
 @contextmanager
@@ -337,14 +331,21 @@ STOP = StopSignals()
 
 
 def run_cli(main: Callable[[], dict | None]) -> None:
-    """Run ``main`` with :data:`STOP` installed. A UserError or a divergence ends with one line
-    on stderr and exit code 2; a run that returns an ``interrupted`` summary ends with the line
-    to resume it and exit code :data:`INTERRUPTED`, and so does a second Ctrl-C, at once."""
+    """Run ``main`` with :data:`STOP` installed. A UserError, a divergence or a full disk ends
+    with one line on stderr and exit code 2 (a sweep does not retry it); a run that returns an
+    ``interrupted`` summary ends with the line to resume it and exit code :data:`INTERRUPTED`,
+    and so does a second Ctrl-C, at once."""
     try:
         with STOP.installed():
             summary = main()
     except (UserError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, RuntimeError) as err:
+        message = disk_full_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(

@@ -356,15 +356,21 @@ def main(args: Args) -> dict:
                 f"{'without' if args.normalize else 'with'} --normalize; resume it the same way"
             )
         if args.normalize:
-            for rms, saved in ((obs_rms, state["obs_rms"]), (return_rms, state["return_rms"])):
-                rms.mean, rms.var, rms.count = saved
+            for rms, (mean, var, count) in (
+                (obs_rms, state["obs_rms"]),
+                (return_rms, state["return_rms"]),
+            ):  # tensors (older checkpoints: NumPy arrays)
+                rms.mean = torch.as_tensor(mean).cpu().numpy().astype(np.float64)
+                rms.var = torch.as_tensor(var).cpu().numpy().astype(np.float64)
+                rms.count = float(count)
         global_step = state["step"]
 
     def checkpoint(step: int) -> None:
         state = checkpoint_state(networks, handles, envs, tracker.period)
-        if args.normalize:
-            state["obs_rms"] = (obs_rms.mean, obs_rms.var, obs_rms.count)
-            state["return_rms"] = (return_rms.mean, return_rms.var, return_rms.count)
+        if args.normalize:  # as tensors and floats: weights_only loading reads them
+            for key, rms in (("obs_rms", obs_rms), ("return_rms", return_rms)):
+                mean, var = (torch.as_tensor(np.asarray(x)) for x in (rms.mean, rms.var))
+                state[key] = (mean, var, float(rms.count))
         run.save_checkpoint(step, state)
 
     low = torch.as_tensor(getattr(action_space, "low", 0), dtype=torch.float32, device=device)
@@ -381,7 +387,7 @@ def main(args: Args) -> dict:
             return action.cpu().numpy()
 
     def intervened(name: str, reports) -> None:
-        run.log_interventions(global_step, name, reports, handles[name].interventions)
+        life.log_interventions(global_step, name, reports)
 
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
         """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the

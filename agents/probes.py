@@ -43,6 +43,7 @@ from agents.checkpoints import upgrade
 from agents.cli import UserError, run_cli, user_errors
 from agents.dqn import greedy_td_target
 from agents.environments import env_spaces, evaluate, nonstationary_options
+from agents.files import read_checkpoint
 from agents.sac import soft_td_target
 from plasticity import MethodConfig
 from plasticity.symmetry import (
@@ -170,7 +171,9 @@ def load_run(path: str | Path) -> RunCheckpoint:
     run_dir, file = checkpoint_file(path)
     agent, module, args = _saved_args(run_dir)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
+        state = read_checkpoint(file)
+    except UserError:
+        raise
     except Exception as err:  # a truncated or foreign file: say which and stop
         raise UserError(f"checkpoint {file} cannot be read ({err})") from None
     if not isinstance(state, dict) or state.get("agent") != agent or "step" not in state:

@@ -14,10 +14,10 @@ TensorBoard, so the logs continue from the checkpoint without steps going backwa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from agents.cli import CommonArgs, UserError
+from agents.files import read_checkpoint, write_atomic, write_json_atomic
 from plasticity import InterventionReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,13 +161,19 @@ class Run:
                 except FileExistsError:
                     copy += 1
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                raise UserError(
+                    f"the run folder's name would be longer than the file system allows "
+                    f"({len(Path(err.filename or '').name)} characters): shorten --exp-name "
+                    "or pass a shorter --run-name"
+                ) from None
             raise UserError(
                 f"--runs-dir {args.runs_dir}: cannot create a run folder there "
                 f"({err.strerror or err}); choose a writable folder"
             ) from None
 
     def _write_config(self) -> None:
-        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        write_json_atomic(self.dir / "config.json", self.config)
 
     # --- logs -----------------------------------------------------------------------------
 
@@ -181,15 +188,14 @@ class Run:
         purge_step = None
         if self.resumed_from is not None:
             purge_step = self.resumed_from + 1
+            self._remove_partial_checkpoints()
             if scalars.is_file():
-                kept = [
+                kept = "".join(
                     line
                     for line in scalars.read_text().splitlines(keepends=True)
                     if (row := row_of(line)) is not None and row["step"] <= self.resumed_from
-                ]
-                tmp = scalars.with_suffix(".tmp")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, scalars)
+                ).encode()
+                write_atomic(scalars, lambda file: file.write(kept))
             self._resume_record["step"] = self.resumed_from
             self._write_config()
         if self.track:
@@ -237,6 +243,12 @@ class Run:
         found = self.checkpoint_dir().glob("step_*.pt")
         return sorted(found, key=lambda p: int(p.stem[5:]))
 
+    def _remove_partial_checkpoints(self) -> None:
+        """Delete checkpoint files a killed process left half-written (never renamed into
+        place, so never complete): they only take disk space."""
+        for partial in self.checkpoint_dir().glob("*.tmp"):  # `*` matches a leading dot too
+            partial.unlink()
+
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
@@ -247,20 +259,20 @@ class Run:
         folder = self.checkpoint_dir()
         folder.mkdir(exist_ok=True)
         path = folder / f"step_{step}.pt"
-        tmp = path.with_suffix(".tmp")
         state = {"agent": self.agent, "step": step, "wall_time_s": self.wall_time(), **state}
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda file: torch.save(state, file))
         if self.keep:
             for stale in self.checkpoints()[: -self.keep]:
                 stale.unlink()
         return path
 
     def load_checkpoint(self, device: torch.device) -> dict:
-        """The latest checkpoint; a truncated or foreign file is a UserError."""
+        """The latest checkpoint; a truncated, foreign or unsafe file is a UserError."""
         path = self.latest_checkpoint()
         try:
-            state = torch.load(path, map_location=device, weights_only=False)
+            state = read_checkpoint(path, device)
+        except UserError:
+            raise
         except Exception as err:  # a truncated or foreign file: say which and stop
             older = self.checkpoints()[:-1]
             hint = (
@@ -285,14 +297,14 @@ class Run:
     def finished(self) -> bool:
         """Whether the run's summary says it finished (summaries from before the status field
         were written only by finished runs)."""
-        summary = self.dir / "summary.json"
-        return summary.is_file() and json.loads(summary.read_text()).get("status") in (
-            None,
-            "finished",
-        )
+        try:
+            summary = json.loads((self.dir / "summary.json").read_text())
+        except (OSError, ValueError):  # none, or cut short by a kill: not finished
+            return False
+        return isinstance(summary, dict) and summary.get("status") in (None, "finished")
 
     def write_summary(self, summary: dict) -> None:
-        (self.dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
+        write_json_atomic(self.dir / "summary.json", jsonable(summary))
 
     def close(self) -> None:
         if self._writer is not None:

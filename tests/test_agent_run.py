@@ -1,6 +1,7 @@
 """The run around every agent: resume, checkpoints, logs, console, stopping, metadata, errors
 (agents/run.py, lifecycle.py, console.py, cli.py)."""
 
+import errno
 import json
 import math
 import os
@@ -20,8 +21,9 @@ import test_agent_sac
 import torch
 
 from agents import dqn, ppo, sac
-from agents.cli import UserError, parse_args
+from agents.cli import UserError, parse_args, run_cli
 from agents.console import Console, scalar_table
+from agents.files import read_checkpoint
 from agents.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +53,8 @@ def resume(agent, run_dir, *flags):
 def test_flags_given_again_override_the_checkpoints_optimizer_settings(tmp_path, capsys):
     first = dqn.main(dqn_args(tmp_path, learning_rate=1e-3, adam_eps=1e-8))
     run_dir = Path(first["run_dir"])
-    resume(dqn, run_dir, "--total-timesteps", "400", "--learning-rate", "5e-4")
-    state = torch.load(run_dir / "checkpoints" / "step_400.pt", weights_only=False)
+    resume(dqn, run_dir, "--total-timesteps", "500", "--learning-rate", "5e-4")
+    state = torch.load(run_dir / "checkpoints" / "step_500.pt", weights_only=False)
     (group,) = state["plasticity"]["q"]["optimizer"]["param_groups"]
     assert group["lr"] == 5e-4 and group["eps"] == 1e-8  # the flag won; the rest kept
     config = json.loads((run_dir / "config.json").read_text())
@@ -60,7 +62,7 @@ def test_flags_given_again_override_the_checkpoints_optimizer_settings(tmp_path,
     assert config["resumes"][-1]["changed"]["learning_rate"] == [1e-3, 5e-4]
     out = capsys.readouterr().out
     assert (
-        "resumed at step 300; changed: total_timesteps 300 -> 400, learning_rate 0.001 -> "
+        "resumed at step 300; changed: total_timesteps 300 -> 500, learning_rate 0.001 -> "
         "0.0005" in out
     )
 
@@ -76,14 +78,15 @@ def test_a_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
     resume(dqn, run_dir, "--total-timesteps", "500")
     steps = [row["step"] for row in rows(run_dir)]
     assert steps == sorted(steps) and steps[-1] == 500  # never backwards
-    # metrics at the first update after each crossing: 101 (learning starts at 100), 200,
-    # 300; the first process's 400 is gone, the second's first update comes at 401 (refill)
+    # metrics at the scheduled steps the agent updates at: not 100 (learning starts after
+    # it), 200, 300; the first process's 400 is gone, and the second process refills its
+    # buffer until 400, so its first table is at 500
     sps = [row["step"] for row in rows(run_dir) if "charts/SPS" in row]
-    assert sps == [101, 200, 300, 401, 500]
+    assert sps == [200, 300, 500]
     events = EventAccumulator(str(run_dir))
     events.Reload()
     tb_steps = [event.step for event in events.Scalars("charts/SPS")]
-    assert tb_steps == [101, 200, 300, 401, 500]  # TensorBoard purged the orphaned 400
+    assert tb_steps == [200, 300, 500]  # TensorBoard purged the orphaned 400
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
@@ -126,7 +129,8 @@ def test_a_resume_without_the_buffer_refills_with_the_current_policy(tmp_path, m
     monkeypatch.setattr(
         gym.spaces.Box, "sample", lambda self, *a, **k: random_actions.append(1) or sample(self)
     )
-    resume(sac, run_dir, "--total-timesteps", "500", "--refill-steps", "50")
+    # a table at every step shows when the updates resume
+    resume(sac, run_dir, "--total-timesteps", "360", "--refill-steps", "50", "--metrics-every", "1")
     assert random_actions == []  # the refill acted with the policy, not uniformly at random
     trained = [row["step"] for row in rows(run_dir) if "losses/qf_loss" in row]
     assert min(step for step in trained if step > 300) == 351  # updates again after 350
@@ -273,6 +277,7 @@ def test_top_level_help_lists_agents_methods_and_envs(tmp_path):
         "fire+adamo",
         "humanoid_walk",
         "minatar_<game>",
+        "--env minatar_cycle --switch-every 100000",  # a cycle's required flag, shown
     ):
         assert expected in result.stdout
 
@@ -342,8 +347,9 @@ def test_ctrl_c_checkpoints_summarizes_and_says_how_to_resume(tmp_path, sig):
     assert summary["status"] == "interrupted" and summary["total_timesteps"] > 0
     assert (run_dir / "checkpoints" / f"step_{summary['total_timesteps']}.pt").is_file()
     step = summary["total_timesteps"]
-    finished = resume(dqn, run_dir, "--total-timesteps", str(step + 100), "--eval-episodes", "0")
-    assert finished["status"] == "finished" and finished["total_timesteps"] == step + 100
+    # the resume refills the buffer for --learning-starts (100) steps, then updates
+    finished = resume(dqn, run_dir, "--total-timesteps", str(step + 200), "--eval-episodes", "0")
+    assert finished["status"] == "finished" and finished["total_timesteps"] == step + 200
 
 
 def test_the_evaluation_records_only_video_episodes(tmp_path):
@@ -397,8 +403,8 @@ def test_a_corrupt_config_and_a_cut_log_line_are_handled(tmp_path):
     run_dir = Path(dqn.main(dqn_args(tmp_path))["run_dir"])
     with (run_dir / "scalars.jsonl").open("a") as log:
         log.write('{"step": 3')  # a process killed while writing
-    resume(dqn, run_dir, "--total-timesteps", "400")
-    assert all(row["step"] <= 400 for row in rows(run_dir))
+    resume(dqn, run_dir, "--total-timesteps", "500")
+    assert all(row["step"] <= 500 for row in rows(run_dir))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resumes"][-1]["step"] == 300
     (run_dir / "config.json").write_text("{not json")
@@ -427,3 +433,85 @@ def test_metrics_do_not_change_the_training(tmp_path):
         finals.append(state["critic"])
     for key, value in finals[0].items():
         assert torch.equal(value, finals[1][key]), key
+
+
+# --- nothing written is lost; nothing read runs code ---------------------------------------
+
+
+def test_a_planted_checkpoint_is_refused_by_resume_without_running_it(tmp_path):
+    from test_files import Planted
+
+    run_dir = Path(dqn.main(dqn_args(tmp_path))["run_dir"])
+    target = tmp_path / "created_by_unpickling"
+    torch.save(
+        {"agent": "dqn", "step": 400, "q": Planted(target)}, run_dir / "checkpoints" / "step_400.pt"
+    )
+    message = one_line_error("--agent", "dqn", "--resume", str(run_dir), cwd=tmp_path)
+    assert "step_400.pt was refused: loading it would call io.open" in message
+    assert not target.exists()
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_earlier_files(
+    tmp_path, monkeypatch, capsys
+):
+    save = torch.save
+    calls = []
+
+    def fills_the_disk(state, file):  # the second checkpoint runs out of space halfway
+        calls.append(state["step"])
+        if len(calls) == 1:
+            return save(state, file)
+        file.write(b"x" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    with pytest.raises(SystemExit) as caught:
+        run_cli(lambda: dqn.main(dqn_args(tmp_path, run_name="full")))
+    assert caught.value.code == 2  # not 1: a sweep does not retry it
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    checkpoints = tmp_path / "full" / "checkpoints"
+    assert line.startswith(f"error: the disk holding {checkpoints} is full: writing step_200.pt")
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_100.pt"]  # no partial file
+    monkeypatch.setattr(torch, "save", save)
+    assert read_checkpoint(checkpoints / "step_100.pt")["step"] == 100
+
+
+def test_a_resume_whose_refill_uses_up_the_steps_left_is_refused(tmp_path):
+    run_dir = Path(dqn.main(dqn_args(tmp_path))["run_dir"])  # 300 steps, no saved buffer
+    before = {path.name: path.stat().st_size for path in run_dir.iterdir()}
+    with pytest.raises(UserError) as caught:
+        resume(dqn, run_dir, "--total-timesteps", "350")  # the refill takes 100 steps
+    message = str(caught.value)
+    assert "refilling it (100 steps) would use up --total-timesteps 350" in message
+    assert "--refill-steps" in message and "--save-buffer" in message
+    assert {path.name: path.stat().st_size for path in run_dir.iterdir()} == before
+    resumed = resume(dqn, run_dir, "--total-timesteps", "350", "--refill-steps", "20")
+    assert resumed["status"] == "finished"
+
+
+def test_a_run_killed_in_its_final_evaluation_is_finished_by_a_resume(tmp_path):
+    """Its checkpoint is at the last step and its summary is cut short: the resume only
+    evaluates and summarizes, keeps every logged row, and removes a half-written checkpoint."""
+    run_dir = Path(dqn.main(dqn_args(tmp_path, eval_episodes=1))["run_dir"])
+    logged = (run_dir / "scalars.jsonl").read_text()
+    (run_dir / "summary.json").write_text('{"agent": "dqn", "sta')
+    (run_dir / "checkpoints" / ".step_400.pt.tmp").write_bytes(b"partial")
+    summary = resume(dqn, run_dir)
+    assert summary["status"] == "finished" and summary["total_timesteps"] == 300
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert (run_dir / "scalars.jsonl").read_text().startswith(logged)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "step_300.pt"
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
+def test_each_intervention_is_one_console_line(tmp_path, capsys):
+    dqn.main(dqn_args(tmp_path, method="fire"))  # FIRE every 100 steps from the first update
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": fire on q" in line]
+    assert len(lines) == 1 and re.fullmatch(
+        r"step 200: fire on q \(3 layers, DfI after [0-9.e-]+\)", lines[0]
+    )
+
+
+def test_a_run_name_too_long_for_the_file_system_says_so(tmp_path):
+    with pytest.raises(UserError, match="shorten --exp-name or pass a shorter --run-name"):
+        dqn.main(dqn_args(tmp_path, exp_name="x" * 300))
