@@ -51,9 +51,11 @@ methods (--method; join with '+', e.g. fire+adamo; --actor-method/--critic-metho
 envs (--env):
 {listed(BASE_NAMES)},
   atari_<game>, minatar_<game>, cycle:<name>,<name>,..., or any gymnasium id (Pendulum-v1)
+  task cycles (*_cycle, cycle:...) need --switch-every N: env steps spent on each task
 
 examples:
   python train.py --agent sac --method fire --env humanoid_walk
+  python train.py --agent dqn --env minatar_cycle --switch-every 100000 --method fire
   python train.py --agent dqn --env CartPole-v1 --method fire --permute-observations \\
       --switch-every 50000
   python train.py --agent sac --resume runs/<run_name> --total-timesteps 2000000"""

@@ -17,6 +17,8 @@ from datetime import timedelta
 
 from tqdm import tqdm
 
+from plasticity import InterventionReport
+
 
 def duration(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
@@ -100,6 +102,12 @@ class Console:
     def metrics(self, step: int, scalars: dict[str, float]) -> None:
         if self.verbose:
             self.say(scalar_table(step, scalars))
+
+    def intervention(self, step: int, network: str, report: InterventionReport) -> None:
+        """One line for an intervention that reinitialized weights (what, where, and
+        :meth:`plasticity.InterventionReport.summary`)."""
+        if self.verbose:
+            self.say(f"step {step:,}: {report.method} on {network} ({report.summary()})")
 
     def evaluation(self, step: int, returns: list[float], video: str | None = None) -> None:
         if self.verbose and returns:

@@ -274,7 +274,7 @@ def main(args: Args) -> dict:
             return int(q_network(obs_t).argmax(1).item()) + action_start
 
     def intervened(reports) -> None:
-        run.log_interventions(global_step, "q", reports, q_plasticity.interventions)
+        life.log_interventions(global_step, "q", reports)
 
     @torch.no_grad()
     def td_target(rew, next_obs, term):

@@ -34,7 +34,7 @@ from agents.console import Console
 from agents.environments import evaluate, video_folder
 from agents.episodes import EpisodeTracker, mean_or_nan
 from agents.run import Run
-from plasticity import MethodHandle
+from plasticity import InterventionReport, MethodHandle
 from plasticity.metrics import kfac_eps_ranks
 from plasticity.schedule import Every
 
@@ -107,6 +107,7 @@ class Lifecycle:
         self.checkpoints = Every(args.checkpoint_every, start=start_step)
         self.start_step, self.start_time = start_step, time.perf_counter()
         self.first_update: int | None = None
+        self.loop_step = start_step  # the step at the top of the current loop iteration
         self.train_clock: tuple[int, float] | None = None
         self.eval_returns: list[float] = []
         run.open()
@@ -124,6 +125,7 @@ class Lifecycle:
         """Whether the loop goes on: steps remain and no stop was asked for. Moves the
         progress display."""
         self.console.progress(step, self.tracker.mean_return)
+        self.loop_step = step
         return step < self.total_steps and self.stop.requested is None
 
     def episodes(self, step: int, infos: dict) -> bool:
@@ -131,6 +133,14 @@ class Lifecycle:
         rows, switched = self.tracker.update(infos)
         self.run.log_rows(step, rows)
         return switched
+
+    def log_interventions(self, step: int, network: str, reports: list[InterventionReport]):
+        """Log what ``network``'s method did at ``step`` (every report) and say on the console
+        each intervention that reinitialized weights."""
+        self.run.log_interventions(step, network, reports, self.handles[network].interventions)
+        for report in reports:
+            if report.reinitialized:
+                self.console.intervention(step, network, report)
 
     def intervening(self, step: int) -> bool:
         """Whether interventions may run at ``step``: not at the run's last step, where no
@@ -142,6 +152,9 @@ class Lifecycle:
         """The agent updated its networks at ``step`` (starts the ``train_sps`` clock)."""
         if self.first_update is None:
             self.first_update = step
+            # metrics steps crossed before the loop step that led here passed with no update
+            # to measure: the first table comes at a scheduled step, not at learning_starts + 1
+            self.metrics.skip_to(self.loop_step)
         if self.train_clock is None and step >= self.first_update + STEADY_AFTER:
             self.train_clock = (step, time.perf_counter())
 

@@ -247,7 +247,7 @@ def main(args: Args) -> dict:
             return actor.get_action(obs_t)[2][0].cpu().numpy()
 
     def intervened(name: str, reports) -> None:
-        run.log_interventions(global_step, name, reports, handles[name].interventions)
+        life.log_interventions(global_step, name, reports)
         if name == "critic" and args.reset_alpha_on_intervention:
             reset_temperature_after(reports)
 

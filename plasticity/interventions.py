@@ -66,6 +66,20 @@ class InterventionReport:
             return any(metrics.get("dormant", 0.0) > 0 for metrics in self.layers.values())
         return True
 
+    def summary(self) -> str:
+        """A few words for a console line: the layers touched and, summed over them, the
+        deviation from isometry after (FIRE, resets) or the dormant units recycled (ReDo)."""
+        totals: dict[str, float] = {}
+        for metrics in self.layers.values():
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+        words = [_plural(len(self.layers), "layer")]
+        if "dfi_after" in totals:
+            words.append(f"DfI after {totals['dfi_after']:.4g}")
+        if "dormant" in totals:
+            words.append(f"{totals['dormant']:.0f} of {_plural(totals['units'], 'unit')} dormant")
+        return ", ".join(words)
+
     def scalars(self, prefix: str = "") -> dict[str, float]:
         """Flat ``{"<prefix><method>/<layer>/<metric>": value}`` plus totals, for loggers."""
         flat = {}
@@ -77,6 +91,10 @@ class InterventionReport:
         for key, value in totals.items():
             flat[f"{prefix}{self.method}/total_{key}"] = value
         return flat
+
+
+def _plural(count: float, noun: str) -> str:
+    return f"{count:.0f} {noun}{'' if count == 1 else 's'}"
 
 
 # --- optimizer state ------------------------------------------------------------------------

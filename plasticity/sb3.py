@@ -15,6 +15,11 @@ What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``l2``,
 ``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
 the decoupled form of the isometry penalty, instead.
 
+On a CPU, pin torch's threads before building the model (``torch.set_num_threads(1)``, as
+``train.py``'s ``--threads`` does by default): SB3's small networks on a few shared cores run
+several times slower on torch's default of one thread per core (``examples/sb3_sac_fire.py``:
+311 s with two threads, 59 s with one, on a 2-core machine).
+
 This is the only module of the project that imports ``stable_baselines3`` (an optional extra).
 """
 
@@ -352,6 +357,9 @@ class PlasticityCallback(BaseCallback):
         for report in reports:
             for key, value in report.scalars(f"plasticity/{name}/").items():
                 self.logger.record(key, value, exclude=("stdout",))
+            if self.verbose and report.reinitialized:
+                step = self.model.num_timesteps
+                print(f"step {step:,}: {report.method} on {name} ({report.summary()})")
         if reports:
             self.logger.record("plasticity/interventions", self.interventions)
 
