@@ -21,9 +21,16 @@ reads the run folders of a sweep (``sweep.json`` when there is one, each run's
   norm) with the interventions marked;
 - compute: wall time and steps/s of every run.
 
-A partly finished sweep works: the statistics use the finished runs and the report lists the
-missing ones with their state and error. Runs are grouped by env and method (and agent, when
-the sweep has several).
+A partly finished sweep works: the statistics use the finished runs, and the report and
+stderr name every run left out and why (not started, no summary yet, interrupted, a file that
+cannot be read) and the data left out of the finished ones (lines of ``scalars.jsonl`` cut
+short, a missing final return). Runs are grouped by env and method (and agent,
+when the sweep has several).
+
+Exit code 2, with one line on stderr and nothing written: a missing sweep folder, an unreadable
+``sweep.json``, an ``--out`` folder that cannot be written. Exit code 2 after the report is
+written: a run's ``config.json``, ``summary.json`` or ``scalars.jsonl`` could not be read (the
+run is left out; the line says how to repair it).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ import datetime
 import json
 import math
 import sys
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +83,10 @@ class ReportArgs:
 # --- reading runs ---------------------------------------------------------------------------
 
 
+class UnreadableFile(Exception):
+    """A file of the sweep that is not what train.py or sweep.py writes: why, in one line."""
+
+
 @dataclass
 class RunData:
     """One run folder: its settings, summary and logged scalars."""
@@ -85,12 +98,12 @@ class RunData:
     method: str
     seed: int
     summary: dict | None
-    _scalars: dict | None = field(default=None, repr=False)
+    _scalars: Scalars | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
-        """Whether the run finished (a summary without a status predates statuses)."""
-        return self.summary is not None and self.summary.get("status", "finished") == "finished"
+        """Whether the run finished (:func:`is_finished`)."""
+        return is_finished(self.summary)
 
     @property
     def final_return(self) -> float:
@@ -99,32 +112,53 @@ class RunData:
         return math.nan if value is None else float(value)
 
     @property
-    def scalars(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def scalars(self) -> Scalars:
         """``scalars.jsonl`` as ``{key: (steps, values)}``, read on first use."""
         if self._scalars is None:
             self._scalars = read_scalars(self.dir / "scalars.jsonl")
         return self._scalars
 
 
-def read_scalars(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{key: (steps, values)}`` of a ``scalars.jsonl`` (``null`` is NaN).
+def is_finished(summary: dict | None) -> bool:
+    """Whether a run with this summary finished (a summary without a status predates statuses)."""
+    return summary is not None and summary.get("status", "finished") == "finished"
+
+
+class Scalars(dict):
+    """``{key: (steps, values)}`` of a ``scalars.jsonl``, and the numbers of its lines that
+    are not rows (``unreadable_lines``), which were left out."""
+
+    def __init__(self, columns: dict[str, tuple[np.ndarray, np.ndarray]], unreadable_lines):
+        super().__init__(columns)
+        self.unreadable_lines: list[int] = list(unreadable_lines)
+
+
+def read_scalars(path: Path) -> Scalars:
+    """``{key: (steps, values)}`` of a ``scalars.jsonl`` (``null`` is NaN; no file, no rows).
 
     A resumed run logs again from its checkpoint's step, so a row whose step is below the
     previous row's starts a new attempt: it replaces the earlier rows from that step on. A line
-    cut short by a killed process is skipped.
+    that is not a row (cut short by a killed process) is left out and its number kept. A file
+    that cannot be read at all raises :class:`UnreadableFile`.
     """
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be read ({err.strerror})") from None
     rows: list[dict] = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
-                continue
-            if rows and row["step"] < rows[-1]["step"]:
-                rows = [r for r in rows if r["step"] < row["step"]]
-            rows.append(row)
+    unreadable = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = scalars_row(line)
+        if row is None:
+            unreadable.append(number)
+            continue
+        if rows and row["step"] < rows[-1]["step"]:
+            rows = [r for r in rows if r["step"] < row["step"]]
+        rows.append(row)
     columns: dict[str, tuple[list, list]] = {}
     for row in rows:
         for key, value in row.items():
@@ -133,54 +167,185 @@ def read_scalars(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             steps, values = columns.setdefault(key, ([], []))
             steps.append(int(row["step"]))
             values.append(math.nan if value is None else float(value))
-    return {k: (np.asarray(s, dtype=np.int64), np.asarray(v)) for k, (s, v) in columns.items()}
+    return Scalars(
+        {k: (np.asarray(s, dtype=np.int64), np.asarray(v)) for k, (s, v) in columns.items()},
+        unreadable,
+    )
+
+
+def scalars_row(line: bytes) -> dict | None:
+    """A line of ``scalars.jsonl`` as a row (a numeric ``step``, numbers or nulls), or None."""
+    try:
+        row = json.loads(line)
+    except ValueError:  # invalid JSON or UTF-8
+        return None
+    if not isinstance(row, dict) or not is_a(row.get("step"), float):
+        return None
+    if not all(value is None or is_a(value, float) for value in row.values()):
+        return None
+    return row
+
+
+KINDS = {str: "a string", int: "an integer", float: "a number"}
+
+
+def is_a(value, kind: type) -> bool:
+    """Whether ``value`` is a JSON value of ``kind`` (an integer is a number, a bool is none)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
 
 
 def read_json(path: Path) -> dict | None:
-    """A JSON file, or None when absent or unreadable."""
+    """A JSON object file, or None when absent; :class:`UnreadableFile` says what is wrong with
+    one that is not a readable JSON object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"{path.name} is not text (binary data)") from None
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be read ({err.strerror})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UnreadableFile(
+            f"{path.name} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise UnreadableFile(f"{path.name} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+CONFIG_FIELDS = {"agent": str, "env": str, "method": str, "seed": int}
+"""What the report reads from a run's ``config.json`` (all required)."""
+SUMMARY_FIELDS = {
+    "status": str,
+    "final_eval_return": float,
+    "total_timesteps": int,
+    "wall_time_s": float,
+    "train_sps": float,
+    "sps": float,
+}
+"""What the report reads from a run's ``summary.json`` (each may be absent or null)."""
+
+
+def check_fields(data: dict, fields: dict[str, type], file: str, required: bool) -> None:
+    """Raise :class:`UnreadableFile` when a field of ``data`` (read from ``file``) has the wrong
+    type, or is absent while ``required``."""
+    for key, kind in fields.items():
+        if key not in data:
+            if required:
+                raise UnreadableFile(f"{file} has no {key!r}")
+            continue
+        value = data[key]
+        if not is_a(value, kind) and (required or value is not None):
+            raise UnreadableFile(f"{file}: {key} is {value!r}, not {KINDS[kind]}")
+
+
+RESTORE = "restore it, or move the run folder out of the sweep"
+RESUME = "run the sweep again to resume it"
+
+
+@contextmanager
+def advising(advice: str):
+    """Add what to do to the message of an :class:`UnreadableFile` raised inside."""
+    try:
+        yield
+    except UnreadableFile as err:
+        raise UnreadableFile(f"{err}: {advice}") from None
+
+
+def read_run(run_dir: Path) -> RunData:
+    """A run folder's settings and summary, and the scalars of a finished run, read now so
+    that a run whose files cannot be read raises :class:`UnreadableFile` (what is wrong and
+    what to do), and is skipped."""
+    with advising(RESTORE):
+        config = read_json(run_dir / "config.json") or {}
+        check_fields(config, CONFIG_FIELDS, "config.json", required=True)
+    resume = f"python train.py --agent {config['agent']} --resume {run_dir}"
+    # train.py --resume writes the summary again (a finished run: its final evaluation)
+    with advising(f"delete it and resume the run ({resume})"):
+        summary = read_json(run_dir / "summary.json")
+        if summary is not None:
+            check_fields(summary, SUMMARY_FIELDS, "summary.json", required=False)
+    with advising(RESTORE):
+        scalars = read_scalars(run_dir / "scalars.jsonl") if is_finished(summary) else None
+    return RunData(
+        name=run_dir.name,
+        dir=run_dir,
+        **{key: config[key] for key in CONFIG_FIELDS},
+        summary=summary,
+        _scalars=scalars,
+    )
 
 
 def load_sweep(sweep_dir: Path) -> tuple[dict | None, list[RunData], list[dict]]:
-    """The sweep record (or None), its runs (every folder with a ``config.json``) and the
-    missing runs: ``{name, state, error}`` of each grid run that has not finished."""
+    """The sweep record (or None), its readable runs (folders with a ``config.json``) and the
+    skipped runs: :func:`skipped_run` of each run that has not finished or cannot be read."""
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir} is not a folder: pass a sweep folder, runs/<sweep_name>")
-    record = read_json(sweep_dir / "sweep.json")
-    runs = []
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / "config.json").is_file()):
-        config = read_json(run_dir / "config.json") or {}
-        runs.append(
-            RunData(
-                name=run_dir.name,
-                dir=run_dir,
-                agent=str(config.get("agent", "?")),
-                env=str(config.get("env", "?")),
-                method=str(config.get("method", "?")),
-                seed=int(config.get("seed", 0)),
-                summary=read_json(run_dir / "summary.json"),
-            )
-        )
-    by_name = {run.name: run for run in runs}
-    missing = []
+    record = read_record(sweep_dir / "sweep.json")
+    run_dirs = sorted(p for p in sweep_dir.iterdir() if (p / "config.json").exists())
+    runs, unreadable = [], {}
+    for run_dir in run_dirs:
+        try:
+            runs.append(read_run(run_dir))
+        except UnreadableFile as err:
+            unreadable[run_dir.name] = str(err)
     expected = (record or {}).get("runs", {})
-    for name, entry in expected.items():
-        run = by_name.get(name)
-        if run is None or not run.finished:
-            state = entry.get("state", "pending")
-            if state == "finished":  # recorded finished, but its summary is gone
-                state = "unfinished"
-            missing.append({"name": name, "state": state, "error": entry.get("error")})
-    for run in runs:
-        if run.name not in expected and not run.finished:
-            status = (run.summary or {}).get("status", "unfinished")
-            missing.append({"name": run.name, "state": status, "error": None})
-    if not runs and not expected:
+    if not run_dirs and not expected:
         raise ReportError(f"{sweep_dir} holds no runs (no */config.json, no sweep.json)")
-    return record, runs, missing
+    by_name = {run.name: run for run in runs}
+    names = dict.fromkeys([*expected, *(run_dir.name for run_dir in run_dirs)])
+    skipped = (
+        skipped_run(name, by_name.get(name), unreadable.get(name), expected.get(name, {}))
+        for name in names
+    )
+    return record, runs, [entry for entry in skipped if entry is not None]
+
+
+def read_record(path: Path) -> dict | None:
+    """``sweep.json`` (None when absent); one that cannot be read stops the report."""
+    try:
+        record = read_json(path)
+        runs = (record or {}).get("runs", {})
+        if not isinstance(runs, dict) or not all(isinstance(e, dict) for e in runs.values()):
+            raise UnreadableFile(f"{path.name}: its runs are not objects by run name")
+    except UnreadableFile as err:
+        raise ReportError(
+            f"{path.parent}: {err}: restore it, or move it aside to report the run folders alone"
+        ) from None
+    return record
+
+
+def skipped_run(name: str, run: RunData | None, problem: str | None, entry: dict) -> dict | None:
+    """``{name, state, reason, error}`` of a run the statistics leave out; None for a finished
+    run. ``run``: its folder (None when it has no readable one); ``problem``: why its files
+    cannot be read; ``entry``: its record in ``sweep.json`` (its state and error)."""
+    recorded = entry.get("state")
+    if problem is not None:
+        state, reason = "unreadable", problem
+    elif run is None and recorded == "finished":
+        state = "unfinished"
+        reason = "its folder or config.json is gone, though sweep.json says it finished"
+    elif run is None:
+        state, reason = recorded or "pending", "no run folder yet: run the sweep to start it"
+    elif run.finished:
+        return None
+    else:
+        summary = run.summary or {}
+        status = summary.get("status", "unfinished")
+        state = recorded if recorded not in (None, "finished") else status
+        step = summary.get("total_timesteps")
+        if run.summary is None:
+            reason = "no summary.json: still running, or stopped before its end; " + RESUME
+        elif status == "interrupted":
+            reason = f"stopped at step {step} (its summary.json says interrupted): {RESUME}"
+        else:
+            reason = f"its summary.json says {status!r} at step {step}: see its train.log"
+    return {"name": name, "state": state, "reason": reason, "error": entry.get("error")}
 
 
 def method_order(record: dict | None, runs: list[RunData], baseline: str) -> list[str]:
@@ -510,10 +675,13 @@ def save(fig, path: Path) -> str:
     """Write a figure and close it; returns its file name."""
     if fig.get_layout_engine() is None:  # figures with sub-figures lay themselves out
         fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path.name
 
 
@@ -698,8 +866,7 @@ def build(args: ReportArgs) -> dict:
     (what ``report.json`` holds) with the figure names."""
     sweep_dir = Path(args.sweep_dir)
     record, runs, missing = load_sweep(sweep_dir)
-    out = Path(args.out) if args.out else sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(Path(args.out) if args.out else sweep_dir)
     finished = [run for run in runs if run.finished]
     methods = method_order(record, finished or runs, args.baseline)
     envs = list(dict.fromkeys(run.env for run in finished))
@@ -711,9 +878,15 @@ def build(args: ReportArgs) -> dict:
         "sweep": sweep_dir.name,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": ((record or {}).get("commands") or [{}])[-1].get("command"),
-        "runs_expected": len((record or {}).get("runs", {})) or len(runs),
+        # the grid's runs and any other run folder: each is readable or skipped
+        "runs_expected": len({*(r.name for r in runs), *(e["name"] for e in missing)}),
         "runs_finished": len(finished),
         "missing": missing,
+        "unreadable_scalars_lines": {
+            run.name: run.scalars.unreadable_lines
+            for run in finished
+            if run.scalars.unreadable_lines
+        },
         "methods": methods,
         "baseline": args.baseline,
         "reps": args.reps,
@@ -796,6 +969,29 @@ def build(args: ReportArgs) -> dict:
     return report
 
 
+def writable_folder(out: Path) -> Path:
+    """``out``, made if needed, after checking that a file can be written in it (before any
+    statistic is computed)."""
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    return out
+
+
+@contextmanager
+def writing(path: Path):
+    """Report a failed write of ``path`` (a read-only folder, a file in the way, a full disk)
+    as one line."""
+    try:
+        yield
+    except OSError as err:
+        raise ReportError(
+            f"cannot write {path} ({err.strerror}): pass --out with a folder you can write to "
+            "and that has free space"
+        ) from None
+
+
 def markdown(report: dict) -> str:
     """``report.md`` from the report's data."""
     lines = [f"# Sweep report: {report['sweep']}", ""]
@@ -816,19 +1012,23 @@ def markdown(report: dict) -> str:
         f"return than a run of `{report['baseline']}`. numpy seeded with {report['seed']}.",
     ]
     if report["missing"]:
-        lines += ["", "## Missing runs", "", "| run | state | error |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Missing runs",
+            "",
+            "| run | state | why | error (sweep.json) |",
+            "|---|---|---|---|",
+        ]
         for entry in report["missing"]:
-            error = (entry.get("error") or "").replace("|", "\\|")
-            lines.append(f"| {entry['name']} | {entry['state']} | {error} |")
+            cells = [entry["name"], entry["state"], entry["reason"], entry.get("error") or ""]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", "The statistics below use the finished runs only."]
     if not report["runs_finished"]:
         lines += ["", "No run has finished yet: nothing to aggregate."]
         return "\n".join(lines) + "\n"
-    if report["no_final_return"]:
-        lines += [
-            "",
-            f"Without a final evaluation (left out): {', '.join(report['no_final_return'])}.",
-        ]
+    notes = left_out(report)
+    if notes:
+        lines += ["", "Left out of the statistics:", ""] + [f"- {note}" for note in notes]
 
     figures = report["figures"]
     lines += ["", "## Final evaluation return"]
@@ -952,6 +1152,27 @@ def jsonable(value):
     return value
 
 
+def skipped_line(entry: dict) -> str:
+    """A skipped run (:func:`skipped_run`) as one line."""
+    error = f"; sweep.json: {entry['error']}" if entry.get("error") else ""
+    return f"skipped {entry['name']} ({entry['state']}): {entry['reason']}{error}"
+
+
+def left_out(report: dict) -> list[str]:
+    """One line for each finished run whose data the statistics leave out in part: lines of
+    scalars.jsonl that are not rows, a missing final return."""
+    notes = [
+        f"{name}: scalars.jsonl line{'s' if len(numbers) > 1 else ''} "
+        f"{', '.join(map(str, numbers))} not a row (cut short by a kill?)"
+        for name, numbers in report["unreadable_scalars_lines"].items()
+    ]
+    notes += [
+        f"{name}: no final evaluation return, left out of the final returns"
+        for name in report["no_final_return"]
+    ]
+    return notes
+
+
 def main(argv: list[str]) -> dict:
     """The command line: build the report, write report.md and report.json; returns the data."""
     args = tyro.cli(ReportArgs, args=argv, prog="report.py", description=__doc__.split("\n\n")[0])
@@ -960,8 +1181,14 @@ def main(argv: list[str]) -> dict:
             raise ReportError(f"--{name.replace('_', '-')} must be a positive integer")
     report = build(args)
     out = Path(args.out) if args.out else Path(args.sweep_dir)
-    (out / "report.md").write_text(markdown(report))
-    (out / "report.json").write_text(json.dumps(jsonable(report), indent=2))
+    for path, text in (
+        (out / "report.md", markdown(report)),
+        (out / "report.json", json.dumps(jsonable(report), indent=2)),
+    ):
+        with writing(path):
+            path.write_text(text)
+    for line in [*map(skipped_line, report["missing"]), *left_out(report)]:
+        print(line, file=sys.stderr)
     print(
         f"{out / 'report.md'}: {report['runs_finished']} of {report['runs_expected']} runs "
         f"finished, {len(report['figures'])} figures"
@@ -969,12 +1196,19 @@ def main(argv: list[str]) -> dict:
     return report
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> int:
+    """Run :func:`main`; returns the exit code: 2 after one line on stderr for bad input, and 2
+    when a run's files could not be read (the report is written without it), else 0."""
     try:
-        main(sys.argv[1:])
+        report = main(argv)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except ImportError as err:
         print(f'error: {err.name} is missing: pip install -e ".[sweep]"', file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 2 if any(entry["state"] == "unreadable" for entry in report["missing"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
