@@ -24,7 +24,7 @@ reads the run folders of a sweep (``sweep.json`` when there is one, each run's
 A partly finished sweep works: the statistics use the finished runs, and the report and
 stderr name every run left out and why (not started, no summary yet, interrupted, a file that
 cannot be read) and the data left out of the finished ones (lines of ``scalars.jsonl`` cut
-short, a missing final return). Runs are grouped by env and method (and agent,
+short, NaN evaluations, a missing final return). Runs are grouped by env and method (and agent,
 when the sweep has several).
 
 Exit code 2, with one line on stderr and nothing written: a missing sweep folder, an unreadable
@@ -459,20 +459,34 @@ def eval_matrix(runs: list[RunData], key: str = "eval/episodic_return"):
 
 def iqm_curve(runs: list[RunData], reps: int, seed: int):
     """Evaluation return against steps of a group: ``(steps, iqm, low, high)`` with rliable's
-    IQM and 95% stratified-bootstrap CI at each step (steps where some run has NaN dropped)."""
+    IQM and 95% stratified-bootstrap CI at each step, over the runs whose evaluation there is
+    finite: a NaN or null evaluation leaves out that run's point (see
+    :func:`nonfinite_evaluations`), a step where no run has one is left out."""
     from rliable import metrics
 
     steps, matrix = eval_matrix(runs)
-    finite = np.isfinite(matrix).all(axis=(0, 1))
-    steps, matrix = steps[finite], matrix[:, :, finite]
-    if steps.size == 0:
-        return steps, np.zeros(0), np.zeros(0), np.zeros(0)
+    values = matrix[:, 0, :]
+    finite = np.isfinite(values)
+    kept = np.flatnonzero(finite.any(axis=0))
+    curve = np.zeros((3, kept.size))
+    for i, t in enumerate(kept):
+        scores = values[finite[:, t], t].reshape(-1, 1)
+        point, interval = seeded_estimates(
+            {"iqm": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed
+        )
+        curve[:, i] = point["iqm"][0], interval["iqm"][0, 0], interval["iqm"][1, 0]
+    return steps[kept], curve[0], curve[1], curve[2]
 
-    def per_step(x):
-        return np.array([metrics.aggregate_iqm(x[:, :, t]) for t in range(x.shape[-1])])
 
-    point, interval = seeded_estimates({"curve": matrix}, per_step, reps, seed)
-    return steps, point["curve"], interval["curve"][0], interval["curve"][1]
+def nonfinite_evaluations(runs: list[RunData], key: str = "eval/episodic_return") -> dict:
+    """``{run name: steps}`` of the evaluations without a finite return (NaN or null), which
+    the learning curves leave out."""
+    found = {}
+    for run in runs:
+        steps, values = run.scalars.get(key, (np.zeros(0, np.int64), np.zeros(0)))
+        if not np.isfinite(values).all():
+            found[run.name] = steps[~np.isfinite(values)].tolist()
+    return found
 
 
 # --- task periods and interventions ---------------------------------------------------------
@@ -894,6 +908,7 @@ def build(args: ReportArgs) -> dict:
         "seed": args.seed,
         "final_return": {},
         "no_final_return": [],
+        "nonfinite_evaluations": {},
         "figures": {},
     }
     if not finished:
@@ -939,6 +954,7 @@ def build(args: ReportArgs) -> dict:
         }
         for env, per in curves.items()
     }
+    report["nonfinite_evaluations"] = nonfinite_evaluations(finished)
     if any(c[0].size for per in curves.values() for c in per.values()):
         figures["curves"] = plot_curves(curves, switches, methods, out)
 
@@ -1071,6 +1087,13 @@ def markdown(report: dict) -> str:
             "",
             f"![learning curves]({figures['curves']})",
         ]
+        dropped = sum(len(steps) for steps in report["nonfinite_evaluations"].values())
+        if dropped:
+            lines += [
+                "",
+                f"{dropped} evaluation{'s' if dropped > 1 else ''} without a finite return (NaN "
+                "or null) left out: each IQM uses the runs with a finite return at that step.",
+            ]
     if report.get("task_periods"):
         lines += [
             "",
@@ -1160,7 +1183,7 @@ def skipped_line(entry: dict) -> str:
 
 def left_out(report: dict) -> list[str]:
     """One line for each finished run whose data the statistics leave out in part: lines of
-    scalars.jsonl that are not rows, a missing final return."""
+    scalars.jsonl that are not rows, a missing final return, NaN evaluations."""
     notes = [
         f"{name}: scalars.jsonl line{'s' if len(numbers) > 1 else ''} "
         f"{', '.join(map(str, numbers))} not a row (cut short by a kill?)"
@@ -1169,6 +1192,11 @@ def left_out(report: dict) -> list[str]:
     notes += [
         f"{name}: no final evaluation return, left out of the final returns"
         for name in report["no_final_return"]
+    ]
+    notes += [
+        f"{name}: evaluation at step{'s' if len(steps) > 1 else ''} "
+        f"{', '.join(map(str, steps))} NaN or null, left out of the learning curves"
+        for name, steps in report["nonfinite_evaluations"].items()
     ]
     return notes
 

@@ -1,5 +1,6 @@
 """report.py on hand-written run folders (config.json, summary.json, scalars.jsonl): bad input
-is one line and exit code 2, and skipped runs are named with their reason."""
+is one line and exit code 2, skipped runs are named with their reason, and NaN evaluations
+drop a point."""
 
 import json
 import os
@@ -210,3 +211,21 @@ def test_every_skipped_run_is_named_with_its_reason_in_the_report_and_on_stderr(
     assert f"- {killed.name}: scalars.jsonl line 4 not a row" in text
     # the resumed attempt's row replaces the one cut short
     assert saved["curves"]["CartPole-v1"]["fire"]["iqm"] == [10.0, 20.0, 31.0]
+
+
+def test_a_nan_evaluation_drops_that_point_not_the_methods_curve(tmp_path, capsys):
+    make_run(tmp_path, "none", 1)
+    make_run(tmp_path, "none", 2, rows=eval_rows((float("nan"), None, 5.0)))
+    code, err = run_cli([str(tmp_path), *FAST], capsys)
+    assert code == 0
+    assert err == [
+        "CartPole-v1__dqn-none__2: evaluation at steps 100, 200 NaN or null, left out of the "
+        "learning curves"
+    ]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    curve = saved["curves"]["CartPole-v1"]["none"]
+    assert curve["steps"] == [100, 200, 300]
+    assert curve["iqm"] == [10.0, 20.0, pytest.approx(17.5)]  # both runs' IQM at step 300
+    assert saved["nonfinite_evaluations"] == {"CartPole-v1__dqn-none__2": [100, 200]}
+    text = (tmp_path / "report.md").read_text()
+    assert "2 evaluations without a finite return (NaN or null) left out" in text
