@@ -699,6 +699,17 @@ def save(fig, path: Path) -> str:
     return path.name
 
 
+def draw_band(ax, steps, center, low, high, color, label: str, lw: float, alpha: float) -> None:
+    """A line with its band shaded; a lone point (a metric logged once) as a marker with its
+    band as an error bar, since a line and a band of one point draw nothing."""
+    if len(steps) == 1:
+        below, above = center - low, high - center
+        ax.errorbar(steps, center, yerr=[below, above], fmt="o", color=color, label=label)
+        return
+    ax.plot(steps, center, color=color, label=label, lw=lw)
+    ax.fill_between(steps, low, high, color=color, alpha=alpha)
+
+
 def plot_final_returns(stats: dict, methods: list[str], out: Path) -> str:
     """IQM of the final return with its 95% CI per method, each run as a dot, one panel per
     env."""
@@ -755,9 +766,7 @@ def plot_curves(curves: dict, switches: dict, methods: list[str], out: Path) -> 
         for method in methods:
             if method not in per_method or per_method[method][0].size == 0:
                 continue
-            steps, iqm, low, high = per_method[method]
-            ax.plot(steps, iqm, color=palette[method], label=method, lw=2)
-            ax.fill_between(steps, low, high, color=palette[method], alpha=0.2)
+            draw_band(ax, *per_method[method], palette[method], method, lw=2, alpha=0.2)
         steps_axis(ax)
         ax.set_ylabel("evaluation return (IQM, 95% CI)")
         ax.set_title(env + (" (dotted: task switches)" if switches.get(env) else ""))
@@ -817,8 +826,7 @@ def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
                 if steps.size == 0:
                     continue
                 positive &= bool(np.all(low > 0))
-                ax.plot(steps, mean, color=palette[method], label=method, lw=1.8)
-                ax.fill_between(steps, low, high, color=palette[method], alpha=0.15)
+                draw_band(ax, steps, mean, low, high, palette[method], method, lw=1.8, alpha=0.15)
             if metric == "dfi" and positive and ax.has_data():
                 ax.set_yscale("log")
             steps_axis(ax)
@@ -1132,9 +1140,9 @@ def markdown(report: dict) -> str:
             "",
             "## Plasticity metrics",
             "",
-            "Per network, against env steps: mean over runs, the range over runs shaded; dashed "
-            f"vertical lines mark each method's interventions (FIRE, reset, …), for methods with "
-            f"at most {MOST_MARKED} intervention steps.",
+            "Per network, against env steps: mean over runs, the range over runs shaded (a bar "
+            "on a metric logged once); dashed vertical lines mark each method's interventions "
+            f"(FIRE, reset, …), for methods with at most {MOST_MARKED} intervention steps.",
         ]
         for name in metric_figures:
             lines += ["", f"![plasticity metrics]({name})"]

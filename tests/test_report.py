@@ -1,6 +1,6 @@
 """report.py on hand-written run folders (config.json, summary.json, scalars.jsonl): bad input
-is one line and exit code 2, skipped runs are named with their reason, and NaN evaluations
-drop a point."""
+is one line and exit code 2, skipped runs are named with their reason, NaN evaluations drop a
+point, and single metric points are drawn."""
 
 import json
 import os
@@ -229,3 +229,24 @@ def test_a_nan_evaluation_drops_that_point_not_the_methods_curve(tmp_path, capsy
     assert saved["nonfinite_evaluations"] == {"CartPole-v1__dqn-none__2": [100, 200]}
     text = (tmp_path / "report.md").read_text()
     assert "2 evaluations without a finite return (NaN or null) left out" in text
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def test_a_metric_logged_once_is_drawn_as_a_point(tmp_path, monkeypatch):
+    metrics = {f"q/{key}": 0.5 for key in report.METRICS}
+    make_run(tmp_path, rows=[*eval_rows(), {"step": 150, **metrics}])
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path.name
+
+    monkeypatch.setattr(report, "save", keep)
+    report.main([str(tmp_path), *FAST])
+    panels = [ax for ax in figures["metrics_q.png"].get_axes() if ax.get_ylabel()]
+    assert len(panels) == len(report.METRICS)
+    for ax in panels:
+        points = [line for line in ax.get_lines() if line.get_marker() not in ("None", "")]
+        assert [line.get_xydata().tolist() for line in points] == [[[150.0, 0.5]]]
