@@ -16,7 +16,10 @@ reads the run folders of a sweep (``sweep.json`` when there is one, each run's
   score matrix;
 - learning curves: evaluation return against env steps, IQM and 95% CI band per method;
 - task cycles and perturbed envs: mean training return in each task period, and first against
-  later visits of each task (does the k-th visit learn as fast as the first?);
+  later visits of each task (does the k-th visit learn as fast as the first?); in a perturbation
+  stream (``--permute-observations``, ``--permute-actions``, ``--redraw-friction``, read from
+  the runs' ``config.json``) every period after the first is a new permutation (or friction),
+  labelled ``permutation k``, and compared with the first period;
 - plasticity metrics against env steps per method (dormant ratio, effective rank, DfI, weight
   norm) with the interventions marked;
 - compute: wall time and steps/s of every run.
@@ -87,6 +90,14 @@ class UnreadableFile(Exception):
     """A file of the sweep that is not what train.py or sweep.py writes: why, in one line."""
 
 
+PERTURBATIONS = {
+    "permute_observations": "permutation",
+    "permute_actions": "permutation",
+    "redraw_friction": "friction",
+}
+"""The ``train.py`` flags that make every task period a new perturbation, and its name."""
+
+
 @dataclass
 class RunData:
     """One run folder: its settings, summary and logged scalars."""
@@ -98,6 +109,9 @@ class RunData:
     method: str
     seed: int
     summary: dict | None
+    perturbation: str | None = None
+    """what each task period after the first draws anew (``permutation``, ``friction``), None
+    when the periods cycle through unchanged tasks (see :data:`PERTURBATIONS`)"""
     _scalars: Scalars | None = field(default=None, repr=False)
 
     @property
@@ -272,11 +286,13 @@ def read_run(run_dir: Path) -> RunData:
             check_fields(summary, SUMMARY_FIELDS, "summary.json", required=False)
     with advising(RESTORE):
         scalars = read_scalars(run_dir / "scalars.jsonl") if is_finished(summary) else None
+    kinds = {word for flag, word in PERTURBATIONS.items() if config.get(flag)}
     return RunData(
         name=run_dir.name,
         dir=run_dir,
         **{key: config[key] for key in CONFIG_FIELDS},
         summary=summary,
+        perturbation=kinds.pop() if len(kinds) == 1 else "perturbation" if kinds else None,
         _scalars=scalars,
     )
 
@@ -534,7 +550,8 @@ def task_periods(run: RunData) -> list[dict]:
 
 def period_table(runs: list[RunData]) -> dict:
     """A group's periods: ``means`` (mean over runs of each period's mean return), ``low``/
-    ``high`` (range over runs), ``tasks`` (task of each period, from the first run) and
+    ``high`` (range over runs), ``tasks`` (task of each period, from the run with the most),
+    ``perturbation`` (see :class:`RunData`), ``labels`` (:func:`period_labels`) and
     ``visits``: per task, the mean over runs of the first visit and of the later visits."""
     per_run = [task_periods(run) for run in runs]
     per_run = [p for p in per_run if p]
@@ -563,13 +580,30 @@ def period_table(runs: list[RunData]) -> dict:
             "later": float(np.mean(later)) if later else math.nan,
             "later_visits": max(sum(p["task"] == task for p in ps) - 1 for ps in per_run),
         }
+    perturbation = runs[0].perturbation
     return {
         "means": means.tolist(),
         "low": low.tolist(),
         "high": high.tolist(),
         "tasks": tasks,
+        "perturbation": perturbation,
+        "labels": period_labels(tasks, perturbation),
         "visits": visits,
     }
+
+
+def period_labels(tasks: list[str], perturbation: str | None) -> list[str]:
+    """What each period trains on: its task; in a perturbation stream, where every period after
+    the first (which is unperturbed) draws a new perturbation, ``<perturbation> k`` for period
+    ``k`` (``permutation 2``; ``<task>, permutation 2`` when the stream cycles through several
+    tasks)."""
+    if perturbation is None:
+        return list(tasks)
+    several = len(set(tasks)) > 1
+    return [tasks[0]] + [
+        f"{task}, {perturbation} {k}" if several else f"{perturbation} {k}"
+        for k, task in enumerate(tasks[1:], start=2)
+    ]
 
 
 class _quiet_nan_warnings:
@@ -787,12 +821,20 @@ def plot_periods(tables: dict, methods: list[str], out: Path) -> str:
             x = np.arange(1, len(table["means"]) + 1)
             ax.plot(x, table["means"], "o-", color=palette[method], label=method, lw=2)
             ax.fill_between(x, table["low"], table["high"], color=palette[method], alpha=0.15)
-        ax.set_xlabel("task period (k-th task visit)")
+        ax.set_xlabel(period_axis(per_method))
         ax.set_ylabel("mean training episode return")
         ax.set_title(f"{env}: return per task period")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(frameon=False)
     return save(fig, out / "task_periods.png")
+
+
+def period_axis(per_method: dict) -> str:
+    """The x label of an env's periods: task visits, or new perturbations in a stream."""
+    perturbation = next(t["perturbation"] for t in per_method.values() if t)
+    if perturbation is None:
+        return "task period (k-th task visit)"
+    return f"period (a new {perturbation} in each after the first)"
 
 
 MOST_MARKED = 20
@@ -1107,22 +1149,33 @@ def markdown(report: dict) -> str:
             "",
             "## Task periods",
             "",
-            "Mean return of the training episodes in each task period (mean over runs): does "
-            "the k-th visit of a task learn as fast as the first?",
+            "Mean return of the training episodes in each task period (mean over runs).",
         ]
         for env, per_method in report["task_periods"].items():
             count = max(len(t["means"]) for t in per_method.values() if t)
-            tasks = next(t["tasks"] for t in per_method.values() if len(t["means"]) == count)
-            header = " | ".join(f"{k + 1}: {tasks[k]}" for k in range(count))
+            longest = next(t for t in per_method.values() if t and len(t["means"]) == count)
+            header = " | ".join(f"{k + 1}: {label}" for k, label in enumerate(longest["labels"]))
             lines += ["", f"### {env}", "", f"| method | {header} |", "|---" * (count + 1) + "|"]
             for method in report["methods"]:
                 t = per_method.get(method)
                 if t:
                     cells = [fmt(v) for v in t["means"]] + ["—"] * (count - len(t["means"]))
                     lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            perturbation = longest["perturbation"]
+            if perturbation is None:
+                question = "Does the k-th visit of a task learn as fast as the first?"
+                first, later = "first visit", "later visits (mean)"
+            else:
+                question = (
+                    f"Every period after the first draws a new {perturbation}: a new task, not a "
+                    "later visit of one seen before. Does each learn as fast as the first?"
+                )
+                first, later = "first period", f"later periods, new {perturbation}s (mean)"
             lines += [
                 "",
-                "| method | task | first visit | later visits (mean) | later − first |",
+                question,
+                "",
+                f"| method | task | {first} | {later} | later − first |",
                 "|---|---|---|---|---|",
             ]
             for method in report["methods"]:

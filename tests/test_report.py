@@ -1,6 +1,6 @@
 """report.py on hand-written run folders (config.json, summary.json, scalars.jsonl): bad input
 is one line and exit code 2, skipped runs are named with their reason, NaN evaluations drop a
-point, and single metric points are drawn."""
+point, single metric points are drawn, and perturbation streams are labelled as such."""
 
 import json
 import os
@@ -250,3 +250,48 @@ def test_a_metric_logged_once_is_drawn_as_a_point(tmp_path, monkeypatch):
     for ax in panels:
         points = [line for line in ax.get_lines() if line.get_marker() not in ("None", "")]
         assert [line.get_xydata().tolist() for line in points] == [[[150.0, 0.5]]]
+
+
+# --- task periods -----------------------------------------------------------------------------
+
+
+def period_rows(tasks: list[str]) -> list[dict]:
+    """Three 100-step periods (switches at 100 and 200) with two episodes of each task."""
+    rows = []
+    for period, task in enumerate(tasks):
+        start = 100 * period
+        rows += [
+            {"step": start + 40, f"charts/episodic_return/{task}": 10.0 * (period + 1)},
+            {"step": start + 90, f"charts/episodic_return/{task}": 10.0 * (period + 1)},
+        ]
+        if period:
+            rows.append({"step": start, "charts/task_id": 0.0, "charts/task_period": period})
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def test_periods_of_a_perturbation_stream_are_new_permutations_not_later_visits(tmp_path):
+    tasks = ["CartPole-v1"] * 3
+    make_run(tmp_path, rows=period_rows(tasks), permute_observations=True, switch_every=100)
+    data = report.main([str(tmp_path), *FAST])
+    table = data["task_periods"]["CartPole-v1"]["none"]
+    assert table["labels"] == ["CartPole-v1", "permutation 2", "permutation 3"]
+    assert table["means"] == [10.0, 20.0, 30.0]
+    text = (tmp_path / "report.md").read_text()
+    assert "| method | 1: CartPole-v1 | 2: permutation 2 | 3: permutation 3 |" in text
+    assert "later visit of one seen before" in text and "later visits (mean)" not in text
+    assert "| first period | later periods, new permutations (mean) |" in text
+
+
+def test_periods_of_a_task_cycle_are_visits_of_its_tasks(tmp_path):
+    env = "cycle:CartPole-v1,Acrobot-v1"
+    make_run(tmp_path, env=env, rows=period_rows(["CartPole-v1", "Acrobot-v1", "CartPole-v1"]))
+    data = report.main([str(tmp_path), *FAST])
+    assert data["task_periods"][env]["none"]["labels"] == [
+        "CartPole-v1",
+        "Acrobot-v1",
+        "CartPole-v1",
+    ]
+    text = (tmp_path / "report.md").read_text()
+    assert "| method | 1: CartPole-v1 | 2: Acrobot-v1 | 3: CartPole-v1 |" in text
+    assert "| none | CartPole-v1 | 10.0 | 30.0 (1) | 20.0 |" in text
+    assert "| first visit | later visits (mean) |" in text
