@@ -112,20 +112,25 @@ def make_folder(path: Path) -> None:
     path.mkdir()
 
 
+def set_field(key: str, value):
+    """A corruption that sets ``key`` of a JSON file to ``value``."""
+
+    def corrupt(path: Path) -> None:
+        path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+
+    return corrupt
+
+
 BROKEN_FILES = {
     "binary config": ("config.json", lambda p: p.write_bytes(b"\x80\x81\xfe\x00")),
     "list config": ("config.json", lambda p: p.write_text("[1, 2]")),
-    "string seed": ("config.json", lambda p: p.write_text(json.dumps({**CONFIG, "seed": "three"}))),
+    "string seed": ("config.json", set_field("seed", "three")),
     "binary summary": ("summary.json", lambda p: p.write_bytes(b"\xff\xfe\x00\x01")),
     "list summary": ("summary.json", lambda p: p.write_text('["finished"]')),
     "summary folder": ("summary.json", make_folder),
-    "string return": (
-        "summary.json",
-        lambda p: p.write_text(json.dumps({**FINISHED, "final_eval_return": "high"})),
-    ),
+    "string return": ("summary.json", set_field("final_eval_return", "high")),
     "scalars folder": ("scalars.jsonl", make_folder),
 }
-CONFIG = {"agent": "dqn", "env": "CartPole-v1", "method": "fire", "seed": 2}
 WHY = {
     "binary config": "config.json is not text (binary data): restore it, or move the run "
     "folder out of the sweep",
