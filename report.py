@@ -16,14 +16,24 @@ reads the run folders of a sweep (``sweep.json`` when there is one, each run's
   score matrix;
 - learning curves: evaluation return against env steps, IQM and 95% CI band per method;
 - task cycles and perturbed envs: mean training return in each task period, and first against
-  later visits of each task (does the k-th visit learn as fast as the first?);
+  later visits of each task (does the k-th visit learn as fast as the first?); in a perturbation
+  stream (``--permute-observations``, ``--permute-actions``, ``--redraw-friction``, read from
+  the runs' ``config.json``) every period after the first is a new permutation (or friction),
+  labelled ``permutation k``, and compared with the first period;
 - plasticity metrics against env steps per method (dormant ratio, effective rank, DfI, weight
   norm) with the interventions marked;
 - compute: wall time and steps/s of every run.
 
-A partly finished sweep works: the statistics use the finished runs and the report lists the
-missing ones with their state and error. Runs are grouped by env and method (and agent, when
-the sweep has several).
+A partly finished sweep works: the statistics use the finished runs, and the report and
+stderr name every run left out and why (not started, no summary yet, interrupted, a file that
+cannot be read) and the data left out of the finished ones (lines of ``scalars.jsonl`` cut
+short, NaN evaluations, a missing final return). Runs are grouped by env and method (and agent,
+when the sweep has several).
+
+Exit code 2, with one line on stderr and nothing written: a missing sweep folder, an unreadable
+``sweep.json``, an ``--out`` folder that cannot be written. Exit code 2 after the report is
+written: a run's ``config.json``, ``summary.json`` or ``scalars.jsonl`` could not be read (the
+run is left out; the line says how to repair it).
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ import datetime
 import json
 import math
 import sys
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +86,18 @@ class ReportArgs:
 # --- reading runs ---------------------------------------------------------------------------
 
 
+class UnreadableFile(Exception):
+    """A file of the sweep that is not what train.py or sweep.py writes: why, in one line."""
+
+
+PERTURBATIONS = {
+    "permute_observations": "permutation",
+    "permute_actions": "permutation",
+    "redraw_friction": "friction",
+}
+"""The ``train.py`` flags that make every task period a new perturbation, and its name."""
+
+
 @dataclass
 class RunData:
     """One run folder: its settings, summary and logged scalars."""
@@ -85,12 +109,15 @@ class RunData:
     method: str
     seed: int
     summary: dict | None
-    _scalars: dict | None = field(default=None, repr=False)
+    perturbation: str | None = None
+    """what each task period after the first draws anew (``permutation``, ``friction``), None
+    when the periods cycle through unchanged tasks (see :data:`PERTURBATIONS`)"""
+    _scalars: Scalars | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
-        """Whether the run finished (a summary without a status predates statuses)."""
-        return self.summary is not None and self.summary.get("status", "finished") == "finished"
+        """Whether the run finished (:func:`is_finished`)."""
+        return is_finished(self.summary)
 
     @property
     def final_return(self) -> float:
@@ -99,32 +126,53 @@ class RunData:
         return math.nan if value is None else float(value)
 
     @property
-    def scalars(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def scalars(self) -> Scalars:
         """``scalars.jsonl`` as ``{key: (steps, values)}``, read on first use."""
         if self._scalars is None:
             self._scalars = read_scalars(self.dir / "scalars.jsonl")
         return self._scalars
 
 
-def read_scalars(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{key: (steps, values)}`` of a ``scalars.jsonl`` (``null`` is NaN).
+def is_finished(summary: dict | None) -> bool:
+    """Whether a run with this summary finished (a summary without a status predates statuses)."""
+    return summary is not None and summary.get("status", "finished") == "finished"
+
+
+class Scalars(dict):
+    """``{key: (steps, values)}`` of a ``scalars.jsonl``, and the numbers of its lines that
+    are not rows (``unreadable_lines``), which were left out."""
+
+    def __init__(self, columns: dict[str, tuple[np.ndarray, np.ndarray]], unreadable_lines):
+        super().__init__(columns)
+        self.unreadable_lines: list[int] = list(unreadable_lines)
+
+
+def read_scalars(path: Path) -> Scalars:
+    """``{key: (steps, values)}`` of a ``scalars.jsonl`` (``null`` is NaN; no file, no rows).
 
     A resumed run logs again from its checkpoint's step, so a row whose step is below the
     previous row's starts a new attempt: it replaces the earlier rows from that step on. A line
-    cut short by a killed process is skipped.
+    that is not a row (cut short by a killed process) is left out and its number kept. A file
+    that cannot be read at all raises :class:`UnreadableFile`.
     """
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be read ({err.strerror})") from None
     rows: list[dict] = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
-                continue
-            if rows and row["step"] < rows[-1]["step"]:
-                rows = [r for r in rows if r["step"] < row["step"]]
-            rows.append(row)
+    unreadable = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = scalars_row(line)
+        if row is None:
+            unreadable.append(number)
+            continue
+        if rows and row["step"] < rows[-1]["step"]:
+            rows = [r for r in rows if r["step"] < row["step"]]
+        rows.append(row)
     columns: dict[str, tuple[list, list]] = {}
     for row in rows:
         for key, value in row.items():
@@ -133,54 +181,187 @@ def read_scalars(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             steps, values = columns.setdefault(key, ([], []))
             steps.append(int(row["step"]))
             values.append(math.nan if value is None else float(value))
-    return {k: (np.asarray(s, dtype=np.int64), np.asarray(v)) for k, (s, v) in columns.items()}
+    return Scalars(
+        {k: (np.asarray(s, dtype=np.int64), np.asarray(v)) for k, (s, v) in columns.items()},
+        unreadable,
+    )
+
+
+def scalars_row(line: bytes) -> dict | None:
+    """A line of ``scalars.jsonl`` as a row (a numeric ``step``, numbers or nulls), or None."""
+    try:
+        row = json.loads(line)
+    except ValueError:  # invalid JSON or UTF-8
+        return None
+    if not isinstance(row, dict) or not is_a(row.get("step"), float):
+        return None
+    if not all(value is None or is_a(value, float) for value in row.values()):
+        return None
+    return row
+
+
+KINDS = {str: "a string", int: "an integer", float: "a number"}
+
+
+def is_a(value, kind: type) -> bool:
+    """Whether ``value`` is a JSON value of ``kind`` (an integer is a number, a bool is none)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
 
 
 def read_json(path: Path) -> dict | None:
-    """A JSON file, or None when absent or unreadable."""
+    """A JSON object file, or None when absent; :class:`UnreadableFile` says what is wrong with
+    one that is not a readable JSON object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"{path.name} is not text (binary data)") from None
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be read ({err.strerror})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UnreadableFile(
+            f"{path.name} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise UnreadableFile(f"{path.name} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+CONFIG_FIELDS = {"agent": str, "env": str, "method": str, "seed": int}
+"""What the report reads from a run's ``config.json`` (all required)."""
+SUMMARY_FIELDS = {
+    "status": str,
+    "final_eval_return": float,
+    "total_timesteps": int,
+    "wall_time_s": float,
+    "train_sps": float,
+    "sps": float,
+}
+"""What the report reads from a run's ``summary.json`` (each may be absent or null)."""
+
+
+def check_fields(data: dict, fields: dict[str, type], file: str, required: bool) -> None:
+    """Raise :class:`UnreadableFile` when a field of ``data`` (read from ``file``) has the wrong
+    type, or is absent while ``required``."""
+    for key, kind in fields.items():
+        if key not in data:
+            if required:
+                raise UnreadableFile(f"{file} has no {key!r}")
+            continue
+        value = data[key]
+        if not is_a(value, kind) and (required or value is not None):
+            raise UnreadableFile(f"{file}: {key} is {value!r}, not {KINDS[kind]}")
+
+
+RESTORE = "restore it, or move the run folder out of the sweep"
+RESUME = "run the sweep again to resume it"
+
+
+@contextmanager
+def advising(advice: str):
+    """Add what to do to the message of an :class:`UnreadableFile` raised inside."""
+    try:
+        yield
+    except UnreadableFile as err:
+        raise UnreadableFile(f"{err}: {advice}") from None
+
+
+def read_run(run_dir: Path) -> RunData:
+    """A run folder's settings and summary, and the scalars of a finished run, read now so
+    that a run whose files cannot be read raises :class:`UnreadableFile` (what is wrong and
+    what to do), and is skipped."""
+    with advising(RESTORE):
+        config = read_json(run_dir / "config.json") or {}
+        check_fields(config, CONFIG_FIELDS, "config.json", required=True)
+    resume = f"python train.py --agent {config['agent']} --resume {run_dir}"
+    # train.py --resume writes the summary again (a finished run: its final evaluation)
+    with advising(f"delete it and resume the run ({resume})"):
+        summary = read_json(run_dir / "summary.json")
+        if summary is not None:
+            check_fields(summary, SUMMARY_FIELDS, "summary.json", required=False)
+    with advising(RESTORE):
+        scalars = read_scalars(run_dir / "scalars.jsonl") if is_finished(summary) else None
+    kinds = {word for flag, word in PERTURBATIONS.items() if config.get(flag)}
+    return RunData(
+        name=run_dir.name,
+        dir=run_dir,
+        **{key: config[key] for key in CONFIG_FIELDS},
+        summary=summary,
+        perturbation=kinds.pop() if len(kinds) == 1 else "perturbation" if kinds else None,
+        _scalars=scalars,
+    )
 
 
 def load_sweep(sweep_dir: Path) -> tuple[dict | None, list[RunData], list[dict]]:
-    """The sweep record (or None), its runs (every folder with a ``config.json``) and the
-    missing runs: ``{name, state, error}`` of each grid run that has not finished."""
+    """The sweep record (or None), its readable runs (folders with a ``config.json``) and the
+    skipped runs: :func:`skipped_run` of each run that has not finished or cannot be read."""
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir} is not a folder: pass a sweep folder, runs/<sweep_name>")
-    record = read_json(sweep_dir / "sweep.json")
-    runs = []
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / "config.json").is_file()):
-        config = read_json(run_dir / "config.json") or {}
-        runs.append(
-            RunData(
-                name=run_dir.name,
-                dir=run_dir,
-                agent=str(config.get("agent", "?")),
-                env=str(config.get("env", "?")),
-                method=str(config.get("method", "?")),
-                seed=int(config.get("seed", 0)),
-                summary=read_json(run_dir / "summary.json"),
-            )
-        )
-    by_name = {run.name: run for run in runs}
-    missing = []
+    record = read_record(sweep_dir / "sweep.json")
+    run_dirs = sorted(p for p in sweep_dir.iterdir() if (p / "config.json").exists())
+    runs, unreadable = [], {}
+    for run_dir in run_dirs:
+        try:
+            runs.append(read_run(run_dir))
+        except UnreadableFile as err:
+            unreadable[run_dir.name] = str(err)
     expected = (record or {}).get("runs", {})
-    for name, entry in expected.items():
-        run = by_name.get(name)
-        if run is None or not run.finished:
-            state = entry.get("state", "pending")
-            if state == "finished":  # recorded finished, but its summary is gone
-                state = "unfinished"
-            missing.append({"name": name, "state": state, "error": entry.get("error")})
-    for run in runs:
-        if run.name not in expected and not run.finished:
-            status = (run.summary or {}).get("status", "unfinished")
-            missing.append({"name": run.name, "state": status, "error": None})
-    if not runs and not expected:
+    if not run_dirs and not expected:
         raise ReportError(f"{sweep_dir} holds no runs (no */config.json, no sweep.json)")
-    return record, runs, missing
+    by_name = {run.name: run for run in runs}
+    names = dict.fromkeys([*expected, *(run_dir.name for run_dir in run_dirs)])
+    skipped = (
+        skipped_run(name, by_name.get(name), unreadable.get(name), expected.get(name, {}))
+        for name in names
+    )
+    return record, runs, [entry for entry in skipped if entry is not None]
+
+
+def read_record(path: Path) -> dict | None:
+    """``sweep.json`` (None when absent); one that cannot be read stops the report."""
+    try:
+        record = read_json(path)
+        runs = (record or {}).get("runs", {})
+        if not isinstance(runs, dict) or not all(isinstance(e, dict) for e in runs.values()):
+            raise UnreadableFile(f"{path.name}: its runs are not objects by run name")
+    except UnreadableFile as err:
+        raise ReportError(
+            f"{path.parent}: {err}: restore it, or move it aside to report the run folders alone"
+        ) from None
+    return record
+
+
+def skipped_run(name: str, run: RunData | None, problem: str | None, entry: dict) -> dict | None:
+    """``{name, state, reason, error}`` of a run the statistics leave out; None for a finished
+    run. ``run``: its folder (None when it has no readable one); ``problem``: why its files
+    cannot be read; ``entry``: its record in ``sweep.json`` (its state and error)."""
+    recorded = entry.get("state")
+    if problem is not None:
+        state, reason = "unreadable", problem
+    elif run is None and recorded == "finished":
+        state = "unfinished"
+        reason = "its folder or config.json is gone, though sweep.json says it finished"
+    elif run is None:
+        state, reason = recorded or "pending", "no run folder yet: run the sweep to start it"
+    elif run.finished:
+        return None
+    else:
+        summary = run.summary or {}
+        status = summary.get("status", "unfinished")
+        state = recorded if recorded not in (None, "finished") else status
+        step = summary.get("total_timesteps")
+        if run.summary is None:
+            reason = "no summary.json: still running, or stopped before its end; " + RESUME
+        elif status == "interrupted":
+            reason = f"stopped at step {step} (its summary.json says interrupted): {RESUME}"
+        else:
+            reason = f"its summary.json says {status!r} at step {step}: see its train.log"
+    return {"name": name, "state": state, "reason": reason, "error": entry.get("error")}
 
 
 def method_order(record: dict | None, runs: list[RunData], baseline: str) -> list[str]:
@@ -294,20 +475,34 @@ def eval_matrix(runs: list[RunData], key: str = "eval/episodic_return"):
 
 def iqm_curve(runs: list[RunData], reps: int, seed: int):
     """Evaluation return against steps of a group: ``(steps, iqm, low, high)`` with rliable's
-    IQM and 95% stratified-bootstrap CI at each step (steps where some run has NaN dropped)."""
+    IQM and 95% stratified-bootstrap CI at each step, over the runs whose evaluation there is
+    finite: a NaN or null evaluation leaves out that run's point (see
+    :func:`nonfinite_evaluations`), a step where no run has one is left out."""
     from rliable import metrics
 
     steps, matrix = eval_matrix(runs)
-    finite = np.isfinite(matrix).all(axis=(0, 1))
-    steps, matrix = steps[finite], matrix[:, :, finite]
-    if steps.size == 0:
-        return steps, np.zeros(0), np.zeros(0), np.zeros(0)
+    values = matrix[:, 0, :]
+    finite = np.isfinite(values)
+    kept = np.flatnonzero(finite.any(axis=0))
+    curve = np.zeros((3, kept.size))
+    for i, t in enumerate(kept):
+        scores = values[finite[:, t], t].reshape(-1, 1)
+        point, interval = seeded_estimates(
+            {"iqm": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed
+        )
+        curve[:, i] = point["iqm"][0], interval["iqm"][0, 0], interval["iqm"][1, 0]
+    return steps[kept], curve[0], curve[1], curve[2]
 
-    def per_step(x):
-        return np.array([metrics.aggregate_iqm(x[:, :, t]) for t in range(x.shape[-1])])
 
-    point, interval = seeded_estimates({"curve": matrix}, per_step, reps, seed)
-    return steps, point["curve"], interval["curve"][0], interval["curve"][1]
+def nonfinite_evaluations(runs: list[RunData], key: str = "eval/episodic_return") -> dict:
+    """``{run name: steps}`` of the evaluations without a finite return (NaN or null), which
+    the learning curves leave out."""
+    found = {}
+    for run in runs:
+        steps, values = run.scalars.get(key, (np.zeros(0, np.int64), np.zeros(0)))
+        if not np.isfinite(values).all():
+            found[run.name] = steps[~np.isfinite(values)].tolist()
+    return found
 
 
 # --- task periods and interventions ---------------------------------------------------------
@@ -355,7 +550,8 @@ def task_periods(run: RunData) -> list[dict]:
 
 def period_table(runs: list[RunData]) -> dict:
     """A group's periods: ``means`` (mean over runs of each period's mean return), ``low``/
-    ``high`` (range over runs), ``tasks`` (task of each period, from the first run) and
+    ``high`` (range over runs), ``tasks`` (task of each period, from the run with the most),
+    ``perturbation`` (see :class:`RunData`), ``labels`` (:func:`period_labels`) and
     ``visits``: per task, the mean over runs of the first visit and of the later visits."""
     per_run = [task_periods(run) for run in runs]
     per_run = [p for p in per_run if p]
@@ -384,13 +580,30 @@ def period_table(runs: list[RunData]) -> dict:
             "later": float(np.mean(later)) if later else math.nan,
             "later_visits": max(sum(p["task"] == task for p in ps) - 1 for ps in per_run),
         }
+    perturbation = runs[0].perturbation
     return {
         "means": means.tolist(),
         "low": low.tolist(),
         "high": high.tolist(),
         "tasks": tasks,
+        "perturbation": perturbation,
+        "labels": period_labels(tasks, perturbation),
         "visits": visits,
     }
+
+
+def period_labels(tasks: list[str], perturbation: str | None) -> list[str]:
+    """What each period trains on: its task; in a perturbation stream, where every period after
+    the first (which is unperturbed) draws a new perturbation, ``<perturbation> k`` for period
+    ``k`` (``permutation 2``; ``<task>, permutation 2`` when the stream cycles through several
+    tasks)."""
+    if perturbation is None:
+        return list(tasks)
+    several = len(set(tasks)) > 1
+    return [tasks[0]] + [
+        f"{task}, {perturbation} {k}" if several else f"{perturbation} {k}"
+        for k, task in enumerate(tasks[1:], start=2)
+    ]
 
 
 class _quiet_nan_warnings:
@@ -510,11 +723,25 @@ def save(fig, path: Path) -> str:
     """Write a figure and close it; returns its file name."""
     if fig.get_layout_engine() is None:  # figures with sub-figures lay themselves out
         fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path.name
+
+
+def draw_band(ax, steps, center, low, high, color, label: str, lw: float, alpha: float) -> None:
+    """A line with its band shaded; a lone point (a metric logged once) as a marker with its
+    band as an error bar, since a line and a band of one point draw nothing."""
+    if len(steps) == 1:
+        below, above = center - low, high - center
+        ax.errorbar(steps, center, yerr=[below, above], fmt="o", color=color, label=label)
+        return
+    ax.plot(steps, center, color=color, label=label, lw=lw)
+    ax.fill_between(steps, low, high, color=color, alpha=alpha)
 
 
 def plot_final_returns(stats: dict, methods: list[str], out: Path) -> str:
@@ -573,9 +800,7 @@ def plot_curves(curves: dict, switches: dict, methods: list[str], out: Path) -> 
         for method in methods:
             if method not in per_method or per_method[method][0].size == 0:
                 continue
-            steps, iqm, low, high = per_method[method]
-            ax.plot(steps, iqm, color=palette[method], label=method, lw=2)
-            ax.fill_between(steps, low, high, color=palette[method], alpha=0.2)
+            draw_band(ax, *per_method[method], palette[method], method, lw=2, alpha=0.2)
         steps_axis(ax)
         ax.set_ylabel("evaluation return (IQM, 95% CI)")
         ax.set_title(env + (" (dotted: task switches)" if switches.get(env) else ""))
@@ -596,12 +821,20 @@ def plot_periods(tables: dict, methods: list[str], out: Path) -> str:
             x = np.arange(1, len(table["means"]) + 1)
             ax.plot(x, table["means"], "o-", color=palette[method], label=method, lw=2)
             ax.fill_between(x, table["low"], table["high"], color=palette[method], alpha=0.15)
-        ax.set_xlabel("task period (k-th task visit)")
+        ax.set_xlabel(period_axis(per_method))
         ax.set_ylabel("mean training episode return")
         ax.set_title(f"{env}: return per task period")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(frameon=False)
     return save(fig, out / "task_periods.png")
+
+
+def period_axis(per_method: dict) -> str:
+    """The x label of an env's periods: task visits, or new perturbations in a stream."""
+    perturbation = next(t["perturbation"] for t in per_method.values() if t)
+    if perturbation is None:
+        return "task period (k-th task visit)"
+    return f"period (a new {perturbation} in each after the first)"
 
 
 MOST_MARKED = 20
@@ -635,8 +868,7 @@ def plot_metrics(net: str, per_env: dict, methods: list[str], out: Path) -> str:
                 if steps.size == 0:
                     continue
                 positive &= bool(np.all(low > 0))
-                ax.plot(steps, mean, color=palette[method], label=method, lw=1.8)
-                ax.fill_between(steps, low, high, color=palette[method], alpha=0.15)
+                draw_band(ax, steps, mean, low, high, palette[method], method, lw=1.8, alpha=0.15)
             if metric == "dfi" and positive and ax.has_data():
                 ax.set_yscale("log")
             steps_axis(ax)
@@ -698,8 +930,7 @@ def build(args: ReportArgs) -> dict:
     (what ``report.json`` holds) with the figure names."""
     sweep_dir = Path(args.sweep_dir)
     record, runs, missing = load_sweep(sweep_dir)
-    out = Path(args.out) if args.out else sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(Path(args.out) if args.out else sweep_dir)
     finished = [run for run in runs if run.finished]
     methods = method_order(record, finished or runs, args.baseline)
     envs = list(dict.fromkeys(run.env for run in finished))
@@ -711,9 +942,15 @@ def build(args: ReportArgs) -> dict:
         "sweep": sweep_dir.name,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": ((record or {}).get("commands") or [{}])[-1].get("command"),
-        "runs_expected": len((record or {}).get("runs", {})) or len(runs),
+        # the grid's runs and any other run folder: each is readable or skipped
+        "runs_expected": len({*(r.name for r in runs), *(e["name"] for e in missing)}),
         "runs_finished": len(finished),
         "missing": missing,
+        "unreadable_scalars_lines": {
+            run.name: run.scalars.unreadable_lines
+            for run in finished
+            if run.scalars.unreadable_lines
+        },
         "methods": methods,
         "baseline": args.baseline,
         "reps": args.reps,
@@ -721,6 +958,7 @@ def build(args: ReportArgs) -> dict:
         "seed": args.seed,
         "final_return": {},
         "no_final_return": [],
+        "nonfinite_evaluations": {},
         "figures": {},
     }
     if not finished:
@@ -766,6 +1004,7 @@ def build(args: ReportArgs) -> dict:
         }
         for env, per in curves.items()
     }
+    report["nonfinite_evaluations"] = nonfinite_evaluations(finished)
     if any(c[0].size for per in curves.values() for c in per.values()):
         figures["curves"] = plot_curves(curves, switches, methods, out)
 
@@ -796,6 +1035,29 @@ def build(args: ReportArgs) -> dict:
     return report
 
 
+def writable_folder(out: Path) -> Path:
+    """``out``, made if needed, after checking that a file can be written in it (before any
+    statistic is computed)."""
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    return out
+
+
+@contextmanager
+def writing(path: Path):
+    """Report a failed write of ``path`` (a read-only folder, a file in the way, a full disk)
+    as one line."""
+    try:
+        yield
+    except OSError as err:
+        raise ReportError(
+            f"cannot write {path} ({err.strerror}): pass --out with a folder you can write to "
+            "and that has free space"
+        ) from None
+
+
 def markdown(report: dict) -> str:
     """``report.md`` from the report's data."""
     lines = [f"# Sweep report: {report['sweep']}", ""]
@@ -816,19 +1078,23 @@ def markdown(report: dict) -> str:
         f"return than a run of `{report['baseline']}`. numpy seeded with {report['seed']}.",
     ]
     if report["missing"]:
-        lines += ["", "## Missing runs", "", "| run | state | error |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Missing runs",
+            "",
+            "| run | state | why | error (sweep.json) |",
+            "|---|---|---|---|",
+        ]
         for entry in report["missing"]:
-            error = (entry.get("error") or "").replace("|", "\\|")
-            lines.append(f"| {entry['name']} | {entry['state']} | {error} |")
+            cells = [entry["name"], entry["state"], entry["reason"], entry.get("error") or ""]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", "The statistics below use the finished runs only."]
     if not report["runs_finished"]:
         lines += ["", "No run has finished yet: nothing to aggregate."]
         return "\n".join(lines) + "\n"
-    if report["no_final_return"]:
-        lines += [
-            "",
-            f"Without a final evaluation (left out): {', '.join(report['no_final_return'])}.",
-        ]
+    notes = left_out(report)
+    if notes:
+        lines += ["", "Left out of the statistics:", ""] + [f"- {note}" for note in notes]
 
     figures = report["figures"]
     lines += ["", "## Final evaluation return"]
@@ -871,27 +1137,45 @@ def markdown(report: dict) -> str:
             "",
             f"![learning curves]({figures['curves']})",
         ]
+        dropped = sum(len(steps) for steps in report["nonfinite_evaluations"].values())
+        if dropped:
+            lines += [
+                "",
+                f"{dropped} evaluation{'s' if dropped > 1 else ''} without a finite return (NaN "
+                "or null) left out: each IQM uses the runs with a finite return at that step.",
+            ]
     if report.get("task_periods"):
         lines += [
             "",
             "## Task periods",
             "",
-            "Mean return of the training episodes in each task period (mean over runs): does "
-            "the k-th visit of a task learn as fast as the first?",
+            "Mean return of the training episodes in each task period (mean over runs).",
         ]
         for env, per_method in report["task_periods"].items():
             count = max(len(t["means"]) for t in per_method.values() if t)
-            tasks = next(t["tasks"] for t in per_method.values() if len(t["means"]) == count)
-            header = " | ".join(f"{k + 1}: {tasks[k]}" for k in range(count))
+            longest = next(t for t in per_method.values() if t and len(t["means"]) == count)
+            header = " | ".join(f"{k + 1}: {label}" for k, label in enumerate(longest["labels"]))
             lines += ["", f"### {env}", "", f"| method | {header} |", "|---" * (count + 1) + "|"]
             for method in report["methods"]:
                 t = per_method.get(method)
                 if t:
                     cells = [fmt(v) for v in t["means"]] + ["—"] * (count - len(t["means"]))
                     lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            perturbation = longest["perturbation"]
+            if perturbation is None:
+                question = "Does the k-th visit of a task learn as fast as the first?"
+                first, later = "first visit", "later visits (mean)"
+            else:
+                question = (
+                    f"Every period after the first draws a new {perturbation}: a new task, not a "
+                    "later visit of one seen before. Does each learn as fast as the first?"
+                )
+                first, later = "first period", f"later periods, new {perturbation}s (mean)"
             lines += [
                 "",
-                "| method | task | first visit | later visits (mean) | later − first |",
+                question,
+                "",
+                f"| method | task | {first} | {later} | later − first |",
                 "|---|---|---|---|---|",
             ]
             for method in report["methods"]:
@@ -909,9 +1193,9 @@ def markdown(report: dict) -> str:
             "",
             "## Plasticity metrics",
             "",
-            "Per network, against env steps: mean over runs, the range over runs shaded; dashed "
-            f"vertical lines mark each method's interventions (FIRE, reset, …), for methods with "
-            f"at most {MOST_MARKED} intervention steps.",
+            "Per network, against env steps: mean over runs, the range over runs shaded (a bar "
+            "on a metric logged once); dashed vertical lines mark each method's interventions "
+            f"(FIRE, reset, …), for methods with at most {MOST_MARKED} intervention steps.",
         ]
         for name in metric_figures:
             lines += ["", f"![plasticity metrics]({name})"]
@@ -952,6 +1236,32 @@ def jsonable(value):
     return value
 
 
+def skipped_line(entry: dict) -> str:
+    """A skipped run (:func:`skipped_run`) as one line."""
+    error = f"; sweep.json: {entry['error']}" if entry.get("error") else ""
+    return f"skipped {entry['name']} ({entry['state']}): {entry['reason']}{error}"
+
+
+def left_out(report: dict) -> list[str]:
+    """One line for each finished run whose data the statistics leave out in part: lines of
+    scalars.jsonl that are not rows, a missing final return, NaN evaluations."""
+    notes = [
+        f"{name}: scalars.jsonl line{'s' if len(numbers) > 1 else ''} "
+        f"{', '.join(map(str, numbers))} not a row (cut short by a kill?)"
+        for name, numbers in report["unreadable_scalars_lines"].items()
+    ]
+    notes += [
+        f"{name}: no final evaluation return, left out of the final returns"
+        for name in report["no_final_return"]
+    ]
+    notes += [
+        f"{name}: evaluation at step{'s' if len(steps) > 1 else ''} "
+        f"{', '.join(map(str, steps))} NaN or null, left out of the learning curves"
+        for name, steps in report["nonfinite_evaluations"].items()
+    ]
+    return notes
+
+
 def main(argv: list[str]) -> dict:
     """The command line: build the report, write report.md and report.json; returns the data."""
     args = tyro.cli(ReportArgs, args=argv, prog="report.py", description=__doc__.split("\n\n")[0])
@@ -960,8 +1270,14 @@ def main(argv: list[str]) -> dict:
             raise ReportError(f"--{name.replace('_', '-')} must be a positive integer")
     report = build(args)
     out = Path(args.out) if args.out else Path(args.sweep_dir)
-    (out / "report.md").write_text(markdown(report))
-    (out / "report.json").write_text(json.dumps(jsonable(report), indent=2))
+    for path, text in (
+        (out / "report.md", markdown(report)),
+        (out / "report.json", json.dumps(jsonable(report), indent=2)),
+    ):
+        with writing(path):
+            path.write_text(text)
+    for line in [*map(skipped_line, report["missing"]), *left_out(report)]:
+        print(line, file=sys.stderr)
     print(
         f"{out / 'report.md'}: {report['runs_finished']} of {report['runs_expected']} runs "
         f"finished, {len(report['figures'])} figures"
@@ -969,12 +1285,19 @@ def main(argv: list[str]) -> dict:
     return report
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> int:
+    """Run :func:`main`; returns the exit code: 2 after one line on stderr for bad input, and 2
+    when a run's files could not be read (the report is written without it), else 0."""
     try:
-        main(sys.argv[1:])
+        report = main(argv)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except ImportError as err:
         print(f'error: {err.name} is missing: pip install -e ".[sweep]"', file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 2 if any(entry["state"] == "unreadable" for entry in report["missing"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
