@@ -178,6 +178,9 @@ def restore_checkpoint(
                     handle.load_state_dict(state["plasticity"][name])
             if buffer is not None and "buffer" in state:
                 buffer.load_state_dict(state["buffer"])
+                run.record_resume(buffer="saved")
+            elif buffer is not None:  # an analysis must know: the data came from a new policy
+                run.record_resume(buffer="refilled", refill_steps=refill_steps(args))
             set_rng_state(state["rng"])
         except KeyError as err:
             raise ValueError(f"the checkpoint lacks {err}; it is not from this agent") from None

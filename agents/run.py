@@ -175,6 +175,11 @@ class Run:
     def _write_config(self) -> None:
         write_json_atomic(self.dir / "config.json", self.config)
 
+    def record_resume(self, **facts) -> None:
+        """Add facts about this resume (how its replay buffer came back) to its entry under
+        ``resumes`` in ``config.json``, written when the run opens."""
+        self._resume_record.update(facts)
+
     # --- logs -----------------------------------------------------------------------------
 
     def open(self) -> None:

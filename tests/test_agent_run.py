@@ -60,6 +60,9 @@ def test_flags_given_again_override_the_checkpoints_optimizer_settings(tmp_path,
     config = json.loads((run_dir / "config.json").read_text())
     assert config["learning_rate"] == 5e-4
     assert config["resumes"][-1]["changed"]["learning_rate"] == [1e-3, 5e-4]
+    # how the buffer came back is recorded: an analysis flags refilled runs
+    assert config["resumes"][-1]["buffer"] == "refilled"
+    assert config["resumes"][-1]["refill_steps"] == 100
     out = capsys.readouterr().out
     assert (
         "resumed at step 300; changed: total_timesteps 300 -> 500, learning_rate 0.001 -> "
@@ -106,6 +109,9 @@ def test_save_buffer_writes_only_the_filled_transitions(tmp_path):
     assert checkpoint.stat().st_size < 1_000_000
     buffer = torch.load(checkpoint, weights_only=False)["buffer"]
     assert buffer["size"] == buffer["obs"].shape[0] < 300
+    resume(dqn, run_dir, "--total-timesteps", "320")
+    (record,) = json.loads((run_dir / "config.json").read_text())["resumes"]
+    assert record["buffer"] == "saved" and "refill_steps" not in record
 
 
 def test_keep_checkpoints(tmp_path):
