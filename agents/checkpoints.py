@@ -89,6 +89,9 @@ def learning_gate(args: OffPolicyArgs, handles, state: dict | None = None) -> Le
     if state is None:
         return LearningGate(args.learning_starts, handles)
     step = state["step"]
+    if args.branch_from:  # the branch's interventions due at its first step are not skipped
+        opens_at = state.get("learning_gate", {}).get("opens_at", args.learning_starts)
+        return LearningGate(opens_at, handles, step - 1)
     if "buffer" not in state:
         refill = refill_steps(args)
         if step < args.total_timesteps <= step + refill:
@@ -137,7 +140,7 @@ def upgrade(state: dict, handle_names) -> dict:
     return state
 
 
-def load_networks(state: dict, networks: dict[str, nn.Module], path_hint: str) -> None:
+def load_networks(state: dict, networks: dict[str, nn.Module], origin: str) -> None:
     """Load ``state[name]`` into each network; a missing or misfitting one is a UserError."""
     for name, network in networks.items():
         try:
@@ -145,9 +148,23 @@ def load_networks(state: dict, networks: dict[str, nn.Module], path_hint: str) -
         except (KeyError, RuntimeError) as err:
             first = str(err).splitlines()[0]
             raise UserError(
-                f"checkpoint in {path_hint} does not fit this {name} ({first}); "
-                "resume with the same env and network settings"
+                f"{origin}: the checkpoint does not fit this {name} ({first}); "
+                "use the same env and network settings"
             ) from None
+
+
+def carry_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> bool:
+    """Load another method's saved optimizer state into ``optimizer`` when it is the same kind
+    (the same parameter groups, of the same sizes, with the same settings' names: Adam into
+    Adam, AdamO into AdamO); its hyperparameters stay this run's. Whether it was loaded."""
+    groups, saved_groups = optimizer.param_groups, saved["param_groups"]
+    same_kind = len(groups) == len(saved_groups) and all(
+        len(group["params"]) == len(saved_group["params"]) and group.keys() == saved_group.keys()
+        for group, saved_group in zip(groups, saved_groups, strict=False)
+    )
+    if same_kind:
+        load_optimizer(optimizer, saved)
+    return same_kind
 
 
 def restore_checkpoint(
@@ -161,36 +178,52 @@ def restore_checkpoint(
     buffer: ReplayBuffer | None = None,
     total_steps: int | None = None,
 ) -> dict:
-    """Load a resumed run's latest checkpoint into networks, method handles and buffer.
+    """Load the checkpoint a run starts from into networks, method handles and buffer: a
+    resumed run's latest, or a branch's parent's (``--branch-from``).
 
     Also restores the random number generators, the task cycle's clocks and the tracker's
-    task period, so the resumed run stays on its task and switches where the uninterrupted
-    one would (call it before the first ``envs.reset``). A mismatch (other networks, another
-    ``--method``) or a run already at ``total_steps`` (default ``--total-timesteps``) is a
-    UserError. Returns the checkpoint, for the agent's own extras and ``state["step"]``.
+    task period, so the run stays on its task and switches where the uninterrupted one would
+    (call it before the first ``envs.reset``). A resume restores the method handles whole; a
+    branch, whose method is its own, takes the parent's optimizer state where the optimizer is
+    the same kind (:func:`carry_optimizer_state`), starts its schedules so that what is due at
+    the branch step runs at the first update after it, and needs the parent's replay buffer.
+    A mismatch (other networks, another ``--method`` on a resume, a branch without a buffer) or
+    a run already at ``total_steps`` (default ``--total-timesteps``) is a UserError. Returns the
+    checkpoint, for the agent's own extras and ``state["step"]``.
     """
-    with user_errors(f"--resume {args.resume}"):
+    with user_errors(run.origin):
         try:
             state = upgrade(run.load_checkpoint(device), handles)
-            load_networks(state, networks, run.name)
+            load_networks(state, networks, run.origin)
             for name, handle in handles.items():
-                with hyperparameters_kept(handle.optimizer):
-                    handle.load_state_dict(state["plasticity"][name])
+                saved = state["plasticity"][name]
+                if run.branch is None:
+                    with hyperparameters_kept(handle.optimizer):
+                        handle.load_state_dict(saved)
+                    continue
+                carried = carry_optimizer_state(handle.optimizer, saved["optimizer"])
+                run.branch.setdefault("optimizer", {})[name] = "carried" if carried else "fresh"
+                handle.start(state["step"] - 1)
             if buffer is not None and "buffer" in state:
                 buffer.load_state_dict(state["buffer"])
-                run.record_resume(buffer="saved")
+                run.record_start(buffer="saved")
+            elif buffer is not None and run.branch is not None:
+                raise UserError(
+                    f"{run.origin}: that checkpoint holds no replay buffer, and every branch "
+                    "must start from the same data: train the parent with --save-buffer"
+                )
             elif buffer is not None:  # an analysis must know: the data came from a new policy
-                run.record_resume(buffer="refilled", refill_steps=refill_steps(args))
+                run.record_start(buffer="refilled", refill_steps=refill_steps(args))
             set_rng_state(state["rng"])
         except KeyError as err:
             raise ValueError(f"the checkpoint lacks {err}; it is not from this agent") from None
     if "task_cycle" in state:
-        restore_cycles(envs, state["task_cycle"]["copies"], args.resume)
+        restore_cycles(envs, state["task_cycle"]["copies"], run.origin)
         tracker.period = state["task_cycle"]["period"]
     limit = args.total_timesteps if total_steps is None else total_steps
-    if state["step"] >= limit and run.finished():
+    if state["step"] >= limit and (run.branch is not None or run.finished()):
         raise UserError(
-            f"--resume {args.resume}: the run is already at step {state['step']}; "
-            "raise --total-timesteps to continue it"
+            f"{run.origin}: the run is already at step {state['step']} (--total-timesteps "
+            f"{limit}); raise --total-timesteps to train on"
         )
-    return state  # at the limit but unfinished (stopped in the final evaluation): it finishes
+    return state  # a resume at the limit but unfinished (stopped in its final evaluation)

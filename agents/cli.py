@@ -125,6 +125,13 @@ class CommonArgs:
     """how many of the newest checkpoints to keep (0 keeps all)"""
     resume: str | None = None
     """a run folder (runs/<run_name>) to continue from its latest checkpoint"""
+    branch_from: str | None = None
+    """start a new run from another run's checkpoint (its folder: the latest; or
+    <run>/checkpoints/step_<N>.pt) with this run's method: networks, replay buffer (the parent
+    must be trained with --save-buffer), task clocks, random generators and, where the
+    optimizer is the same kind, its state carry over; the parent's settings are the defaults,
+    the method's are this command's; interventions due at the branch step (--fire-at <N>) run
+    at the first update after it"""
     runs_dir: str = "runs"
     """folder of the run folders"""
     run_name: str | None = None
@@ -264,32 +271,54 @@ def parse_args(
     as usual, and :class:`agents.run.Run` then reports what is wrong with it.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    resume = next(
-        (
-            arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
-            for i, arg in enumerate(argv)
-            if (arg == "--resume" and i + 1 < len(argv)) or arg.startswith("--resume=")
-        ),
-        None,
-    )
+    resume, branch_from = flag_value(argv, "--resume"), flag_value(argv, "--branch-from")
+    if resume and branch_from:
+        raise UserError(
+            "--resume continues a run and --branch-from starts a new one: pass one of them"
+        )
     default = None
-    config_file = Path(resume) / "config.json" if resume else None
+    source = resume or branch_from
+    config_file = run_folder(Path(source)) / "config.json" if source else None
     if config_file is not None and config_file.is_file():
+        flag_used = "--resume" if resume else "--branch-from"
         try:
             saved = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"--resume {resume}: config.json cannot be read ({err})") from None
+        except (ValueError, OSError) as err:
+            raise UserError(f"{flag_used} {source}: config.json cannot be read ({err})") from None
         if isinstance(saved, dict) and saved.get("agent") == agent:
             names = {f.name for f in dataclasses.fields(args_class)}
             if "q_method" in names and "q_method" not in saved:  # DQN's, once --critic-method
                 saved["q_method"] = saved.get("critic_method")
-            skip = {"plasticity", "resume", "run_name"}
+            skip = {"plasticity", "resume", "branch_from", "run_name"}
+            if branch_from:  # a branch runs its own method, with that method's defaults
+                skip |= {"method", "actor_method", "critic_method", "q_method"}
             values = {k: v for k, v in saved.items() if k in names - skip}
             # settings retired since the run was saved (er_weight_decay) are left behind
             known = {f.name for f in dataclasses.fields(MethodConfig)}
             plasticity = {k: v for k, v in saved.get("plasticity", {}).items() if k in known}
-            default = args_class(**values, plasticity=MethodConfig(**plasticity), resume=resume)
+            default = args_class(
+                **values,
+                plasticity=MethodConfig() if branch_from else MethodConfig(**plasticity),
+                resume=resume,
+                branch_from=branch_from,
+            )
     return tyro.cli(args_class, args=argv, prog=prog, default=default)
+
+
+def flag_value(argv: list[str], flag_name: str) -> str | None:
+    """The value given to ``flag_name`` in ``argv`` (``--flag value`` or ``--flag=value``)."""
+    for i, arg in enumerate(argv):
+        if arg == flag_name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag_name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_folder(path: Path) -> Path:
+    """The run folder of ``path``: itself, or the run of a checkpoint file
+    (``<run>/checkpoints/step_<N>.pt``)."""
+    return path.parents[1] if path.suffix == ".pt" else path
 
 
 INTERRUPTED = 130

@@ -258,7 +258,7 @@ def main(args: Args) -> dict:
     networks = {"q": q_network, "q_target": target_network}
     handles = {"q": q_plasticity}
     tracker = EpisodeTracker()
-    if args.resume:
+    if run.source is not None:  # --resume or --branch-from
         state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
     gate = learning_gate(args, handles.values(), state)  # when the updates (re)start

@@ -189,16 +189,17 @@ def cycle_states(envs: gym.vector.VectorEnv) -> list[dict] | None:
         return None
 
 
-def restore_cycles(envs: gym.vector.VectorEnv, states: list[dict], resume: str) -> None:
+def restore_cycles(envs: gym.vector.VectorEnv, states: list[dict], origin: str) -> None:
     """Give each copy the saved switch clock (call before the first ``envs.reset``).
 
     The clocks count the steps of all copies together, so a resume with another
-    ``--num-envs`` gets them rescaled.
+    ``--num-envs`` gets them rescaled. ``origin``: the flag the checkpoint came from, for the
+    message (``--resume <run>``).
     """
     if cycle_states(envs) is None:
         raise UserError(
-            f"--resume {resume}: that run trained on a changing env (a task cycle or "
-            "perturbations); resume it with the same --env and perturbation flags"
+            f"{origin}: that run trained on a changing env (a task cycle or "
+            "perturbations); continue it with the same --env and perturbation flags"
         )
     total_ticks = states[0]["ticks"] * len(states)
     envs.unwrapped.call("load_state_dict", {**states[0], "ticks": total_ticks // envs.num_envs})

@@ -276,6 +276,12 @@ def start_line(args: CommonArgs, run: Run, start_step: int) -> str:
         f"device {resolved['device']}, {args.threads} thread{'s' if args.threads > 1 else ''} | "
         f"run folder {run.dir}"
     )
+    if run.branch is not None:
+        optimizers = ", ".join(f"{k} {v}" for k, v in run.branch.get("optimizer", {}).items())
+        return (
+            f"{line}\nbranched from {run.branch['parent']} at step {start_step:,} "
+            f"(optimizer state: {optimizers})"
+        )
     if run.resumed_from is None:
         return line
     changed = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in run.changed.items())

@@ -339,7 +339,7 @@ def main(args: Args) -> dict:
     parameters = [*actor.parameters(), *critic.parameters()]
     handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     tracker = EpisodeTracker()
-    if args.resume:
+    if run.source is not None:  # --resume or --branch-from
         state = restore_checkpoint(
             run,
             args,
@@ -352,8 +352,8 @@ def main(args: Args) -> dict:
         )
         if args.normalize != ("obs_rms" in state):
             raise UserError(
-                f"--resume {args.resume}: that run was trained "
-                f"{'without' if args.normalize else 'with'} --normalize; resume it the same way"
+                f"{run.origin}: that run was trained "
+                f"{'without' if args.normalize else 'with'} --normalize; continue it the same way"
             )
         if args.normalize:
             for rms, (mean, var, count) in (

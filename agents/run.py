@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from agents.cli import CommonArgs, UserError
+from agents.cli import CommonArgs, UserError, run_folder
 from agents.files import read_checkpoint, write_atomic, write_json_atomic
 from plasticity import InterventionReport
 
@@ -87,7 +87,15 @@ class Run:
             )
         self.resolved = {**(resolved or {}), **software_versions()}  # this process's
         config = {"agent": agent, **jsonable(args), "resolved": self.resolved}
-        if args.resume:
+        self.source: Path | None = None  # the checkpoint file this run starts from
+        self.branch: dict | None = None
+        if args.branch_from:
+            self.source, saved = self._check_branchable(agent, args)
+            self._new_folder_args = args  # created at open(): a refused branch writes nothing
+            self.changed = changed_settings(saved, config)
+            self.branch = {"parent": str(self.source.parents[1]), "changed": self.changed}
+            self.config = {**config, "branch": self.branch}  # its step: once the file is read
+        elif args.resume:
             self.dir = Path(args.resume)
             saved = self._check_resumable(args)
             self.changed = changed_settings(saved, config)
@@ -97,12 +105,54 @@ class Run:
             history = [*saved.get("resumes", []), resume]
             original = saved.get("resolved", config["resolved"])
             self.config = {**config, "resolved": original, "resumes": history}
+            self.source = self.latest_checkpoint()
         else:
             self.dir = self._new_folder(agent, args)
             self.changed = {}
             self.config = config
             self._write_config()
-        self.name = self.dir.name
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def origin(self) -> str:
+        """How this run began, as the flag that said so (for messages): ``--resume <run>``,
+        ``--branch-from <checkpoint>``, or the run folder of a new run."""
+        if self.branch is not None:
+            return f"--branch-from {self.source}"
+        return f"--resume {self.dir}" if self.resumed_from is not None else str(self.dir)
+
+    def _check_branchable(self, agent: str, args: CommonArgs) -> tuple[Path, dict]:
+        """The checkpoint file a branch starts from and its run's saved config; a UserError
+        saying why not otherwise (another agent or env, no such checkpoint)."""
+        given = Path(args.branch_from)
+        parent = run_folder(given)
+        where = f"--branch-from {args.branch_from}"
+        try:
+            saved = json.loads((parent / "config.json").read_text())
+        except (OSError, ValueError):
+            raise UserError(
+                f"{where}: not a run folder or checkpoint of one (no readable "
+                f"{parent / 'config.json'}); pass runs/<run> or runs/<run>/checkpoints/step_<N>.pt"
+            ) from None
+        if not isinstance(saved, dict) or saved.get("agent") != agent:
+            found = saved.get("agent") if isinstance(saved, dict) else None
+            raise UserError(f"{where}: that run is a {found} run; branch it with --agent {found}")
+        if saved.get("env") != args.env:
+            raise UserError(
+                f"{where}: that run trained on {saved.get('env')}, not --env {args.env}; a "
+                "branch continues on its parent's env"
+            )
+        checkpoints = sorted(
+            (parent / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:])
+        )
+        source = given if given.suffix == ".pt" else (checkpoints[-1] if checkpoints else None)
+        if source is None or not source.is_file():
+            kept = ", ".join(p.name for p in checkpoints) or "none"
+            raise UserError(f"{where}: no such checkpoint (the run keeps: {kept})")
+        return source, saved
 
     def _check_resumable(self, args: CommonArgs) -> dict:
         """The saved config of a run that can be resumed; a UserError saying why otherwise."""
@@ -175,20 +225,33 @@ class Run:
     def _write_config(self) -> None:
         write_json_atomic(self.dir / "config.json", self.config)
 
-    def record_resume(self, **facts) -> None:
-        """Add facts about this resume (how its replay buffer came back) to its entry under
-        ``resumes`` in ``config.json``, written when the run opens."""
-        self._resume_record.update(facts)
+    def record_start(self, **facts) -> None:
+        """Add facts about how this run took up its checkpoint (how its replay buffer and
+        optimizer came back) to ``config.json``: a resume's entry under ``resumes``, or the
+        ``branch`` record; written when the run opens."""
+        (self.branch if self.branch is not None else self._resume_record).update(facts)
 
     # --- logs -----------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Start writing logs (a resumed run: once its checkpoint is restored). Rows past the
-        checkpoint's step, logged by the process that was stopped, are dropped."""
+        """Start writing logs (a resumed run or a branch: once its checkpoint is restored).
+        Rows past the checkpoint's step, logged by the process that was stopped, are dropped;
+        a branch begins its ``scalars.jsonl`` with its parent's rows up to the branch step, so
+        its learning curve starts at step 0."""
         if self._scalars is not None:
             return
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.branch is not None:
+            self.dir = self._new_folder(self.agent, self._new_folder_args)
+            self._write_config()
+            parent_rows = (self.source.parents[1] / "scalars.jsonl").read_text().splitlines(True)
+            kept = "".join(
+                line
+                for line in parent_rows
+                if (row := row_of(line)) is not None and row["step"] <= self.branch["step"]
+            )
+            (self.dir / "scalars.jsonl").write_text(kept)
         scalars = self.dir / "scalars.jsonl"
         purge_step = None
         if self.resumed_from is not None:
@@ -272,24 +335,28 @@ class Run:
         return path
 
     def load_checkpoint(self, device: torch.device) -> dict:
-        """The latest checkpoint; a truncated, foreign or unsafe file is a UserError."""
-        path = self.latest_checkpoint()
+        """The checkpoint this run starts from (a resume: the latest; a branch: its parent's);
+        a truncated, foreign or unsafe file is a UserError."""
+        path = self.source
         try:
             state = read_checkpoint(path, device)
         except UserError:
             raise
         except Exception as err:  # a truncated or foreign file: say which and stop
-            older = self.checkpoints()[:-1]
-            hint = (
-                f"delete it to resume from the previous one ({older[-1].name})"
-                if older
-                else "it is the run's only checkpoint: start the run afresh"
-            )
+            if self.branch is not None:
+                hint = "branch from another checkpoint of that run"
+            elif older := self.checkpoints()[:-1]:
+                hint = f"delete it to resume from the previous one ({older[-1].name})"
+            else:
+                hint = "it is the run's only checkpoint: start the run afresh"
             raise UserError(f"checkpoint {path} cannot be read ({err}); {hint}") from None
         if not isinstance(state, dict) or state.get("agent") != self.agent:
             raise UserError(f"checkpoint {path} is not a {self.agent} checkpoint")
-        self.resumed_from = int(state["step"])
-        self.elapsed_before = float(state.get("wall_time_s", 0.0))
+        if self.branch is not None:  # the parent's time is the parent's
+            self.branch["step"] = int(state["step"])
+        else:
+            self.resumed_from = int(state["step"])
+            self.elapsed_before = float(state.get("wall_time_s", 0.0))
         return state
 
     def wall_time(self) -> float:
@@ -369,9 +436,10 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def changed_settings(saved: dict, current: dict) -> dict[str, list]:
     """Settings whose value differs between the saved config and this command:
-    ``{"q_lr": [old, new]}`` (``resume`` and the resolved facts are not settings)."""
+    ``{"q_lr": [old, new]}`` (``resume``, ``branch_from`` and the resolved facts are not
+    settings)."""
     before, after = flatten(saved), flatten(current)
-    skip = ("resume", "run_name", "resolved.")
+    skip = ("resume", "branch_from", "run_name", "resolved.")
     return {
         key: [before[key], value]
         for key, value in after.items()

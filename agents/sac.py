@@ -227,7 +227,7 @@ def main(args: Args) -> dict:
     networks = {"actor": actor, "critic": critic, "critic_target": critic_target}
     handles = {"actor": actor_plasticity, "critic": critic_plasticity}
     tracker = EpisodeTracker()
-    if args.resume:
+    if run.source is not None:  # --resume or --branch-from
         state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
         global_step = state["step"]
         with torch.no_grad():

@@ -521,3 +521,85 @@ def test_each_intervention_is_one_console_line(tmp_path, capsys):
 def test_a_run_name_too_long_for_the_file_system_says_so(tmp_path):
     with pytest.raises(UserError, match="shorten --exp-name or pass a shorter --run-name"):
         dqn.main(dqn_args(tmp_path, exp_name="x" * 300))
+
+
+# --- branching from another run's checkpoint ----------------------------------------------
+
+
+def branch(agent, source, *flags):
+    return agent.main(
+        parse_args(
+            agent.Args, agent.__name__.split(".")[-1], ["--branch-from", str(source), *flags]
+        )
+    )
+
+
+def test_a_branch_with_the_parents_method_trains_as_a_resume_would(tmp_path):
+    import shutil
+
+    parent = Path(dqn.main(dqn_args(tmp_path / "runs", save_buffer=True, run_name="p"))["run_dir"])
+    shutil.copytree(parent, tmp_path / "resumed")
+    resume(dqn, tmp_path / "resumed", "--total-timesteps", "400")
+    child = Path(branch(dqn, parent, "--total-timesteps", "400", "--run-name", "c")["run_dir"])
+    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "step_400.pt")
+    branched = read_checkpoint(child / "checkpoints" / "step_400.pt")
+    for key in ("q", "q_target"):  # same networks, optimizer, buffer, RNGs, env seeds
+        assert all(torch.equal(resumed[key][k], branched[key][k]) for k in resumed[key])
+    record = json.loads((child / "config.json").read_text())["branch"]
+    assert record["changed"]["total_timesteps"] == [300, 400]  # and the method's settings
+    assert {key: record[key] for key in ("parent", "step", "optimizer", "buffer")} == {
+        "parent": str(parent),
+        "step": 300,
+        "optimizer": {"q": "carried"},
+        "buffer": "saved",
+    }
+    parent_rows = [row for row in rows(parent) if row["step"] <= 300]
+    assert rows(child)[: len(parent_rows)] == parent_rows  # the curve starts at step 0
+
+
+def test_a_branch_runs_its_own_method_from_its_first_update(tmp_path):
+    parent = Path(dqn.main(dqn_args(tmp_path, save_buffer=True, run_name="p"))["run_dir"])
+    checkpoint = parent / "checkpoints" / "step_300.pt"
+    fired = branch(
+        dqn,
+        checkpoint,
+        "--method",
+        "fire",
+        "--fire-at",
+        "300",
+        "--fire-every",
+        "0",
+        "--total-timesteps",
+        "400",
+        "--run-name",
+        "fire",
+    )
+    assert fired["interventions"] == {"q": 1}
+    fire_rows = [row["step"] for row in rows(fired["run_dir"]) if "q/fire/total_sfe" in row]
+    assert fire_rows == [302]  # due at the branch step: at the first update (every 2 steps)
+    adamo = branch(
+        dqn, checkpoint, "--method", "adamo", "--total-timesteps", "400", "--run-name", "adamo"
+    )
+    config = json.loads(Path(adamo["run_dir"], "config.json").read_text())
+    assert config["method"] == "adamo" and config["branch"]["optimizer"] == {"q": "fresh"}
+
+
+def test_a_branch_that_cannot_carry_over_is_refused_and_writes_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    parent = Path(dqn.main(dqn_args(runs, run_name="p"))["run_dir"])  # no saved buffer
+    cases = [
+        (("--method", "fire"), "holds no replay buffer"),
+        (("--env", "CartPole-v0"), "that run trained on CartPole-v1, not --env CartPole-v0"),
+        (("--resume", str(parent)), "pass one of them"),
+    ]
+    for flags, expected in cases:
+        with pytest.raises(UserError, match=expected):
+            branch(dqn, parent, *flags)
+    with pytest.raises(UserError, match="no such checkpoint"):
+        branch(dqn, parent / "checkpoints" / "step_7.pt")
+    with pytest.raises(UserError, match="that run is a dqn run; branch it with --agent dqn"):
+        branch(sac, parent)
+    with_buffer = Path(dqn.main(dqn_args(runs, run_name="b", save_buffer=True))["run_dir"])
+    with pytest.raises(UserError, match="already at step 300"):
+        branch(dqn, with_buffer)  # the parent's --total-timesteps, reached
+    assert sorted(p.name for p in runs.iterdir()) == ["b", "p"]
