@@ -17,23 +17,22 @@ Many copies on ALE's vector env
 84x84 grayscale (OpenCV's area resize, as ``AtariPreprocessing``), frame stack padded with the
 episode's first frame, sign-clipped ``float64`` rewards, episodes ended by a lost life, and
 ``info["episode"]`` with the raw score and length of whole games. With no-op starts and sticky
-actions off, a game without FIRE plays to the same frames, rewards and ends on both paths
-(``tests/test_envs_atari_vector.py``; there the step after a lost life is a no-op, as the
-gymnasium path's reset step). What differs:
+actions off, a game without FIRE plays to the same frames, rewards, ends and scores on both
+paths (``tests/test_envs_atari_vector.py``). What differs:
 
 - resets: ALE's vector env presses FIRE for one frame and then takes 0 to ``noop_max - 1``
   no-op frames (one fewer in FIRE games); the gymnasium path takes 1 to ``noop_max`` no-op
   frames, then one FIRE step (4 frames) in FIRE games. The random streams differ too: the same
   seed gives other no-op counts and sticky-action draws on the two paths.
-- a lost life: the game goes on in place. The step after it stands for the reset step (reward
-  0, not done, its action ignored by the agents as on every reset step) but plays the agent's
-  action for 4 frames, where the gymnasium path plays a no-op step and, in FIRE games, a FIRE
-  step, so the new life's first frames differ and FIRE is not pressed for the agent.
-- the time limit (108,000 frames, 30 minutes) counts the frames of the agent's steps only, not
-  the no-op and FIRE frames of resets.
-- ``info["episode"]["l"]`` counts the agent's steps of the game (the reset steps after lost
-  lives included); the gymnasium path counts ``AtariPreprocessing`` steps, its hidden no-op and
-  FIRE steps included. ``info`` has no ``_lives``-style masks.
+- a lost life in a FIRE game: the game goes on in place, and the step after it, which stands
+  for the reset step, presses FIRE for 4 frames; the gymnasium path's reset takes a no-op step
+  before it, so there the new life's first observation comes 4 frames later. (In games without
+  FIRE that reset step is one no-op step on both paths.)
+- the time limit (108,000 frames, 30 minutes) counts the frames of steps, not the FIRE and
+  no-op frames that start a game.
+- ``info["episode"]["l"]`` counts the vector steps of the game (the reset steps after lost
+  lives included); in FIRE games the gymnasium path also counts the FIRE step of each reset
+  (and the no-op step before it after a lost life). ``info`` has no ``_lives``-style masks.
 - task cycles stay on the gymnasium path: an ``AtariVectorEnv`` loads one ROM and cannot switch
   games, and its copies cannot each change game at its own episode boundary.
 """
@@ -52,6 +51,7 @@ NOOP_MAX = 30
 FRAME_SKIP = 4
 SCREEN_SIZE = 84
 STICKY_ACTION_PROBABILITY = 0.25  # Machado et al. 2018
+NOOP_ACTION = 0
 FIRE_ACTION = 1  # ALE puts FIRE at index 1 of every action set that has it
 
 # The 57 games of the usual Atari benchmark, as ale-py ROM ids; atari_<any ROM id> also works.
@@ -152,7 +152,7 @@ class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.game_over or seed is not None:
             obs, info = self.env.reset(seed=seed, options=options)
         else:
-            obs, _, terminated, truncated, info = self.env.step(0)
+            obs, _, terminated, truncated, info = self.env.step(NOOP_ACTION)
             if terminated or truncated:
                 obs, info = self.env.reset(options=options)
         self.game_over = False
@@ -270,12 +270,15 @@ class VectorEpisodicLife(gym.vector.VectorWrapper):
     each episode's frame stack starts padded with its first frame.
 
     After a lost life the game goes on in place (the vector env cannot restart a life), so the
-    next step stands for the reset step of gymnasium's ``NEXT_STEP`` autoreset: reward 0 and
-    a fresh frame stack; it is done only if the game itself ended in it.
+    next step stands for the reset step of gymnasium's ``NEXT_STEP`` autoreset: it plays
+    ``reset_action`` (FIRE where the game waits for it, else NOOP, as :class:`EpisodicLife`
+    and :class:`FireReset`) instead of the agent's action, which a reset step ignores, and has
+    reward 0 and a fresh frame stack; it is done only if the game itself ended in it.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv):
+    def __init__(self, env: gym.vector.VectorEnv, reset_action: int):
         super().__init__(env)
+        self.reset_action = reset_action
         self.lives = np.zeros(self.num_envs, dtype=np.int64)
         # which copies ended the agent's episode at the last step, and how many frames of
         # their current episode their stacks hold (older ones are padding)
@@ -290,6 +293,7 @@ class VectorEpisodicLife(gym.vector.VectorWrapper):
         return self.pad_stacks(obs), info
 
     def step(self, actions):
+        actions = np.where(self.episode_ended, self.reset_action, actions)
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         lives = info["lives"].astype(np.int64)
         life_lost = (lives > 0) & (lives < self.lives)  # as EpisodicLife
@@ -328,6 +332,8 @@ def make_atari_vector(
     """
     import_ale()
     check_game(game)
+    import ale_py
+
     env = gym.make_vec(
         ale_id(game),
         num_envs,
@@ -347,5 +353,6 @@ def make_atari_vector(
         reward_clipping=False,
         num_threads=num_threads,
     )
+    waits_for_fire = env.unwrapped.ale.get_action_set()[FIRE_ACTION] == ale_py.Action.FIRE
     env = gym.wrappers.vector.RecordEpisodeStatistics(env)
-    return VectorEpisodicLife(env)
+    return VectorEpisodicLife(env, FIRE_ACTION if waits_for_fire else NOOP_ACTION)

@@ -11,7 +11,7 @@ pytest.importorskip("ale_py")
 
 from agents import dqn, ppo  # noqa: E402
 from agents.environments import env_ids, make_train_envs  # noqa: E402
-from envs.atari import make_atari, make_atari_vector  # noqa: E402
+from envs.atari import FIRE_ACTION, make_atari, make_atari_vector  # noqa: E402
 
 
 def gymnasium_path(game: str, num_envs: int, **kwargs) -> gym.vector.SyncVectorEnv:
@@ -42,16 +42,16 @@ def test_spaces_dtypes_and_autoreset_mode_match_the_gymnasium_path(game, kwargs)
 
 def test_a_whole_game_plays_to_the_same_frames_rewards_and_ends_on_both_paths():
     """Ms. Pac-Man (no FIRE, 3 lives) without no-op starts or sticky actions: deterministic on
-    both paths. The step after a lost life is a no-op, as the gymnasium path's reset step."""
+    both paths. After a lost life both play a no-op step as the reset step."""
     vector = make_atari_vector("ms_pacman", 2, noop_max=0)
     reference = gymnasium_path("ms_pacman", 2, noop_max=0)
     obs, _ = vector.reset(seed=0)
     expected_obs, _ = reference.reset(seed=1)  # other seeds: no randomness left to differ
     assert np.array_equal(obs, expected_obs)
     rng = np.random.default_rng(0)
-    done, lives_lost, rewards_seen = np.zeros(2, bool), 0, set()
+    lives_lost, rewards_seen = 0, set()
     for _ in range(3000):
-        actions = np.where(done, 0, rng.integers(vector.single_action_space.n, size=2))
+        actions = rng.integers(vector.single_action_space.n, size=2)
         obs, reward, terminated, truncated, info = vector.step(actions)
         expected = reference.step(actions)
         assert np.array_equal(obs, expected[0])
@@ -60,7 +60,6 @@ def test_a_whole_game_plays_to_the_same_frames_rewards_and_ends_on_both_paths():
         np.testing.assert_array_equal(truncated, expected[3])
         assert ("episode" in info) == ("episode" in expected[4])
         rewards_seen |= set(reward.tolist())
-        done = terminated | truncated
         if "episode" in info:
             break
         lives_lost += int(terminated[0])
@@ -75,9 +74,17 @@ def test_a_whole_game_plays_to_the_same_frames_rewards_and_ends_on_both_paths():
 
 def test_steps_after_a_lost_life_and_a_game_over_are_next_step_resets():
     """Breakout with random actions: after a lost life the game goes on, after game over it
-    restarts; either way the next step has reward 0, is not done, and its frame stack holds
-    the episode's first frame four times."""
+    restarts; either way the next step presses FIRE whatever the agent chose, has reward 0,
+    is not done, and its frame stack holds the episode's first frame four times."""
     env = make_atari_vector("breakout", 2)
+    sent = []  # the actions that reach ALE's vector env
+    step_ale = env.env.step
+
+    def record_and_step(actions):
+        sent.append(actions)
+        return step_ale(actions)
+
+    env.env.step = record_and_step
     obs, info = env.reset(seed=3)
     assert all(np.array_equal(stack[0], stack[k]) for stack in obs for k in range(1, 4))
     rng = np.random.default_rng(0)
@@ -94,6 +101,7 @@ def test_steps_after_a_lost_life_and_a_game_over_are_next_step_resets():
         next_obs, reward, terminated, truncated, next_info = env.step(np.zeros(2, np.int64))
         for i in np.flatnonzero(ended):
             ends["game" if game_over[i] else "life"] += 1
+            assert sent[-1][i] == FIRE_ACTION
             assert reward[i] == 0.0 and not terminated[i] and not truncated[i]
             assert all(np.array_equal(next_obs[i, 0], next_obs[i, k]) for k in range(1, 4))
             expected_lives = 5 if game_over[i] else lives[i] - 1
