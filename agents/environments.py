@@ -1,6 +1,7 @@
 """Environments for training and evaluation, and the task cycle's clock in checkpoints.
 
-- :func:`make_train_envs`: ``--num-envs`` copies of ``--env`` with its nonstationary options.
+- :func:`make_train_envs`: ``--num-envs`` copies of ``--env`` with its nonstationary options
+  (several copies of one Atari game on ALE's own vector env, see :func:`ale_vector_game`).
 - :func:`evaluate`: deterministic episodes on a fresh copy (whole Atari games, videos).
 - :func:`cycle_states` / :func:`restore_cycles`: the switch clocks of a task cycle, saved and
   restored through the vector env (``TaskCycle.state_dict``), so a resumed run switches where
@@ -52,7 +53,21 @@ def env_spaces(args: CommonArgs) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
-def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
+def ale_vector_game(args: CommonArgs, env_kwargs: dict) -> str | None:
+    """The game to train on ALE's multithreaded ``AtariVectorEnv`` (``envs.atari``), or None
+    for gymnasium's ``SyncVectorEnv``: ``--env atari_<game>`` with ``--num-envs`` above 1, no
+    task cycle or perturbation (the vector env runs one ROM and cannot switch games) and no
+    action repeat."""
+    from envs.atari import ATARI_PREFIX
+
+    one_game = args.switch_every is None and not nonstationary_options(args)
+    repeats = env_kwargs.get("action_repeat", 1) > 1
+    if args.num_envs > 1 and args.env.startswith(ATARI_PREFIX) and one_game and not repeats:
+        return args.env.removeprefix(ATARI_PREFIX)
+    return None
+
+
+def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``args.env``, each recording its episode statistics.
 
     The copies share the cycle's schedule (see ``envs.nonstationary``); the default
@@ -60,8 +75,15 @@ def make_train_envs(args: CommonArgs, **env_kwargs) -> gym.vector.SyncVectorEnv:
     steps of all copies together, so each copy's clock gets ``switch_every / num_envs``.
     """
     from envs import make_env
+    from envs.atari import make_atari_vector
     from envs.nonstationary import TaskCycle
     from envs.wrappers import find_wrapper
+
+    game = ale_vector_game(args, env_kwargs)
+    if game is not None:
+        atari_kwargs = {key: value for key, value in env_kwargs.items() if key != "action_repeat"}
+        with user_errors("--env"):
+            return make_atari_vector(game, args.num_envs, **atari_kwargs)
 
     # each copy's clock counts its own steps, and the copies step together
     switch_every = args.switch_every
@@ -213,6 +235,8 @@ def resolved_settings(args: CommonArgs, device, envs: gym.vector.VectorEnv) -> d
 def env_ids(envs: gym.vector.VectorEnv) -> list[str]:
     """The registered ids of what the first training copy runs: its tasks for a cycle. Says,
     for instance, whether HumanoidBench's H1 or the built-in one ran."""
+    if not isinstance(envs.unwrapped, gym.vector.SyncVectorEnv):  # ALE's: one registered game
+        return [envs.unwrapped.spec.id]
     try:
         specs = [task.spec for task in envs.unwrapped.get_attr("task_envs")[0]]
     except AttributeError:

@@ -9,6 +9,9 @@ floats), ``atari_<game>`` (ALE v5 with DQN preprocessing, ``envs/atari.py``), ``
 (``envs/nonstationary.py``), and any registered gymnasium id (``Pendulum-v1``, ``CartPole-v1``,
 ``Humanoid-v5``, ...).
 
+Many copies of one Atari game run on ALE's own multithreaded vector env instead:
+``envs.atari.make_atari_vector(game, num_envs)`` (training uses it for ``--num-envs > 1``).
+
 Task cycles report their task in ``info`` under the keys ``TASK_ID``, ``TASK_NAME``,
 ``TASK_PERIOD``, ``TASK_SWITCHED`` and ``TASK_RETURN`` (defined in :mod:`plasticity.tasks`, the
 protocol training loops read, and re-exported here).

@@ -8,6 +8,33 @@ For training, rewards are clipped to their sign, a lost life ends the episode (t
 itself only resets when it is over) and FIRE is pressed after each reset where the game has it
 (as CleanRL's ``dqn_atari.py`` wrappers). The ALE comes from ``ale-py``, which ships the ROMs; the
 frame processing is gymnasium's ``AtariPreprocessing`` and ``FrameStackObservation``.
+
+Many copies on ALE's vector env
+-------------------------------
+:func:`make_atari_vector` runs ``num_envs`` copies of one game on ale-py's ``AtariVectorEnv``
+(C++ threads step the copies in parallel and do the frame processing); training uses it for
+``--num-envs > 1``. It has the same spaces, ``NEXT_STEP`` autoreset, frame skip, max-pool,
+84x84 grayscale (OpenCV's area resize, as ``AtariPreprocessing``), frame stack padded with the
+episode's first frame, sign-clipped ``float64`` rewards, episodes ended by a lost life, and
+``info["episode"]`` with the raw score and length of whole games. With no-op starts and sticky
+actions off, a game without FIRE plays to the same frames, rewards, ends and scores on both
+paths (``tests/test_envs_atari_vector.py``). What differs:
+
+- resets: ALE's vector env presses FIRE for one frame and then takes 0 to ``noop_max - 1``
+  no-op frames (one fewer in FIRE games); the gymnasium path takes 1 to ``noop_max`` no-op
+  frames, then one FIRE step (4 frames) in FIRE games. The random streams differ too: the same
+  seed gives other no-op counts and sticky-action draws on the two paths.
+- a lost life in a FIRE game: the game goes on in place, and the step after it, which stands
+  for the reset step, presses FIRE for 4 frames; the gymnasium path's reset takes a no-op step
+  before it, so there the new life's first observation comes 4 frames later. (In games without
+  FIRE that reset step is one no-op step on both paths.)
+- the time limit (108,000 frames, 30 minutes) counts the frames of steps, not the FIRE and
+  no-op frames that start a game.
+- ``info["episode"]["l"]`` counts the vector steps of the game (the reset steps after lost
+  lives included); in FIRE games the gymnasium path also counts the FIRE step of each reset
+  (and the no-op step before it after a lost life). ``info`` has no ``_lives``-style masks.
+- task cycles stay on the gymnasium path: an ``AtariVectorEnv`` loads one ROM and cannot switch
+  games, and its copies cannot each change game at its own episode boundary.
 """
 
 from __future__ import annotations
@@ -24,6 +51,7 @@ NOOP_MAX = 30
 FRAME_SKIP = 4
 SCREEN_SIZE = 84
 STICKY_ACTION_PROBABILITY = 0.25  # Machado et al. 2018
+NOOP_ACTION = 0
 FIRE_ACTION = 1  # ALE puts FIRE at index 1 of every action set that has it
 
 # The 57 games of the usual Atari benchmark, as ale-py ROM ids; atari_<any ROM id> also works.
@@ -124,7 +152,7 @@ class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.game_over or seed is not None:
             obs, info = self.env.reset(seed=seed, options=options)
         else:
-            obs, _, terminated, truncated, info = self.env.step(0)
+            obs, _, terminated, truncated, info = self.env.step(NOOP_ACTION)
             if terminated or truncated:
                 obs, info = self.env.reset(options=options)
         self.game_over = False
@@ -183,12 +211,21 @@ class ClipRewardSign(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
         return float(np.sign(reward))
 
 
+def check_game(game: str) -> None:
+    if ale_id(game) not in gym.registry:
+        raise ValueError(
+            f"unknown Atari game {game!r}: use atari_<game> with a single-player ale-py ROM id, "
+            f"e.g. {', '.join(ATARI_PREFIX + g for g in ATARI_57[:5])}"
+        )
+
+
 def make_atari(
     game: str,
     render_mode: str | None = None,
     full_action_space: bool = False,
     sticky_actions: bool = False,
     training: bool = True,
+    noop_max: int = NOOP_MAX,
 ) -> gym.Env:
     """ALE v5 ``game`` with DQN preprocessing; observations ``uint8`` (4, 84, 84).
 
@@ -198,14 +235,10 @@ def make_atari(
     games, raw scores, for evaluation) FIRE is still pressed at the start and after each lost
     life, as the agent was trained. ``info["episode"]``
     (gymnasium's ``RecordEpisodeStatistics``, placed before clipping) always carries the raw
-    game score and length of whole games.
+    game score and length of whole games. ``noop_max=0`` starts every game the same way.
     """
     import_ale()
-    if ale_id(game) not in gym.registry:
-        raise ValueError(
-            f"unknown Atari game {game!r}: use atari_<game> with a single-player ale-py ROM id, "
-            f"e.g. {', '.join(ATARI_PREFIX + g for g in ATARI_57[:5])}"
-        )
+    check_game(game)
     env = gym.make(
         ale_id(game),
         frameskip=1,
@@ -215,7 +248,7 @@ def make_atari(
         disable_env_checker=True,
     )
     env = gym.wrappers.AtariPreprocessing(
-        env, noop_max=NOOP_MAX, frame_skip=FRAME_SKIP, screen_size=SCREEN_SIZE
+        env, noop_max=noop_max, frame_skip=FRAME_SKIP, screen_size=SCREEN_SIZE
     )
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if training:
@@ -229,3 +262,97 @@ def make_atari(
     # one rendered frame per agent step, FRAME_SKIP emulator frames at 60 Hz: videos play in
     # real time
     return RenderFps(env, 60 // FRAME_SKIP)
+
+
+class VectorEpisodicLife(gym.vector.VectorWrapper):
+    """The training semantics of :func:`make_atari` on ALE's vector env, whose copies play
+    whole games: a lost life ends the agent's episode, rewards are clipped to their sign, and
+    each episode's frame stack starts padded with its first frame.
+
+    After a lost life the game goes on in place (the vector env cannot restart a life), so the
+    next step stands for the reset step of gymnasium's ``NEXT_STEP`` autoreset: it plays
+    ``reset_action`` (FIRE where the game waits for it, else NOOP, as :class:`EpisodicLife`
+    and :class:`FireReset`) instead of the agent's action, which a reset step ignores, and has
+    reward 0 and a fresh frame stack; it is done only if the game itself ended in it.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, reset_action: int):
+        super().__init__(env)
+        self.reset_action = reset_action
+        self.lives = np.zeros(self.num_envs, dtype=np.int64)
+        # which copies ended the agent's episode at the last step, and how many frames of
+        # their current episode their stacks hold (older ones are padding)
+        self.episode_ended = np.zeros(self.num_envs, dtype=bool)
+        self.episode_frames = np.ones(self.num_envs, dtype=np.int64)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.lives = info["lives"].astype(np.int64)
+        self.episode_ended[:] = False
+        self.episode_frames[:] = 1
+        return self.pad_stacks(obs), info
+
+    def step(self, actions):
+        actions = np.where(self.episode_ended, self.reset_action, actions)
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        lives = info["lives"].astype(np.int64)
+        life_lost = (lives > 0) & (lives < self.lives)  # as EpisodicLife
+        terminated = terminated | life_lost
+        rewards = np.where(self.episode_ended, 0.0, np.sign(rewards).astype(np.float64))
+        self.episode_frames = np.where(
+            self.episode_ended, 1, np.minimum(self.episode_frames + 1, FRAME_STACK)
+        )
+        self.episode_ended = terminated | truncated
+        self.lives = lives
+        return self.pad_stacks(obs), rewards, terminated, truncated, info
+
+    def pad_stacks(self, obs: np.ndarray) -> np.ndarray:
+        """Frames from before an episode's start (zeros after a reset, the last life's frames
+        after a lost one) replaced by its first frame, as ``FrameStackObservation`` pads."""
+        for frames in range(1, FRAME_STACK):
+            copies = self.episode_frames == frames
+            if copies.any():
+                first = FRAME_STACK - frames
+                obs[copies, :first] = obs[copies, first, None]
+        return obs
+
+
+def make_atari_vector(
+    game: str,
+    num_envs: int,
+    full_action_space: bool = False,
+    sticky_actions: bool = False,
+    noop_max: int = NOOP_MAX,
+    num_threads: int = 0,
+) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of ``game`` on ALE's ``AtariVectorEnv``, with :func:`make_atari`'s
+    training semantics (what differs: the module docstring). Observations ``uint8``
+    (num_envs, 4, 84, 84); ``num_threads`` 0 runs one thread per copy, up to the CPU count.
+    Seed it with its first ``reset(seed=s)``: copy ``i`` gets ``s + i``.
+    """
+    import_ale()
+    check_game(game)
+    import ale_py
+
+    env = gym.make_vec(
+        ale_id(game),
+        num_envs,
+        vectorization_mode="vector_entry_point",
+        repeat_action_probability=STICKY_ACTION_PROBABILITY if sticky_actions else 0.0,
+        full_action_space=full_action_space,
+        frameskip=FRAME_SKIP,
+        img_height=SCREEN_SIZE,
+        img_width=SCREEN_SIZE,
+        stack_num=FRAME_STACK,
+        noop_max=noop_max,
+        use_fire_reset=True,
+        # whole games with raw rewards, for the statistics below; VectorEpisodicLife ends
+        # episodes at lost lives and clips rewards (the vector env's own episodic_life would
+        # restart the game at every lost life)
+        episodic_life=False,
+        reward_clipping=False,
+        num_threads=num_threads,
+    )
+    waits_for_fire = env.unwrapped.ale.get_action_set()[FIRE_ACTION] == ale_py.Action.FIRE
+    env = gym.wrappers.vector.RecordEpisodeStatistics(env)
+    return VectorEpisodicLife(env, FIRE_ACTION if waits_for_fire else NOOP_ACTION)

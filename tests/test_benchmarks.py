@@ -42,3 +42,15 @@ def test_sps_times_each_variant_and_replay_ratio(tmp_path):
     assert "median, updates/step 2: eager" in out and "× SB3" in out
     records = (tmp_path / "sps.jsonl").read_text().splitlines()
     assert len(records) == 2
+
+
+def test_atari_vector_sps_times_both_paths(tmp_path):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    out = run_script(
+        "-m",
+        "benchmarks.atari_vector_sps",
+        *("--copies", "2", "--steps", "40", "--repeats", "1", "--out", str(tmp_path / "sps")),
+    )
+    assert "| 2 |" in out and "ALE / gymnasium" in out
+    assert (tmp_path / "sps.json").exists() and (tmp_path / "sps.md").exists()
