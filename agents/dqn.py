@@ -45,7 +45,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, curvature, prefixed
+from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
 from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.replay import ReplayBuffer
 from agents.run import Run
@@ -352,6 +352,17 @@ def main(args: Args) -> dict:
                 batch = rb.sample(args.batch_size)
                 data_obs = batch[0]
                 loss, q_mean = update(*batch)
+            measuring = life.metrics_due(global_step, nonfinite)
+            if measuring:  # before this step's interventions
+                scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
+                if loss is not None:
+                    scalars["losses/td_loss"] = loss.item()
+                    scalars["losses/q_values"] = q_mean.item()
+                else:
+                    batch = rb.sample(args.batch_size)
+                scalars.update(prefixed("q", q_monitor.measure(batch[0])))
+                scalars.update(q_curvature(*batch))
+
             if updates and life.intervening(global_step):
                 intervened(q_plasticity.after_update(global_step, inputs=data_obs))
 
@@ -362,15 +373,9 @@ def main(args: Args) -> dict:
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
 
-            if life.metrics_due(global_step, nonfinite):
-                scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
-                if loss is not None:
-                    scalars["losses/td_loss"] = loss.item()
-                    scalars["losses/q_values"] = q_mean.item()
-                else:
-                    batch = rb.sample(args.batch_size)
-                scalars.update(prefixed("q", q_monitor.measure(batch[0])))
-                scalars.update(q_curvature(*batch))
+            if measuring:
+                if life.intervened_at == global_step:
+                    scalars.update(after_intervention(prefixed("q", q_monitor.measure(batch[0]))))
                 life.log_metrics(global_step, scalars)
 
         life.after_step(global_step, nonfinite)

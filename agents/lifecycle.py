@@ -47,6 +47,14 @@ def prefixed(network: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{network}/{key}": value for key, value in metrics.items()}
 
 
+def after_intervention(scalars: dict[str, float]) -> dict[str, float]:
+    """Network metrics measured after an intervention (``{"critic/dormant_ratio": …}``) under
+    their own keys (``{"critic/after_intervention/dormant_ratio": …}``): the metrics of a step
+    proper are measured before its interventions, so that a method that acts at every metrics
+    step (ReDo's recycling) does not log only its own after-image."""
+    return {key.replace("/", "/after_intervention/", 1): value for key, value in scalars.items()}
+
+
 CURVATURE_MAX_INPUTS = 1024
 """layers fed more inputs are left out of the curvature ranks: the eigendecomposition of their
 input factor (a Nature CNN's 3136 → 512 layer) would take seconds at every metrics step"""
@@ -108,6 +116,7 @@ class Lifecycle:
         self.start_step, self.start_time = start_step, time.perf_counter()
         self.first_update: int | None = None
         self.loop_step = start_step  # the step at the top of the current loop iteration
+        self.intervened_at: int | None = None  # the last step an intervention rewrote weights
         self.train_clock: tuple[int, float] | None = None
         self.eval_returns: list[float] = []
         run.open()
@@ -141,6 +150,7 @@ class Lifecycle:
         for report in reports:
             if report.reinitialized:
                 self.console.intervention(step, network, report)
+                self.intervened_at = step
 
     def intervening(self, step: int) -> bool:
         """Whether interventions may run at ``step``: not at the run's last step, where no

@@ -45,7 +45,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, curvature, prefixed
+from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
 from agents.networks import NATURE_MIN_SIZE, image_torso
 from agents.run import Run
 from plasticity import PlasticityMonitor
@@ -389,6 +389,13 @@ def main(args: Args) -> dict:
     def intervened(name: str, reports) -> None:
         life.log_interventions(global_step, name, reports)
 
+    def network_metrics(obs) -> dict[str, float]:
+        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor)."""
+        return {
+            **prefixed("actor", actor_monitor.measure(obs)),
+            **prefixed("critic", critic_monitor.measure(obs)),
+        }
+
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
         """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the
         diagnostics: old and new approximate KL, clip fraction."""
@@ -537,6 +544,10 @@ def main(args: Args) -> dict:
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
+        measuring = life.metrics_due(global_step, nonfinite)
+        if measuring:  # before this iteration's interventions
+            metrics = {**network_metrics(mb_obs), **critic_curvature(mb_obs, b_returns[mb_inds])}
+
         # interventions between iterations: scheduled ones, then those of a task switch
         if switched and life.intervening(global_step):  # the critic's curvature as it begins
             run.log(global_step, critic_curvature(mb_obs, b_returns[mb_inds]))
@@ -562,10 +573,10 @@ def main(args: Args) -> dict:
             "charts/SPS": life.sps(global_step),
         }
         # the losses every iteration, the plasticity metrics on their cadence
-        if life.metrics_due(global_step, nonfinite):
-            scalars.update(prefixed("actor", actor_monitor.measure(mb_obs)))
-            scalars.update(prefixed("critic", critic_monitor.measure(mb_obs)))
-            scalars.update(critic_curvature(mb_obs, b_returns[mb_inds]))
+        if measuring:
+            scalars.update(metrics)
+            if life.intervened_at == global_step:
+                scalars.update(after_intervention(network_metrics(mb_obs)))
             life.log_metrics(global_step, scalars)
         else:
             run.log(global_step, scalars)

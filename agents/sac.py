@@ -38,7 +38,7 @@ from agents.cli import (
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, curvature, prefixed, rng_kept
+from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed, rng_kept
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
@@ -304,6 +304,13 @@ def main(args: Args) -> dict:
             "critic", critic, lambda net: sum(F.mse_loss(q, target) for q in net(obs, act))
         )
 
+    def network_metrics(obs, act) -> dict[str, float]:
+        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor)."""
+        return {
+            **prefixed("actor", actor_monitor.measure(obs)),
+            **prefixed("critic", critic_monitor.measure((obs, act))),
+        }
+
     def update_target():
         with torch.no_grad():
             torch._foreach_lerp_(target_params, critic_params, args.tau)
@@ -378,22 +385,26 @@ def main(args: Args) -> dict:
                 if update % args.target_network_frequency == 0:
                     update_target()
 
-            if life.intervening(global_step):
-                intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
-                critic_inputs = (data_obs, data_act)
-                intervened("critic", critic_plasticity.after_update(global_step, critic_inputs))
-
-            if life.metrics_due(global_step, nonfinite):
+            measuring = life.metrics_due(global_step, nonfinite)
+            if measuring:  # before this step's interventions
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
                     "losses/qf1_values": qf1_mean.item(),
                     "losses/actor_loss": actor_loss.item(),
                     "losses/alpha": log_alpha.exp().item(),
                     "charts/SPS": life.sps(global_step),
+                    **network_metrics(data_obs, data_act),
+                    **critic_curvature(*batch),
                 }
-                scalars.update(prefixed("actor", actor_monitor.measure(data_obs)))
-                scalars.update(prefixed("critic", critic_monitor.measure((data_obs, data_act))))
-                scalars.update(critic_curvature(*batch))
+
+            if life.intervening(global_step):
+                intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
+                critic_inputs = (data_obs, data_act)
+                intervened("critic", critic_plasticity.after_update(global_step, critic_inputs))
+
+            if measuring:
+                if life.intervened_at == global_step:
+                    scalars.update(after_intervention(network_metrics(data_obs, data_act)))
                 life.log_metrics(global_step, scalars)
 
         life.after_step(global_step, nonfinite)

@@ -603,3 +603,16 @@ def test_a_branch_that_cannot_carry_over_is_refused_and_writes_nothing(tmp_path)
     with pytest.raises(UserError, match="already at step 300"):
         branch(dqn, with_buffer)  # the parent's --total-timesteps, reached
     assert sorted(p.name for p in runs.iterdir()) == ["b", "p"]
+
+
+def test_metrics_at_an_intervention_step_are_taken_before_it_and_after_it_apart(tmp_path):
+    """ReDo recycles at every metrics step here (every 50 steps, metrics every 100): the
+    dormant ratio logged is the one the updates left, the recycled network's under its own
+    key, and a step without an intervention has no such key."""
+    run_dir = dqn.main(dqn_args(tmp_path, method="redo"))["run_dir"]
+    by_step = {row["step"]: row for row in rows(run_dir) if "q/dormant_ratio" in row}
+    assert sorted(by_step) == [200, 300]  # none at the run's last step
+    at_recycle, at_end = by_step[200], by_step[300]
+    before, after = at_recycle["q/dormant_ratio"], at_recycle["q/after_intervention/dormant_ratio"]
+    assert after < before  # the recycled units are active again
+    assert not any("after_intervention" in key for key in at_end)
