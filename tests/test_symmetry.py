@@ -484,14 +484,19 @@ def test_command_compares_two_tiny_runs(runs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "(dqn, step 150)" in out and "(dqn, step 300)" in out
-    gap = re.search(r"^all\s+204\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+    gap = re.search(r"^all\s+204" + r"\s+(\S+)" * 7 + "$", out, re.M)
     assert gap, out
-    optimal, identity, _random, difference = map(float, gap.groups())
+    optimal, identity, _random, difference, identified, matched, chance = map(float, gap.groups())
     assert difference == pytest.approx(optimal - identity, abs=2e-3)
+    assert 0 <= identified <= 1 and 0 <= matched <= 1 and 0 <= chance <= 1
+    assert re.search(r"^network\.1\s+4\s+\d+\s+\S+\s+\S+$", out, re.M), out  # input subspace
     for label in ("unaligned", "activation-aligned", "weight-aligned"):
-        numbers = re.search(rf"^{label}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+        numbers = re.search(rf"^{label}" + r"\s+(\S+)" * 5 + "$", out, re.M)
         assert numbers, label
         assert all(math.isfinite(float(x)) for x in numbers.groups())
+        loss_a, loss_b, _peak, _midpoint, relative = map(float, numbers.groups())
+        best = min(loss_a, loss_b)  # the path's worst point is at least the worse end
+        assert relative >= 100 * (max(loss_a, loss_b) - best) / best * (1 - 1e-3)
     assert plot.stat().st_size > 10_000
 
 
