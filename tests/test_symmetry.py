@@ -525,7 +525,7 @@ def test_command_errors_are_one_line(runs, capsys, argv, message):
 
 def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.symmetry_study", "--out", str(tmp_path)]
+        [sys.executable, "-m", "benchmarks.symmetry_study", "intervention", "--out", str(tmp_path)]
         + ["--steps", "300", "--intervene-at", "200", "--learning-starts", "100", "--hidden", "16"]
         + ["--probe", "64", "--alphas", "5", "--episodes", "1"],
         cwd=ROOT,
@@ -540,6 +540,33 @@ def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
     fire = study["rows"][0]
     assert fire["pair"] == "before vs just after fire" and len(fire["unaligned"]["curve"]) == 5
     assert (tmp_path / "symmetry_study.png").stat().st_size > 10_000
+    assert 0 <= fire["identified"] <= 1 and fire["unaligned"]["relative"] >= 0
+
+
+def test_seeds_study_runs_at_a_tiny_scale(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.symmetry_study", "seeds", "--out", str(tmp_path)]
+        + ["--scale", "0.1", "--pairs", "1", "--methods", "fire", "--probe", "64"]
+        + ["--alphas", "5", "--episodes", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = json.loads((tmp_path / "symmetry_seeds.json").read_text())
+    rows = study["rows"]
+    # SAC at 50, 100, 150, 200 steps (FIRE at 125); DQN at 250, 500, 750, 1000 (FIRE at 600)
+    assert [(r["agent"], r["step"], r["after_intervention"]) for r in rows] == [
+        ("sac", 50, False), ("sac", 100, False), ("sac", 150, True), ("sac", 200, True),
+        ("dqn", 250, False), ("dqn", 500, False), ("dqn", 750, True), ("dqn", 1000, True),
+    ]  # fmt: skip
+    hidden = {"dqn": {"network.1", "network.3"}, "sac": {"qf1.0", "qf1.2", "qf2.0", "qf2.2"}}
+    for row in rows:
+        assert row["seeds"] == [1, 2] and row["identified_chance"] < row["identified_matched"]
+        assert set(row["subspace_a"]) == hidden[row["agent"]]
+    table = (tmp_path / "symmetry_seeds.md").read_text()
+    assert table.count("\n| sac | fire |") == 4 and "| dqn | fire | 750 (after) | 1 |" in table
 
 
 def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, capsys, monkeypatch):
