@@ -700,14 +700,18 @@ class InputSubspace:
 def input_subspace(inputs: torch.Tensor, variance: float = 0.9) -> InputSubspace:
     """The smallest principal subspace of ``inputs`` ``(samples, features)``, centred, whose
     components explain at least ``variance`` of the total (PCA by SVD, in float64), as
-    arXiv 2606.04754's code estimates a layer's input support (90% by default)."""
+    arXiv 2606.04754's code estimates a layer's input support (90% by default).
+
+    Inputs that do not vary at all (a layer behind units all dead on the probe) have the
+    0-dimensional subspace, which explains all of their (zero) variance.
+    """
     if not 0 < variance <= 1:
         raise ValueError(f"variance must be a fraction in (0, 1], got {variance}")
     centred = inputs.double() - inputs.double().mean(0)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
     power = singular.square()
     if power.sum() == 0:
-        raise ValueError("the inputs do not vary over the samples: no subspace to measure")
+        return InputSubspace(basis=vh[:0].T, explained=1.0)
     cumulative = power.cumsum(0) / power.sum()
     # the first k whose share reaches the fraction; rounding can leave the total just below 1
     k = min(int(torch.searchsorted(cumulative, variance)), len(cumulative) - 1) + 1
@@ -771,12 +775,6 @@ class LayerRealization:
     subspace: InputSubspace
     costs: torch.Tensor
     swaps: torch.Tensor
-
-    @property
-    def median_swap(self) -> float:
-        """The median swap cost over the pairs of distinct neurons."""
-        pairs = torch.triu_indices(len(self.swaps), len(self.swaps), offset=1)
-        return float(self.swaps[pairs[0], pairs[1]].median())
 
 
 @torch.no_grad()
