@@ -184,6 +184,7 @@ def _check_fits(name: str, layer: nn.Module, reader: str, reader_layer: nn.Modul
 
 
 def _layers_of(net: nn.Module, wiring: Wiring) -> dict[str, nn.Module]:
+    _refuse_running_statistics(net, "permuting the units would leave in their old order")
     layers = dict(named_layers(net))
     missing = (set(wiring.readers) | set(wiring.sources)) - set(layers)
     if missing:

@@ -20,6 +20,7 @@ from torch import nn
 
 from agents import dqn, ppo, sac
 from plasticity.symmetry import (
+    Wiring,
     activation_matching,
     identifiability_chance,
     identifiable_units,
@@ -788,6 +789,7 @@ def test_networks_with_running_statistics_are_refused_in_one_line(affine):
     calls = [
         lambda: infer_wiring(net_a),
         lambda: permute_(net_a, {"0": torch.arange(8)}),
+        lambda: permute_(net_a, {"0": torch.arange(8)}, Wiring({"0": ("3",)})),  # explicit
         lambda: activation_matching(net_a, net_b, x),
         lambda: interpolation_barrier(net_a, net_b, lambda n: n(x).square().mean()),
         lambda: merge(net_a, net_b),
