@@ -807,3 +807,17 @@ def test_repair_refuses_a_hidden_layer_without_bias():
         merge(net_a, net_b, repair=True, probe=x)
     merged = merge(net_a, net_b, alpha=0.5)  # without REPAIR a bias is not needed
     torch.testing.assert_close(merged(x), net_a(x))
+
+
+def test_command_prints_the_relative_return_barrier(runs, capsys):
+    from agents.probes import main
+
+    main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--returns", "1"])
+    out = capsys.readouterr().out
+    for label in ("unaligned", "activation-aligned"):
+        # returns at α = 0, ½, 1, then the relative barrier (the loss table has five numbers)
+        (numbers,) = re.findall(rf"^{label}" + r"\s+(\S+)" * 4 + "$", out, re.M)
+        returns = [float(x) for x in numbers[:3]]
+        best = max(returns[0], returns[2])
+        expected = 100 * (min(returns) - best) / abs(best)
+        assert float(numbers[3]) == pytest.approx(expected, rel=1e-3, abs=1e-3)
