@@ -49,11 +49,14 @@ from plasticity import MethodConfig
 from plasticity.symmetry import (
     ActivationMatching,
     Barrier,
+    LayerRealization,
     WeightMatching,
     activation_matching,
     infer_wiring,
     interpolation_barrier,
     merge,
+    realization_report,
+    relative_barrier,
     weight_matching,
 )
 
@@ -536,31 +539,51 @@ def _report(
     matching: ActivationMatching,
     weights: WeightMatching,
     barriers: dict[str, Barrier],
+    realization: dict[str, LayerRealization],
 ) -> str:
     lines = [
-        "identifiability: Pearson correlation of A's units with B's on the probe",
-        f"{'layer':<14}{'units':>6}{'optimal':>9}{'identity':>9}{'random':>8}{'gap':>8}",
+        "identifiability: Pearson correlation of A's units with B's on the probe, and the "
+        "fraction of units identified",
+        f"{'layer':<14}{'units':>6}{'optimal':>9}{'identity':>9}{'random':>8}{'gap':>8}"
+        f"{'ident.':>8}{'matched':>8}{'chance':>8}",
     ]
-    for name, layer in matching.layers.items():
+    rows = [(name, layer, len(layer.perm), layer.random) for name, layer in matching.layers.items()]
+    rows.append(("all", matching, len(matching.matched), matching.random_mean))
+    for name, result, units, random in rows:
         lines.append(
-            f"{name:<14}{len(layer.matched):>6}{layer.optimal_mean:>9.3f}"
-            f"{layer.identity_mean:>9.3f}{layer.random:>8.3f}{layer.gap:>8.3f}"
+            f"{name:<14}{units:>6}{result.optimal_mean:>9.3f}{result.identity_mean:>9.3f}"
+            f"{random:>8.3f}{result.gap:>8.3f}{result.identified_rate:>8.3f}"
+            f"{result.identified_matched_rate:>8.3f}{result.chance_rate:>8.3f}"
         )
     lines += [
-        f"{'all':<14}{len(matching.matched):>6}{matching.optimal_mean:>9.3f}"
-        f"{matching.identity_mean:>9.3f}{matching.random_mean:>8.3f}{matching.gap:>8.3f}",
         "gap = optimal - identity: near 0 when B's units kept A's identities",
+        "ident. = units whose same-index unit in B is their mutual best match; matched = the "
+        "same under the optimal pairing; chance = ident. for B's units in a random order",
+        "",
+        "input subspace of A's layers at 90% of the variance on the probe",
+        f"{'layer':<14}{'inputs':>7}{'dim':>5}{'explained':>10}{'coherence':>10}",
+    ]
+    for name, layer in realization.items():
+        space = layer.subspace
+        lines.append(
+            f"{name:<14}{space.full_dimension:>7}{space.dimension:>5}{space.explained:>10.3f}"
+            f"{space.coherence:>10.3f}"
+        )
+    lines += [
+        "(standard layers: every swap cost is 0, arXiv 2606.04754; a low dimension leaves few "
+        "distinct functions for the units)",
         "",
         f"barrier along (1-a)·A + a·B, {len(next(iter(barriers.values())).alphas)} points",
-        f"{'':<20}{'L_A':>11}{'L_B':>11}{'peak':>11}{'midpoint':>11}",
+        f"{'':<20}{'L_A':>11}{'L_B':>11}{'peak':>11}{'midpoint':>11}{'relative %':>11}",
     ]
     for label, barrier in barriers.items():
         lines.append(
             f"{label:<20}{barrier.loss_a:>11.4g}{barrier.loss_b:>11.4g}"
-            f"{barrier.peak:>11.4g}{barrier.midpoint:>11.4g}"
+            f"{barrier.peak:>11.4g}{barrier.midpoint:>11.4g}{barrier.relative:>11.4g}"
         )
     lines += [
-        "peak = max_a [L(a) - ((1-a)L_A + a·L_B)], midpoint = L(1/2) - (L_A + L_B)/2",
+        "peak = max_a [L(a) - ((1-a)L_A + a·L_B)], midpoint = L(1/2) - (L_A + L_B)/2,",
+        "relative = 100 (max_a L(a) - min(L_A, L_B)) / min(L_A, L_B)",
         f"weight distance |A - B| {weights.identity_distance:.4g}, after weight matching "
         f"{weights.distance:.4g}",
     ]
@@ -635,14 +658,18 @@ def compare(options: argparse.Namespace) -> None:
     print(f"probe: {len(batch)} transitions from {source} (seed {options.seed})")
     print(f"loss: {loss.description}")
     print()
-    print(_report(matching, weights, barriers))
+    print(_report(matching, weights, barriers, realization_report(net_a, probe)))
     if options.returns:
         policy = POLICY_NETWORK[run_a.agent]
         aligned = activation_matching(run_a.networks[policy], run_b.networks[policy], (batch.obs,))
-        print(f"\nmean return of the merged {policy} at a = 0, 1/2, 1 ({options.returns} episodes)")
+        print(
+            f"\nmean return of the merged {policy} at a = 0, 1/2, 1 ({options.returns} episodes) "
+            "and the relative return barrier 100 (min return - best end) / |best end|"
+        )
         for label, perms in (("unaligned", None), ("activation-aligned", aligned)):
             returns = interpolated_returns(run_a, run_b, perms, (0.0, 0.5, 1.0), options.returns)
-            print(f"{label:<20}" + "".join(f"{r:>11.4g}" for r in returns))
+            relative = relative_barrier(returns, higher_is_better=True)
+            print(f"{label:<20}" + "".join(f"{r:>11.4g}" for r in [*returns, relative]))
     plot = (
         Path(options.plot)
         if options.plot

@@ -1,5 +1,9 @@
-"""Symmetry study: does a SAC critic keep its neurons through FIRE, reset, shrink & perturb?
+"""Symmetry studies of RL networks: do hidden units keep, or share, their identities?
 
+Two studies, one subcommand each (run by hand, not in CI; the runs go to a temporary folder
+unless ``--runs-dir`` is given):
+
+``intervention``: does a SAC critic keep its neurons through FIRE, reset, shrink & perturb?
 One SAC run on Pendulum-v1 per plasticity method (``none``, ``fire``, ``reset``,
 ``shrink_perturb`` on the critic only, the actor untouched), all with seed 1, each intervening
 once, at ``--intervene-at`` steps, and checkpointed just after it and at the end. Up to the
@@ -12,29 +16,42 @@ targets fixed by its target critic, actor and α):
 - each critic ``--steps − --intervene-at`` steps of training later (``none``: plain drift);
 - across seeds: the final critics of seed 1 and seed 2, without and with FIRE.
 
-For every pair: the identifiability report (mean Pearson correlation of matched units under
-the optimal permutation, the identity and random permutations) and the peak and midpoint
-barriers, unaligned and after activation or weight matching (``plasticity.symmetry``).
+Writes ``symmetry_study.json`` and ``.png`` (about 15 minutes at the defaults on one thread).
 
-Run: ``python benchmarks/symmetry_study.py`` (about 10 minutes on one CPU thread). Writes
-``benchmarks/results/symmetry_study.json`` and ``.png``; the runs go to a temporary folder
-unless ``--runs-dir`` is given.
+``seeds``: are the hidden units of a SAC critic (Pendulum-v1) and of a DQN Q-network
+(CartPole-v1) identifiable across independent seeds trained on the same task, and does FIRE,
+reset or shrink & perturb (on that network, once, at a fixed step) change that? Per agent and
+method, ``--pairs`` pairs of seeds (1 and 2, 3 and 4, …), each pair compared at every
+checkpoint (several points of training, before and after the intervention). Writes
+``symmetry_seeds.json`` and ``symmetry_seeds.md``; ``--scale`` multiplies every step count.
+
+For every pair of networks: the identifiability report (mean Pearson correlation of matched
+units under the optimal permutation, the identity and random permutations; the fraction of
+units identified with B's unit of the same index, with one unit of B under the optimal pairing,
+and by chance), the effective-symmetry measures of each network's hidden layers (dimension and
+coherence of their input subspace at 90% of the variance), and the peak, midpoint and relative
+barriers, unaligned and after activation or weight matching (``plasticity.symmetry``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import shlex
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agents import sac
+from agents import dqn, sac
 from agents.probes import (
+    RunCheckpoint,
     collect_transitions,
     load_run,
     network_inputs,
@@ -42,46 +59,101 @@ from agents.probes import (
     probe_loss,
 )
 from plasticity import fire_
-from plasticity.symmetry import activation_matching, interpolation_barrier, weight_matching
+from plasticity.symmetry import (
+    activation_matching,
+    interpolation_barrier,
+    realization_report,
+    weight_matching,
+)
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("none", "fire", "reset", "shrink_perturb")
+AGENTS = {"sac": sac, "dqn": dqn}
 
 
-def train(runs_dir: Path, method: str, seed: int, options) -> Path:
-    """One SAC run whose critic method intervenes once, at ``intervene_at``."""
-    args = sac.Args(
-        env="Pendulum-v1",
+@dataclass(frozen=True)
+class Schedule:
+    """One agent's runs: the env, the network the method acts on (and the study compares),
+    and the step counts."""
+
+    env: str
+    network: str
+    steps: int
+    learning_starts: int
+    intervene_at: int
+    checkpoint_every: int
+
+    def scaled(self, scale: float) -> Schedule:
+        counts = ("steps", "learning_starts", "intervene_at", "checkpoint_every")
+        return replace(self, **{k: max(1, round(getattr(self, k) * scale)) for k in counts})
+
+
+# the seeds study at --scale 1: checkpoints at four points, one intervention between the second
+# and the third, learning long enough to start (tiny runs: see the README for what they show)
+SEEDS_SCHEDULES = {
+    "sac": Schedule("Pendulum-v1", "critic", 2_000, 500, 1_250, 500),
+    "dqn": Schedule("CartPole-v1", "q", 10_000, 1_000, 6_000, 2_500),
+}
+
+
+def train(runs_dir: Path, agent: str, method: str, seed: int, schedule: Schedule, options) -> Path:
+    """One run whose method acts on ``schedule.network`` only, once, at ``intervene_at``
+    (``steps < 2 × intervene_at``), with every checkpoint kept."""
+    module = AGENTS[agent]
+    network_method = {"critic": "critic_method", "q": "q_method"}[schedule.network]
+    extra = {"hidden_size": options.hidden} if agent == "sac" else {}
+    args = module.Args(
+        env=schedule.env,
         seed=seed,
-        critic_method=method,
-        total_timesteps=options.steps,
-        learning_starts=options.learning_starts,
-        hidden_size=options.hidden,
+        total_timesteps=schedule.steps,
+        learning_starts=schedule.learning_starts,
         eval_every=0,
         eval_episodes=options.episodes,
         metrics_every=0,
-        # checkpoints at the intervention and at the end: the two newest are kept
-        checkpoint_every=options.intervene_at,
+        checkpoint_every=schedule.checkpoint_every,
+        keep_checkpoints=0,
         runs_dir=str(runs_dir),
-        run_name=f"{method}_seed{seed}",
+        run_name=f"{agent}_{method}_seed{seed}",
         device="cpu",
+        verbose=0,
+        **{network_method: method},
+        **extra,
     )
     plasticity = args.plasticity
-    plasticity.fire_every = plasticity.reset_every = options.intervene_at
-    plasticity.shrink_perturb_every = options.intervene_at
-    summary = sac.main(args)
+    plasticity.fire_every = plasticity.reset_every = schedule.intervene_at
+    plasticity.shrink_perturb_every = schedule.intervene_at
+    summary = module.main(args)
     return Path(summary["run_dir"])
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    return sorted(int(p.stem.removeprefix("step_")) for p in run_dir.glob("checkpoints/step_*.pt"))
 
 
 def checkpoint(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step}.pt"
 
 
-def compare(reference, other, batch, options) -> dict:
-    """Identifiability and barriers of ``other``'s critic against ``reference``'s."""
-    net_a, net_b = reference.networks["critic"], other.networks["critic"]
-    loss = probe_loss(reference, "critic", batch, seed=options.seed)
-    probe = network_inputs(reference, "critic", batch)
+def input_subspaces(run: RunCheckpoint, network: str, batch) -> dict[str, dict]:
+    """Dimension and coherence of each hidden layer's input subspace at 90% of the variance."""
+    report = realization_report(run.networks[network], network_inputs(run, network, batch))
+    return {
+        name: {
+            "inputs": layer.subspace.full_dimension,
+            "dimension": layer.subspace.dimension,
+            "explained": layer.subspace.explained,
+            "coherence": layer.subspace.coherence,
+        }
+        for name, layer in report.items()
+    }
+
+
+def compare(reference, other, batch, options, network: str = "critic") -> dict:
+    """Identifiability, input subspaces and barriers of ``other``'s ``network`` against
+    ``reference``'s, on ``batch`` (drawn with ``reference``'s policy)."""
+    net_a, net_b = reference.networks[network], other.networks[network]
+    loss = probe_loss(reference, network, batch, seed=options.seed)
+    probe = network_inputs(reference, network, batch)
     matching = activation_matching(net_a, net_b, probe, seed=options.seed)
     weights = weight_matching(net_a, net_b, seed=options.seed)
     row = {
@@ -92,6 +164,11 @@ def compare(reference, other, batch, options) -> dict:
         "corr_identity": matching.identity_mean,
         "corr_random": matching.random_mean,
         "gap": matching.gap,
+        "identified": matching.identified_rate,
+        "identified_matched": matching.identified_matched_rate,
+        "identified_chance": matching.chance_rate,
+        "subspace_a": input_subspaces(reference, network, batch),
+        "subspace_b": input_subspaces(other, network, batch),
         "weight_distance": weights.identity_distance,
         "weight_distance_matched": weights.distance,
     }
@@ -102,6 +179,7 @@ def compare(reference, other, batch, options) -> dict:
             "loss_b": barrier.loss_b,
             "peak": barrier.peak,
             "midpoint": barrier.midpoint,
+            "relative": barrier.relative,
             "curve": barrier.losses.tolist(),
         }
     return row
@@ -146,27 +224,22 @@ def plot(rows: list[dict], groups: dict[str, list[int]], path: Path, alphas: int
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=7_500)
-    parser.add_argument("--intervene-at", type=int, default=5_000)
-    parser.add_argument("--learning-starts", type=int, default=1_000)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--probe", type=int, default=1_024)
-    parser.add_argument("--alphas", type=int, default=21)
-    parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes per run")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
-    parser.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--out", default=str(RESULTS), help="folder of the json and png")
-    options = parser.parse_args()
-    if not options.intervene_at < options.steps < 2 * options.intervene_at:
-        parser.error("need intervene-at < steps < 2 × intervene-at (one intervention)")
-    torch.set_num_threads(1)
+def intervention_study(options) -> None:
+    """Before and after one intervention on a SAC critic (the module docstring)."""
+    schedule = Schedule(
+        "Pendulum-v1",
+        "critic",
+        options.steps,
+        options.learning_starts,
+        options.intervene_at,
+        checkpoint_every=options.intervene_at,
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = Path(options.runs_dir or tmp)
-        dirs = {(m, 1): train(runs_dir, m, 1, options) for m in METHODS}
-        dirs.update({(m, 2): train(runs_dir, m, 2, options) for m in ("none", "fire")})
+        dirs = {(m, 1): train(runs_dir, "sac", m, 1, schedule, options) for m in METHODS}
+        for m in ("none", "fire"):
+            dirs[m, 2] = train(runs_dir, "sac", m, 2, schedule, options)
         train_seconds = time.perf_counter() - start
         at, end = options.intervene_at, options.steps
         before = load_run(checkpoint(dirs["none", 1], at))
@@ -236,6 +309,161 @@ def main() -> None:
         print(f"{row['pair']:<34}{corr:>20}{peaks:>30}{losses}")
     print(f"runs identical until the intervention: {same_run}; returns {returns}")
     print(f"{result['total_seconds']:.0f} s; wrote {out / 'symmetry_study.json'} and .png")
+
+
+def final_return(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["final_eval_return"]
+
+
+def seeds_study(options) -> None:
+    """Independent seeds compared at every checkpoint (the module docstring)."""
+    schedules = {agent: SEEDS_SCHEDULES[agent].scaled(options.scale) for agent in options.agents}
+    seeds = range(1, 2 * options.pairs + 1)
+    start = time.perf_counter()
+    rows, returns = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(options.runs_dir or tmp)
+        for (agent, schedule), method in itertools.product(schedules.items(), options.methods):
+            dirs = {seed: train(runs_dir, agent, method, seed, schedule, options) for seed in seeds}
+            returns.update({f"{agent}_{method}_seed{s}": final_return(d) for s, d in dirs.items()})
+            for pair, step in itertools.product(range(options.pairs), checkpoint_steps(dirs[1])):
+                seed_a, seed_b = 2 * pair + 1, 2 * pair + 2
+                run_a = load_run(checkpoint(dirs[seed_a], step))
+                run_b = load_run(checkpoint(dirs[seed_b], step))
+                batch = collect_transitions(run_a, options.probe, options.seed)
+                row = compare(run_a, run_b, batch, options, schedule.network)
+                rows.append(
+                    {"agent": agent, "method": method, "seeds": [seed_a, seed_b], "step": step}
+                    | {"after_intervention": step >= schedule.intervene_at, **row}
+                )
+    result = {
+        "command": shlex.join(["python", "benchmarks/symmetry_study.py", *sys.argv[1:]]),
+        "setting": {
+            "schedules": {agent: vars(schedule) for agent, schedule in schedules.items()},
+            "scale": options.scale,
+            "sac_hidden_size": options.hidden,
+            "methods_on": "the compared network only (SAC: critic, actor none; DQN: q)",
+            "seed_pairs": [[2 * p + 1, 2 * p + 2] for p in range(options.pairs)],
+            "probe_transitions": options.probe,
+            "probe": f"A's exploring policy, fresh env, seed {options.seed}; loss: the "
+            "network's TD loss with targets fixed by A",
+            "alphas": options.alphas,
+            "torch_threads": 1,
+        },
+        "eval_returns": returns,
+        "total_seconds": time.perf_counter() - start,
+        "rows": rows,
+    }
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "symmetry_seeds.json").write_text(json.dumps(result, indent=2))
+    markdown = seeds_markdown(result)
+    (out / "symmetry_seeds.md").write_text(markdown)
+    print(markdown)
+    print(f"{result['total_seconds']:.0f} s; wrote {out / 'symmetry_seeds.json'} and .md")
+
+
+def _mean(values) -> float:
+    return float(np.mean(list(values)))
+
+
+def seeds_markdown(result: dict) -> str:
+    """The seeds study's results as markdown: how they were made, then :func:`seeds_table`."""
+    setting = result["setting"]
+    schedules = {agent: Schedule(**values) for agent, values in setting["schedules"].items()}
+    runs = "; ".join(
+        f"{agent} on {s.env}: {s.steps} steps, learning from {s.learning_starts}, the method "
+        f"acting on the {s.network} network once at {s.intervene_at}, compared every "
+        f"{s.checkpoint_every}"
+        for agent, s in schedules.items()
+    )
+    pairs = ", ".join(f"{a} and {b}" for a, b in setting["seed_pairs"])
+    return (
+        f"`{result['command']}` ({result['total_seconds']:.0f} s, one thread)\n\n"
+        f"{runs}; SAC hidden size {setting['sac_hidden_size']}; seed pairs {pairs}; probe: "
+        f"{setting['probe_transitions']} transitions from {setting['probe']}; "
+        f"{setting['alphas']} points per path. Means over the pairs.\n\n"
+        f"{seeds_table(result['rows'], schedules)}\n"
+    )
+
+
+def seeds_table(rows: list[dict], schedules: dict[str, Schedule]) -> str:
+    """Markdown: per agent, method and step, the means over the seed pairs."""
+    lines = [
+        "| agent | method | step | pairs | identified: same index / chance / matched "
+        "| correlation identity / optimal / random | input dimension at 90% per hidden layer "
+        "| peak: unaligned / weight-matched | relative %: unaligned / weight-matched |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["agent"], row["method"], row["step"]), []).append(row)
+    for (agent, method, step), group in groups.items():
+        schedule = schedules[agent]
+        when = "after" if step >= schedule.intervene_at else "before"
+        identified = "/".join(
+            f"{_mean(r[key] for r in group):.3f}"
+            for key in ("identified", "identified_chance", "identified_matched")
+        )
+        corr = "/".join(
+            f"{_mean(r[key] for r in group):.2f}"
+            for key in ("corr_identity", "corr_optimal", "corr_random")
+        )
+        spaces = [r[side] for r in group for side in ("subspace_a", "subspace_b")]
+        dims = " ".join(
+            f"{_mean(space[name]['dimension'] for space in spaces):.1f}/{info['inputs']}"
+            for name, info in spaces[0].items()
+        )
+        peaks = "/".join(
+            f"{_mean(r[label]['peak'] for r in group):.3g}" for label in ("unaligned", "weight")
+        )
+        relative = "/".join(
+            f"{_mean(r[label]['relative'] for r in group):.0f}" for label in ("unaligned", "weight")
+        )
+        lines.append(
+            f"| {agent} | {method} | {step} ({when}) | {len(group)} | {identified} | {corr} "
+            f"| {dims} | {peaks} | {relative} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--hidden", type=int, help="SAC's hidden size (256; seeds: 64)")
+    shared.add_argument("--probe", type=int, help="probe transitions (1024; seeds: 256)")
+    shared.add_argument("--alphas", type=int, help="points on each path (21; seeds: 11)")
+    shared.add_argument("--episodes", type=int, default=5, help="evaluation episodes per run")
+    shared.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
+    shared.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
+    shared.add_argument("--out", default=str(RESULTS), help="folder of the results")
+    studies = parser.add_subparsers(dest="study", required=True)
+    one = studies.add_parser("intervention", parents=[shared], help="one seed through FIRE etc.")
+    one.add_argument("--steps", type=int, default=7_500)
+    one.add_argument("--intervene-at", type=int, default=5_000)
+    one.add_argument("--learning-starts", type=int, default=1_000)
+    one.set_defaults(hidden=256, probe=1_024, alphas=21)
+    many = studies.add_parser("seeds", parents=[shared], help="pairs of seeds, several steps")
+    many.add_argument("--agents", nargs="+", choices=sorted(AGENTS), default=["sac", "dqn"])
+    many.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    many.add_argument("--pairs", type=int, default=2, help="pairs of seeds (1 and 2, 3 and 4, …)")
+    many.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
+    many.set_defaults(hidden=64, probe=256, alphas=11)
+    options = parser.parse_args()
+    if options.study == "intervention":
+        if not options.intervene_at < options.steps < 2 * options.intervene_at:
+            parser.error("need intervene-at < steps < 2 × intervene-at (one intervention)")
+    elif options.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    elif (
+        min(
+            SEEDS_SCHEDULES[agent].scaled(options.scale).learning_starts for agent in options.agents
+        )
+        < 10
+    ):
+        parser.error(f"--scale {options.scale} leaves under 10 steps before learning; raise it")
+    torch.set_num_threads(1)
+    (intervention_study if options.study == "intervention" else seeds_study)(options)
 
 
 if __name__ == "__main__":

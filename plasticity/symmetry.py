@@ -8,10 +8,16 @@ the order that lines them up and measures how far apart the two networks really 
 - :func:`infer_wiring` / :class:`Wiring`: which layer reads which hidden layer's units;
 - :func:`permute_`: apply unit permutations in place (the function is unchanged);
 - :func:`activation_matching`: permutations from activation correlations on a probe batch, with
-  the identifiability report (matched, identity and random-permutation correlations);
+  the identifiability report (matched, identity and random-permutation correlations; the rate
+  of units identified with one unit of the other network, :func:`identifiable_units`);
 - :func:`weight_matching`: data-free permutations by coordinate descent (Git Re-Basin);
+- :func:`realization_report`: effective symmetry within one network: each layer's input
+  subspace (:func:`input_subspace`, :func:`subspace_coherence`) and, on it, what it costs a
+  neuron to realize another's function (:func:`realization_costs`) or to swap roles with it
+  (:func:`swap_costs`);
 - :func:`interpolation_barrier`: the loss along the straight line between two networks,
-  unaligned or after matching, evaluated for all points at once with ``torch.func.vmap``;
+  unaligned or after matching, evaluated for all points at once with ``torch.func.vmap``, with
+  the loss barrier and the relative barrier (:func:`relative_barrier`);
 - :func:`merge`: the network at ``(1 − α)θ_A + α·π(θ_B)``, optionally with REPAIR.
 
 Every matcher aligns **B onto A**: ``permute_(net_b, result.perms)`` makes B's unit ``i`` the
@@ -22,12 +28,14 @@ Supported networks: Linear and Conv layers (no groups) joined by elementwise act
 never permuted). Layers are read in registration order: each hidden layer feeds the next layer,
 and a head is followed by the heads that read the same features (an actor's mean and log-std)
 or by the start of another chain (the second critic of a twin Q). Normalization layers are
-refused. Other wirings can be described with an explicit :class:`Wiring`.
+refused (BatchNorm's running statistics everywhere, even unaligned). Other wirings can be
+described with an explicit :class:`Wiring`.
 
 Sources: permutation symmetry and loss barriers (Entezari et al. 2022, arXiv 2110.06296);
 activation and weight matching (Git Re-Basin, Ainsworth et al. 2023, arXiv 2209.04836; Li et al.
-2015, arXiv 1511.07543); the identifiability report (Bürgin, Herbst et al. 2026, arXiv
-2606.04754); REPAIR (Jordan et al. 2023, arXiv 2211.08403).
+2015, arXiv 1511.07543); the identifiability report, realization and swap costs, subspace
+coherence and the relative barrier (Bürgin, Herbst et al. 2026, arXiv 2606.04754, and its code
+``Vuenc/neuron-identifiability``); REPAIR (Jordan et al. 2023, arXiv 2211.08403).
 
 The reinforcement-learning side (rebuild a run's networks from its checkpoint, a frozen probe
 batch, TD and actor losses) and the command live in :mod:`agents.probes`, because this library
@@ -45,6 +53,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -53,15 +62,26 @@ from plasticity._layers import Inputs, call_module, head_names, named_layers
 __all__ = [
     "ActivationMatching",
     "Barrier",
+    "InputSubspace",
+    "LayerRealization",
     "UnitCorrelations",
     "WeightMatching",
     "Wiring",
     "activation_matching",
+    "identifiability_chance",
+    "identifiable_units",
     "infer_wiring",
+    "input_subspace",
     "interpolation_barrier",
+    "layer_inputs",
     "merge",
     "pearson",
     "permute_",
+    "realization_costs",
+    "realization_report",
+    "relative_barrier",
+    "subspace_coherence",
+    "swap_costs",
     "unit_activations",
     "weight_matching",
 ]
@@ -113,6 +133,7 @@ def infer_wiring(net: nn.Module, heads: Sequence[str] | None = None) -> Wiring:
     """
     layers = named_layers(net)
     heads = head_names(net, heads if heads is not None else getattr(net, "heads", None))
+    _refuse_running_statistics(net, "permuting the units would leave in their old order")
     for name, module in net.named_modules():
         own_params = any(True for _ in module.parameters(recurse=False))
         if module is not net and own_params and not isinstance(module, (*_CONV_TYPES, nn.Linear)):
@@ -140,6 +161,17 @@ def infer_wiring(net: nn.Module, heads: Sequence[str] | None = None) -> Wiring:
     return Wiring(readers)
 
 
+def _refuse_running_statistics(net: nn.Module, consequence: str) -> None:
+    """One-line ``ValueError`` for a module with running statistics (BatchNorm, or InstanceNorm
+    that tracks them): per-unit buffers that the functions here do not handle."""
+    for name, module in net.named_modules():
+        if getattr(module, "running_mean", None) is not None:
+            raise ValueError(
+                f"{name or 'the network'} is a {type(module).__name__} with running statistics, "
+                f"which {consequence}; build it with track_running_stats=False or without it"
+            )
+
+
 def _check_fits(name: str, layer: nn.Module, reader: str, reader_layer: nn.Module) -> None:
     units, inputs = layer.weight.shape[0], reader_layer.weight.shape[1]
     flattened = isinstance(layer, _CONV_TYPES) and isinstance(reader_layer, nn.Linear)
@@ -152,6 +184,7 @@ def _check_fits(name: str, layer: nn.Module, reader: str, reader_layer: nn.Modul
 
 
 def _layers_of(net: nn.Module, wiring: Wiring) -> dict[str, nn.Module]:
+    _refuse_running_statistics(net, "permuting the units would leave in their old order")
     layers = dict(named_layers(net))
     missing = (set(wiring.readers) | set(wiring.sources)) - set(layers)
     if missing:
@@ -254,20 +287,61 @@ def _assignment(similarity: torch.Tensor) -> torch.Tensor:
 # --- activation matching --------------------------------------------------------------------
 
 
+def identifiable_units(similarity: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """Which units of A are identified with their ``partner`` in B.
+
+    ``similarity[i, j]`` compares A's unit ``i`` with B's unit ``j`` (higher: more alike). A's
+    unit ``i`` is identified with B's unit ``partner[i]`` when each is the other's strict best
+    match: ``partner[i]`` is more like ``i`` than any other unit of B is, and ``i`` more like
+    ``partner[i]`` than any other unit of A is. A tie (a unit dead on the probe correlates 0
+    with everything) identifies nothing.
+    """
+    # a row and a column of -inf, so that every row and column has a second best
+    padded = F.pad(similarity, (0, 1, 0, 1), value=-math.inf)
+    units = torch.arange(len(partner))
+    paired = similarity[units, partner]
+    by_row, by_column = padded.topk(2, dim=1), padded.topk(2, dim=0)
+    row_best_is_partner = by_row.indices[units, 0] == partner
+    other_in_b = torch.where(row_best_is_partner, by_row.values[units, 1], by_row.values[units, 0])
+    column_best_is_unit = by_column.indices[0, partner] == units
+    other_in_a = torch.where(
+        column_best_is_unit, by_column.values[1, partner], by_column.values[0, partner]
+    )
+    return (paired > other_in_b) & (paired > other_in_a)
+
+
+def identifiability_chance(similarity: torch.Tensor) -> float:
+    """The identification rate expected when B's units are in a uniformly random order.
+
+    A unit of A can be identified only with its mutual strict best match in B, which a random
+    order puts at the unit's own index with probability ``1/n``: the rate is (units of A that
+    have such a match) ``/ n²``.
+    """
+    n = len(similarity)
+    return float(identifiable_units(similarity, similarity.argmax(1)).sum()) / n**2
+
+
 @dataclass
 class UnitCorrelations:
     """Pearson correlations between one layer's units in A and in B on the probe batch.
 
-    ``matched[i]`` correlates A's unit ``i`` with B's unit ``perm[i]`` (the optimal match);
-    ``identity[i]`` with B's unit ``i``. A unit that is constant on the probe (a dead ReLU)
-    correlates 0 with everything.
+    ``correlations[i, j]`` correlates A's unit ``i`` with B's unit ``j``; ``matched[i]`` is
+    A's unit ``i`` with B's unit ``perm[i]`` (the optimal match), ``identity[i]`` with B's unit
+    ``i``. A unit that is constant on the probe (a dead ReLU) correlates 0 with everything.
     """
 
     perm: torch.Tensor
-    matched: torch.Tensor
-    identity: torch.Tensor
+    correlations: torch.Tensor
     random: float
     """mean correlation under uniformly random permutations (the chance level)"""
+
+    @property
+    def matched(self) -> torch.Tensor:
+        return self.correlations[torch.arange(len(self.perm)), self.perm]
+
+    @property
+    def identity(self) -> torch.Tensor:
+        return self.correlations.diagonal()
 
     @property
     def optimal_mean(self) -> float:
@@ -281,6 +355,32 @@ class UnitCorrelations:
     def gap(self) -> float:
         """Identifiability gap: optimal minus identity mean. ≈ 0: units kept their identity."""
         return self.optimal_mean - self.identity_mean
+
+    @property
+    def identified(self) -> torch.Tensor:
+        """Units of A identified with B's unit of the same index (:func:`identifiable_units`):
+        neuron identifiability across runs in the sense of arXiv 2606.04754."""
+        return identifiable_units(self.correlations, torch.arange(len(self.perm)))
+
+    @property
+    def identified_matched(self) -> torch.Tensor:
+        """Units of A identified with the B unit the optimal permutation pairs them with: the
+        units that have one unambiguous counterpart in B, wherever B put it."""
+        return identifiable_units(self.correlations, self.perm)
+
+    @property
+    def identified_rate(self) -> float:
+        return float(self.identified.double().mean())
+
+    @property
+    def identified_matched_rate(self) -> float:
+        return float(self.identified_matched.double().mean())
+
+    @property
+    def chance_rate(self) -> float:
+        """The identification rate of B's units in a random order
+        (:func:`identifiability_chance`)."""
+        return identifiability_chance(self.correlations)
 
 
 @dataclass
@@ -307,15 +407,33 @@ class ActivationMatching:
         return float(torch.cat([c.identity for c in self.layers.values()]).mean())
 
     @property
-    def random_mean(self) -> float:
-        units = [len(c.matched) for c in self.layers.values()]
-        total = sum(c.random * n for c, n in zip(self.layers.values(), units, strict=True))
-        return total / sum(units)
-
-    @property
     def gap(self) -> float:
         """Identifiability gap of the whole network: optimal minus identity mean."""
         return self.optimal_mean - self.identity_mean
+
+    def _unit_weighted(self, rate: Callable[[UnitCorrelations], float]) -> float:
+        units = [len(c.perm) for c in self.layers.values()]
+        total = sum(rate(c) * n for c, n in zip(self.layers.values(), units, strict=True))
+        return total / sum(units)
+
+    @property
+    def random_mean(self) -> float:
+        return self._unit_weighted(lambda c: c.random)
+
+    @property
+    def identified_rate(self) -> float:
+        """Fraction of units identified with B's unit of the same index (arXiv 2606.04754)."""
+        return self._unit_weighted(lambda c: c.identified_rate)
+
+    @property
+    def identified_matched_rate(self) -> float:
+        """Fraction of units with one unambiguous counterpart in B under the optimal matching."""
+        return self._unit_weighted(lambda c: c.identified_matched_rate)
+
+    @property
+    def chance_rate(self) -> float:
+        """The identification rate of B's units in a random order, over all units."""
+        return self._unit_weighted(lambda c: c.chance_rate)
 
 
 def _unit_samples(x: torch.Tensor, reader: nn.Module, units: int) -> torch.Tensor:
@@ -400,8 +518,18 @@ def activation_matching(
 
     The report (:class:`ActivationMatching`) gives, per layer and for the whole network, the
     matched correlations and their mean under the optimal permutation, under the identity and
-    under ``n_random`` random permutations: the identifiability measure of arXiv 2606.04754.
-    A small gap between optimal and identity means B's units kept A's identities.
+    under ``n_random`` random permutations: the identifiability measure of arXiv 2606.04754's
+    code. A small gap between optimal and identity means B's units kept A's identities.
+
+    Per unit, the report also says which units are identified (:func:`identifiable_units`): the
+    paper calls neurons identifiable across runs when neuron ``i`` of A and neuron ``i`` of B
+    realize the same function, and its code measures this through the objectives above, for
+    whole layers. Our per-unit reading: A's unit ``i`` is identified with B's unit ``i`` when
+    the two are each other's strict best match by correlation (``identified``; its rate
+    against ``chance``, the rate for B's units in a random order). ``identified_matched``
+    applies the same test to the optimal pairing: the units that have one unambiguous
+    counterpart in B at any index (for standard networks, whose units no architecture pins
+    to an index, the question that can have a nonzero answer across seeds).
     """
     wiring = wiring or infer_wiring(net_a)
     _check_same_shapes(net_a, net_b)
@@ -420,9 +548,7 @@ def activation_matching(
             draws = [torch.randperm(len(perm), generator=generator) for _ in range(n_random)]
             random = float(corr[units, torch.stack(draws)].mean())
         perms[name] = perm
-        layers[name] = UnitCorrelations(
-            perm=perm, matched=corr[units, perm], identity=corr.diagonal().clone(), random=random
-        )
+        layers[name] = UnitCorrelations(perm=perm, correlations=corr, random=random)
     return ActivationMatching(perms, layers)
 
 
@@ -547,6 +673,166 @@ def weight_matching(
     )
 
 
+# --- effective symmetry: realization and swap costs ----------------------------------------
+
+
+@dataclass
+class InputSubspace:
+    """The principal subspace of a layer's centred inputs that covers a fraction of their
+    variance: ``basis`` is ``(inputs, k)`` with orthonormal columns, ``explained`` the fraction
+    of the variance it covers (at least the fraction asked for)."""
+
+    basis: torch.Tensor
+    explained: float
+
+    @property
+    def dimension(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def full_dimension(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def coherence(self) -> float:
+        return subspace_coherence(self.basis)
+
+
+def input_subspace(inputs: torch.Tensor, variance: float = 0.9) -> InputSubspace:
+    """The smallest principal subspace of ``inputs`` ``(samples, features)``, centred, whose
+    components explain at least ``variance`` of the total (PCA by SVD, in float64), as
+    arXiv 2606.04754's code estimates a layer's input support (90% by default).
+
+    Inputs that do not vary at all (a layer behind units all dead on the probe) have the
+    0-dimensional subspace, which explains all of their (zero) variance.
+    """
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance must be a fraction in (0, 1], got {variance}")
+    centred = inputs.double() - inputs.double().mean(0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    power = singular.square()
+    if power.sum() == 0:
+        return InputSubspace(basis=vh[:0].T, explained=1.0)
+    cumulative = power.cumsum(0) / power.sum()
+    # the first k whose share reaches the fraction; rounding can leave the total just below 1
+    k = min(int(torch.searchsorted(cumulative, variance)), len(cumulative) - 1) + 1
+    return InputSubspace(basis=vh[:k].T, explained=float(cumulative[k - 1]))
+
+
+def subspace_coherence(basis: torch.Tensor) -> float:
+    """``ν(U) = max_r ‖U_{r,:}‖²`` of an orthonormal basis ``(n, k)``, between ``k/n``
+    (spread over all coordinates) and 1 (contains a coordinate axis) (arXiv 2606.04754)."""
+    return float(basis.square().sum(1).max())
+
+
+def realization_costs(
+    weight: torch.Tensor,
+    basis: torch.Tensor,
+    trainable: torch.Tensor | None = None,
+    fixed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``C[i, j]``: the norm cost for neuron ``i`` to realize neuron ``j``'s function on the
+    input subspace ``basis`` (arXiv 2606.04754, the closed form of its code's
+    ``measure_realization_cost.py``).
+
+    ``weight`` is the layer's effective weight ``(units, inputs)``; ``trainable`` marks its
+    trainable entries (default: all), ``fixed`` is the part of the effective weight that
+    training cannot change (default: ``weight`` where not trainable, a W-asymmetric layer's
+    fixed entries; a syre layer passes its fixed noise). On the subspace ``U``, neuron ``j``
+    computes from ``a_j = Uᵀ w_j``; neuron ``i`` reaches a given ``a`` at least at the cost
+    ``min ‖d_i ⊙ w‖² s.t. Uᵀ(d_i ⊙ w) + v_i = a``, which is the squared Mahalanobis distance
+    ``(a − v_i)ᵀ S_i⁺ (a − v_i)`` with centre ``v_i = Uᵀ f_i`` and ``S_i = Uᵀ diag(d_i) U``.
+    Biases are free and not counted. For a standard layer ``C[i, j] = ‖a_j‖²`` for every ``i``.
+    Computed in float64.
+    """
+    weight, basis = weight.detach().double(), basis.double()
+    if trainable is None:
+        trainable = torch.ones_like(weight)
+    trainable = trainable.double()
+    if trainable.shape != weight.shape or not ((trainable == 0) | (trainable == 1)).all():
+        raise ValueError("trainable must be a 0/1 mask shaped like the weight")
+    fixed = (1 - trainable) * weight if fixed is None else fixed.detach().double()
+    coefficients = weight @ basis  # a_j, one row per neuron
+    centres = fixed @ basis  # v_i
+    grams = torch.einsum("dk,id,dl->ikl", basis, trainable, basis)  # S_i
+    inverses = torch.linalg.pinv(grams, hermitian=True)
+    offsets = coefficients[None, :, :] - centres[:, None, :]  # [i, j] = a_j − v_i
+    return torch.einsum("ijk,ikl,ijl->ij", offsets, inverses, offsets)
+
+
+def swap_costs(costs: torch.Tensor) -> torch.Tensor:
+    """``T[i, j] = C[i, j] + C[j, i] − C[i, i] − C[j, j]``: the extra norm neurons ``i`` and ``j``
+    pay to exchange their roles (arXiv 2606.04754), from :func:`realization_costs`. 0 for every
+    pair of a standard layer: its neurons are exactly exchangeable."""
+    own = costs.diagonal()
+    return costs + costs.T - own[:, None] - own[None, :]
+
+
+@dataclass
+class LayerRealization:
+    """:func:`realization_report` of one layer: its input subspace and, on it, the
+    realization costs ``costs[i, j]`` (neuron ``i`` realizing neuron ``j``) and swap costs."""
+
+    subspace: InputSubspace
+    costs: torch.Tensor
+    swaps: torch.Tensor
+
+
+@torch.no_grad()
+def layer_inputs(net: nn.Module, probe: Inputs, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """What each named Linear layer reads on ``probe``, ``(samples, inputs)``."""
+    layers = dict(named_layers(net))
+    for name in names:
+        if not isinstance(layers.get(name), nn.Linear):
+            raise ValueError(f"{name} is not a Linear layer of {type(net).__name__}")
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(name: str):
+        def hook(_module, args):
+            seen[name] = args[0].detach().reshape(-1, args[0].shape[-1])
+
+        return hook
+
+    handles = [layers[name].register_forward_pre_hook(record(name)) for name in names]
+    try:
+        call_module(net, probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def realization_report(
+    net: nn.Module,
+    probe: Inputs,
+    variance: float = 0.9,
+    layers: Sequence[str] | None = None,
+    trainable: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, LayerRealization]:
+    """Effective symmetry of each hidden Linear layer on ``probe`` (arXiv 2606.04754).
+
+    For each layer: the principal subspace of its inputs on the probe covering ``variance``
+    (dimension, explained fraction, coherence), and on it the :func:`realization_costs` and
+    :func:`swap_costs` of its neurons. ``layers``: the layers to measure (default: the hidden
+    Linear layers of :func:`infer_wiring`; convolutions are left out, the costs being defined
+    for fully connected neurons). ``trainable[name]``: the layer's trainable-entry mask, for a
+    layer with fixed entries; a standard layer's swap costs are 0 whatever its inputs.
+    """
+    modules = dict(named_layers(net))
+    if layers is None:
+        layers = [n for n in infer_wiring(net).readers if isinstance(modules[n], nn.Linear)]
+    trainable = trainable or {}
+    inputs = layer_inputs(net, probe, layers)
+    report = {}
+    for name in layers:
+        if name not in inputs:
+            raise ValueError(f"layer {name} did not run on the probe")
+        subspace = input_subspace(inputs[name], variance)
+        costs = realization_costs(modules[name].weight, subspace.basis, trainable.get(name))
+        report[name] = LayerRealization(subspace, costs, swap_costs(costs))
+    return report
+
+
 # --- interpolation --------------------------------------------------------------------------
 
 
@@ -577,6 +863,29 @@ class Barrier:
     def linear(self) -> torch.Tensor:
         """The straight line ``(1 − α)L_A + αL_B`` the barrier is measured against."""
         return (1 - self.alphas) * self.losses[0] + self.alphas * self.losses[-1]
+
+    @property
+    def relative(self) -> float:
+        """The loss's :func:`relative_barrier`, in percent of the better end's loss."""
+        return relative_barrier(self.losses)
+
+
+def relative_barrier(curve, higher_is_better: bool = False) -> float:
+    """The change from the better end of a path to its worst point, in percent of the end.
+
+    ``curve``: the metric at ``α`` from 0 to 1, ends included. For a score (accuracy, return;
+    ``higher_is_better=True``) ``100 · (min_α s − max(s_0, s_1)) / |max(s_0, s_1)|`` ≤ 0, the
+    relative accuracy drop of arXiv 2606.04754's code (``compute_barrier``); for a loss its
+    mirror image ``100 · (max_α L − min(L_0, L_1)) / |min(L_0, L_1)|`` ≥ 0. Unlike the loss
+    barrier it compares with the better end rather than the straight line, so two ends of
+    unequal quality alone make it nonzero. ``nan`` when the better end is 0 (the code returns 0).
+    """
+    curve = torch.as_tensor(curve, dtype=torch.float64)
+    ends = curve[[0, -1]]
+    best, worst = (ends.max(), curve.min()) if higher_is_better else (ends.min(), curve.max())
+    if best == 0:
+        return math.nan
+    return float(100 * (worst - best) / best.abs())
 
 
 class _LossOf(nn.Module):
@@ -643,15 +952,18 @@ def interpolation_barrier(
     for all points of the path, with ``torch.func.functional_call`` swapping in the stacked
     parameters under ``torch.func.vmap`` (``chunk_size`` bounds the points per batch). So it
     must be a pure function of the parameters: no random draws (fix the noise beforehand), no
-    ``.item()``. Buffers are A's. ``alphas``: a number of evenly spaced points on ``[0, 1]``
-    (21 by default) or a rising sequence from 0 to 1.
+    ``.item()``. ``alphas``: a number of evenly spaced points on ``[0, 1]`` (21 by default) or a
+    rising sequence from 0 to 1.
 
     ``align``: ``None`` (unaligned, the default), ``"activation"`` (needs ``probe``),
     ``"weight"``, or permutations (a dict or a matcher's result) that align B onto A.
-    Unaligned, any two networks with the same parameters work (normalization layers too).
+    Unaligned, any two networks with the same parameters work, LayerNorm included. Only
+    parameters are interpolated: buffers stay A's at every point, so a network with running
+    statistics (BatchNorm) is refused, its statistics being A's and not the path's.
     """
     grid = _alpha_grid(alphas)
     _check_same_shapes(net_a, net_b)
+    _refuse_running_statistics(net_a, "would stay A's at every point of the path")
     theta_a, theta_b = _detached(net_a), _detached(net_b)
     perms = None
     if align is not None and align is not False:  # unaligned: any network, no wiring needed
@@ -727,8 +1039,7 @@ def _repair_(merged, net_a, net_b, alpha, probe, wiring) -> None:
         scale = torch.where(std > 1e-8, goal_std / std.clamp_min(1e-8), torch.ones_like(std))
         layer = layers[name]
         layer.weight.mul_(scale.reshape(-1, *([1] * (layer.weight.ndim - 1))))
-        if layer.bias is not None:
-            layer.bias.copy_((layer.bias - mean) * scale + goal_mean)
+        layer.bias.copy_((layer.bias - mean) * scale + goal_mean)
 
 
 def merge(
@@ -742,15 +1053,29 @@ def merge(
 ) -> nn.Module:
     """A new network computing with ``(1 − α)θ_A + α·π(θ_B)``; inputs are not modified.
 
-    ``perms`` (a dict or a matcher's result; ``None``: no alignment) align B onto A. Buffers
-    are A's. With ``repair=True`` the merged hidden units get REPAIR's per-unit rescaling
-    (arXiv 2211.08403) toward the interpolated pre-activation statistics of A and π(B) on
-    ``probe``, which counters the variance collapse of averaged units; heads are left as merged.
+    ``perms`` (a dict or a matcher's result; ``None``: no alignment) align B onto A. Only
+    parameters are interpolated; a network with running statistics (BatchNorm) is refused, as
+    they would stay A's. With ``repair=True`` the merged hidden units get REPAIR's per-unit
+    rescaling (arXiv 2211.08403) toward the interpolated pre-activation statistics of A and
+    π(B) on ``probe``, which counters the variance collapse of averaged units; heads are left as
+    merged. REPAIR moves each unit's mean through its layer's bias, so every hidden layer must
+    have one (a ``ValueError`` says which does not).
     """
     _check_same_shapes(net_a, net_b)
+    _refuse_running_statistics(net_a, "would stay A's in the merged network")
     aligned_b = net_b
     if perms is not None or repair:
         wiring = wiring or infer_wiring(net_a)
+    if repair:
+        if probe is None:
+            raise ValueError("merge(repair=True) needs a probe batch (probe=)")
+        layers = dict(named_layers(net_a))
+        for name in wiring.readers:
+            if layers[name].bias is None:
+                raise ValueError(
+                    f"layer {name} has no bias, through which REPAIR shifts its units' means; "
+                    "build it with bias=True or merge with repair=False"
+                )
     if perms is not None:
         aligned_b = permute_(copy.deepcopy(net_b), perms, wiring)
     merged = copy.deepcopy(net_a)
@@ -759,8 +1084,6 @@ def merge(
         for name, param in merged.named_parameters():
             param.copy_(theta[name][0])
     if repair:
-        if probe is None:
-            raise ValueError("merge(repair=True) needs a probe batch (probe=)")
         _repair_(merged, net_a, aligned_b, alpha, probe, wiring)
     return merged
 

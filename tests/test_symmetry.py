@@ -2,6 +2,7 @@
 barriers equal a plain loop over α; agents.probes: RL losses and the command on tiny runs."""
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,12 +20,21 @@ from torch import nn
 
 from agents import dqn, ppo, sac
 from plasticity.symmetry import (
+    Wiring,
     activation_matching,
+    identifiability_chance,
+    identifiable_units,
     infer_wiring,
+    input_subspace,
     interpolation_barrier,
     merge,
     pearson,
     permute_,
+    realization_costs,
+    realization_report,
+    relative_barrier,
+    subspace_coherence,
+    swap_costs,
     unit_activations,
     weight_matching,
 )
@@ -474,14 +485,19 @@ def test_command_compares_two_tiny_runs(runs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "(dqn, step 150)" in out and "(dqn, step 300)" in out
-    gap = re.search(r"^all\s+204\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+    gap = re.search(r"^all\s+204" + r"\s+(\S+)" * 7 + "$", out, re.M)
     assert gap, out
-    optimal, identity, _random, difference = map(float, gap.groups())
+    optimal, identity, _random, difference, identified, matched, chance = map(float, gap.groups())
     assert difference == pytest.approx(optimal - identity, abs=2e-3)
+    assert 0 <= identified <= 1 and 0 <= matched <= 1 and 0 <= chance <= 1
+    assert re.search(r"^network\.1\s+4\s+\d+\s+\S+\s+\S+$", out, re.M), out  # input subspace
     for label in ("unaligned", "activation-aligned", "weight-aligned"):
-        numbers = re.search(rf"^{label}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+        numbers = re.search(rf"^{label}" + r"\s+(\S+)" * 5 + "$", out, re.M)
         assert numbers, label
         assert all(math.isfinite(float(x)) for x in numbers.groups())
+        loss_a, loss_b, _peak, _midpoint, relative = map(float, numbers.groups())
+        best = min(loss_a, loss_b)  # the path's worst point is at least the worse end
+        assert relative >= 100 * (max(loss_a, loss_b) - best) / best * (1 - 1e-3)
     assert plot.stat().st_size > 10_000
 
 
@@ -510,7 +526,7 @@ def test_command_errors_are_one_line(runs, capsys, argv, message):
 
 def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.symmetry_study", "--out", str(tmp_path)]
+        [sys.executable, "-m", "benchmarks.symmetry_study", "intervention", "--out", str(tmp_path)]
         + ["--steps", "300", "--intervene-at", "200", "--learning-starts", "100", "--hidden", "16"]
         + ["--probe", "64", "--alphas", "5", "--episodes", "1"],
         cwd=ROOT,
@@ -525,6 +541,33 @@ def test_symmetry_study_runs_at_a_tiny_scale(tmp_path):
     fire = study["rows"][0]
     assert fire["pair"] == "before vs just after fire" and len(fire["unaligned"]["curve"]) == 5
     assert (tmp_path / "symmetry_study.png").stat().st_size > 10_000
+    assert 0 <= fire["identified"] <= 1 and fire["unaligned"]["relative"] >= 0
+
+
+def test_seeds_study_runs_at_a_tiny_scale(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.symmetry_study", "seeds", "--out", str(tmp_path)]
+        + ["--scale", "0.1", "--pairs", "1", "--methods", "fire", "--probe", "64"]
+        + ["--alphas", "5", "--episodes", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = json.loads((tmp_path / "symmetry_seeds.json").read_text())
+    rows = study["rows"]
+    # SAC at 50, 100, 150, 200 steps (FIRE at 125); DQN at 250, 500, 750, 1000 (FIRE at 600)
+    assert [(r["agent"], r["step"], r["after_intervention"]) for r in rows] == [
+        ("sac", 50, False), ("sac", 100, False), ("sac", 150, True), ("sac", 200, True),
+        ("dqn", 250, False), ("dqn", 500, False), ("dqn", 750, True), ("dqn", 1000, True),
+    ]  # fmt: skip
+    hidden = {"dqn": {"network.1", "network.3"}, "sac": {"qf1.0", "qf1.2", "qf2.0", "qf2.2"}}
+    for row in rows:
+        assert row["seeds"] == [1, 2] and row["identified_chance"] < row["identified_matched"]
+        assert set(row["subspace_a"]) == hidden[row["agent"]]
+    table = (tmp_path / "symmetry_seeds.md").read_text()
+    assert table.count("\n| sac | fire |") == 4 and "| dqn | fire | 750 (after) | 1 |" in table
 
 
 def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, capsys, monkeypatch):
@@ -535,3 +578,246 @@ def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, cap
     main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--plot", str(plot)])
     out, err = capsys.readouterr()
     assert "weight-aligned" in out and "no plot" in err and not plot.exists()
+
+
+# --- identifiability, realization and swap costs (arXiv 2606.04754) --------------------------
+
+
+def identified_by_loop(similarity: torch.Tensor, partner: torch.Tensor) -> list[bool]:
+    """Mutual strict best match, one pair at a time."""
+    s = similarity.tolist()
+    n = len(s)
+    out = []
+    for i, j in enumerate(partner.tolist()):
+        row_others = [s[i][m] for m in range(n) if m != j]
+        column_others = [s[m][j] for m in range(n) if m != i]
+        out.append(all(s[i][j] > v for v in row_others + column_others))
+    return out
+
+
+def test_identifiable_units_equal_a_loop_over_pairs():
+    generator = torch.Generator().manual_seed(3)
+    similarity = torch.randn(9, 9, generator=generator, dtype=torch.float64)
+    similarity[4, :] = 0.0  # a dead unit of A: ties everywhere
+    similarity[:, 6] = 0.0  # a dead unit of B
+    similarity[1, 2] = similarity[1].max() + 1  # A's unit 1 clearly prefers B's unit 2
+    for partner in (torch.arange(9), torch.randperm(9, generator=generator), similarity.argmax(1)):
+        expected = identified_by_loop(similarity, partner)
+        assert identifiable_units(similarity, partner).tolist() == expected
+    assert not identifiable_units(similarity, similarity.argmax(1))[4]
+
+
+def test_identifiability_chance_is_the_mean_over_every_order_of_b():
+    similarity = torch.randn(5, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    rates = [
+        float(identifiable_units(similarity[:, list(order)], torch.arange(5)).double().mean())
+        for order in itertools.permutations(range(5))
+    ]
+    assert identifiability_chance(similarity) == pytest.approx(sum(rates) / len(rates))
+
+
+def tanh_mlp(width: int = 32) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(6, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 3)
+    )
+
+
+def test_a_permuted_copy_is_identified_unit_by_unit():
+    net_a, probe = tanh_mlp(), torch.randn(512, 6)
+    perms = random_perms(net_a, seed=2)
+    net_b = permute_(copy.deepcopy(net_a), perms)
+    report = activation_matching(net_a, net_b, probe)
+    assert report.identified_matched_rate == 1.0  # every unit has one counterpart
+    for name, layer in report.layers.items():
+        assert layer.identified_matched.all()
+        # same index: only the units the permutation left in place
+        assert torch.equal(layer.identified, perms[name] == torch.arange(len(perms[name])))
+        assert layer.chance_rate == pytest.approx(1 / len(perms[name]))
+    same = activation_matching(net_a, copy.deepcopy(net_a), probe)
+    assert same.identified_rate == 1.0
+
+
+def test_independent_random_networks_are_identified_at_chance():
+    probe = torch.randn(512, 6)
+    rates, chances, matched = [], [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        report = activation_matching(tanh_mlp(), tanh_mlp(), probe)
+        rates.append(report.identified_rate)
+        chances.append(report.chance_rate)
+        matched.append(report.identified_matched_rate)
+    mean_rate, mean_chance = sum(rates) / 8, sum(chances) / 8
+    assert 0 < mean_chance < 0.05
+    assert abs(mean_rate - mean_chance) < 0.02
+    assert sum(matched) / 8 > 5 * mean_chance  # matching finds counterparts the order hides
+
+
+def test_input_subspace_equals_the_covariance_eigenvectors():
+    generator = torch.Generator().manual_seed(5)
+    rotation = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=torch.float64))[0]
+    scales = torch.tensor([5.0, 3.0, 2.0, 0.5, 0.2, 0.1], dtype=torch.float64)
+    x = (torch.randn(2000, 6, generator=generator, dtype=torch.float64) * scales) @ rotation.T
+    x = x + 3.0  # an offset: the subspace is of the centred inputs
+    values, vectors = np.linalg.eigh(np.cov(x.numpy(), rowvar=False))
+    values, vectors = values[::-1], vectors[:, ::-1]
+    shares = np.cumsum(values) / values.sum()
+    for variance in (0.5, 0.9, 0.99, 1.0):
+        k = int(np.argmax(shares >= variance - 1e-12)) + 1
+        space = input_subspace(x, variance)
+        assert space.dimension == k and space.full_dimension == 6
+        assert space.explained == pytest.approx(shares[k - 1])
+        projector = vectors[:, :k] @ vectors[:, :k].T
+        np.testing.assert_allclose(space.basis @ space.basis.T, projector, atol=1e-9)
+        assert space.coherence == pytest.approx(float(np.diag(projector).max()))
+    axis = torch.zeros(100, 4, dtype=torch.float64)
+    axis[:, 1] = torch.randn(100, dtype=torch.float64)
+    assert subspace_coherence(input_subspace(axis).basis) == pytest.approx(1.0)
+    spread = torch.full((4, 1), 0.5, dtype=torch.float64)  # (1, 1, 1, 1)/2: k/n = 1/4
+    assert subspace_coherence(spread) == pytest.approx(0.25)
+    constant = input_subspace(torch.ones(10, 3))
+    assert constant.dimension == 0 and constant.full_dimension == 3 and constant.explained == 1
+
+
+def test_a_standard_layer_has_swap_cost_zero():
+    layer, x = nn.Linear(8, 12), torch.randn(300, 8) @ torch.randn(8, 8)
+    basis = input_subspace(x, 0.9).basis
+    costs = realization_costs(layer.weight, basis)
+    own = (layer.weight.detach().double() @ basis).square().sum(1)  # ‖Uᵀw_j‖²
+    torch.testing.assert_close(costs, own.expand(12, 12))
+    torch.testing.assert_close(swap_costs(costs), torch.zeros(12, 12, dtype=torch.float64))
+
+
+def minimum_norm_cost(basis, trainable_row, fixed_row, target) -> float:
+    """min ‖w‖² over the trainable entries w s.t. Uᵀ(d ⊙ w) + Uᵀf = a, by its KKT system."""
+    u = basis.numpy()
+    free = np.flatnonzero(trainable_row.numpy())
+    constraint = u[free].T  # (k, free entries)
+    k, m = constraint.shape
+    kkt = np.block([[2 * np.eye(m), constraint.T], [constraint, np.zeros((k, k))]])
+    rhs = np.concatenate([np.zeros(m), target.numpy() - u.T @ fixed_row.numpy()])
+    w = np.linalg.solve(kkt, rhs)[:m]
+    np.testing.assert_allclose(constraint @ w + u.T @ fixed_row.numpy(), target.numpy())
+    return float(w @ w)
+
+
+def test_fixed_entry_costs_equal_a_minimum_norm_solve():
+    generator = torch.Generator().manual_seed(6)
+    units, inputs = 5, 12
+    trainable = torch.ones(units, inputs)
+    for row in range(units):  # W-asymmetric: 4 entries of each row fixed at random values
+        trainable[row, torch.randperm(inputs, generator=generator)[:4]] = 0
+    fixed_values = torch.randn(units, inputs, generator=generator)
+    layer = nn.Linear(inputs, units)
+    with torch.no_grad():  # the effective weight: fixed entries at their values
+        layer.weight.copy_(torch.where(trainable.bool(), layer.weight, fixed_values))
+    x = torch.randn(400, 3, generator=generator) @ torch.randn(3, inputs, generator=generator)
+    basis = input_subspace(x, 0.95).basis
+    assert basis.shape[1] == 3
+    costs = realization_costs(layer.weight, basis, trainable)
+    weight = layer.weight.detach().double()
+    fixed = (1 - trainable.double()) * weight
+    for i, j in itertools.product(range(units), repeat=2):
+        target = basis.T @ weight[j]  # a_j
+        expected = minimum_norm_cost(basis, trainable[i], fixed[i], target)
+        assert float(costs[i, j]) == pytest.approx(expected, rel=1e-8)
+    swaps = swap_costs(costs)
+    for i, j in itertools.product(range(units), repeat=2):
+        expected = costs[i, j] + costs[j, i] - costs[i, i] - costs[j, j]
+        assert float(swaps[i, j]) == pytest.approx(float(expected))
+    off_diagonal = swaps[~torch.eye(units, dtype=torch.bool)]
+    assert (off_diagonal > 1e-3).all()  # the fixed entries break the symmetry
+    # syre: every entry trainable, fixed noise added: the cost is ‖a − Uᵀn_i‖²
+    noise = torch.randn(units, inputs, generator=generator, dtype=torch.float64)
+    syre = realization_costs(layer.weight, basis, fixed=noise)
+    expected = ((weight @ basis)[None, :, :] - (noise @ basis)[:, None, :]).square().sum(-1)
+    torch.testing.assert_close(syre, expected)
+
+
+def test_realization_report_reads_each_hidden_layers_inputs():
+    net, x = mlp(), torch.randn(256, 8)
+    report = realization_report(net, x, variance=0.8)
+    assert list(report) == ["0", "2"]
+    hidden = F.relu(net[0](x)).detach()
+    expected = input_subspace(hidden, 0.8)
+    assert report["2"].subspace.dimension == expected.dimension
+    torch.testing.assert_close(report["2"].subspace.basis, expected.basis)
+    assert report["0"].subspace.full_dimension == 8
+    torch.testing.assert_close(report["2"].swaps, torch.zeros(32, 32, dtype=torch.float64))
+    critic = sac.TwinQ(5, 2, 16)  # its first layers read (obs, action) concatenated
+    obs, act = torch.randn(128, 5), torch.randn(128, 2)
+    first = realization_report(critic, (obs, act))["qf1.0"]
+    assert first.subspace.full_dimension == 7 and first.costs.shape == (16, 16)
+    with pytest.raises(ValueError, match="not a Linear layer"):
+        realization_report(cnn(), torch.randn(4, 3, 9, 9), layers=["0"])
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)  # every first-layer unit dead: the second layer reads zeros
+    dead = realization_report(net, x)["2"]
+    assert dead.subspace.dimension == 0 and not dead.costs.any() and not dead.swaps.any()
+
+
+# --- relative barriers, running statistics, REPAIR without a bias ---------------------------
+
+
+def test_relative_barrier_follows_the_papers_formula():
+    accuracy = [0.9, 0.6, 0.5, 0.8]
+    worst_drop = (min(accuracy) - max(accuracy[0], accuracy[-1])) / max(accuracy[0], accuracy[-1])
+    assert relative_barrier(accuracy, higher_is_better=True) == pytest.approx(100 * worst_drop)
+    returns = [-120.0, -700.0, -180.0]  # negative returns: percent of |best end|
+    assert relative_barrier(returns, higher_is_better=True) == pytest.approx(-100 * 580 / 120)
+    losses = [1.0, 3.0, 2.0]
+    assert relative_barrier(losses) == pytest.approx(200.0)
+    assert math.isnan(relative_barrier([0.0, 1.0, 2.0]))
+
+
+def test_barrier_reports_the_relative_loss_barrier(two_trained):
+    net_a, net_b, x, y = two_trained
+    barrier = interpolation_barrier(net_a, net_b, lambda net: F.mse_loss(net(x), y), alphas=11)
+    losses = barrier.losses.tolist()
+    best_end = min(losses[0], losses[-1])
+    assert barrier.relative == pytest.approx(100 * (max(losses) - best_end) / best_end)
+    assert barrier.relative > 0
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_networks_with_running_statistics_are_refused_in_one_line(affine):
+    def normed():
+        return nn.Sequential(
+            nn.Linear(4, 8), nn.BatchNorm1d(8, affine=affine), nn.ReLU(), nn.Linear(8, 2)
+        )
+
+    net_a, net_b, x = normed().eval(), normed().eval(), torch.randn(32, 4)
+    calls = [
+        lambda: infer_wiring(net_a),
+        lambda: permute_(net_a, {"0": torch.arange(8)}),
+        lambda: permute_(net_a, {"0": torch.arange(8)}, Wiring({"0": ("3",)})),  # explicit
+        lambda: activation_matching(net_a, net_b, x),
+        lambda: interpolation_barrier(net_a, net_b, lambda n: n(x).square().mean()),
+        lambda: merge(net_a, net_b),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="running statistics") as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+def test_repair_refuses_a_hidden_layer_without_bias():
+    net_a = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
+    net_b, x = copy.deepcopy(net_a), torch.randn(32, 4)
+    with pytest.raises(ValueError, match="layer 0 has no bias"):
+        merge(net_a, net_b, repair=True, probe=x)
+    merged = merge(net_a, net_b, alpha=0.5)  # without REPAIR a bias is not needed
+    torch.testing.assert_close(merged(x), net_a(x))
+
+
+def test_command_prints_the_relative_return_barrier(runs, capsys):
+    from agents.probes import main
+
+    main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--returns", "1"])
+    out = capsys.readouterr().out
+    for label in ("unaligned", "activation-aligned"):
+        # returns at α = 0, ½, 1, then the relative barrier (the loss table has five numbers)
+        (numbers,) = re.findall(rf"^{label}" + r"\s+(\S+)" * 4 + "$", out, re.M)
+        returns = [float(x) for x in numbers[:3]]
+        best = max(returns[0], returns[2])
+        expected = 100 * (min(returns) - best) / abs(best)
+        assert float(numbers[3]) == pytest.approx(expected, rel=1e-3, abs=1e-3)
