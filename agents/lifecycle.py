@@ -121,7 +121,7 @@ class Lifecycle:
         self.eval_returns: list[float] = []
         run.open()
         self.console = Console(args.verbose, total_steps, start_step)
-        self.say(start_line(args, run, start_step))
+        self.say(start_line(args, run, start_step, handles))
         self.stop = STOP
 
     def say(self, text: str) -> None:
@@ -277,12 +277,19 @@ class Lifecycle:
         self.run.close()
 
 
-def start_line(args: CommonArgs, run: Run, start_step: int) -> str:
-    """What runs where: agent, env, method, device and threads, run folder; a resumed run's
-    step and the settings given anew."""
+def start_line(
+    args: CommonArgs, run: Run, start_step: int, handles: dict[str, MethodHandle]
+) -> str:
+    """What runs where: agent, env, method (each network's, when they differ), device and
+    threads, run folder; a resumed run's step and the settings given anew."""
     resolved = run.resolved
+    methods = {name: handle.method.name for name, handle in handles.items()}
+    if len(set(methods.values())) == 1:
+        method = f"method {next(iter(methods.values()))}"
+    else:
+        method = "methods " + ", ".join(f"{name} {value}" for name, value in methods.items())
     line = (
-        f"{run.agent} on {args.env}, method {args.method}, {args.total_timesteps:,} steps | "
+        f"{run.agent} on {args.env}, {method}, {args.total_timesteps:,} steps | "
         f"device {resolved['device']}, {args.threads} thread{'s' if args.threads > 1 else ''} | "
         f"run folder {run.dir}"
     )

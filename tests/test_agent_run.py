@@ -616,3 +616,10 @@ def test_metrics_at_an_intervention_step_are_taken_before_it_and_after_it_apart(
     before, after = at_recycle["q/dormant_ratio"], at_recycle["q/after_intervention/dormant_ratio"]
     assert after < before  # the recycled units are active again
     assert not any("after_intervention" in key for key in at_end)
+
+
+def test_the_start_line_names_each_networks_method_when_they_differ(tmp_path, capsys):
+    args = test_agent_sac.small_args(tmp_path, critic_method="fire", total_timesteps=150)
+    sac.main(args)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("sac on Pendulum-v1, methods actor none, critic fire, 150 steps")
