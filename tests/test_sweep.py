@@ -67,13 +67,7 @@ def ray_session():
     """One local Ray with 2 CPUs for every test of this file (start-up costs seconds)."""
     if not HAS_RAY:
         pytest.skip('ray is not installed (pip install -e ".[sweep]")')
-    import logging
-
-    import ray
-
-    ray.init(
-        num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
-    )
+    ray = sw.init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -106,7 +100,8 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
     path.write_text(
         'name = "grid"\nagent = "dqn"\nenv = ["CartPole-v1", "Acrobot-v1"]\n'
         'method = ["none", "fire"]\nseeds = [1, 2, 7]\ncpus_per_run = 0.5\n'
-        "[args]\ntotal-timesteps = 1000\npermute-observations = true\ncapture-video = false\n"
+        "[args]\ntotal-timesteps = 1000\npermute-observations = true\nswitch-every = 500\n"
+        "capture-video = false\n"
     )
     args = sw.SweepArgs(file=str(path), method=("reset",), runs_dir=str(tmp_path))
     sweep = sw.resolve(args, ["--eval-every", "500"])
@@ -117,6 +112,8 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
         "--total-timesteps",
         "1000",
         "--permute-observations",
+        "--switch-every",
+        "500",
         "--no-capture-video",
         "--eval-every",
         "500",
@@ -221,7 +218,7 @@ def test_tiny_sweep_finishes_and_a_rerun_skips_it(tiny_sweep, capsys):
         config = json.loads((run_dir / "config.json").read_text())
         assert config["seed"] == spec.seed and config["permute_observations"] is True
         logs[spec.name] = (run_dir / "train.log").read_text()
-        assert logs[spec.name].count("# sweep attempt") == 1 and "(fresh)" in logs[spec.name]
+        assert logs[spec.name].count("# sweep attempt") == 1 and "(start)" in logs[spec.name]
         assert not (run_dir / "train.pid").exists()
     capsys.readouterr()
 
@@ -272,7 +269,7 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
 
     # 1. its process is killed after a checkpoint; no retries: recorded as failed, with why
     def kill_after_checkpoint():
-        pid = wait_for(lambda: sw.checkpoint_steps(run_dir) and running_pid(run_dir, "(fresh)"))
+        pid = wait_for(lambda: sw.checkpoint_steps(run_dir) and running_pid(run_dir, "(start)"))
         os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_after_checkpoint)
@@ -312,7 +309,7 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
     assert summary["total_timesteps"] == 20_000
     log = (run_dir / "train.log").read_text()
     assert [line.split(" at ")[0] for line in log.splitlines() if line.startswith("# sweep")] == [
-        "# sweep attempt 1 (fresh)",
+        "# sweep attempt 1 (start)",
         "# sweep attempt 2 (resume)",
         "# sweep attempt 3 (resume)",
     ]
