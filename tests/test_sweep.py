@@ -503,13 +503,13 @@ def test_a_run_killed_in_its_final_evaluation_is_finished_not_restarted(
 
     assert sw.run_sweep(sweep, ["pytest"]) == 0
     for run_dir, (checkpoints, rows) in before.items():
-        entry = record_of(sweep)["runs"][run_dir.name]
-        assert entry["state"] == "finished" and entry["attempts"] == 2, entry
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["status"] == "finished" and summary["total_timesteps"] == 600
         assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(checkpoints)
         assert (run_dir / "checkpoints" / "step_400.pt").read_bytes() == checkpoints["step_400.pt"]
         assert rows_before(run_dir / "scalars.jsonl", 600) == rows
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["total_timesteps"] == 600
+        entry = record_of(sweep)["runs"][run_dir.name]
+        assert entry["state"] == "finished" and entry["attempts"] == 2, entry
         log = (run_dir / "train.log").read_text()
         assert "# sweep attempt 2 (resume)" in log and "(start)" in log  # the tiny sweep's
     assert (truncated / "summary.json.unreadable").read_text() == cut
