@@ -1076,6 +1076,10 @@ def run_sweep(
         actions = plan(sweep)
         recover(sweep, record, actions)
         todo = [spec for spec in sweep.runs() if actions[spec.name][0] != "done"]
+        if todo and not dry_run:  # first, so that a cluster that cannot be used is one line
+            address, origin = cluster_address(address)
+            ray = init_ray(address, num_cpus, origin)
+            check_resources(ray, sweep, local=address is None)
         counts = Counter(action for action, _ in actions.values())
         print(
             f"sweep {sweep.dir}: {len(actions)} runs: {counts['done']} finished, "
@@ -1086,10 +1090,6 @@ def run_sweep(
                 action, why = actions[spec.name]
                 print(f"  {action:6s}  {spec.name}" + (f"  ({why})" if why else ""))
             return 0
-        if todo:
-            address, origin = cluster_address(address)
-            ray = init_ray(address, num_cpus, origin)
-            check_resources(ray, sweep, local=address is None)
         record["commands"].append({"time": now(), "command": shlex.join(command)})
         record["resources"] = {
             "cpus_per_run": sweep.cpus_per_run,

@@ -307,7 +307,7 @@ def test_an_unreachable_ray_cluster_is_one_line_within_30_s(tmp_path, given_by):
         argv += ["--address", address]
     environment = {**os.environ, "RAY_ADDRESS": address} if given_by == "RAY_ADDRESS" else None
     result = sweep_command(*argv, "--", *TINY_ARGS, timeout=30, env=environment)
-    assert result.returncode == 2
+    assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {given_by} {address}: no Ray cluster answers there")
     sweep_dir = tmp_path / "dqn_CartPole-v1"
