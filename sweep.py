@@ -403,11 +403,6 @@ def default_sweep_name(agents: list[str], envs: list[str]) -> str:
     return name
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a setting: ``cpus_per_run`` -> ``--cpus-per-run``."""
-    return "--" + name.replace("_", "-")
-
-
 def grid_values(value, origin: str) -> list[str]:
     """Grid values given as a name or a list of names (:func:`split_list`); at least one."""
     if isinstance(value, str):
@@ -450,6 +445,7 @@ def resolve(args: SweepArgs, extra: list[str]) -> Sweep:
     """The sweep the command (and its sweep file) describes; SweepError for a bad one, with
     every value checked before anything starts."""
     from agents import AGENTS
+    from agents.cli import flag
 
     data = load_sweep_file(args.file) if args.file else {}
 
@@ -638,7 +634,7 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 def read_summary(run_dir: Path) -> dict | None:
     """``summary.json`` of a run, or None (absent, or unreadable: cut short, not a JSON object)."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
