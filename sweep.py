@@ -9,15 +9,18 @@ Everything after ``--`` is given to every run. Each run is one ``train.py`` proc
 records the grid, the extra arguments, the commands that ran the sweep and each run's state:
 ``pending`` (not started, or waiting to be retried), ``running`` (handed to Ray: running or
 waiting for a CPU), ``finished``, ``interrupted`` (stopped, resumable) or ``failed`` (with its
-``error``); also its ``attempts`` and ``sweep_wall_s``, the wall time of all its attempts.
-``sweep.lock`` keeps a second driver off the same sweep while one runs.
+``error``); also its ``attempts`` (train.py processes started for it, as its ``train.log``
+counts them) and ``sweep_wall_s``, the wall time of all its attempts. ``sweep.lock`` keeps a
+second driver off the same sweep while one runs; a driver killed outright (kill -9) leaves
+``running`` states and ``train.pid`` files that the next start reconciles with the folders.
 
 **Where runs execute.** ``ray.init()`` starts a local Ray cluster on this machine (all its
-cores, or ``--num-cpus``); ``--address auto`` or ``--address host:port`` joins a running
-cluster (``ray start --head`` on one machine, ``ray start --address ...`` on the others), so
-the same command scales from a laptop to a cluster. Ray schedules each run with
-``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (fractions share a GPU among small
-networks). The run's process gets ``OMP_NUM_THREADS`` = its CPUs (rounded, at least 1) and
+cores, or ``--num-cpus``); ``--address auto`` or ``--address host:port`` (else the
+``RAY_ADDRESS`` environment variable) joins a running cluster (``ray start --head`` on one
+machine, ``ray start --address ...`` on the others), so the same command scales from a laptop
+to a cluster; an address where nothing answers is one line and exit code 2. Ray schedules
+each run with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (fractions share a GPU among
+small networks). The run's process gets ``OMP_NUM_THREADS`` = its CPUs (rounded, at least 1) and
 ``CUDA_VISIBLE_DEVICES`` = the GPUs Ray gave it (none: the run trains on the CPU). On a
 cluster every node needs this project at the same path, with the same Python environment,
 and ``--runs-dir`` on storage all nodes share (NFS or similar): runs write their folders
@@ -25,13 +28,17 @@ there and the driver reads their ``summary.json`` from there.
 
 **Resumable and idempotent.** The state of a run is read from its folder, not from memory:
 a ``summary.json`` with status ``finished`` (or none, as older runs wrote) is a finished run,
-skipped; a folder with a checkpoint is resumed (``train.py --resume``); a folder without one
-is cleared (its ``train.log`` kept) and started afresh. A run whose process crashes is
-retried, resuming from its checkpoint, at most ``--max-retries`` times; a run that ``train.py``
-refuses (exit code 2: bad input, or a loss that diverged) is not retried, since it would fail
-the same way. A failed run is recorded in ``sweep.json`` with its error (the last line its
-process wrote to stderr); its output is in ``<run>/train.log``, appended across attempts.
-Running the same command again tries every run that is not finished.
+skipped; a folder with a checkpoint is resumed (``train.py --resume``), even one whose
+checkpoint is at its last step (killed in its final evaluation: the resume runs it and writes
+the summary; an unreadable ``summary.json`` is kept as ``summary.json.unreadable``); only a
+folder without any checkpoint is cleared (its ``train.log`` kept) and started afresh.
+``--dry-run`` prints that decision for each run, made as the sweep makes it. A run whose
+process crashes is retried, resuming from its checkpoint, at most ``--max-retries`` times; a
+run that ``train.py`` refuses (exit code 2: bad input, or a loss that diverged) is not
+retried, since it would fail the same way. A failed run is recorded in ``sweep.json`` with its
+error (the last line its process wrote to stderr); its output is in ``<run>/train.log``,
+appended across attempts. Running the same command again tries every run that is not
+finished.
 
 **Stopping.** Ctrl-C (or SIGTERM) asks every running run to stop: each ``train.py`` gets
 SIGINT, writes a checkpoint and exits, and its run is recorded ``interrupted``; runs not yet
@@ -59,14 +66,19 @@ flags, for grids too large for one command line. Flags given on the command line
     switch-every = 20000
 
 Exit code: 0 when every run finished, 1 when a run failed, 130 when stopped, 2 for a
-mistake in the command (one line on stderr).
+mistake in the command or its inputs (one line on stderr; checked before any run or Ray
+starts: the grid, each value's type, the run arguments and envs as train.py checks them, the
+output folders).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
+import importlib
+import io
 import json
 import math
 import os
@@ -77,16 +89,26 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 ROOT = Path(__file__).resolve().parent
 TRAIN_SCRIPT = ROOT / "train.py"
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "STOP"
 LOCK_FILE = "sweep.lock"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "train.log"
+PID_FILE = "train.pid"
+CONNECT_TIMEOUT_S = 5.0  # for a Ray cluster's address to answer
+ATTEMPT_LINE = "# sweep attempt "  # starts the line execute_run writes to train.log per attempt
 # flags that the grid sets for each run: giving them after `--` would contradict it
 GRID_FLAGS = ("--agent", "--env", "--method", "--seed", "--runs-dir", "--run-name", "--resume")
 FILE_KEYS = (
@@ -124,37 +146,66 @@ class SweepError(Exception):
     """A mistake in the sweep command or its inputs: one line on stderr, exit code 2."""
 
 
+# Settings a sweep file can also give are None on the command line until given, so that the
+# file's value fills them; their defaults are applied (and shown by --help) from here.
+DEFAULTS = {
+    "method": "none",
+    "seeds": 3,
+    "first_seed": 1,
+    "runs_dir": "runs",
+    "cpus_per_run": 1,
+    "gpus_per_run": 0,
+    "max_retries": 1,
+}
+
+
+def shown_default(name: str, metavar: str | None = None):
+    """--help's hint for a setting whose default is in :data:`DEFAULTS` (not its None)."""
+    return tyro.conf.arg(metavar=metavar, help_behavior_hint=f"(default: {DEFAULTS[name]})")
+
+
 @dataclass
 class SweepArgs:
     """Run a grid of train.py runs on Ray (a local cluster, or --address); arguments after
     ``--`` go to every run."""
 
-    agent: tuple[str, ...] = ()
+    agent: Annotated[tuple[str, ...], tyro.conf.arg(help_behavior_hint="")] = ()
     """agent(s): sac, dqn, ppo (comma-separated or several)"""
-    env: tuple[str, ...] = ()
+    env: Annotated[tuple[str, ...], tyro.conf.arg(help_behavior_hint="")] = ()
     """environment(s), comma-separated or several; a cycle:a,b,... is one env"""
-    method: tuple[str, ...] = ()
-    """plasticity method(s), comma-separated or several (default: none)"""
-    seeds: int | None = None
-    """number of seeds per (agent, env, method) (default 3)"""
-    first_seed: int | None = None
-    """the first seed; seeds are first_seed, first_seed+1, ... (default 1)"""
-    file: str | None = None
+    method: Annotated[tuple[str, ...], shown_default("method")] = ()
+    """plasticity method(s), comma-separated or several"""
+    seeds: Annotated[int | None, shown_default("seeds", "INT")] = None
+    """number of seeds per (agent, env, method)"""
+    first_seed: Annotated[int | None, shown_default("first_seed", "INT")] = None
+    """the first seed; seeds are first_seed, first_seed+1, ..."""
+    file: Annotated[str | None, tyro.conf.arg(metavar="FILE", help_behavior_hint="")] = None
     """a TOML sweep file with these settings (command-line flags win)"""
-    name: str | None = None
-    """sweep name, the folder under --runs-dir (default from the agents and envs)"""
-    runs_dir: str | None = None
-    """folder of sweep folders (default runs)"""
-    address: str | None = None
-    """join a running Ray cluster: auto, or host:port (default: start a local one)"""
-    num_cpus: int | None = None
-    """CPUs of the local Ray cluster (default: all cores; not with --address)"""
-    cpus_per_run: float | None = None
-    """CPUs Ray reserves for each run; also its OMP_NUM_THREADS (default 1)"""
-    gpus_per_run: float | None = None
-    """GPUs for each run, fractions share one (e.g. 0.25: four runs per GPU) (default 0)"""
-    max_retries: int | None = None
-    """retries of a run whose process crashed, each resuming from its checkpoint (default 1)"""
+    name: Annotated[
+        str | None,
+        tyro.conf.arg(metavar="NAME", help_behavior_hint="(default: from the agents and envs)"),
+    ] = None
+    """sweep name, the folder under --runs-dir"""
+    runs_dir: Annotated[str | None, shown_default("runs_dir", "DIR")] = None
+    """folder of sweep folders"""
+    address: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="ADDRESS",
+            help_behavior_hint="(default: RAY_ADDRESS if set, else start a local cluster)",
+        ),
+    ] = None
+    """join a running Ray cluster: auto, or host:port"""
+    num_cpus: Annotated[
+        int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: all cores)")
+    ] = None
+    """CPUs of the local Ray cluster (not with --address)"""
+    cpus_per_run: Annotated[float | None, shown_default("cpus_per_run", "FLOAT")] = None
+    """CPUs Ray reserves for each run; also its OMP_NUM_THREADS"""
+    gpus_per_run: Annotated[float | None, shown_default("gpus_per_run", "FLOAT")] = None
+    """GPUs for each run, fractions share one (e.g. 0.25: four runs per GPU)"""
+    max_retries: Annotated[int | None, shown_default("max_retries", "INT")] = None
+    """retries of a run whose process crashed, each resuming from its checkpoint"""
     stop_timeout: float = 120.0
     """seconds a run gets to write its checkpoint after Ctrl-C before it is killed"""
     extend: bool = False
@@ -162,7 +213,7 @@ class SweepArgs:
     force: bool = False
     """replace the grid and extra arguments recorded for this sweep name"""
     dry_run: bool = False
-    """list the runs and what would be done with each, start nothing"""
+    """list the runs and what the sweep would do with each, start nothing"""
 
 
 @dataclass(frozen=True)
@@ -315,6 +366,34 @@ def check_methods(methods: list[str]) -> None:
             raise SweepError(f"--method: {err}") from None
 
 
+def parse_train_args(agent: str, run_args: list[str]):
+    """``run_args`` as train.py parses them for ``agent`` (its ``Args``); what its parser
+    refuses, as one line."""
+    from agents.cli import parse_args
+
+    module = importlib.import_module(f"agents.{agent}")
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            return parse_args(module.Args, agent, run_args, prog="train.py")
+    except SystemExit:
+        # tyro's message is a titled box: the title, then what is wrong
+        lines = meaningful_lines(output.getvalue().splitlines())
+        message = lines[1] if len(lines) > 1 else " ".join(lines)
+        raise SweepError(f"arguments after '--' (--agent {agent}): {message}") from None
+
+
+def check_runs(agents: list[str], envs: list[str], run_args: list[str]) -> None:
+    """Refuse before any run starts what train.py would refuse in every run: arguments after
+    ``--`` that an agent's parser rejects, and an env that cannot be made with them (train.py's
+    own parser and env check; a UserError)."""
+    from agents.environments import env_spaces
+
+    parsed = [parse_train_args(agent, ["--env", envs[0], *run_args]) for agent in agents]
+    for env in envs:  # made once each: what the env accepts does not depend on the agent
+        env_spaces(dataclasses.replace(parsed[0], env=env))
+
+
 def default_sweep_name(agents: list[str], envs: list[str]) -> str:
     """``<agents>_<envs>`` as a folder name; long ones shortened with a hash."""
     name = safe_name("-".join(agents) + "_" + "-".join(envs))
@@ -324,61 +403,103 @@ def default_sweep_name(agents: list[str], envs: list[str]) -> str:
     return name
 
 
+def grid_values(value, origin: str) -> list[str]:
+    """Grid values given as a name or a list of names (:func:`split_list`); at least one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SweepError(f"{origin} must be a name or a list of names, got {value!r}")
+    values = split_list(value)
+    if not values:
+        raise SweepError(f"{origin} is empty: give at least one value")
+    return values
+
+
+def whole_number(value, origin: str, minimum: int) -> int:
+    """``value`` when it is an integer of at least ``minimum`` (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SweepError(f"{origin} must be a whole number of at least {minimum}, got {value!r}")
+    return value
+
+
+def number(value, origin: str) -> float:
+    """``value`` as a float when it is a finite number (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SweepError(f"{origin} must be a number, got {value!r}")
+    return float(value)
+
+
+def grid_seeds(value, origin: str, first_seed: int) -> list[int]:
+    """The seeds: a count (``first_seed``, ``first_seed+1``, ...) or a list of seeds."""
+    if isinstance(value, list):
+        if not value:
+            raise SweepError(f"{origin} is empty: give at least one seed")
+        seeds = [whole_number(seed, f"each seed of {origin}", 0) for seed in value]
+        return list(dict.fromkeys(seeds))
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SweepError(f"{origin} must be a number of seeds or a list of seeds, got {value!r}")
+    return list(range(first_seed, first_seed + whole_number(value, origin, 1)))
+
+
 def resolve(args: SweepArgs, extra: list[str]) -> Sweep:
-    """The sweep the command (and its sweep file) describes; SweepError for a bad one."""
+    """The sweep the command (and its sweep file) describes; SweepError for a bad one, with
+    every value checked before anything starts."""
     from agents import AGENTS
+    from agents.cli import flag
 
     data = load_sweep_file(args.file) if args.file else {}
 
-    def pick(name: str, default):
+    def pick(name: str) -> tuple[object, str]:
+        """A setting and where it came from: its flag, else the sweep file, else its default
+        (None for those without one)."""
         value = getattr(args, name)
         if value not in (None, ()):
-            return value
-        return data.get(name, default)
+            return value, flag(name)
+        if name in data:
+            return data[name], f"{name} in {args.file}"
+        return DEFAULTS.get(name), flag(name)
 
-    agents = split_list(pick("agent", ()))
-    envs = split_list(pick("env", ()))
-    methods = split_list(pick("method", ("none",)))
-    if not agents:
+    agent, origin = pick("agent")
+    if agent is None:
         raise SweepError(f"choose the agent(s) with --agent {{{','.join(AGENTS)}}}")
+    agents = grid_values(agent, origin)
     unknown = [a for a in agents if a not in AGENTS]
     if unknown:
         raise SweepError(f"unknown agent {unknown[0]!r}: choose from {', '.join(AGENTS)}")
-    if not envs:
+    env, origin = pick("env")
+    if env is None:
         raise SweepError("choose the environment(s) with --env (comma-separated)")
+    envs = grid_values(env, origin)
+    methods = grid_values(*pick("method"))
     check_methods(methods)
-
-    seeds_value = pick("seeds", 3)
-    first_seed = int(pick("first_seed", 1))
-    if isinstance(seeds_value, list):
-        seeds = list(dict.fromkeys(int(s) for s in seeds_value))
-    else:
-        if int(seeds_value) < 1:
-            raise SweepError(f"--seeds must be at least 1, got {seeds_value}")
-        seeds = list(range(first_seed, first_seed + int(seeds_value)))
+    seeds = grid_seeds(*pick("seeds"), first_seed=whole_number(*pick("first_seed"), 0))
     run_args = toml_args(data["args"]) if "args" in data else []
     run_args = run_args + list(extra)
     check_extra_args(run_args)
+    check_runs(agents, envs, run_args)
 
-    cpus = float(pick("cpus_per_run", 1.0))
-    gpus = float(pick("gpus_per_run", 0.0))
-    retries = int(pick("max_retries", 1))
+    cpus = number(*pick("cpus_per_run"))
+    gpus = number(*pick("gpus_per_run"))
+    retries = whole_number(*pick("max_retries"), 0)
     if cpus <= 0:
         raise SweepError(f"--cpus-per-run must be positive, got {cpus:g}")
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         raise SweepError(
             f"--gpus-per-run must be a fraction up to 1 or a whole number, got {gpus:g}"
         )
-    if retries < 0:
-        raise SweepError(f"--max-retries must be 0 or more, got {retries}")
     if args.stop_timeout <= 0:
         raise SweepError(f"--stop-timeout must be positive, got {args.stop_timeout:g}")
-    name = pick("name", None) or default_sweep_name(agents, envs)
-    if name in (".", "..") or "/" in name or not name:
-        raise SweepError(f"--name {name!r} is not a folder name: use letters, digits and -_.")
+    name, origin = pick("name")
+    if name is None:
+        name = default_sweep_name(agents, envs)
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
+        raise SweepError(f"{origin} {name!r} is not a folder name: use letters, digits and -_.")
+    runs_dir, origin = pick("runs_dir")
+    if not isinstance(runs_dir, str) or not runs_dir:
+        raise SweepError(f"{origin} must be a folder, got {runs_dir!r}")
     sweep = Sweep(
         name=name,
-        runs_dir=Path(pick("runs_dir", "runs")).resolve(),
+        runs_dir=Path(runs_dir).resolve(),
         agents=agents,
         envs=envs,
         methods=methods,
@@ -389,8 +510,8 @@ def resolve(args: SweepArgs, extra: list[str]) -> Sweep:
         max_retries=retries,
         stop_timeout=args.stop_timeout,
     )
-    names = [spec.name for spec in sweep.runs()]
-    if len(set(names)) != len(names):
+    folders = [spec.name for spec in sweep.runs()]
+    if len(set(folders)) != len(folders):
         raise SweepError("two grid points give the same run folder name: rename an env or method")
     return sweep
 
@@ -415,12 +536,12 @@ def read_record(sweep_dir: Path) -> dict | None:
 
 
 def write_record(sweep_dir: Path, record: dict) -> None:
-    """Write ``sweep.json`` atomically (a stopped sweep never leaves half a file)."""
+    """Write ``sweep.json`` atomically (a stopped sweep never leaves half a file; a full disk
+    is agents.files.DiskFull, a one-line UserError)."""
+    from agents.files import write_json_atomic
+
     record["updated"] = now()
-    path = sweep_dir / SWEEP_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(sweep_dir / SWEEP_FILE, record)
 
 
 def merge_grid(old: dict, new: dict) -> dict:
@@ -511,11 +632,12 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    """``summary.json`` of a run, or None (absent or unreadable)."""
+    """``summary.json`` of a run, or None (absent, or unreadable: cut short, not a JSON object)."""
     try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
 
 
 def is_finished(summary: dict | None) -> bool:
@@ -523,35 +645,76 @@ def is_finished(summary: dict | None) -> bool:
     return summary is not None and summary.get("status", "finished") == "finished"
 
 
-def flag_value(args: list[str], flag: str) -> str | None:
-    """The value of ``flag`` in ``args`` (``--flag v`` or ``--flag=v``; the last one wins)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+def next_step(run_dir: Path) -> tuple[str, str]:
+    """What the sweep does with a run, read from its folder alone (the sweep and --dry-run both
+    ask here), and why: ``done`` (its summary says finished); ``resume`` (it has a checkpoint,
+    even one at its last step: ``train.py --resume`` then runs the final evaluation and writes
+    the summary); ``start`` (no checkpoint: nothing to keep but its ``train.log``)."""
+    summary = read_summary(run_dir)
+    if is_finished(summary):
+        return "done", ""
+    steps = checkpoint_steps(run_dir)
+    if steps:
+        why = f"checkpoint at step {steps[-1]}"
+        if summary is None and (run_dir / SUMMARY_FILE).exists():
+            why += f", unreadable {SUMMARY_FILE} set aside"
+        return "resume", why
+    if run_dir.is_dir() and any(path.name != LOG_FILE for path in run_dir.iterdir()):
+        return "start", f"no checkpoint: folder cleared, {LOG_FILE} kept"
+    return "start", ""
 
 
-def target_steps(run_dir: Path, args: list[str]) -> int | None:
-    """The run's ``--total-timesteps``: given again in ``args``, else its ``config.json``."""
-    given = flag_value(args, "--total-timesteps")
-    if given is not None:
-        try:
-            return int(given)
-        except ValueError:
-            return None
+def set_aside_unreadable_summary(run_dir: Path) -> None:
+    """Rename an unreadable ``summary.json`` to ``summary.json.unreadable`` before a resume:
+    ``train.py --resume`` reads it to refuse a finished run and stops on one it cannot read."""
+    path = run_dir / SUMMARY_FILE
+    if path.exists() and read_summary(run_dir) is None:
+        os.replace(path, path.with_name(SUMMARY_FILE + ".unreadable"))
+
+
+def started_attempts(run_dir: Path) -> int:
+    """How many times a sweep started train.py for this run: the attempt lines of its
+    ``train.log``, each written just before its process starts (so neither a killed sweep nor a
+    run that waited in Ray's queue is miscounted)."""
     try:
-        return int(json.loads((run_dir / "config.json").read_text())["total_timesteps"])
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
-        return None
+        with open(run_dir / LOG_FILE, errors="replace") as log:
+            return sum(line.startswith(ATTEMPT_LINE) for line in log)
+    except FileNotFoundError:
+        return 0
+
+
+def trains(pid: int, run_dir: Path) -> bool:
+    """Whether process ``pid`` of this machine is a train.py of ``run_dir`` (started fresh with
+    ``--runs-dir``/``--run-name``, or with ``--resume``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # no such process (or no /proc: nothing to find it by)
+        return False
+    return str(run_dir) in args or {str(run_dir.parent), run_dir.name} <= set(args)
+
+
+def clear_stale_pid(run_dir: Path) -> None:
+    """Remove the ``train.pid`` a killed sweep left behind; refuse to go on while its process
+    still trains the run (two processes must not write one run folder)."""
+    path = run_dir / PID_FILE
+    try:
+        pid = int(path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        pid = None
+    if pid is not None and trains(pid, run_dir):
+        raise SweepError(
+            f"run {run_dir} is still trained by process {pid}, left by a sweep that was killed: "
+            f"wait for it to end or stop it (kill -INT {pid}), then run the sweep again"
+        )
+    path.unlink()
 
 
 def clear_run_dir(run_dir: Path) -> None:
     """Empty a run folder that cannot be resumed, keeping its ``train.log``."""
     for path in run_dir.iterdir():
-        if path.name == "train.log":
+        if path.name == LOG_FILE:
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -559,12 +722,20 @@ def clear_run_dir(run_dir: Path) -> None:
             path.unlink()
 
 
+def meaningful_lines(lines: list[str]) -> list[str]:
+    """``lines`` of a process's output without blanks, tyro's box drawing and rules, and its
+    pointer to the help."""
+    cleaned = [line.strip().strip("│╭╮╰╯─ ").strip() for line in lines]
+    return [
+        line for line in cleaned if line.strip("-") and not line.startswith("For full helptext")
+    ]
+
+
 def error_line(lines: list[str]) -> str:
     """The error of a failed process from its last stderr lines: the last ``error: ...`` line
     (train.py's one-line errors), else the last meaningful line (a traceback's exception; a
     tyro message without its box)."""
-    cleaned = [line.strip().strip("│╭╮╰╯─ ").strip() for line in lines]
-    cleaned = [line for line in cleaned if line and not line.startswith("For full helptext")]
+    cleaned = meaningful_lines(lines)
     for line in reversed(cleaned):
         if line.startswith("error:"):
             return line
@@ -593,16 +764,16 @@ def execute_run(request: dict) -> dict:
     """Run (or resume) one ``train.py`` run to its end and say how it ended.
 
     ``request``: the run's ``spec`` (agent, env, method, seed), ``run_dir``, the run ``args``,
-    ``train_script``, ``stop_file``, ``stop_timeout``, ``attempt`` and the process ``env``
-    additions. The run folder decides what to do: a finished run is reported at once; one with a
-    checkpoint is resumed; otherwise it starts afresh (a folder without a checkpoint is cleared
-    first). Output goes to ``<run_dir>/train.log`` (appended), the process id to
+    ``train_script``, ``stop_file``, ``stop_timeout`` and the process ``env`` additions. The run
+    folder decides what to do (:func:`next_step`): a finished run is reported at once; one with
+    a checkpoint is resumed; otherwise it starts afresh (a folder without a checkpoint is
+    cleared first). Output goes to ``<run_dir>/train.log`` (appended), the process id to
     ``<run_dir>/train.pid`` while it runs. When ``stop_file`` appears the process gets SIGINT
     (it checkpoints and exits), then SIGKILL after ``stop_timeout`` seconds.
 
     Returns ``state``: ``finished``; ``interrupted`` (stopped); ``failed`` (refused by train.py,
     exit code 2: not worth retrying); ``crashed`` (any other end: worth a retry); ``pending``
-    (the stop came before the start); with ``error``, ``returncode``, ``kind`` (fresh/resume),
+    (the stop came before the start); with ``error``, ``returncode``, ``kind`` (start/resume),
     ``attempt_wall_s`` (this attempt's wall time) and the summary's fields.
     """
     spec = request["spec"]
@@ -610,22 +781,16 @@ def execute_run(request: dict) -> dict:
     stop_file = Path(request["stop_file"])
     if stop_file.exists():
         return {"state": "pending"}
-    summary = read_summary(run_dir)
-    if is_finished(summary):
-        return {"state": "finished", "kind": "done", **summary_fields(summary)}
+    kind, why = next_step(run_dir)
+    if kind == "done":
+        return {"state": "finished", "kind": kind, **summary_fields(read_summary(run_dir))}
 
     args = list(request["args"])
-    steps = checkpoint_steps(run_dir)
-    total = target_steps(run_dir, args)
-    note = ""
-    if steps and (total is None or steps[-1] < total):
-        kind = "resume"
+    if kind == "resume":
+        set_aside_unreadable_summary(run_dir)
         command = ["--agent", spec["agent"], "--resume", str(run_dir), *args]
     else:
-        kind = "fresh"
         if run_dir.exists():
-            if steps:  # train.py cannot resume a run whose checkpoint is at its last step
-                note = f" (its checkpoint at step {steps[-1]} is the last step: restarting)"
             clear_run_dir(run_dir)
         command = [
             "--agent",
@@ -647,10 +812,11 @@ def execute_run(request: dict) -> dict:
     env = {**os.environ, **request.get("env", {}), "PYTHONUNBUFFERED": "1"}
 
     start = time.perf_counter()
-    with open(run_dir / "train.log", "a") as log:
+    attempt = started_attempts(run_dir) + 1
+    with open(run_dir / LOG_FILE, "a") as log:
         log.write(
-            f"\n# sweep attempt {request['attempt']} ({kind}) at {now()} on "
-            f"{socket.gethostname()}{note}: {shlex.join(train)}\n"
+            f"\n{ATTEMPT_LINE}{attempt} ({kind}) at {now()} on {socket.gethostname()}"
+            f"{', ' + why if why else ''}: {shlex.join(train)}\n"
         )
         log.flush()
         process = subprocess.Popen(
@@ -663,7 +829,7 @@ def execute_run(request: dict) -> dict:
             errors="replace",
             start_new_session=True,  # a terminal's Ctrl-C reaches the sweep, which decides
         )
-        (run_dir / "train.pid").write_text(str(process.pid))
+        (run_dir / PID_FILE).write_text(str(process.pid))
         tail: list[str] = []
 
         def copy_stderr() -> None:
@@ -687,7 +853,7 @@ def execute_run(request: dict) -> dict:
             elif stopped_at is not None and time.monotonic() - stopped_at > request["stop_timeout"]:
                 process.kill()
         reader.join(timeout=10)
-    (run_dir / "train.pid").unlink(missing_ok=True)
+    (run_dir / PID_FILE).unlink(missing_ok=True)
 
     wall = time.perf_counter() - start
     summary = read_summary(run_dir)
@@ -723,23 +889,98 @@ def execute_run_on_ray(request: dict) -> dict:
 # --- the driver -----------------------------------------------------------------------------
 
 
-def plan(sweep: Sweep) -> dict[str, str]:
-    """What a run's folder says should happen: ``done``, ``resume`` or ``start``."""
-    actions = {}
+def plan(sweep: Sweep) -> dict[str, tuple[str, str]]:
+    """What the sweep does with each run and why (:func:`next_step`), by run name."""
+    return {spec.name: next_step(sweep.dir / spec.name) for spec in sweep.runs()}
+
+
+def check_sweep_folder(sweep: Sweep) -> None:
+    """Create the sweep folder; a one-line SweepError when it cannot be created or written."""
+    try:
+        sweep.dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=sweep.dir):
+            pass
+    except OSError as err:
+        blocking = next((p for p in (sweep.dir, *sweep.dir.parents) if p.is_file()), None)
+        raise SweepError(
+            f"cannot write the sweep folder {sweep.dir} "
+            f"({f'{blocking} is a file' if blocking else err.strerror or err}): "
+            "choose a writable --runs-dir"
+        ) from None
+
+
+def check_run_folders(sweep: Sweep) -> None:
+    """Refuse a run whose folder's place is taken by a file."""
     for spec in sweep.runs():
         run_dir = sweep.dir / spec.name
-        if is_finished(read_summary(run_dir)):
-            actions[spec.name] = "done"
-        elif checkpoint_steps(run_dir):
-            actions[spec.name] = "resume"
-        else:
-            actions[spec.name] = "start"
-    return actions
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SweepError(
+                f"{run_dir} is a file where the sweep keeps run {spec.name}: move it away"
+            )
 
 
-def init_ray(address: str | None, num_cpus: int | None):
-    """Connect to Ray: the cluster at ``address``, or a new local one (``num_cpus`` CPUs);
-    nothing when this process is connected already (tests share one session)."""
+def recover(sweep: Sweep, record: dict, actions: dict[str, tuple[str, str]]) -> None:
+    """Make each run's entry in ``sweep.json`` say what its folder says, whatever ended the
+    last sweep (a kill -9 included): finished when its summary says so; a ``running`` left
+    behind becomes ``interrupted`` (it has a checkpoint) or ``pending``; ``attempts`` counts the
+    processes that really started; a stale ``train.pid`` is removed."""
+    for spec in sweep.runs():
+        run_dir = sweep.dir / spec.name
+        clear_stale_pid(run_dir)
+        entry = record["runs"].setdefault(
+            spec.name, {**dataclasses.asdict(spec), "state": "pending"}
+        )
+        entry["attempts"] = started_attempts(run_dir)
+        action = actions[spec.name][0]
+        if action == "done":
+            entry.update(state="finished", error=None, **summary_fields(read_summary(run_dir)))
+        elif entry["state"] in ("finished", "running"):  # deleted, or its sweep was killed
+            entry["state"] = left_state(run_dir)
+
+
+def left_state(run_dir: Path) -> str:
+    """The state of a run that stopped without saying how: ``interrupted`` (resumable from its
+    checkpoint) or ``pending`` (it will start afresh)."""
+    return "interrupted" if checkpoint_steps(run_dir) else "pending"
+
+
+def cluster_address(given: str | None) -> tuple[str | None, str]:
+    """The address of the Ray cluster to join and the setting it came from: ``--address``,
+    else the ``RAY_ADDRESS`` environment variable (which ray.init reads too); None: start a
+    local cluster."""
+    if given is not None:
+        return given, "--address"
+    from_environment = os.environ.get("RAY_ADDRESS")
+    if from_environment:
+        return from_environment, "RAY_ADDRESS"
+    return None, ""
+
+
+def check_reachable(address: str, origin: str) -> None:
+    """A one-line SweepError when nothing answers at ``host:port`` (or ``ray://host:port``):
+    ray.init would retry for many minutes. ``auto`` is left to Ray to find."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise SweepError(
+            f"{origin} {address}: no Ray cluster answers there ({err.strerror or err}); start "
+            "one (ray start --head) or fix the address; without --address and RAY_ADDRESS the "
+            "sweep starts a local cluster"
+        ) from None
+
+
+def init_ray(address: str | None, num_cpus: int | None, origin: str = "--address"):
+    """Connect to Ray: the cluster at ``address`` (given by ``origin``), or a new local one
+    (``num_cpus`` CPUs); nothing when this process is connected already (tests share one)."""
+    if address is None and "ray" not in sys.modules:
+        # Ray (2.60) turns token authentication on for a new local cluster and warns that it did,
+        # at every start; asking for it keeps it on without the warning. Ray reads the setting
+        # when it is imported (later, the cluster and this process would disagree); a user's own
+        # RAY_AUTH_MODE wins.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -751,11 +992,12 @@ def init_ray(address: str | None, num_cpus: int | None):
     import logging
 
     if address is not None:
+        check_reachable(address, origin)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as err:
             raise SweepError(
-                f"--address {address}: cannot join a Ray cluster there ({err})"
+                f"{origin} {address}: cannot join a Ray cluster there ({err})"
             ) from None
     else:
         ray.init(
@@ -808,35 +1050,41 @@ def format_return(value) -> str:
     return f"{value:.1f}"
 
 
-def run_sweep(sweep: Sweep, command: list[str], extend=False, force=False, dry_run=False, **ray_kw):
+def run_sweep(
+    sweep: Sweep,
+    command: list[str],
+    extend=False,
+    force=False,
+    dry_run=False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> int:
     """Run every unfinished run of ``sweep`` on Ray; returns the exit code (0, 1 or 130).
 
-    ``command`` is recorded in ``sweep.json``; ``ray_kw`` (``address``, ``num_cpus``) say
-    which Ray cluster to use when this process is not connected to one yet.
+    ``command`` is recorded in ``sweep.json``; ``address`` (else ``RAY_ADDRESS``) and
+    ``num_cpus`` say which Ray cluster to use when this process is not connected to one yet.
+    ``dry_run`` prints what the sweep would do with each run (the same decision) and stops.
     """
-    sweep.dir.mkdir(parents=True, exist_ok=True)
+    check_sweep_folder(sweep)
     with SweepLock(sweep.dir):
         record = reconcile(sweep, read_record(sweep.dir), extend, force)
+        check_run_folders(sweep)
         actions = plan(sweep)
-        runs = record["runs"]
-        for spec in sweep.runs():
-            entry = runs.setdefault(
-                spec.name, {**dataclasses.asdict(spec), "state": "pending", "attempts": 0}
-            )
-            if actions[spec.name] == "done":
-                entry.update(state="finished", error=None)
-                entry.update(summary_fields(read_summary(sweep.dir / spec.name)))
-            elif entry["state"] in ("finished", "running"):
-                entry["state"] = "pending"  # its folder says otherwise (deleted, or killed)
-        todo = [spec for spec in sweep.runs() if actions[spec.name] != "done"]
-        counts = {a: list(actions.values()).count(a) for a in ("done", "resume", "start")}
+        recover(sweep, record, actions)
+        todo = [spec for spec in sweep.runs() if actions[spec.name][0] != "done"]
+        if todo and not dry_run:  # first, so that a cluster that cannot be used is one line
+            address, origin = cluster_address(address)
+            ray = init_ray(address, num_cpus, origin)
+            check_resources(ray, sweep, local=address is None)
+        counts = Counter(action for action, _ in actions.values())
         print(
             f"sweep {sweep.dir}: {len(actions)} runs: {counts['done']} finished, "
             f"{counts['resume']} to resume, {counts['start']} to start"
         )
         if dry_run:
             for spec in sweep.runs():
-                print(f"  {actions[spec.name]:6s}  {spec.name}")
+                action, why = actions[spec.name]
+                print(f"  {action:6s}  {spec.name}" + (f"  ({why})" if why else ""))
             return 0
         record["commands"].append({"time": now(), "command": shlex.join(command)})
         record["resources"] = {
@@ -848,15 +1096,13 @@ def run_sweep(sweep: Sweep, command: list[str], extend=False, force=False, dry_r
         if not todo:
             print("nothing to do: every run is finished")
             return 0
-        return drive(sweep, record, todo, **ray_kw)
+        return drive(ray, sweep, record, todo)
 
 
-def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpus=None) -> int:
+def drive(ray, sweep: Sweep, record: dict, todo: list[RunSpec]) -> int:
     """Submit ``todo`` to Ray, follow the runs to their ends (with retries), handle Ctrl-C."""
     from tqdm import tqdm
 
-    ray = init_ray(address, num_cpus)
-    check_resources(ray, sweep, local=address is None)
     remote = ray.remote(execute_run_on_ray).options(
         num_cpus=sweep.cpus_per_run, num_gpus=sweep.gpus_per_run, max_retries=0
     )
@@ -868,7 +1114,6 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
 
     def submit(spec: RunSpec):
         tries[spec.name] = tries.get(spec.name, 0) + 1
-        runs[spec.name]["attempts"] = runs[spec.name].get("attempts", 0) + 1
         runs[spec.name]["state"] = "running"
         request = {
             "spec": dataclasses.asdict(spec),
@@ -877,7 +1122,6 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
             "train_script": str(sweep.train_script),
             "stop_file": str(stop_file),
             "stop_timeout": sweep.stop_timeout,
-            "attempt": runs[spec.name]["attempts"],
             "gpus": sweep.gpus_per_run,
             "env": {"OMP_NUM_THREADS": str(threads)},
         }
@@ -911,9 +1155,9 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
             result = {"state": "crashed", "error": f"Ray task failed: {first}"}
         state = result.pop("state")
         if state == "pending":  # the stop came before it started
-            entry["attempts"] -= 1
             entry["state"] = "pending"
             return
+        entry["attempts"] = started_attempts(sweep.dir / spec.name)
         entry["sweep_wall_s"] = entry.get("sweep_wall_s", 0.0) + result.pop("attempt_wall_s", 0.0)
         entry.update({k: v for k, v in result.items() if k != "kind"})
         if state == "crashed" and not stopping and tries[spec.name] <= sweep.max_retries:
@@ -964,7 +1208,8 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
             signal.signal(signal.SIGTERM, previous)
         stop_file.unlink(missing_ok=True)
         for spec in in_flight.values():  # killed runs: what their folders hold decides next time
-            runs[spec.name]["state"] = "interrupted"
+            runs[spec.name]["state"] = left_state(sweep.dir / spec.name)
+            runs[spec.name]["attempts"] = started_attempts(sweep.dir / spec.name)
         write_record(sweep.dir, record)
 
     states = [entry["state"] for entry in record["runs"].values()]
@@ -981,12 +1226,13 @@ def drive(sweep: Sweep, record: dict, todo: list[RunSpec], address=None, num_cpu
 
 def main(argv: list[str]) -> int:
     """The command line: parse, resolve the sweep and run it; returns the exit code."""
-    import tyro
-
     own, extra = split_passthrough(argv)
     args = tyro.cli(SweepArgs, args=own, prog="sweep.py", description=__doc__.split("\n\n")[0])
-    if args.address is not None and args.num_cpus is not None:
-        raise SweepError("--num-cpus sizes a local cluster; a cluster at --address has its own")
+    address, origin = cluster_address(args.address)
+    if address is not None and args.num_cpus is not None:
+        raise SweepError(
+            f"--num-cpus sizes a local cluster; the cluster at {origin} {address} has its own"
+        )
     sweep = resolve(args, extra)
     command = ["python", "sweep.py", *argv]
     return run_sweep(
@@ -1001,10 +1247,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from agents.cli import UserError
+
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started with &
     try:
         sys.exit(main(sys.argv[1:]))
-    except SweepError as err:
+    except (SweepError, UserError) as err:  # UserError: train.py's checks, a full disk
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # before the runs were followed: nothing to checkpoint yet

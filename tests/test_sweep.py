@@ -3,22 +3,27 @@ a killed run resumed, a stopped sweep continued, failures recorded; the report's
 against rliable called directly."""
 
 import _thread
+import dataclasses
 import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tyro
 
 import report
 import sweep as sw
+from agents.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -67,13 +72,7 @@ def ray_session():
     """One local Ray with 2 CPUs for every test of this file (start-up costs seconds)."""
     if not HAS_RAY:
         pytest.skip('ray is not installed (pip install -e ".[sweep]")')
-    import logging
-
-    import ray
-
-    ray.init(
-        num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
-    )
+    ray = sw.init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -106,7 +105,8 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
     path.write_text(
         'name = "grid"\nagent = "dqn"\nenv = ["CartPole-v1", "Acrobot-v1"]\n'
         'method = ["none", "fire"]\nseeds = [1, 2, 7]\ncpus_per_run = 0.5\n'
-        "[args]\ntotal-timesteps = 1000\npermute-observations = true\ncapture-video = false\n"
+        "[args]\ntotal-timesteps = 1000\npermute-observations = true\nswitch-every = 500\n"
+        "capture-video = false\n"
     )
     args = sw.SweepArgs(file=str(path), method=("reset",), runs_dir=str(tmp_path))
     sweep = sw.resolve(args, ["--eval-every", "500"])
@@ -117,6 +117,8 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
         "--total-timesteps",
         "1000",
         "--permute-observations",
+        "--switch-every",
+        "500",
         "--no-capture-video",
         "--eval-every",
         "500",
@@ -181,19 +183,136 @@ def test_error_line_finds_the_message():
     assert sw.error_line(tyro_box) == "Unrecognized options: --bogus"
 
 
-def test_the_command_line_refuses_a_bad_sweep_with_exit_code_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "sweep.py", "--agent", "dqn", "--env", "CartPole-v1", "--", "--seed", "3"],
+def sweep_command(*argv: str, timeout: float = 60, as_user=(), **kw) -> subprocess.CompletedProcess:
+    """``python sweep.py ARGV`` run to its end (at most ``timeout`` seconds), by the command
+    ``as_user`` (``setpriv ...``) when given."""
+    return subprocess.run(
+        [*as_user, sys.executable, "sweep.py", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
+        **kw,
     )
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["--", "--seed", "3"],
+            "error: --seed after '--' contradicts the grid: the sweep sets it for each run "
+            "(use --agent/--env/--method/--seeds/--runs-dir/--name of sweep.py)",
+        ),
+        (["--env", "NoSuchEnv-v0"], "error: --env: unknown env 'NoSuchEnv-v0': use one of "),
+    ],
+)
+def test_the_command_line_refuses_a_bad_sweep_with_exit_code_2(tmp_path, argv, line):
+    runs = tmp_path / "runs"
+    result = sweep_command("--agent", "dqn", "--env", "CartPole-v1", "--runs-dir", str(runs), *argv)
+    assert result.returncode == 2
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(line) and not runs.exists()
+
+
+SMALL_GRID = {"agent": '"dqn"', "env": '"CartPole-v1"', "seeds": "1"}
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("seeds", "[]", "seeds in .*grid.toml is empty"),
+        ("method", "[]", "method in .*grid.toml is empty"),
+        ("env", "[]", "env in .*grid.toml is empty"),
+        ("seeds", "[1, -2]", "each seed of seeds in .*grid.toml must be .* at least 0, got -2"),
+        ("first_seed", "-1", "first_seed in .*grid.toml must be .* at least 0, got -1"),
+        ("seeds", '"three"', "seeds in .*grid.toml must be a number of seeds .*, got 'three'"),
+        ("cpus_per_run", '"one"', "cpus_per_run in .*grid.toml must be a number, got 'one'"),
+        ("max_retries", "1.5", "max_retries in .*grid.toml must be a whole number"),
+        ("env", '"NoSuchEnv-v0"', "--env: unknown env 'NoSuchEnv-v0'"),
+        ("args", '["--total-timesteps", "many"]', "arguments after '--' .*--total-timesteps"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_line_before_anything_starts(tmp_path, setting, value, message):
+    path = tmp_path / "grid.toml"
+    path.write_text("".join(f"{k} = {v}\n" for k, v in {**SMALL_GRID, setting: value}.items()))
+    runs = tmp_path / "runs"
+    with pytest.raises((sw.SweepError, UserError), match=message) as err:
+        sw.main(["--file", str(path), "--runs-dir", str(runs), "--dry-run"])
+    assert "\n" not in str(err.value) and not runs.exists()
+
+
+@pytest.mark.parametrize("taken", ["runs", "runs/s", "runs/s/CartPole-v1__dqn-none__1"])
+def test_an_output_folder_taken_by_a_file_is_one_line(tmp_path, taken):
+    file = tmp_path / taken
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("not a folder")
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--name", "s"]
+    with pytest.raises(sw.SweepError, match=f"{file} is a file") as err:
+        sw.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    assert "\n" not in str(err.value) and file.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None,
+    reason="root writes into read-only folders, and setpriv (util-linux) is missing",
+)
+def test_a_read_only_output_folder_is_one_line():
+    # root writes anywhere: as root, the sweep runs as the unprivileged user "nobody", which
+    # needs a folder it can reach (pytest's tmp_path is private to root)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    with tempfile.TemporaryDirectory() as folder:
+        runs = Path(folder) / "read_only"
+        runs.mkdir(mode=0o555)
+        os.chmod(folder, 0o755)
+        result = sweep_command(
+            "--agent",
+            "dqn",
+            "--env",
+            "CartPole-v1",
+            "--runs-dir",
+            str(runs),
+            as_user=as_nobody if os.geteuid() == 0 else (),
+        )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --seed after '--' contradicts the grid: the sweep sets it for each run "
-        "(use --agent/--env/--method/--seeds/--runs-dir/--name of sweep.py)"
+        f"error: cannot write the sweep folder {runs}/dqn_CartPole-v1 (Permission denied): "
+        "choose a writable --runs-dir"
     ]
+
+
+def test_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        tyro.cli(sw.SweepArgs, args=["--help"], prog="sweep.py")
+    text = " ".join(line.strip("│ ") for line in capsys.readouterr().out.splitlines())
+    assert "(default: None)" not in text and "(default: )" not in text
+    assert "(default: 3)" in text and "(default: none)" in text and "(default: runs)" in text
+    without_default = ("agent", "env", "file")
+    assert text.count("(default") == len(dataclasses.fields(sw.SweepArgs)) - len(without_default)
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@needs_ray
+@pytest.mark.parametrize("given_by", ["--address", "RAY_ADDRESS"])
+def test_an_unreachable_ray_cluster_is_one_line_within_30_s(tmp_path, given_by):
+    address = f"127.0.0.1:{closed_port()}"
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--runs-dir", str(tmp_path)]
+    if given_by == "--address":
+        argv += ["--address", address]
+    environment = {**os.environ, "RAY_ADDRESS": address} if given_by == "RAY_ADDRESS" else None
+    result = sweep_command(*argv, "--", *TINY_ARGS, timeout=30, env=environment)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {given_by} {address}: no Ray cluster answers there")
+    sweep_dir = tmp_path / "dqn_CartPole-v1"
+    with sw.SweepLock(sweep_dir):  # released
+        assert sw.read_record(sweep_dir) is None  # and nothing recorded: nothing ran
 
 
 # --- sweeps on Ray --------------------------------------------------------------------------
@@ -221,7 +340,7 @@ def test_tiny_sweep_finishes_and_a_rerun_skips_it(tiny_sweep, capsys):
         config = json.loads((run_dir / "config.json").read_text())
         assert config["seed"] == spec.seed and config["permute_observations"] is True
         logs[spec.name] = (run_dir / "train.log").read_text()
-        assert logs[spec.name].count("# sweep attempt") == 1 and "(fresh)" in logs[spec.name]
+        assert logs[spec.name].count("# sweep attempt") == 1 and "(start)" in logs[spec.name]
         assert not (run_dir / "train.pid").exists()
     capsys.readouterr()
 
@@ -272,7 +391,7 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
 
     # 1. its process is killed after a checkpoint; no retries: recorded as failed, with why
     def kill_after_checkpoint():
-        pid = wait_for(lambda: sw.checkpoint_steps(run_dir) and running_pid(run_dir, "(fresh)"))
+        pid = wait_for(lambda: sw.checkpoint_steps(run_dir) and running_pid(run_dir, "(start)"))
         os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_after_checkpoint)
@@ -312,7 +431,7 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
     assert summary["total_timesteps"] == 20_000
     log = (run_dir / "train.log").read_text()
     assert [line.split(" at ")[0] for line in log.splitlines() if line.startswith("# sweep")] == [
-        "# sweep attempt 1 (fresh)",
+        "# sweep attempt 1 (start)",
         "# sweep attempt 2 (resume)",
         "# sweep attempt 3 (resume)",
     ]
@@ -349,6 +468,129 @@ def test_failed_runs_are_recorded_with_their_error(ray_session, tmp_path, capsys
     assert "'--seed', '1', '--runs-dir', " in log and f"'--run-name', '{name}', '--x', '1'" in log
     out = capsys.readouterr().out
     assert "retry" in out and "failed" in out and "RuntimeError: boom" in out
+
+
+def rows_before(scalars: Path, step: int) -> list[str]:
+    """The lines of ``scalars.jsonl`` logged before ``step``, in their order."""
+    return [line for line in scalars.read_text().splitlines() if json.loads(line)["step"] < step]
+
+
+@needs_ray
+def test_a_run_killed_in_its_final_evaluation_is_finished_not_restarted(
+    tiny_sweep, tmp_path, capsys
+):
+    # finished runs of the tiny sweep, their summary.json deleted (a kill during the final
+    # evaluation) or cut short: their checkpoints are at the last step
+    sweep = make_sweep(tmp_path, "last_step", TINY_ARGS, seeds=(1, 2))
+    deleted, truncated = (sweep.dir / spec.name for spec in sweep.runs())
+    for run_dir in (deleted, truncated):
+        shutil.copytree(tiny_sweep.dir / run_dir.name, run_dir)
+    (deleted / "summary.json").unlink()
+    cut = (truncated / "summary.json").read_text()[:40]
+    (truncated / "summary.json").write_text(cut)
+    before = {
+        run_dir: ({p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()},)
+        + (rows_before(run_dir / "scalars.jsonl", 600),)
+        for run_dir in (deleted, truncated)
+    }
+    assert all(sw.checkpoint_steps(run_dir) == [400, 600] for run_dir in before)
+
+    assert sw.run_sweep(sweep, ["pytest"], dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "2 runs: 0 finished, 2 to resume, 0 to start" in out
+    assert f"resume  {deleted.name}  (checkpoint at step 600)" in out
+    assert f"resume  {truncated.name}  (checkpoint at step 600, unreadable" in out
+
+    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    for run_dir, (checkpoints, rows) in before.items():
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(checkpoints)
+        assert (run_dir / "checkpoints" / "step_400.pt").read_bytes() == checkpoints["step_400.pt"]
+        assert rows_before(run_dir / "scalars.jsonl", 600) == rows
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["total_timesteps"] == 600
+        entry = record_of(sweep)["runs"][run_dir.name]
+        assert entry["state"] == "finished" and entry["attempts"] == 2, entry
+        log = (run_dir / "train.log").read_text()
+        assert "# sweep attempt 2 (resume)" in log and "(start)" in log  # the tiny sweep's
+    assert (truncated / "summary.json.unreadable").read_text() == cut
+
+
+# a train.py stand-in that finishes its run at once
+FINISHING_TRAIN = """\
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+def value(flag):
+    return args[args.index(flag) + 1]
+if "--resume" in args:
+    run_dir = Path(value("--resume"))
+else:
+    run_dir = Path(value("--runs-dir")) / value("--run-name")
+summary = {"status": "finished", "total_timesteps": 600, "final_eval_return": 1.0}
+(run_dir / "summary.json").write_text(json.dumps(summary))
+"""
+
+
+@needs_ray
+def test_a_killed_sweep_leaves_nothing_the_next_start_misreads(ray_session, tmp_path):
+    script = tmp_path / "finishing_train.py"
+    script.write_text(FINISHING_TRAIN)
+    sweep = make_sweep(tmp_path, "killed", [], seeds=(1, 2, 3), train_script=script)
+    started, queued, finished = (sweep.dir / spec.name for spec in sweep.runs())
+    # what a kill -9 of the sweep left: every run "running" in sweep.json with an attempt;
+    # only the first had started (its attempt line, a checkpoint, its train.pid); the third
+    # had finished before its end was recorded (its train.pid left behind)
+    record = sw.reconcile(sweep, None, extend=False, force=False)
+    for spec in sweep.runs():
+        record["runs"][spec.name] = {**dataclasses.asdict(spec), "state": "running", "attempts": 1}
+    sweep.dir.mkdir(parents=True)
+    sw.write_record(sweep.dir, record)
+    for run_dir in (started, finished):
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "train.log").write_text("\n# sweep attempt 1 (start) at then on here: ...\n")
+    (started / "checkpoints" / "step_200.pt").write_bytes(b"a checkpoint")
+    (finished / "summary.json").write_text(json.dumps({"status": "finished"}))
+
+    # a process still training a run: the sweep must not start a second one
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--resume", str(started)]
+    )
+    try:
+        for run_dir in (started, finished):
+            (run_dir / "train.pid").write_text(str(trainer.pid))
+        with pytest.raises(sw.SweepError, match=f"still trained by process {trainer.pid}"):
+            sw.run_sweep(sweep, ["pytest"])
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+    # once it is gone, its train.pid files are stale, and sweep.json says what the folders say
+    record = record_of(sweep)
+    sw.recover(sweep, record, sw.plan(sweep))
+    states = [
+        (record["runs"][d.name]["state"], record["runs"][d.name]["attempts"])
+        for d in (started, queued, finished)
+    ]
+    assert states == [("interrupted", 1), ("pending", 0), ("finished", 1)]
+    assert not (started / "train.pid").exists() and not (finished / "train.pid").exists()
+
+    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    runs = record_of(sweep)["runs"]
+    assert [runs[d.name]["attempts"] for d in (started, queued, finished)] == [2, 1, 1]
+    assert all(entry["state"] == "finished" for entry in runs.values())
+    assert "# sweep attempt 2 (resume)" in (started / "train.log").read_text()
+
+
+@needs_ray
+def test_a_sweep_on_its_own_local_cluster_prints_no_token_warning(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--num-cpus", "1"]
+    result = sweep_command(
+        *argv, "--runs-dir", str(tmp_path), "--", *TINY_ARGS, timeout=300, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert "oken authentication" not in result.stdout + result.stderr
+    assert "1 of 1 runs finished" in result.stdout
 
 
 # --- report.py ------------------------------------------------------------------------------
