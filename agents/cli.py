@@ -226,6 +226,8 @@ def check_settings(
                 raise UserError(f"{flag(name)} must be {what}, got {value}")
     if args.verbose not in (0, 1):
         raise UserError(f"--verbose must be 0 or 1, got {args.verbose}")
+    if args.seed < 0:  # NumPy's and gymnasium's seeds are unsigned
+        raise UserError(f"--seed must be 0 or a positive integer, got {args.seed}")
 
 
 def refill_steps(args) -> int:

@@ -178,6 +178,7 @@ def test_bad_run_folders_are_one_line_errors(tmp_path):
         (ppo, "threads", 0, "--threads must be a positive integer, got 0"),
         (dqn, "keep_checkpoints", -1, "--keep-checkpoints must be 0 (off) or a positive"),
         (dqn, "verbose", 3, "--verbose must be 0 or 1, got 3"),
+        (sac, "seed", -1, "--seed must be 0 or a positive integer, got -1"),
     ],
 )
 def test_settings_out_of_range_are_refused_up_front(tmp_path, agent, setting, value, message):
