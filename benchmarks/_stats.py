@@ -13,8 +13,7 @@ bound; it is reported as computed, not clipped.
 
 A grid's runs are comparable when they ran the same code: :func:`run_provenance` reads the
 commit (and whether the tree was dirty) each run started and resumed on, and how each resume
-refilled its replay buffer; :func:`provenance_problem` says, in one line, why a grid is not
-one clean commit.
+refilled its replay buffer; :func:`provenance_problem` says why a grid is not one clean commit.
 """
 
 from __future__ import annotations
@@ -169,12 +168,12 @@ changes (``agents/run.py``)."""
 
 
 def run_provenance(config: dict) -> dict:
-    """What code a run came from, from its ``config.json``: ``{"commits": [...], "dirty":
-    bool, "resumes": [{"step", "commit", "buffer"}]}``. ``commits`` are the commits it ran on
-    (its start's, then each resume's, without ``+dirty``; ``"unknown"`` where none was
-    recorded). ``buffer`` says how a resume's replay buffer came back: ``"saved"``,
-    ``"refilled (N steps)"`` by the current policy, or ``"unknown"`` for resumes recorded
-    before the agents wrote it (7 Dec 2026)."""
+    """What code a run came from, from its ``config.json``: ``{"recorded": [...], "commits":
+    [...], "dirty": bool, "resumes": [{"step", "commit", "buffer"}]}``. ``recorded``: the
+    ``git_commit`` of its start, then of each resume, as written (``"unknown"`` where none
+    was); ``commits``: those without ``+dirty``, each once. ``buffer`` says how a resume's
+    replay buffer came back: ``"saved"``, ``"refilled (N steps)"`` by the current policy, or
+    ``"unknown"`` for resumes recorded before the agents wrote it (7 Dec 2026)."""
     starts = [config.get("resolved", {})] + [
         r.get("resolved", {}) for r in config.get("resumes", [])
     ]
@@ -184,23 +183,22 @@ def run_provenance(config: dict) -> dict:
         buffer = record.get("buffer", "unknown")
         if buffer == "refilled" and "refill_steps" in record:
             buffer = f"refilled ({record['refill_steps']:,} steps)"
-        resumes.append(
-            {"step": record.get("step"), "commit": commit.removesuffix(DIRTY), "buffer": buffer}
-        )
+        resumes.append({"step": record.get("step"), "commit": commit, "buffer": buffer})
     commits = list(dict.fromkeys(c.removesuffix(DIRTY) for c in recorded))
     return {
+        "recorded": recorded,
         "commits": commits,
         "dirty": any(c.endswith(DIRTY) for c in recorded),
         "resumes": resumes,
     }
 
 
-def provenance_problem(runs: dict[str, dict], flag: str) -> str | None:
-    """One line saying why the runs (name → :func:`run_provenance`) are not one grid of one
-    clean commit, and what to do; None when they are. A run resumed on another commit counts
-    under both."""
+def provenance_problem(runs: dict[str, dict]) -> str | None:
+    """What keeps the runs (name → :func:`run_provenance`) from being one grid of one clean
+    commit, as a clause ("the 12 runs of this grid come from 3 commits, …"); None when they
+    are. A run resumed on another commit counts under both."""
     commits = {c for p in runs.values() for c in p["commits"]}
-    dirty = sorted(name for name, p in runs.items() if p["dirty"])
+    dirty = [name for name, p in runs.items() if p["dirty"]]
     unknown = "unknown" in commits
     if len(commits) == 1 and not dirty and not unknown:
         return None
@@ -211,16 +209,14 @@ def provenance_problem(runs: dict[str, dict], flag: str) -> str | None:
         parts.append(f"{len(dirty)} ran on a tree with uncommitted changes")
     if unknown:
         parts.append("some recorded no commit")
-    return (
-        f"the {len(runs)} runs of this grid {', '.join(parts)}: rerun them on one clean commit, "
-        f"or pass {flag} to analyse them anyway (the output then lists each commit's runs)"
-    )
+    return f"the {len(runs)} runs of this grid {', '.join(parts)}"
 
 
 def runs_by_commit(runs: dict[str, dict]) -> dict[str, list[str]]:
-    """Commit → the runs (names, sorted) that ran on it, commits with the most runs first."""
+    """Commit as recorded (``+dirty`` kept) → the runs (names, sorted) that ran on it, the
+    commits with the most runs first."""
     grouped: dict[str, list[str]] = {}
     for name in sorted(runs):
-        for commit in runs[name]["commits"]:
+        for commit in dict.fromkeys(runs[name]["recorded"]):
             grouped.setdefault(commit, []).append(name)
     return dict(sorted(grouped.items(), key=lambda item: -len(item[1])))

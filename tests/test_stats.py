@@ -75,7 +75,7 @@ def config(commit, *resumes):
 
 def test_run_provenance_reads_commits_and_resumes():
     clean = run_provenance(config("aaa"))
-    assert clean == {"commits": ["aaa"], "dirty": False, "resumes": []}
+    assert clean == {"recorded": ["aaa"], "commits": ["aaa"], "dirty": False, "resumes": []}
     resumed = run_provenance(
         config(
             "aaa+dirty",
@@ -96,17 +96,17 @@ def test_run_provenance_reads_commits_and_resumes():
         "saved",
     ]
     assert [r["step"] for r in resumed["resumes"]] == [40, 90, 95]
+    assert [r["commit"] for r in resumed["resumes"]] == ["aaa+dirty", "bbb", "bbb"]
     assert run_provenance({})["commits"] == ["unknown"]
 
 
 def test_provenance_problem_names_what_differs():
     one = {"r1": run_provenance(config("aaa")), "r2": run_provenance(config("aaa"))}
-    assert provenance_problem(one, "--allow") is None
+    assert provenance_problem(one) is None
     mixed = {**one, "r3": run_provenance(config("bbb+dirty"))}
-    line = provenance_problem(mixed, "--allow")
+    line = provenance_problem(mixed)
     assert "3 runs" in line and "2 commits" in line and "1 ran on a tree with uncommitted" in line
-    assert "--allow" in line and "\n" not in line
-    assert runs_by_commit(mixed) == {"aaa": ["r1", "r2"], "bbb": ["r3"]}
+    assert runs_by_commit(mixed) == {"aaa": ["r1", "r2"], "bbb+dirty": ["r3"]}
     dirty = {"r1": run_provenance(config("aaa+dirty"))}
-    assert "uncommitted" in provenance_problem(dirty, "--allow")
-    assert "no commit" in provenance_problem({"r1": run_provenance({})}, "--allow")
+    assert "uncommitted" in provenance_problem(dirty)
+    assert "no commit" in provenance_problem({"r1": run_provenance({})})
