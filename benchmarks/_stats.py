@@ -132,6 +132,13 @@ def fmt(stat: dict[str, float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {stat['half']:.{digits}f}"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for a table: three decimals, ``<0.001`` below, ``—`` when there is none."""
+    if not math.isfinite(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def rounded(obj, digits: int = 6):
     """``obj`` (JSON-like) with every float rounded to ``digits`` significant digits, to keep
     result files small; NaN and infinities stay as they are."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks._stats import curve_ci
+from plasticity.methods import MethodHandle
 
 BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
 """Method settings that leave FIRE, resets and S&P to the boundaries (``on_task_switch``);
@@ -18,7 +19,7 @@ ReDo and the effective-rank ascent keep their own update-count schedules."""
 
 def update(
     net: nn.Module,
-    handle,
+    handle: MethodHandle,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     step: int,

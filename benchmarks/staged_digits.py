@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._stats import fmt, holm, mean_ci, welch_difference, write_result_json
+from benchmarks._stats import fmt, fmt_p, holm, mean_ci, welch_difference, write_result_json
 from benchmarks._supervised import (
     BOUNDARY_ONLY,
     accuracy,
@@ -173,8 +173,9 @@ def measures(result: dict) -> dict[str, float]:
 def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
     """Per method the measures' means with t-intervals; the family's Welch differences with
     their p-values and Holm-adjusted p-values."""
+    per_run = [(r["method"], measures(r)) for r in runs]
     values = {
-        m: {key: [measures(r)[key] for r in runs if r["method"] == m] for key in MEASURES}
+        m: {key: [v[key] for method, v in per_run if method == m] for key in MEASURES}
         for m in cfg.methods
     }
     summary = {m: {key: mean_ci(v) for key, v in per.items()} for m, per in values.items()}
@@ -187,12 +188,6 @@ def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
     for name, t in tests.items():
         t["holm_p"] = adjusted[name]
     return {"summary": summary, "comparisons": tests}
-
-
-def fmt_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def markdown(analysis: dict, cfg: Config, comparisons: list[str]) -> str:

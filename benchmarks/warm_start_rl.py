@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from 
 import report  # noqa: E402
 from benchmarks._stats import (  # noqa: E402
     fmt,
+    fmt_p,
     holm,
     mean_ci,
     paired_difference,
@@ -301,12 +302,6 @@ def analyse(argv: list[str] | None) -> dict:
     args.out.with_suffix(".md").write_text(markdown(result, [*methods, FRESH]))
     print(args.out.with_suffix(".md").read_text())
     return result
-
-
-def fmt_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def markdown(result: dict, groups: list[str]) -> str:

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from benchmarks._stats import (
+    fmt_p,
     holm,
     paired_difference,
     provenance_problem,
@@ -67,6 +68,7 @@ def test_holm_matches_a_worked_example():
     assert adjusted["x"] == pytest.approx(0.6) and adjusted["y"] == 1.0
     assert math.isnan(adjusted["missing"])
     assert holm({"only": 0.03}) == {"only": 0.03}
+    assert [fmt_p(p) for p in (0.0004, 0.0312, math.nan)] == ["<0.001", "0.031", "—"]
 
 
 def config(commit, *resumes):
