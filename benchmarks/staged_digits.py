@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(cfg, key, getattr(args, key))
     if args.methods:
         cfg.methods = args.methods.split(",")
+    if cfg.seeds < 1:
+        refuse(f"--seeds {cfg.seeds}: run at least one seed (8 for the protocol's statistics)")
     if cfg.stages < 2:
         refuse(f"--stages {cfg.stages}: the protocol needs at least 2 stages (one boundary)")
     if cfg.updates_per_stage < cfg.eval_every or cfg.updates_per_stage % cfg.eval_every:

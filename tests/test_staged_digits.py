@@ -47,6 +47,7 @@ def test_two_stages_and_their_boundary(tmp_path):
     [
         ("--methods", "none,nonsense", "'nonsense' is not a registered method"),
         ("--stages", "1", "at least 2 stages"),
+        ("--seeds", "0", "run at least one seed"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, flag, value, message):
