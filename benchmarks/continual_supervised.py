@@ -47,7 +47,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from benchmarks._stats import curve_ci, fmt, mean_ci, rounded, write_result_json  # noqa: E402
+from benchmarks._stats import fmt, mean_ci, rounded, write_result_json  # noqa: E402
+from benchmarks._supervised import (  # noqa: E402
+    BOUNDARY_ONLY,
+    accuracy,
+    band,
+    pyplot,
+    style,
+    update,
+)
 from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
 from plasticity.metrics import (  # noqa: E402
     ggn_eps_ranks,
@@ -131,17 +139,7 @@ def make_stream(setup: Setup, seed: int) -> tuple[torch.Tensor, list[torch.Tenso
     return inputs, labels
 
 
-# Interventions act at the task boundary (where FIRE, resets and S&P belong); ReDo and the
-# effective-rank ascent keep their own update-count schedules.
-BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
-
-
 METRICS = ("dormant_ratio", "effective_rank", "weight_norm", "dfi")
-
-
-def accuracy(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((net(inputs).argmax(1) == labels).float().mean())
 
 
 def curvature(
@@ -184,12 +182,8 @@ def run_method(name: str, setup: Setup, seed: int) -> dict:
             curvature_seconds += time.perf_counter() - tic
         for k in range(setup.steps_per_task):
             idx = torch.randint(0, setup.samples, (setup.batch_size,), generator=gen)
-            loss = F.cross_entropy(net(inputs[idx]), y[idx]) + handle.penalty()
-            handle.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            handle.optimizer.step()
             step += 1
-            handle.after_update(step, inputs=inputs[idx])
+            loss = update(net, handle, inputs[idx], y[idx], step)
             if k + 1 == setup.speed_at:
                 record["speed"] = accuracy(net, inputs, y)
         record["accuracy"] = accuracy(net, inputs, y)
@@ -456,20 +450,6 @@ def paired_table(entries: list[dict], last: int) -> str:
     return "\n".join(lines)
 
 
-def _style(i: int) -> dict:
-    import matplotlib.pyplot as plt
-
-    colors = plt.get_cmap("tab20").colors
-    return {"color": colors[(2 * i) % 20 + (i // 10) % 2], "ls": ("-", "--", ":")[i % 3]}
-
-
-def _band(ax, x, curves, label, style):
-    mean, low, high = curve_ci(curves)
-    ax.plot(x, mean, label=label, **style)
-    if len(curves) > 1:
-        ax.fill_between(x, low, high, color=style["color"], alpha=0.15, lw=0)
-
-
 def _by_method(runs: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for r in runs:
@@ -483,19 +463,16 @@ def _padded(result: dict, key: str, tasks: int) -> list[float]:
 
 
 def plot(runs: list[dict], setup: Setup, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     tasks = list(range(1, setup.tasks + 1))
     n = len({r["seed"] for r in runs})
     for i, (name, group) in enumerate(_by_method(runs).items()):
-        style = _style(i)
+        line_style = style(i)
         for ax, key in zip(axes, ("accuracy", "speed", "dormant_ratio"), strict=True):
-            _band(ax, tasks, [_padded(r, key, setup.tasks) for r in group], name, style)
-    band = f"mean and 95% t-interval over {n} seeds" if n > 1 else "one seed"
+            band(ax, tasks, [_padded(r, key, setup.tasks) for r in group], name, line_style)
+    spread = f"mean and 95% t-interval over {n} seeds" if n > 1 else "one seed"
     axes[0].set(xlabel="task", ylabel="train accuracy at the task's end", ylim=(0, 1.02))
     axes[1].set(
         xlabel="task",
@@ -503,7 +480,7 @@ def plot(runs: list[dict], setup: Setup, path: Path) -> None:
         ylim=(0, 1.02),
     )
     axes[2].set(xlabel="task", ylabel="dormant ratio at the task's end (τ = 0.025)")
-    axes[0].set_title(f"Random labels, {setup.steps_per_task} updates per task ({band})")
+    axes[0].set_title(f"Random labels, {setup.steps_per_task} updates per task ({spread})")
     axes[1].set_title("Learning speed")
     axes[2].set_title("Dormant units")
     axes[0].legend(fontsize=7, ncol=2)
@@ -513,10 +490,7 @@ def plot(runs: list[dict], setup: Setup, path: Path) -> None:
 
 
 def plot_curvature(runs: list[dict], setup: Setup, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     group = {m: rs for m, rs in _by_method(runs).items() if m in setup.curvature}
     if not group:
@@ -530,13 +504,14 @@ def plot_curvature(runs: list[dict], setup: Setup, path: Path) -> None:
         "ggn_layers": "exact GGN ε-rank, mean of layer blocks",
     }
     for i, (name, rs) in enumerate(group.items()):
-        style = _style(i)
-        _band(axes[0], tasks, [_padded(r, "accuracy", setup.tasks) for r in rs], name, style)
+        line_style = style(i)
+        band(axes[0], tasks, [_padded(r, "accuracy", setup.tasks) for r in rs], name, line_style)
         for ax, (short, key) in zip(axes[1:], CURVATURE_KEYS.items(), strict=True):
             curves = [curvature_series(r, key) for r in rs]
             curves = [c + [math.nan] * (setup.tasks - len(c)) for c in curves]
             keep = [j for j in range(setup.tasks) if any(math.isfinite(c[j]) for c in curves)]
-            _band(ax, [tasks[j] for j in keep], [[c[j] for j in keep] for c in curves], name, style)
+            kept = [[c[j] for j in keep] for c in curves]
+            band(ax, [tasks[j] for j in keep], kept, name, line_style)
             ax.set(xlabel="task (rank at its start)", ylabel=labels[short] + ", normalized")
     axes[0].set(xlabel="task", ylabel="train accuracy at the task's end", ylim=(0, 1.02))
     axes[0].legend()

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
-from benchmarks.continual_supervised import BOUNDARY_ONLY, Setup, accuracy  # noqa: E402
+from benchmarks._supervised import BOUNDARY_ONLY, accuracy, pyplot, update  # noqa: E402
+from benchmarks.continual_supervised import Setup  # noqa: E402
 from benchmarks.continual_supervised import make_network as make_mlp  # noqa: E402
 from plasticity import PlasticityMonitor, make_method  # noqa: E402
 
@@ -94,12 +94,9 @@ def collapse(cfg: Config, seed: int, monitor_probe: int = 256):
     trace = []
     for task in range(cfg.max_collapse_tasks):
         y = torch.randint(0, setup.classes, (setup.samples,), generator=gen)
-        for _ in range(cfg.collapse_steps_per_task):
+        for k in range(cfg.collapse_steps_per_task):
             idx = torch.randint(0, setup.samples, (cfg.batch_size,), generator=batches)
-            loss = F.cross_entropy(net(inputs[idx]), y[idx])
-            handle.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            handle.optimizer.step()
+            update(net, handle, inputs[idx], y[idx], task * cfg.collapse_steps_per_task + k + 1)
         dormant = monitor.measure(inputs[:monitor_probe])["dormant_ratio"]
         trace.append({"task": task, "accuracy": accuracy(net, inputs, y), "dormant": dormant})
         if dormant >= cfg.dormant:
@@ -135,12 +132,8 @@ def continue_with(name: str, net, inputs, labels, cfg: Config, seed: int) -> dic
     for y in labels:
         for _ in range(cfg.steps_per_task):
             idx = torch.randint(0, inputs.shape[0], (cfg.batch_size,), generator=batches)
-            loss = F.cross_entropy(net(inputs[idx]), y[idx]) + handle.penalty()
-            handle.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            handle.optimizer.step()
             step += 1
-            handle.after_update(step, inputs=inputs[idx])
+            update(net, handle, inputs[idx], y[idx], step)
             if step % cfg.every == 0:
                 curve.append(measure(step, y))
         task_end.append(accuracy(net, inputs, y))
@@ -194,10 +187,7 @@ def markdown_table(rows: list[dict], cfg: Config, collapse_tasks: list[int]) -> 
 
 
 def plot(runs: list[dict], cfg: Config, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_d, ax_a) = plt.subplots(1, 2, figsize=(13, 4.6))
     grouped: dict[str, list[dict]] = {}

@@ -39,7 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
-from benchmarks.continual_supervised import accuracy  # noqa: E402
+from benchmarks._supervised import accuracy, digits, digits_mlp, pyplot  # noqa: E402
 from plasticity import make_method  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -79,31 +79,14 @@ class Config:
 
 def load(seed: int, test_fraction: float, first_fraction: float = 0.5):
     """Standardized digits: a stratified train/test split and a stratified part of train."""
-    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    data = load_digits()
-    x, y = data.data.astype(np.float32), data.target
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed
-    )
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # constant border pixels: std 0
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    x_train, y_train, x_test, y_test = digits(seed, test_fraction)
     half, _ = train_test_split(
         np.arange(len(y_train)), train_size=first_fraction, stratify=y_train, random_state=seed
     )
     t = torch.as_tensor
     return t(x_train), t(y_train), t(x_test), t(y_test), t(np.sort(half))
-
-
-def make_network(cfg: Config) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(64, cfg.width),
-        nn.ReLU(),
-        nn.Linear(cfg.width, cfg.width),
-        nn.ReLU(),
-        nn.Linear(cfg.width, 10),
-    )
 
 
 def train(net, x, y, x_test, y_test, epochs, cfg: Config, gen) -> list:
@@ -130,7 +113,7 @@ def run_seed(cfg: Config, seed: int) -> tuple[list[dict], dict]:
     phase 1."""
     x, y, x_test, y_test, half = load(seed, cfg.test_fraction, cfg.first_fraction)
     torch.manual_seed(seed)
-    net = make_network(cfg)
+    net = digits_mlp(cfg.width)
     initial = copy.deepcopy(net)
     handles = {}
     for label in cfg.variants:  # attach before phase 1: S&P toward θ₀ keeps the initial weights
@@ -213,10 +196,7 @@ def markdown_table(rows: list[dict], cfg: Config) -> str:
 
 
 def plot(runs: list[dict], phase1: list[dict], rows: list[dict], cfg: Config, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, ax_final) = plt.subplots(
         1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}

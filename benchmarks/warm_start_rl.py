@@ -8,24 +8,35 @@ run, task B's evaluation returns over B's phase give two scores:
 - **AUC**: the mean evaluation return over the phase (how fast B is learned);
 - **end**: the mean of the phase's last three evaluations (how well it is learned).
 
-Per group (each method of the warm sweep, and the fresh agents): the IQM and mean with 95%
-stratified-bootstrap CIs (rliable, as ``report.py``), the difference of means to the fresh
-agents with a 95% percentile-bootstrap CI (runs resampled within each group), and the
-probability that a warm-started run beats a fresh one (rliable). A difference whose CI excludes
-0 is what the evidence asks for. With 5 runs a group a percentile bootstrap can only resample
-the values it has and gives narrow intervals, so a second table gives t-intervals: Welch's for
-the difference to the fresh agents, and a paired one for each method against the warm-started
-``none`` of the same seed (all methods of a seed share task A's phase when they act only at the
-switch, so the pairing removes its seed-to-seed spread).
+The comparisons are named in this script before it reads a result (:func:`family`): every
+method against the fresh agents, with Welch's t-interval (the groups share no runs); every
+method against the warm-started ``none`` of the same seed, and the method pairs of
+``--pairs``, with paired t-intervals (the methods of a seed share task A's phase when they act
+only at the switch, so the pairing removes its seed-to-seed spread). Each is tested on both
+scores; the table gives each difference with its 95% interval, its two-sided p-value and the
+Holm-adjusted p-value over the whole family (``_stats.holm``): a claim holds for the family
+at 5% when its Holm p is at most 0.05. A descriptive table follows: per group the IQM with
+95% stratified-bootstrap CIs (rliable, as ``report.py``), the difference of means to the fresh
+agents with a percentile-bootstrap CI and the probability of improvement; with 5 runs a group
+these bootstrap intervals are too narrow (they only resample the values they have), so they
+back no claim.
+
+The runs of a grid should come from one clean commit: the script refuses, with one line and
+exit code 2, runs from several commits or from a tree with uncommitted changes unless
+``--allow-mixed-commits`` is given; the output then lists each commit's runs. Resumed runs
+are listed with how their replay buffer came back (saved, refilled by the current policy, or
+unknown for resumes recorded before the agents wrote it).
 
 Run: ``python benchmarks/warm_start_rl.py runs/<warm sweep> runs/<fresh sweep>
---out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``).
+--out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``); bad input is one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,9 +44,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
 import report  # noqa: E402
-from benchmarks._stats import fmt, mean_ci  # noqa: E402
+from benchmarks._stats import (  # noqa: E402
+    fmt,
+    fmt_p,
+    holm,
+    mean_ci,
+    paired_difference,
+    provenance_problem,
+    run_provenance,
+    runs_by_commit,
+    welch_difference,
+)
 
 FRESH = "fresh (none)"
+GRID = ("none", "fire", "reset", "shrink_perturb", "adamo", "redo", "fire+adamo")
+"""The grid's methods (``benchmarks/evidence/warm_start_minatar.sh``), in its order."""
+PAIRS = (
+    "fire-reset",
+    "fire-shrink_perturb",
+    "reset-shrink_perturb",
+    "fire-adamo",
+    "fire+adamo-fire",
+)
+"""Methods compared with each other, seed by seed (``a-b``: a − b)."""
+SCORES = ("auc", "end")
+"""The two scores of a run on task B (see above); every comparison is tested on both."""
+ALLOW_MIXED = "--allow-mixed-commits"
 METRICS = {
     "dormant_ratio": "dormant ratio",
     "effective_rank": "effective rank",
@@ -97,57 +131,56 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> 
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
-def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> list[float]:
-    """Welch's t-interval of ``mean(a) − mean(b)`` (unequal variances, Welch–Satterthwaite
-    degrees of freedom); NaN bounds when a group has fewer than two values, zero width when
-    neither group varies (as ``_stats.mean_ci``)."""
-    from scipy import stats
-
-    if a.size < 2 or b.size < 2:
-        return [float("nan"), float("nan")]
-    diff = float(a.mean() - b.mean())
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    if va + vb == 0:
-        return [diff, diff]
-    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb))
-    return [diff - half, diff + half]
+def family(methods: list[str], pairs: list[str]) -> dict[str, tuple[str, str, str]]:
+    """The comparisons tested, named from the settings alone (before any result is read):
+    ``"a − b"`` → (test, a, b). Every method against the fresh agents (``welch``), every method
+    but ``none`` against ``none``, and each pair (``paired`` by seed); a pair that repeats a
+    comparison against ``none`` is one comparison."""
+    out = {f"{m} − fresh": ("welch", m, FRESH) for m in methods}
+    out.update({f"{m} − none": ("paired", m, "none") for m in methods if m != "none"})
+    for pair in pairs:
+        a, b = pair.split("-")
+        out[f"{a} − {b}"] = ("paired", a, b)
+    return out
 
 
-def paired(values: dict[str, np.ndarray], seeds: dict[str, list[int]], a: str, b: str) -> dict:
-    """The mean over the seeds both groups have of ``a − b``, its paired 95% t-interval
-    (``_stats.mean_ci``) and those seeds."""
+def compare(test: str, a: str, b: str, values: dict[str, np.ndarray], seeds: dict) -> dict:
+    """One comparison of one score: Welch's difference of ``a`` and ``b``, or their paired
+    difference over the seeds both have (those seeds under ``seeds``)."""
+    if test == "welch":
+        return welch_difference(values[a], values[b])
     mine = dict(zip(seeds[a], values[a], strict=True))
     theirs = dict(zip(seeds[b], values[b], strict=True))
     common = sorted(set(mine) & set(theirs))
-    return {**mean_ci([mine[s] - theirs[s] for s in common]), "seeds": common}
-
-
-def paired_against(values: dict[str, np.ndarray], seeds: dict[str, list[int]], baseline: str):
-    """``group − baseline`` paired by seed (:func:`paired`) for every group but the baseline
-    and the fresh agents."""
-    if baseline not in values:
-        return {}
-    return {
-        group: paired(values, seeds, group, baseline)
-        for group in values
-        if group not in (baseline, FRESH)
-    }
+    diff = paired_difference([mine[s] for s in common], [theirs[s] for s in common])
+    return {**diff, "seeds": common}
 
 
 def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict]:
-    """IQM/mean with CIs per group, and against the fresh agents: the difference of means
-    with its CI and the probability of improvement."""
+    """Descriptive statistics per group: IQM/mean with stratified-bootstrap CIs, and against
+    the fresh agents the difference of means with a percentile-bootstrap CI and the
+    probability of improvement."""
     stats = report.final_return_stats(values, FRESH, reps, reps, seed)
     for group, entry in stats.items():
         if group != FRESH and values[group].size and values[FRESH].size:
             entry["diff"] = float(values[group].mean() - values[FRESH].mean())
             entry["diff_ci"] = bootstrap_difference(values[group], values[FRESH], reps, seed)
-            entry["diff_welch_ci"] = welch_interval(values[group], values[FRESH])
     return stats
 
 
+class Refused(Exception):
+    """Bad input: one line on stderr, exit code 2."""
+
+
 def main(argv: list[str] | None = None) -> dict:
+    try:
+        return analyse(argv)
+    except (Refused, report.ReportError) as err:
+        print(f"warm_start_rl.py: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def analyse(argv: list[str] | None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("warm", type=Path, help="sweep folder of the warm-started runs")
     parser.add_argument("fresh", type=Path, help="sweep folder of the fresh runs on task B")
@@ -156,58 +189,112 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--network", default="q", help="whose metrics to tabulate (DQN's: q)")
     parser.add_argument(
-        "--pairs",
-        default="fire-reset,fire-shrink_perturb,reset-shrink_perturb,fire-adamo,fire+adamo-fire",
-        help="method pairs a-b compared seed by seed (those present)",
+        "--methods",
+        default=",".join(GRID),
+        help="the grid's methods, in order: each is compared with the fresh agents and none",
     )
+    parser.add_argument(
+        "--pairs",
+        default=",".join(PAIRS),
+        help="method pairs a-b also compared seed by seed",
+    )
+    parser.add_argument(
+        ALLOW_MIXED,
+        action="store_true",
+        help="analyse runs from several commits or a dirty tree (the output lists the commits)",
+    )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    pairs = args.pairs.split(",") if args.pairs else []
+    for pair in pairs:
+        parts = pair.split("-")
+        if len(parts) != 2 or not set(parts) <= set(methods):
+            raise Refused(
+                f"--pairs {pair}: a pair is two methods of --methods joined by '-' "
+                f"(--methods is {args.methods})"
+            )
+    comparisons = family(methods, pairs)  # named before any result is read
 
     record, warm_runs, missing_warm = report.load_sweep(args.warm)
     _, fresh_runs, missing_fresh = report.load_sweep(args.fresh)
     warm_runs = [run for run in warm_runs if run.finished]
     fresh_runs = [run for run in fresh_runs if run.finished]
+    if not warm_runs or not fresh_runs:
+        empty = args.warm if not warm_runs else args.fresh
+        raise Refused(f"{empty} holds no finished run: pass the folder of a finished sweep")
+    unnamed = sorted({run.method for run in warm_runs} - set(methods))
+    if unnamed:
+        raise Refused(
+            f"the warm sweep has runs of {', '.join(unnamed)}, which --methods does not name: "
+            "add them to --methods (the comparisons are fixed before the results are read)"
+        )
+    groups = {method: [r for r in warm_runs if r.method == method] for method in methods}
+    groups[FRESH] = fresh_runs
+    provenance = {
+        f"{group}, seed {run.seed}": run_provenance(report.read_json(run.dir / "config.json"))
+        for group, runs in groups.items()
+        for run in runs
+    }
+    problem = provenance_problem(provenance)
+    if problem and not args.allow_mixed_commits:
+        raise Refused(
+            f"{problem}: rerun them on one clean commit, or pass {ALLOW_MIXED} to analyse them "
+            "anyway (the output then lists each commit's runs)"
+        )
+
     config = report.read_json(warm_runs[0].dir / "config.json")
     switch = int(config["switch_every"])
     length = int(config["total_timesteps"]) - switch
-    methods = report.method_order(record, warm_runs, "none")  # the grid's order
-    groups = {method: [r for r in warm_runs if r.method == method] for method in methods}
-    groups[FRESH] = fresh_runs
     curves = {
         group: [phase_curve(run, 0 if group == FRESH else switch, length) for run in runs]
         for group, runs in groups.items()
     }
-    auc = {g: np.array([scores(c)[0] for c in cs]) for g, cs in curves.items()}
-    end = {g: np.array([scores(c)[1] for c in cs]) for g, cs in curves.items()}
+    values = {
+        score: {g: np.array([scores(c)[i] for c in cs]) for g, cs in curves.items()}
+        for i, score in enumerate(SCORES)
+    }
     seeds = {group: [run.seed for run in runs] for group, runs in groups.items()}
+    tests = {
+        (name, score): compare(*comparisons[name], values[score], seeds)
+        for name in comparisons
+        for score in SCORES
+    }
+    adjusted = holm({f"{score}: {name}": t["p"] for (name, score), t in tests.items()})
     first_task = {
         method: np.array([scores(phase_curve(run, 0, switch))[1] for run in runs])
         for method, runs in groups.items()
         if method != FRESH
     }
     result = {
+        "command": shlex.join(["python", "benchmarks/warm_start_rl.py", *argv]),
         "warm": str(args.warm),
         "fresh": str(args.fresh),
         "switch": switch,
         "phase": length,
         "env": config["env"],
         "missing": [m["name"] for m in missing_warm + missing_fresh],
-        "auc": group_stats(auc, args.reps, args.seed),
-        "end": group_stats(end, args.reps, args.seed),
-        "paired_none": {
-            "auc": paired_against(auc, seeds, "none"),
-            "end": paired_against(end, seeds, "none"),
-        },
-        "pairs": {
-            pair: {
-                "auc": paired(auc, seeds, *pair.split("-")),
-                "end": paired(end, seeds, *pair.split("-")),
+        "family": [f"{score}: {name}" for name in comparisons for score in SCORES],
+        "comparisons": {
+            name: {
+                "test": comparisons[name][0],
+                **{
+                    score: {**tests[name, score], "holm_p": adjusted[f"{score}: {name}"]}
+                    for score in SCORES
+                },
             }
-            for pair in args.pairs.split(",")
-            if all(part in groups and groups[part] for part in pair.split("-"))
+            for name in comparisons
         },
+        **{score: group_stats(values[score], args.reps, args.seed) for score in SCORES},
         "first_task_end": {m: v.tolist() for m, v in first_task.items()},
         "network": args.network,
         "metrics": metric_table(groups, args.network, switch, length),
+        "provenance": {
+            "problem": problem,
+            "runs_by_commit": runs_by_commit(provenance),
+            "dirty": sorted(name for name, p in provenance.items() if p["dirty"]),
+            "resumed": {name: p["resumes"] for name, p in provenance.items() if p["resumes"]},
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report.jsonable(result), indent=2))
@@ -218,12 +305,38 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(result: dict, groups: list[str]) -> str:
+    n_tests = len(result["family"])
     lines = [
         f"Task B of `{result['env']}` after a switch at {result['switch']:,} steps, against "
-        f"fresh agents on B; B's phase: {result['phase']:,} steps.",
+        f"fresh agents on B; B's phase: {result['phase']:,} steps. Made by `{result['command']}`.",
         "",
-        "| group | runs | AUC: IQM [95% CI] | AUC: mean − fresh [95% CI] | end: IQM [95% CI] "
-        "| end: mean − fresh [95% CI] | P(end > fresh) |",
+        f"The family of comparisons, named in `warm_start_rl.py` before the results were read "
+        f"({len(result['comparisons'])} comparisons × 2 scores = {n_tests} tests): differences "
+        "of mean scores with 95% t-intervals, Welch's against the fresh agents (no runs shared), "
+        "paired by seed otherwise; two-sided p, and Holm-adjusted p over the family (a claim "
+        "holds for the family at 5% when its Holm p ≤ 0.05).",
+        "",
+        "| comparison | test | AUC: difference [95% CI] | p | Holm p "
+        "| end: difference [95% CI] | p | Holm p | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["comparisons"].items():
+        cells = []
+        for score in SCORES:
+            t = entry[score]
+            cells += [report.fmt_ci(t["mean"], [t["low"], t["high"]]), fmt_p(t["p"]),
+                      fmt_p(t["holm_p"])]  # fmt: skip
+        auc = entry["auc"]
+        runs = f"{auc['n_a']} vs {auc['n_b']}" if entry["test"] == "welch" else f"{auc['n']} pairs"
+        lines.append(f"| {name} | {entry['test']} | " + " | ".join(cells) + f" | {runs} |")
+    lines += [
+        "",
+        "Descriptive (rliable's IQM with 95% stratified-bootstrap CIs; differences of means "
+        "with percentile-bootstrap CIs; probability of improvement): at 5 runs a group these "
+        "bootstrap intervals are too narrow and back no claim.",
+        "",
+        "| group | runs | AUC: IQM [95% CI] | AUC: mean − fresh [bootstrap CI] | end: IQM [95% CI] "
+        "| end: mean − fresh [bootstrap CI] | P(end > fresh) |",
         "|---|---|---|---|---|---|---|",
     ]
     for group in groups:
@@ -241,52 +354,50 @@ def markdown(result: dict, groups: list[str]) -> str:
             f"| {group} | {auc['n']} | {report.fmt_ci(auc['iqm'], auc['iqm_ci'])} | {diff(auc)} "
             f"| {report.fmt_ci(end['iqm'], end['iqm_ci'])} | {diff(end)} | {poi} |"
         )
-    lines += [
-        "",
-        "The same differences with t-intervals: Welch's against the fresh agents, and paired by "
-        "seed against the warm-started `none`.",
-        "",
-        "| group | AUC: mean − fresh [Welch 95% CI] | end: mean − fresh [Welch 95% CI] "
-        "| AUC: − none, paired [95% CI] | end: − none, paired [95% CI] | pairs |",
-        "|---|---|---|---|---|---|",
-    ]
-    paired = result["paired_none"]
-    for group in groups:
-        auc, end = result["auc"][group], result["end"][group]
-        if group == FRESH or not auc.get("n"):
-            continue
-
-        def welch(entry):
-            return report.fmt_ci(entry["diff"], entry["diff_welch_ci"]) if "diff" in entry else "—"
-
-        def pair(entry):
-            return report.fmt_ci(entry["mean"], [entry["low"], entry["high"]])
-
-        if group in paired["auc"]:
-            pa, pe = paired["auc"][group], paired["end"][group]
-            cells = f"{pair(pa)} | {pair(pe)} | {pa['n']}"
-        else:
-            cells = "— | — | —"
-        lines.append(f"| {group} | {welch(auc)} | {welch(end)} | {cells} |")
-    if result["pairs"]:
-        lines += [
-            "",
-            "Methods against each other, paired by seed (those acting only at the switch share "
-            "task A's phase):",
-            "",
-            "| pair | AUC: difference [95% CI] | end: difference [95% CI] | pairs |",
-            "|---|---|---|---|",
-        ]
-        for name, entry in result["pairs"].items():
-            auc, end = entry["auc"], entry["end"]
-            lines.append(
-                f"| {name} | {report.fmt_ci(auc['mean'], [auc['low'], auc['high']])} "
-                f"| {report.fmt_ci(end['mean'], [end['low'], end['high']])} | {auc['n']} |"
-            )
     lines += metrics_markdown(result, groups)
+    lines += provenance_markdown(result["provenance"])
     if result["missing"]:
         lines += ["", f"Missing (unfinished) runs: {', '.join(result['missing'])}."]
     return "\n".join(lines) + "\n"
+
+
+def short(commit: str) -> str:
+    """A commit's first 10 hex digits, ``+dirty`` kept."""
+    sha, plus, suffix = commit.partition("+")
+    return sha[:10] + plus + suffix
+
+
+def provenance_markdown(provenance: dict) -> list[str]:
+    """Which commits the runs came from (each commit's runs when there are several) and the
+    resumed runs with how their replay buffer came back."""
+    by_commit = provenance["runs_by_commit"]
+    if provenance["problem"] is None:
+        lines = ["", f"Every run ran on commit `{next(iter(by_commit))}` with a clean tree."]
+    else:
+        lines = [
+            "",
+            f"Code: {provenance['problem']}; analysed with {ALLOW_MIXED}. Runs by commit "
+            "(`+dirty`: the tree had uncommitted changes):",
+            "",
+            "| commit | runs |",
+            "|---|---|",
+        ]
+        for commit, names in by_commit.items():
+            lines.append(f"| `{short(commit)}` | {'; '.join(names)} |")
+    if provenance["resumed"]:
+        lines += [
+            "",
+            "Resumed runs (a refilled buffer holds transitions of the policy at the resume, not "
+            "the ones the run had collected):",
+            "",
+            "| run | resumed at step | commit | replay buffer |",
+            "|---|---|---|---|",
+        ]
+        for name, resumes in provenance["resumed"].items():
+            for r in resumes:
+                step = f"{r['step']:,}" if isinstance(r["step"], int) else "?"
+                lines.append(f"| {name} | {step} | `{short(r['commit'])}` | {r['buffer']} |")
+    return lines
 
 
 def metrics_markdown(result: dict, groups: list[str]) -> list[str]:

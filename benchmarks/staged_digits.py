@@ -1,0 +1,334 @@
+"""Data that arrives in stages: what does an intervention at each boundary cost?
+
+The FIRE paper's continual supervised protocol (arXiv 2602.08040, its continual vision
+benchmarks) at small scale: the training set arrives in ``--stages`` (10) chunks; stage k
+trains on chunks 1..k for a fixed budget of updates; at every boundary the optimizer is
+re-created for every method (as the paper's code does) and the method then acts. The paper
+reports that FIRE "shows only a small drop at each boundary, whereas full reset and DASH
+collapse at every boundary": the stability half of the trade-off, which a warm start's
+single switch does not measure.
+
+Data and learner: scikit-learn's digits (``benchmarks/_supervised.py``), per seed a stratified
+70/30 train/test split and a random order of the training set cut into equal chunks; the
+64-256-256-10 ReLU MLP of the digits warm start, Adam (lr 1e-3, batch 64, gradient norm
+clipped at 0.5, as the FIRE paper's vision code), ``--updates-per-stage`` updates per stage on
+minibatches drawn from the data seen so far. Methods act through :func:`plasticity.make_method`'s
+handle: FIRE, reset and shrink & perturb at each boundary (``on_task_switch``; their periods
+off), penalties (Parseval, L2-init) at every update, ReDo on its own period; any method added
+to the registry later (DASH, CBP) acts as its parts say.
+
+Measured on the held-out test set, per run:
+
+- **drop**: test accuracy at the end of stage k minus test accuracy right after boundary k's
+  intervention (before any update of stage k + 1), averaged over the boundaries (positive:
+  accuracy lost; exactly 0 for ``none``, whose weights the boundary does not touch);
+- **final**: test accuracy at the end of the last stage;
+- **average**: test accuracy at the end of each stage, averaged over the stages.
+
+Statistics (``benchmarks/_stats.py``): per method the mean and 95% t-interval over seeds; the
+family of comparisons is named by :func:`family` from the method list before anything runs
+(FIRE against every other method, every other method against ``none``, each on the three
+measures), each a difference of means with Welch's 95% interval (the methods of a seed share
+the split, the chunks and the initial network, but not the training before a boundary, so no
+pairing is assumed) and its two-sided p-value, and Holm-adjusted p-values over the family.
+
+Run: ``python -m benchmarks.staged_digits`` (8 seeds; ``--quick`` for a smoke run). Writes
+``benchmarks/results/<out>.{json,md,png}``; bad input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks._stats import fmt, fmt_p, holm, mean_ci, welch_difference, write_result_json
+from benchmarks._supervised import (
+    BOUNDARY_ONLY,
+    accuracy,
+    band,
+    digits,
+    digits_mlp,
+    pyplot,
+    style,
+    update,
+)
+from plasticity import make_method
+
+RESULTS = Path(__file__).parent / "results"
+
+PROTOCOL_METHODS = (
+    "none",
+    "fire",
+    "reset",
+    "shrink_perturb",
+    "dash",
+    "parseval",
+    "l2_init",
+    "cbp",
+    "redo",
+)
+"""The methods of the issue's protocol; those the registry does not have yet are left out."""
+
+MEASURES = {
+    "drop": "drop at a boundary",
+    "final": "final test accuracy",
+    "average": "test accuracy averaged over stages",
+}
+
+
+def accepted(method: str) -> bool:
+    """Whether :func:`plasticity.make_method` knows ``method``."""
+    try:
+        make_method(method, **BOUNDARY_ONLY)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Config:
+    stages: int = 10
+    """chunks the training set arrives in (one stage each)"""
+    updates_per_stage: int = 300
+    """Adam updates in every stage, whatever its data"""
+    width: int = 256
+    batch_size: int = 64
+    lr: float = 1e-3
+    clip: float = 0.5
+    """gradient-norm clip (the FIRE paper's vision code); 0 turns it off"""
+    test_fraction: float = 0.3
+    eval_every: int = 25
+    """updates between test accuracies of the learning curve (figure only)"""
+    seed: int = 0
+    seeds: int = 8
+    methods: list[str] = field(default_factory=lambda: [m for m in PROTOCOL_METHODS if accepted(m)])
+
+
+def family(methods: list[str]) -> list[str]:
+    """The comparisons tested, from the method list alone: ``"a − b"`` for FIRE against every
+    other method and every other method against ``none``."""
+    names = [f"fire − {m}" for m in methods if "fire" in methods and m != "fire"]
+    names += [f"{m} − none" for m in methods if "none" in methods and m not in ("none", "fire")]
+    return names
+
+
+def run(method: str, cfg: Config, seed: int) -> dict:
+    """One method on one seed: the test accuracy at the end of every stage and right after
+    every boundary, the drops, and the learning curve."""
+    x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in digits(seed, cfg.test_fraction))
+    order = np.random.default_rng(seed).permutation(len(y_train))
+    chunks = np.array_split(order, cfg.stages)
+    torch.manual_seed(seed)
+    net = digits_mlp(cfg.width)
+    handle = make_method(method, **BOUNDARY_ONLY).attach(net, lr=cfg.lr)
+    batches = torch.Generator().manual_seed(seed + 1)
+    step, stages = 0, []
+    curve = [accuracy(net, x_test, y_test)]
+    start = time.perf_counter()
+    for k in range(cfg.stages):
+        seen = torch.as_tensor(np.concatenate(chunks[: k + 1]))
+        record = {"stage": k + 1, "samples": len(seen)}
+        if k > 0:
+            # the paper's code re-creates the optimizer at every chunk, then intervenes
+            handle.optimizer.state.clear()
+            handle.on_task_switch(inputs=x_train[seen[:256]])
+            record["after_boundary"] = accuracy(net, x_test, y_test)
+            curve.append(record["after_boundary"])
+        for _ in range(cfg.updates_per_stage):
+            idx = seen[torch.randint(0, len(seen), (cfg.batch_size,), generator=batches)]
+            step += 1
+            update(net, handle, x_train[idx], y_train[idx], step, cfg.clip)
+            if step % cfg.eval_every == 0:
+                curve.append(accuracy(net, x_test, y_test))
+        record["end"] = accuracy(net, x_test, y_test)
+        record["train"] = accuracy(net, x_train[seen], y_train[seen])
+        stages.append(record)
+    drops = [a["end"] - b["after_boundary"] for a, b in zip(stages, stages[1:], strict=False)]
+    return {
+        "method": method,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "interventions": handle.interventions,
+        "stages": stages,
+        "drops": drops,
+        "curve": curve,
+    }
+
+
+def measures(result: dict) -> dict[str, float]:
+    """The run's three measures (see the module docstring)."""
+    ends = [s["end"] for s in result["stages"]]
+    return {
+        "drop": float(np.mean(result["drops"])),
+        "final": ends[-1],
+        "average": float(np.mean(ends)),
+    }
+
+
+def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
+    """Per method the measures' means with t-intervals; the family's Welch differences with
+    their p-values and Holm-adjusted p-values."""
+    per_run = [(r["method"], measures(r)) for r in runs]
+    values = {
+        m: {key: [v[key] for method, v in per_run if method == m] for key in MEASURES}
+        for m in cfg.methods
+    }
+    summary = {m: {key: mean_ci(v) for key, v in per.items()} for m, per in values.items()}
+    tests = {}
+    for name in comparisons:
+        a, b = name.split(" − ")
+        for key in MEASURES:
+            tests[f"{key}: {name}"] = welch_difference(values[a][key], values[b][key])
+    adjusted = holm({name: t["p"] for name, t in tests.items()})
+    for name, t in tests.items():
+        t["holm_p"] = adjusted[name]
+    return {"summary": summary, "comparisons": tests}
+
+
+def markdown(analysis: dict, cfg: Config, comparisons: list[str]) -> str:
+    n = cfg.seeds
+    lines = [
+        f"Digits arriving in {cfg.stages} stages, {cfg.updates_per_stage} updates per stage, "
+        f"{n} seeds; test accuracy, mean ± 95% t-interval half-width over seeds. Drop: end of a "
+        "stage minus right after the next boundary's intervention, averaged over the "
+        f"{cfg.stages - 1} boundaries (positive: accuracy lost).",
+        "",
+        "| method | " + " | ".join(MEASURES.values()) + " |",
+        "|---|" + "---|" * len(MEASURES),
+    ]
+    for method, stats in analysis["summary"].items():
+        lines.append(f"| `{method}` | " + " | ".join(fmt(stats[k]) for k in MEASURES) + " |")
+    lines += [
+        "",
+        f"The family, named before the runs ({len(comparisons)} comparisons × {len(MEASURES)} "
+        f"measures = {len(analysis['comparisons'])} tests): differences of means with Welch's "
+        "95% interval, two-sided p and Holm-adjusted p over the family (a claim holds for the "
+        "family at 5% when its Holm p ≤ 0.05).",
+        "",
+        "| comparison | "
+        + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in MEASURES)
+        + " |",
+        "|---|" + "---|---|---|" * len(MEASURES),
+    ]
+    for name in comparisons:
+        cells = []
+        for key in MEASURES:
+            t = analysis["comparisons"][f"{key}: {name}"]
+            interval = f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
+            cells += [interval, fmt_p(t["p"]), fmt_p(t["holm_p"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], cfg: Config, path: Path) -> None:
+    """Test accuracy over the updates (the boundaries marked) and the drop at each boundary."""
+    plt = pyplot()
+    fig, (ax_curve, ax_drop) = plt.subplots(
+        1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}
+    )
+    per_stage = cfg.updates_per_stage // cfg.eval_every
+    steps = [0]
+    for k in range(cfg.stages):  # a boundary's two points share its step: the drop is vertical
+        steps += [k * cfg.updates_per_stage] if k else []
+        steps += [k * cfg.updates_per_stage + (i + 1) * cfg.eval_every for i in range(per_stage)]
+    boundaries = list(range(1, cfg.stages))
+    for i, method in enumerate(cfg.methods):
+        group = [r for r in runs if r["method"] == method]
+        band(ax_curve, steps, [r["curve"] for r in group], method, style(i))
+        band(ax_drop, boundaries, [r["drops"] for r in group], method, style(i))
+    for k in boundaries:
+        ax_curve.axvline(k * cfg.updates_per_stage, color="0.85", lw=0.6, zorder=0)
+    ax_curve.set(
+        xlabel=f"update ({cfg.updates_per_stage} per stage; stage k trains on chunks 1..k)",
+        ylabel="test accuracy",
+        title=f"Digits in {cfg.stages} stages (mean, 95% t-interval over {cfg.seeds} seeds)",
+        ylim=(0, 1.0),
+    )
+    ax_curve.legend(fontsize=8, ncol=2, loc="lower right")
+    ax_drop.axhline(0, color="0.5", lw=0.8)
+    ax_drop.set_xticks(boundaries)
+    ax_drop.set(
+        xlabel="boundary (after stage k)",
+        ylabel="test accuracy lost at the boundary",
+        title="Drop right after each intervention",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (2 seeds, 3 stages)")
+    parser.add_argument("--seeds", type=int, help="number of seeds (default 8)")
+    parser.add_argument("--seed", type=int, help="first seed (default 0)")
+    parser.add_argument("--stages", type=int, help="chunks of the training set (default 10)")
+    parser.add_argument("--updates-per-stage", type=int, help="updates per stage (default 300)")
+    parser.add_argument("--width", type=int, help="units per hidden layer (default 256)")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods (default: those of "
+        f"{', '.join(PROTOCOL_METHODS)} that the registry has)",
+    )
+    parser.add_argument("--out", default="staged_digits", help="result file stem")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the result files")
+    args = parser.parse_args(argv)
+
+    def refuse(message: str):
+        parser.exit(2, f"staged_digits.py: {message}\n")
+
+    torch.set_num_threads(1)  # small networks on a busy 2-core machine: one thread is fastest
+    cfg = Config()
+    if args.quick:
+        cfg.seeds, cfg.stages, cfg.updates_per_stage = 2, 3, 50
+    for key in ("seeds", "seed", "stages", "updates_per_stage", "width"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    if args.methods:
+        cfg.methods = args.methods.split(",")
+    if cfg.seeds < 1:
+        refuse(f"--seeds {cfg.seeds}: run at least one seed (8 for the protocol's statistics)")
+    if cfg.stages < 2:
+        refuse(f"--stages {cfg.stages}: the protocol needs at least 2 stages (one boundary)")
+    if cfg.updates_per_stage < cfg.eval_every or cfg.updates_per_stage % cfg.eval_every:
+        refuse(f"--updates-per-stage must be a multiple of {cfg.eval_every} (the curve's step)")
+    for method in cfg.methods:
+        if not accepted(method):
+            refuse(f"--methods: {method!r} is not a registered method; see plasticity.METHODS")
+    comparisons = family(cfg.methods)  # named before anything runs
+    print(f"family ({len(comparisons)} comparisons × {len(MEASURES)} measures): "
+          + "; ".join(comparisons), flush=True)  # fmt: skip
+
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        for method in cfg.methods:
+            result = run(method, cfg, seed)
+            runs.append(result)
+            m = measures(result)
+            print(
+                f"seed {seed} {method:<15} drop {m['drop']:+.3f}  final {m['final']:.3f}  "
+                f"average {m['average']:.3f}  {result['seconds']:.0f}s",
+                flush=True,
+            )
+    analysis = analyse(runs, cfg, comparisons)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / args.out
+    content = {"config": asdict(cfg), "family": comparisons, **analysis, "runs": runs}
+    write_result_json(out.with_suffix(".json"), content)
+    table = markdown(analysis, cfg, comparisons)
+    out.with_suffix(".md").write_text(table)
+    plot(runs, cfg, out.with_suffix(".png"))
+    print()
+    print(table)
+    print(f"wrote {out}.json, .md and .png")
+    return content
+
+
+if __name__ == "__main__":
+    main()
