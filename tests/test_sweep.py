@@ -555,6 +555,10 @@ def test_a_killed_sweep_leaves_nothing_the_next_start_misreads(ray_session, tmp_
     trainer = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "--resume", str(started)]
     )
+    # Popen returns once exec has begun; the kernel writes the new command line a moment later
+    deadline = time.time() + 30
+    while not sw.trains(trainer.pid, started) and time.time() < deadline:
+        time.sleep(0.01)
     try:
         for run_dir in (started, finished):
             (run_dir / "train.pid").write_text(str(trainer.pid))
