@@ -171,7 +171,6 @@ POSITIVE_SETTINGS = (
     "action_repeat",
 )
 RATES = ("policy_lr", "q_lr", "alpha")
-WHOLE_NETWORK = ("fire", "reset", "shrink_perturb")
 
 
 def main(args: Args) -> dict:
@@ -254,7 +253,7 @@ def main(args: Args) -> dict:
     def reset_temperature_after(reports) -> None:
         """The FIRE paper's SAC: α back to its initial value, and its Adam state cleared, when
         the whole critic was reinitialized (not after ReDo's recycling of single units)."""
-        if any(report.method in WHOLE_NETWORK for report in reports):
+        if critic_plasticity.rewrote_network(reports):
             with torch.no_grad():
                 log_alpha.fill_(float(np.log(args.alpha)))
             clear_optimizer_state_(a_optimizer, [log_alpha])

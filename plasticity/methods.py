@@ -1,7 +1,11 @@
-"""Named plasticity methods: one object with an optimizer, a penalty and scheduled interventions.
+"""Named plasticity methods: registered parts attached to a network as one handle.
 
-A method is what a user names on the command line (``--method fire+adamo``). Attached to one
-network it yields a :class:`MethodHandle` that a training loop uses in three places::
+A method is what a user names on the command line (``--method fire+adamo``): one or more
+*parts*, each a :class:`MethodPart` subclass registered by name with :func:`register`. A part
+says what it is (:class:`PartKind`: a loss penalty, the optimizer, a scheduled intervention, a
+rule applied after every update), which :class:`MethodConfig` fields are its settings and how
+each is checked, when it acts and whether it rewrites the whole network. Attached to one
+network the parts make a :class:`MethodHandle` that a training loop uses in three places::
 
     handle = make_method("fire+adamo", fire_every=100_000).attach(critic, lr=3e-4,
                                                                   targets=[critic_target])
@@ -15,18 +19,23 @@ the handle resets the optimizer state of the whole network (``clear_optimizer``;
 captured CUDA graphs stay valid) and copies the network into its target networks. ReDo resets
 the state of the entries it recycles and leaves targets alone: zeroed outgoing weights keep
 the network's function, so a target jump would only disturb the bootstrap.
+
+Adding a method is one class: subclass :class:`MethodPart` (or :class:`ScheduledIntervention`),
+declare its fields in :class:`MethodConfig` and its checks in ``settings``, and decorate it with
+:func:`register`; agents, ``train.py`` and the Stable-Baselines3 callback find it by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
 import typing
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,38 +63,6 @@ from plasticity.regularizers import (
     spectral_penalty,
 )
 from plasticity.schedule import At, Every
-
-METHODS: tuple[str, ...] = (
-    "none",
-    "adamo",
-    "isometry",
-    "fire",
-    "reset",
-    "shrink_perturb",
-    "redo",
-    "l2_init",
-    "l2",
-    "parseval",
-    "spectral",
-    "er",
-    "er_l2",
-)
-"""Names accepted by :func:`make_method`; join several with ``+`` (``fire+adamo``)."""
-
-ALIASES = {"er_l2": ("er", "l2")}
-"""Names that stand for a combination: ER + L2 is the effective-rank ascent plus coupled L2."""
-
-PERIODS = {
-    "fire": "fire_every",
-    "reset": "reset_every",
-    "shrink_perturb": "shrink_perturb_every",
-    "redo": "redo_every",
-    "er": "er_every",
-}
-"""The periodic parts of a method and the :class:`MethodConfig` field of each one's period."""
-
-AT_STEPS = {"fire": "fire_at", "reset": "reset_at", "shrink_perturb": "shrink_perturb_at"}
-"""The one-off parts of a method and the :class:`MethodConfig` field listing their steps."""
 
 
 @dataclass
@@ -173,8 +150,11 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Refuse a setting that cannot be right: one ``ValueError`` naming the field, its
-        value and the valid range (checked before any training starts)."""
+        value and the valid range (checked before any training starts). Every field is
+        checked, whichever parts the method has; its check is declared by the parts (or the
+        handle) whose setting it is, a ``Literal`` field's by its type."""
         hints = typing.get_type_hints(MethodConfig)
+        checks = setting_checks()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             literal = next(
@@ -188,10 +168,13 @@ class MethodConfig:
                     choices = (*choices, None)
                 ok, valid = value in choices, "one of " + ", ".join(map(repr, choices))
             else:
-                check, valid = _CHECKS[f.name]
-                ok = check(value)
+                check = checks[f.name]
+                ok, valid = check.test(value), check.valid
             if not ok:
                 raise ValueError(f"invalid method setting {f.name}={value!r}: it must be {valid}")
+
+
+# --- checks of settings ---------------------------------------------------------------------
 
 
 def _is_number(value: object) -> bool:
@@ -202,66 +185,212 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-_NONNEGATIVE = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
-_POSITIVE = (lambda v: _is_number(v) and v > 0, "a finite number > 0")
-_FRACTION = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
-_PERIOD = (lambda v: _is_int(v) and v >= 0, "0 (off) or a positive integer number of steps")
-_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-_STEPS = (
+@dataclass(frozen=True)
+class Check:
+    """How a setting is checked: ``test(value)``, and what a valid value is, for the error."""
+
+    test: Callable[[object], bool]
+    valid: str
+
+
+NONNEGATIVE = Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+POSITIVE = Check(lambda v: _is_number(v) and v > 0, "a finite number > 0")
+FRACTION = Check(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+PERIOD = Check(lambda v: _is_int(v) and v >= 0, "0 (off) or a positive integer number of steps")
+COUNT = Check(lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+STEPS = Check(
     lambda v: isinstance(v, (list, tuple)) and all(_is_int(s) and s > 0 for s in v),
     "a list of positive integer steps",
 )
-_FLAG = (lambda v: isinstance(v, bool), "True or False")
-_CHECKS = {
-    "weight_decay": _NONNEGATIVE,
-    "iso_coef": _NONNEGATIVE,
-    "iso_scale": _POSITIVE,
-    "iso_every": _COUNT,
-    "fire_every": _PERIOD,
-    "fire_at": _STEPS,
-    "fire_on_task_switch": _FLAG,
-    "fire_ns_steps": _COUNT,
-    "reset_every": _PERIOD,
-    "reset_at": _STEPS,
-    "reset_on_task_switch": _FLAG,
-    "shrink_perturb_every": _PERIOD,
-    "shrink_perturb_at": _STEPS,
-    "shrink_perturb_on_task_switch": _FLAG,
-    "shrink": _FRACTION,
-    "perturb": _FRACTION,
-    "redo_every": _PERIOD,
-    "redo_tau": _NONNEGATIVE,
-    "l2_init_coef": _NONNEGATIVE,
-    "l2_coef": _NONNEGATIVE,
-    "parseval_coef": _NONNEGATIVE,
-    "parseval_scale": _POSITIVE,
-    "spectral_coef": _NONNEGATIVE,
-    "spectral_exponent": _COUNT,
-    "er_every": _PERIOD,
-    "er_lr": _NONNEGATIVE,
-}
-"""How :meth:`MethodConfig.validate` checks each field that is not a ``Literal``."""
+FLAG = Check(lambda v: isinstance(v, bool), "True or False")
+CHOICE = Check(lambda v: True, "one of its Literal choices")
+"""The check of a ``Literal`` field: :meth:`MethodConfig.validate` tests it against its type."""
+
+
+# --- parts and their registry ---------------------------------------------------------------
+
+
+class PartKind(enum.Enum):
+    """What a method part is; agents and the SB3 callback ask this, never a part's name."""
+
+    PENALTY = "a term of the loss"
+    OPTIMIZER = "the network's optimizer"
+    INTERVENTION = "an intervention at scheduled steps and task switches"
+
+
+class MethodPart:
+    """One registered part of a method, attached to one network through a :class:`MethodHandle`.
+
+    Class attributes describe the part: ``name`` (what ``--method`` names), ``kind``,
+    ``settings`` (its :class:`MethodConfig` fields and their checks) and ``rewrites_network``
+    (whether an intervention of it redraws the whole network: SAC's temperature reset follows
+    those). The hooks below do nothing by default; a part overrides those it needs. Part state
+    that must survive a checkpoint goes in :meth:`state_dict` as tensors and plain Python
+    values (checkpoints load with ``torch.load(weights_only=True)``).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[PartKind]
+    settings: ClassVar[dict[str, Check]] = {}
+    rewrites_network: ClassVar[bool] = False
+    optimizer_class: ClassVar[type[torch.optim.Optimizer] | None] = None
+    """an optimizer part's class; an optimizer built elsewhere must be one (None: none can)"""
+
+    def __init__(self, handle: MethodHandle):
+        self.handle = handle
+        self.config = handle.config
+
+    def needs_initial_state(self) -> bool:
+        """Whether the part reads the network's weights as they were at attach time."""
+        return False
+
+    def build_optimizer(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
+        """The network's optimizer (``OPTIMIZER`` parts only)."""
+        raise NotImplementedError(f"method part {self.name!r} builds no optimizer")
+
+    def penalty(self) -> torch.Tensor | None:
+        """The part's loss term (None: it has none)."""
+        return None
+
+    def schedules(self, start: int) -> dict[str, Every | At]:
+        """The part's schedules by checkpoint key, counting from ``start``."""
+        return {}
+
+    def after_update(self, step: int, inputs: Inputs | Callable[[], Inputs] | None) -> list:
+        """Act after the update at ``step``; the :class:`InterventionReport` of each action."""
+        return []
+
+    def on_task_switch(self, inputs: Inputs | None) -> list:
+        """Act at a task switch; the :class:`InterventionReport` of each action."""
+        return []
+
+    def state_dict(self) -> dict:
+        """The part's own state, merged into the handle's (keys unique to the part)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from the handle's state (:meth:`state_dict`'s keys, when present)."""
+
+
+PARTS: dict[str, type[MethodPart]] = {}
+"""Every registered part by name, in registration order (the order parts act in)."""
+
+ALIASES = {"er_l2": ("er", "l2")}
+"""Names that stand for a combination: ER + L2 is the effective-rank ascent plus coupled L2."""
+
+
+def register(part: type[MethodPart]) -> type[MethodPart]:
+    """Class decorator: make ``part`` a method by its ``name``. Its settings must be fields of
+    :class:`MethodConfig`, checked as every other part checks them."""
+    if part.name in PARTS or part.name in ALIASES or part.name == "none":
+        raise ValueError(f"a method part named {part.name!r} exists already; pick another name")
+    fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    checks = setting_checks()
+    for setting, check in part.settings.items():
+        if setting not in fields:
+            raise ValueError(f"{part.__name__} setting {setting!r} is not a MethodConfig field")
+        if checks.get(setting, check) is not check:
+            raise ValueError(f"{part.__name__} checks {setting!r} unlike the other parts do")
+    PARTS[part.name] = part
+    return part
+
+
+def method_names() -> tuple[str, ...]:
+    """Names accepted by :func:`make_method`; join several with ``+`` (``fire+adamo``)."""
+    return ("none", *PARTS, *ALIASES)
+
+
+def setting_checks() -> dict[str, Check]:
+    """The check of every setting the handle and the registered parts declare."""
+    checks = dict(MethodHandle.settings)
+    for part in PARTS.values():
+        checks.update(part.settings)
+    return checks
+
+
+class ScheduledIntervention(MethodPart):
+    """An intervention every ``every`` steps, at the steps listed in ``at`` and at task switches
+    when ``on_switch`` is set (each the name of a :class:`MethodConfig` field, or None)."""
+
+    kind = PartKind.INTERVENTION
+    every: ClassVar[str]
+    at: ClassVar[str | None] = None
+    on_switch: ClassVar[str | None] = None
+
+    def intervene(self, inputs: Inputs | Callable[[], Inputs] | None) -> InterventionReport:
+        raise NotImplementedError
+
+    def schedules(self, start: int) -> dict[str, Every | At]:
+        schedules: dict[str, Every | At] = {
+            self.name: Every(getattr(self.config, self.every), start)
+        }
+        if self.at is not None:
+            schedules[self.at] = At(getattr(self.config, self.at), start=start)
+        return schedules
+
+    def after_update(self, step, inputs):
+        schedules = self.handle.schedules
+        # every schedule is asked, so a step both periodic and listed is consumed by both
+        due = [schedules[key].due(step) for key in (self.name, self.at) if key in schedules]
+        return [self.intervene(inputs)] if any(due) else []
+
+    def on_task_switch(self, inputs):
+        if self.on_switch is not None and getattr(self.config, self.on_switch):
+            return [self.intervene(inputs)]
+        return []
+
+
+class WholeNetworkIntervention(ScheduledIntervention):
+    """An intervention that rewrites the whole network: the handle then resets the optimizer
+    state ``clear_optimizer`` names and re-syncs the target networks."""
+
+    rewrites_network = True
+    settings = {"clear_optimizer": CHOICE}
+
+    def rewrite(self, optimizer: Optimizers) -> InterventionReport:
+        """Rewrite the network, resetting ``optimizer``'s state of what changed (if given)."""
+        raise NotImplementedError
+
+    def intervene(self, inputs) -> InterventionReport:
+        handle = self.handle
+        mode = self.config.clear_optimizer or "network"
+        report = self.rewrite(handle.optimizer if mode == "touched" else None)
+        if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
+            clear_optimizer_state_(
+                handle.optimizer, network_parameters(handle.network, handle.exclude)
+            )
+        sync_targets(handle.network, handle.targets)
+        return report
+
+
+# --- methods by name ------------------------------------------------------------------------
 
 
 def parse_method(name: str) -> tuple[str, ...]:
     """Split ``"fire+adamo"`` into known, distinct parts (aliases such as ``er_l2`` expanded);
-    ``ValueError`` otherwise."""
+    ``ValueError`` otherwise, also for parts that do not combine (two optimizers)."""
     if not isinstance(name, str):
         raise ValueError(
             f"a method name must be a string such as 'fire' or 'fire+adamo', got {name!r}"
         )
     named = tuple(part.strip() for part in name.split("+"))
-    unknown = [p for p in named if p not in METHODS]
+    known = method_names()
+    unknown = [p for p in named if p not in known]
     if unknown:
         raise ValueError(
             f"unknown plasticity method {unknown[0]!r}; "
-            f"choose from {', '.join(METHODS)} (join several with '+', e.g. fire+adamo)"
+            f"choose from {', '.join(known)} (join several with '+', e.g. fire+adamo)"
         )
     if "none" in named and len(named) > 1:
         raise ValueError(f"method {name!r} combines 'none' with others; drop 'none'")
     parts = tuple(p for part in named for p in ALIASES.get(part, (part,)) if p != "none")
     if len(set(parts)) != len(parts):
         raise ValueError(f"method {name!r} names a part twice; name each once")
+    optimizers = [p for p in parts if PARTS[p].kind is PartKind.OPTIMIZER]
+    if len(optimizers) > 1:
+        raise ValueError(
+            f"method {name!r} combines the optimizers {' and '.join(optimizers)}; keep one"
+        )
     return parts
 
 
@@ -272,6 +401,11 @@ class Method:
     name: str
     parts: tuple[str, ...]
     config: MethodConfig = field(default_factory=MethodConfig)
+
+    @property
+    def part_classes(self) -> tuple[type[MethodPart], ...]:
+        """The registered class of each part, in the order the parts act."""
+        return tuple(part for name, part in PARTS.items() if name in self.parts)
 
     def attach(
         self,
@@ -341,8 +475,12 @@ def make_method(name: str, config: MethodConfig | None = None, **settings) -> Me
 class MethodHandle:
     """One method attached to one network: its optimizer, penalty and interventions.
 
+    ``parts`` are the method's :class:`MethodPart` objects, in the order they act.
     ``interventions`` counts the reinitializations done so far (FIRE, reset, shrink & perturb,
     ReDo passes that recycled a unit; see ``InterventionReport.reinitialized``)."""
+
+    settings: ClassVar[dict[str, Check]] = {"weight_decay": NONNEGATIVE}
+    """the settings of every method: those of the optimizer the handle builds"""
 
     def __init__(
         self,
@@ -359,7 +497,6 @@ class MethodHandle:
         start_step: int = 0,
     ):
         self.method = method
-        self.parts = method.parts
         self.config = method.config
         self.network = network
         self.targets = list(targets)
@@ -369,26 +506,27 @@ class MethodHandle:
         self.exclude = tuple(exclude)
         self.interventions = 0
         self.interventions_by_method: Counter[str] = Counter()
+        self.parts = tuple(part(self) for part in method.part_classes)
         # the step the training loop reached: where schedules missing from an old checkpoint
         # resume from
         self.step = start_step
         self.schedules = self._schedules(start_step)
-        self._spectral_vectors: dict[str, torch.Tensor] = {}
         self.initial_state = None
-        cfg = self.config
-        if (
-            "l2_init" in self.parts
-            or ("shrink_perturb" in self.parts and cfg.perturb_target == "initial")
-            or ("fire" in self.parts and self.fire_linear == "initial")
-        ):
+        if any(part.needs_initial_state() for part in self.parts):
             self.initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        builder = next((p for p in self.parts if p.kind is PartKind.OPTIMIZER), None)
         if optimizer is None:
             if lr is None:
                 raise ValueError("attach needs lr= to build the optimizer (or an optimizer=)")
-            optimizer = self._build_optimizer(lr, optimizer_kwargs)
-        elif "adamo" in self.parts and not isinstance(optimizer, AdamO):
+            if builder is None:
+                optimizer = self._build_adam(lr, optimizer_kwargs)
+            else:
+                optimizer = builder.build_optimizer(lr, optimizer_kwargs)
+        elif builder is not None and not isinstance(optimizer, builder.optimizer_class or ()):
+            wanted = builder.optimizer_class.__name__ if builder.optimizer_class else "its own"
             raise ValueError(
-                f"method {method.name!r} needs an AdamO optimizer, got {type(optimizer).__name__}"
+                f"method {method.name!r} needs an {wanted} optimizer, "
+                f"got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
 
@@ -396,29 +534,12 @@ class MethodHandle:
         return f"MethodHandle({self.method.name!r}, optimizer={type(self.optimizer).__name__})"
 
     def _schedules(self, start: int) -> dict[str, Every | At]:
-        """Each periodic part's :class:`Every` and listed steps' :class:`At`, from ``start``."""
-        schedules: dict[str, Every | At] = {
-            part: Every(getattr(self.config, setting), start=start)
-            for part, setting in PERIODS.items()
-            if part in self.parts
-        }
-        for part, setting in AT_STEPS.items():
-            if part in self.parts:
-                schedules[setting] = At(getattr(self.config, setting), start=start)
-        return schedules
+        """Every part's schedules by checkpoint key, counting from ``start``."""
+        return {key: s for part in self.parts for key, s in part.schedules(start).items()}
 
-    def _build_optimizer(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
-        cfg = self.config
-        weight_decay = cfg.weight_decay
-        if "adamo" in self.parts:
-            groups = adamo_param_groups(
-                self.network,
-                cfg.iso_coef,
-                self.heads,
-                iso_scale=cfg.iso_scale,
-                iso_every=cfg.iso_every,
-            )
-            return AdamO(groups, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
+    def _build_adam(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
+        """The optimizer of a method without an optimizer part: Adam, AdamW with weight decay."""
+        weight_decay = self.config.weight_decay
         # torch defaults to the multi-tensor kernels on CUDA only; its one-kernel (fused)
         # update is faster still, on the CPU about 3x (benchmarks/sps.py)
         if "foreach" not in optimizer_kwargs and "fused" not in optimizer_kwargs:
@@ -434,33 +555,14 @@ class MethodHandle:
 
     def penalty(self) -> torch.Tensor:
         """The method's loss term for this network (a 0-dim tensor; zero when it has none)."""
-        cfg = self.config
         total = next(self.network.parameters()).new_zeros(())
-        if "isometry" in self.parts:
-            total = total + cfg.iso_coef * isometry_penalty(self.network, cfg.iso_scale, self.heads)
-        if "l2_init" in self.parts:
-            total = total + cfg.l2_init_coef * l2_init_penalty(self.network, self.initial_state)
-        if "l2" in self.parts:
-            total = total + cfg.l2_coef * l2_penalty(self.network)
-        if "parseval" in self.parts:
-            total = total + cfg.parseval_coef * parseval_penalty(
-                self.network, cfg.parseval_scale, self.heads
-            )
-        if "spectral" in self.parts:
-            total = total + cfg.spectral_coef * spectral_penalty(
-                self.network,
-                self._spectral_vectors,
-                exponent=cfg.spectral_exponent,
-                heads=self.heads,
-            )
+        for part in self.parts:
+            term = part.penalty()
+            if term is not None:
+                total = total + term
         return total
 
     # --- 2. scheduled interventions -------------------------------------------------------
-
-    def _due(self, part: str, step: int) -> bool:
-        """Whether ``part``'s period or one of its listed steps came due (both consumed)."""
-        due = [s.due(step) for key in (part, AT_STEPS.get(part)) if (s := self.schedules.get(key))]
-        return any(due)
 
     def start(self, step: int) -> None:
         """Let the schedules begin at ``step``: periods and steps before it are not due (a
@@ -481,55 +583,30 @@ class MethodHandle:
         ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
         ``er_l2`` when they are due; or a function returning one, called only then.
         """
-        cfg = self.config
         self.step = max(self.step, step)
-        reports = []
-        if self._due("fire", step):
-            reports.append(self._fire())
-        if self._due("reset", step):
-            reports.append(self._reset())
-        if self._due("shrink_perturb", step):
-            reports.append(self._shrink_perturb())
-        if self._due("redo", step):
-            reports.append(
-                redo_(
-                    self.network,
-                    self._probe(inputs, "redo"),
-                    cfg.redo_tau,
-                    self.optimizer,
-                    self.heads,
-                    self.activation,
-                    self.fresh,
-                    exclude=self.exclude,
-                )
-            )
-        if self._due("er", step):
-            erank = effective_rank_ascent_(
-                self.network, self._probe(inputs, "er"), cfg.er_lr, self.heads, self.activation
-            )
-            reports.append(InterventionReport("er_ascent", {"features": {"mean_erank": erank}}))
+        reports = [report for part in self.parts for report in part.after_update(step, inputs)]
         self._count(reports)
         return reports
 
     def on_task_switch(self, inputs: Inputs | None = None) -> list[InterventionReport]:
         """Run the interventions configured to act at a task switch; returns their reports."""
-        cfg = self.config
-        reports = []
-        if "fire" in self.parts and cfg.fire_on_task_switch:
-            reports.append(self._fire())
-        if "reset" in self.parts and cfg.reset_on_task_switch:
-            reports.append(self._reset())
-        if "shrink_perturb" in self.parts and cfg.shrink_perturb_on_task_switch:
-            reports.append(self._shrink_perturb())
+        reports = [report for part in self.parts for report in part.on_task_switch(inputs)]
         self._count(reports)
         return reports
+
+    def rewrote_network(self, reports: Iterable[InterventionReport]) -> bool:
+        """Whether one of ``reports`` comes from a part that rewrites the whole network (what
+        SAC's temperature reset follows; ReDo's recycling of single units does not count)."""
+        rewriters = {part.name for part in self.parts if part.rewrites_network}
+        return any(report.method in rewriters for report in reports)
 
     def _count(self, reports: list[InterventionReport]) -> None:
         for report in reports:
             self.interventions += int(report.reinitialized)
             self.interventions_by_method[report.method] += int(report.reinitialized)
 
-    def _probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
+    def probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
+        """The probe batch ``part`` needs: ``inputs``, or what calling it returns."""
         if callable(inputs):
             inputs = inputs()
         if inputs is None:
@@ -539,89 +616,26 @@ class MethodHandle:
             )
         return inputs
 
-    @property
-    def fire_linear(self) -> str:
-        return self.config.fire_linear or "fire"
-
-    def _whole_network(
-        self, intervene: Callable[[Optimizers], InterventionReport]
-    ) -> InterventionReport:
-        """Run an intervention that rewrites the network, then reset the optimizer state that
-        ``clear_optimizer`` names and re-sync the targets."""
-        mode = self.config.clear_optimizer or "network"
-        report = intervene(self.optimizer if mode == "touched" else None)
-        if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
-            clear_optimizer_state_(self.optimizer, network_parameters(self.network, self.exclude))
-        sync_targets(self.network, self.targets)
-        return report
-
-    def _fire(self) -> InterventionReport:
-        return self._whole_network(self._fire_layers)
-
-    def _fire_layers(self, optimizer: Optimizers) -> InterventionReport:
-        cfg = self.config
-        layers = select_layers(self.network, exclude=self.exclude)
-        if self.fire_linear == "fire":
-            fired, linear = [name for name, _ in layers], []
-        else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
-            linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
-            fired = [name for name, layer in layers if not isinstance(layer, nn.Linear)]
-        report = InterventionReport("fire")
-        if fired or not linear:  # a network with no layer at all gets fire_'s error
-            fire_report = fire_(
-                self.network,
-                optimizer,
-                cfg.fire_ns_steps,
-                cfg.fire_scale,
-                cfg.fire_mode,
-                include=fired,
-            )
-            report.layers.update(fire_report.layers)
-        if linear:
-            reset = full_reset_(
-                self.network,
-                optimizer,
-                self.fresh,
-                include=linear,
-                initial_state=self.initial_state if self.fire_linear == "initial" else None,
-            )
-            report.layers.update(reset.layers)
-        return report
-
-    def _reset(self) -> InterventionReport:
-        return self._whole_network(
-            lambda optimizer: full_reset_(self.network, optimizer, self.fresh, exclude=self.exclude)
-        )
-
-    def _shrink_perturb(self) -> InterventionReport:
-        cfg = self.config
-        return self._whole_network(
-            lambda optimizer: shrink_perturb_(
-                self.network,
-                cfg.shrink,
-                cfg.perturb,
-                cfg.perturb_target,
-                optimizer,
-                self.initial_state,
-                self.fresh,
-                exclude=self.exclude,
-            )
-        )
-
     # --- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: optimizer, schedule positions, method buffers."""
-        return {
+        """Everything needed to resume: optimizer, schedule positions, method buffers; only
+        tensors and plain Python values (loads with ``torch.load(weights_only=True)``)."""
+        state = {
             "method": self.method.name,
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "schedules": {part: s.state_dict() for part, s in self.schedules.items()},
+            "schedules": {key: s.state_dict() for key, s in self.schedules.items()},
             "interventions": self.interventions,
             "interventions_by_method": dict(self.interventions_by_method),
-            "spectral_vectors": dict(self._spectral_vectors),
+            # every state has the key, as before the parts had their own state: code that
+            # predates the registry reads it whatever the method
+            "spectral_vectors": {},
             "initial_state": self.initial_state,
         }
+        for part in self.parts:
+            state.update(part.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`; the method name must match.
@@ -639,10 +653,11 @@ class MethodHandle:
         self.optimizer.load_state_dict(state["optimizer"])
         saved = state.get("schedules")
         if saved is None:  # before the schedule objects: the last period index per part
+            periods = {p.name: p.every for p in PARTS.values() if hasattr(p, "every")}
             saved = {
-                part: {"period": getattr(self.config, PERIODS[part]), "last": index}
+                part: {"period": getattr(self.config, periods[part]), "last": index}
                 for part, index in state["last_period"].items()
-                if part in PERIODS
+                if part in periods
             }
         for key, schedule_state in saved.items():
             if key in self.schedules:
@@ -654,6 +669,268 @@ class MethodHandle:
             schedule.skip_to(self.step)
         self.interventions = int(state["interventions"])
         self.interventions_by_method = Counter(state.get("interventions_by_method", {}))
-        self._spectral_vectors = dict(state["spectral_vectors"])
+        for part in self.parts:
+            part.load_state_dict(state)
         if state["initial_state"] is not None:
             self.initial_state = state["initial_state"]
+
+
+# --- the built-in parts ---------------------------------------------------------------------
+
+
+@register
+class AdamOPart(MethodPart):
+    """AdamO: Adam with a decoupled isometry step on hidden weights (:class:`plasticity.AdamO`)."""
+
+    name = "adamo"
+    kind = PartKind.OPTIMIZER
+    settings = {"iso_coef": NONNEGATIVE, "iso_scale": POSITIVE, "iso_every": COUNT}
+    optimizer_class = AdamO
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        cfg, handle = self.config, self.handle
+        groups = adamo_param_groups(
+            handle.network,
+            cfg.iso_coef,
+            handle.heads,
+            iso_scale=cfg.iso_scale,
+            iso_every=cfg.iso_every,
+        )
+        return AdamO(groups, lr=lr, weight_decay=cfg.weight_decay, **optimizer_kwargs)
+
+
+@register
+class Isometry(MethodPart):
+    """The coupled isometry penalty λ·Σ‖WᵀW − sI‖² on hidden weights."""
+
+    name = "isometry"
+    kind = PartKind.PENALTY
+    settings = AdamOPart.settings
+
+    def penalty(self):
+        cfg, handle = self.config, self.handle
+        return cfg.iso_coef * isometry_penalty(handle.network, cfg.iso_scale, handle.heads)
+
+
+@register
+class Fire(WholeNetworkIntervention):
+    """FIRE: each weight replaced by its nearest isometry (Newton–Schulz or polar factor)."""
+
+    name = "fire"
+    every, at, on_switch = "fire_every", "fire_at", "fire_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "fire_every": PERIOD,
+        "fire_at": STEPS,
+        "fire_on_task_switch": FLAG,
+        "fire_ns_steps": COUNT,
+        "fire_mode": CHOICE,
+        "fire_scale": CHOICE,
+        "fire_linear": CHOICE,
+    }
+
+    @property
+    def linear(self) -> str:
+        """What FIRE does to Linear layers (``fire_linear``, unset: 'fire')."""
+        return self.config.fire_linear or "fire"
+
+    def needs_initial_state(self):
+        return self.linear == "initial"
+
+    def rewrite(self, optimizer):
+        cfg, handle = self.config, self.handle
+        layers = select_layers(handle.network, exclude=handle.exclude)
+        if self.linear == "fire":
+            fired, linear = [name for name, _ in layers], []
+        else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
+            linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
+            fired = [name for name, layer in layers if not isinstance(layer, nn.Linear)]
+        report = InterventionReport("fire")
+        if fired or not linear:  # a network with no layer at all gets fire_'s error
+            fire_report = fire_(
+                handle.network,
+                optimizer,
+                cfg.fire_ns_steps,
+                cfg.fire_scale,
+                cfg.fire_mode,
+                include=fired,
+            )
+            report.layers.update(fire_report.layers)
+        if linear:
+            reset = full_reset_(
+                handle.network,
+                optimizer,
+                handle.fresh,
+                include=linear,
+                initial_state=handle.initial_state if self.linear == "initial" else None,
+            )
+            report.layers.update(reset.layers)
+        return report
+
+
+@register
+class Reset(WholeNetworkIntervention):
+    """Full reset: every layer redrawn (Nikishin et al. 2022)."""
+
+    name = "reset"
+    every, at, on_switch = "reset_every", "reset_at", "reset_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "reset_every": PERIOD,
+        "reset_at": STEPS,
+        "reset_on_task_switch": FLAG,
+    }
+
+    def rewrite(self, optimizer):
+        handle = self.handle
+        return full_reset_(handle.network, optimizer, handle.fresh, exclude=handle.exclude)
+
+
+@register
+class ShrinkPerturb(WholeNetworkIntervention):
+    """Shrink & perturb (Ash & Adams 2020): θ ← shrink·θ + perturb·θ_fresh (or θ₀)."""
+
+    name = "shrink_perturb"
+    every, at = "shrink_perturb_every", "shrink_perturb_at"
+    on_switch = "shrink_perturb_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "shrink_perturb_every": PERIOD,
+        "shrink_perturb_at": STEPS,
+        "shrink_perturb_on_task_switch": FLAG,
+        "shrink": FRACTION,
+        "perturb": FRACTION,
+        "perturb_target": CHOICE,
+    }
+
+    def needs_initial_state(self):
+        return self.config.perturb_target == "initial"
+
+    def rewrite(self, optimizer):
+        cfg, handle = self.config, self.handle
+        return shrink_perturb_(
+            handle.network,
+            cfg.shrink,
+            cfg.perturb,
+            cfg.perturb_target,
+            optimizer,
+            handle.initial_state,
+            handle.fresh,
+            exclude=handle.exclude,
+        )
+
+
+@register
+class ReDo(ScheduledIntervention):
+    """ReDo (Sokar et al. 2023): dormant units recycled, their optimizer entries reset."""
+
+    name = "redo"
+    every = "redo_every"
+    settings = {"redo_every": PERIOD, "redo_tau": NONNEGATIVE}
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return redo_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.config.redo_tau,
+            handle.optimizer,
+            handle.heads,
+            handle.activation,
+            handle.fresh,
+            exclude=handle.exclude,
+        )
+
+
+@register
+class L2Init(MethodPart):
+    """L2-init (Kumar et al. 2023): λ‖θ − θ₀‖² toward the weights at attach time."""
+
+    name = "l2_init"
+    kind = PartKind.PENALTY
+    settings = {"l2_init_coef": NONNEGATIVE}
+
+    def needs_initial_state(self):
+        return True
+
+    def penalty(self):
+        handle = self.handle
+        return self.config.l2_init_coef * l2_init_penalty(handle.network, handle.initial_state)
+
+
+@register
+class L2(MethodPart):
+    """Coupled L2: λ‖θ‖² in the loss."""
+
+    name = "l2"
+    kind = PartKind.PENALTY
+    settings = {"l2_coef": NONNEGATIVE}
+
+    def penalty(self):
+        return self.config.l2_coef * l2_penalty(self.handle.network)
+
+
+@register
+class Parseval(MethodPart):
+    """Parseval regularization (Chung et al. 2024): λ‖WWᵀ − sI‖² on hidden weights."""
+
+    name = "parseval"
+    kind = PartKind.PENALTY
+    settings = {"parseval_coef": NONNEGATIVE, "parseval_scale": POSITIVE}
+
+    def penalty(self):
+        cfg, handle = self.config, self.handle
+        return cfg.parseval_coef * parseval_penalty(
+            handle.network, cfg.parseval_scale, handle.heads
+        )
+
+
+@register
+class Spectral(MethodPart):
+    """Spectral regularization (Lewandowski et al. 2024): λ·Σ(σ_max^k − 1)², with σ_max from
+    power-iteration vectors kept between updates (and in checkpoints)."""
+
+    name = "spectral"
+    kind = PartKind.PENALTY
+    settings = {"spectral_coef": NONNEGATIVE, "spectral_exponent": COUNT}
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.vectors: dict[str, torch.Tensor] = {}
+
+    def penalty(self):
+        cfg, handle = self.config, self.handle
+        return cfg.spectral_coef * spectral_penalty(
+            handle.network, self.vectors, exponent=cfg.spectral_exponent, heads=handle.heads
+        )
+
+    def state_dict(self):
+        return {"spectral_vectors": dict(self.vectors)}
+
+    def load_state_dict(self, state):
+        self.vectors = dict(state.get("spectral_vectors", {}))
+
+
+@register
+class EffectiveRankAscent(ScheduledIntervention):
+    """Effective-rank ascent: an SGD step raising the features' effective rank every
+    ``er_every`` steps (a regularizer step, not a reinitialization)."""
+
+    name = "er"
+    every = "er_every"
+    settings = {"er_every": PERIOD, "er_lr": NONNEGATIVE}
+
+    def intervene(self, inputs):
+        handle = self.handle
+        erank = effective_rank_ascent_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.config.er_lr,
+            handle.heads,
+            handle.activation,
+        )
+        return InterventionReport("er_ascent", {"features": {"mean_erank": erank}})
+
+
+METHODS: tuple[str, ...] = method_names()
+"""The built-in method names (see :func:`method_names` for those registered later too)."""

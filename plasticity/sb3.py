@@ -41,14 +41,11 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from plasticity._layers import named_layers
 from plasticity.interventions import InterventionReport
-from plasticity.methods import MethodHandle, make_method
+from plasticity.methods import MethodHandle, MethodPart, PartKind, make_method
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, isometry_parameters
 from plasticity.schedule import Every
 from plasticity.tasks import task_period
-
-PENALTIES = ("isometry", "l2_init", "l2", "parseval", "spectral")
-"""Method parts that are loss terms (``er_l2`` stands for ``er`` + ``l2``)."""
 
 
 def adamo_policy_kwargs(iso_coef: float = 1e-3, **optimizer_kwargs) -> dict:
@@ -209,6 +206,23 @@ def use_adamo_groups(model: BaseAlgorithm) -> int:
     return marked
 
 
+def _optimizer_refusal(part: type[MethodPart]) -> str:
+    """Why the models' optimizers cannot carry the optimizer part ``part``, and what to do."""
+    wanted = part.optimizer_class
+    if wanted is None:
+        return (
+            f"method {part.name!r} builds its own optimizer, which a callback cannot give an "
+            "SB3 model; use it with this project's agents (train.py)"
+        )
+    helper = (
+        "adamo_policy_kwargs()" if wanted is AdamO else f"{{'optimizer_class': {wanted.__name__}}}"
+    )
+    return (
+        f"method {part.name!r} needs {wanted.__name__} optimizers: build the model with "
+        f"policy_kwargs={helper}"
+    )
+
+
 # --- the callback ---------------------------------------------------------------------------
 
 
@@ -249,7 +263,8 @@ class PlasticityCallback(BaseCallback):
     ):
         super().__init__(verbose)
         self.method = make_method(method, **settings)
-        penalties = [p for p in self.method.parts if p in PENALTIES]
+        parts = self.method.part_classes
+        penalties = [part.name for part in parts if part.kind is PartKind.PENALTY]
         if penalties:
             raise ValueError(
                 f"{', '.join(penalties)} must enter the loss, which a callback cannot reach; "
@@ -283,11 +298,11 @@ class PlasticityCallback(BaseCallback):
                 f"choose from {', '.join(available)}"
             )
         optimizers = [owner.optimizer for owner, _, _ in _adamo_optimizers(self.model)]
-        if "adamo" in self.method.parts and not any(isinstance(o, AdamO) for o in optimizers):
-            raise ValueError(
-                "method 'adamo' needs AdamO optimizers: build the model with "
-                "policy_kwargs=adamo_policy_kwargs()"
-            )
+        for part in self.method.part_classes:
+            if part.kind is PartKind.OPTIMIZER and not any(
+                isinstance(o, part.optimizer_class or ()) for o in optimizers
+            ):
+                raise ValueError(_optimizer_refusal(part))
         # the policy's hidden activation (ReLU for SAC/TD3/DQN, Tanh for PPO/A2C by default)
         self.activation = getattr(self.model.policy, "activation_fn", nn.ReLU)()
         self._networks = {name: available[name] for name in names}
