@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plasticity._layers import Inputs, select_layers
+from plasticity.continual_backprop import continual_backprop_
 from plasticity.interventions import (
     InterventionReport,
     Optimizers,
@@ -147,6 +148,12 @@ class MethodConfig:
     """er, er_l2: steps between effective-rank ascent steps (needs a probe batch)"""
     er_lr: float = 1e-2
     """er, er_l2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
+    cbp_replacement_rate: float = 1e-4
+    """cbp: fraction ρ of a layer's mature units replaced per update (the authors' RL: 1e-4)"""
+    cbp_maturity: int = 10_000
+    """cbp: updates a unit is protected after it is (re)drawn (the authors' RL: 1e4)"""
+    cbp_decay: float = 0.99
+    """cbp: decay η of the running contribution utility (the authors': 0.99)"""
 
     def validate(self) -> None:
         """Refuse a setting that cannot be right: one ``ValueError`` naming the field, its
@@ -202,6 +209,8 @@ STEPS = Check(
     lambda v: isinstance(v, (list, tuple)) and all(_is_int(s) and s > 0 for s in v),
     "a list of positive integer steps",
 )
+DECAY = Check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+AGE = Check(lambda v: _is_int(v) and v >= 0, "an integer number of updates >= 0")
 FLAG = Check(lambda v: isinstance(v, bool), "True or False")
 CHOICE = Check(lambda v: True, "one of its Literal choices")
 """The check of a ``Literal`` field: :meth:`MethodConfig.validate` tests it against its type."""
@@ -216,6 +225,7 @@ class PartKind(enum.Enum):
     PENALTY = "a term of the loss"
     OPTIMIZER = "the network's optimizer"
     INTERVENTION = "an intervention at scheduled steps and task switches"
+    PER_UPDATE = "a rule applied after every update"
 
 
 class MethodPart:
@@ -929,8 +939,52 @@ class EffectiveRankAscent(ScheduledIntervention):
             handle.heads,
             handle.activation,
         )
-        return InterventionReport("er_ascent", {"features": {"mean_erank": erank}})
+        return InterventionReport(
+            "er_ascent", {"features": {"mean_erank": erank}}, reinitialized=False
+        )
 
 
 METHODS: tuple[str, ...] = method_names()
 """The built-in method names (see :func:`method_names` for those registered later too)."""
+
+
+@register
+class ContinualBackprop(MethodPart):
+    """Continual backprop (Dohare et al., Nature 2024; arXiv 2306.13812): after every update
+    the least useful mature units are replaced; see :mod:`plasticity.continual_backprop` for
+    the rule and where it differs from the authors' code. It acts at each ``after_update``
+    call, on the batch passed there: after every update in SAC (one update per env step by
+    default) as in the authors' code, after each ``train_frequency`` env steps in DQN, and after
+    each PPO iteration (the authors' PPO replaces after every minibatch step: there ρ and the
+    maturity count iterations, not minibatch steps)."""
+
+    name = "cbp"
+    kind = PartKind.PER_UPDATE
+    settings = {"cbp_replacement_rate": FRACTION, "cbp_maturity": AGE, "cbp_decay": DECAY}
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.units: dict[str, dict] = {}
+
+    def after_update(self, step, inputs):
+        cfg, handle = self.config, self.handle
+        report = continual_backprop_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.units,
+            cfg.cbp_replacement_rate,
+            cfg.cbp_decay,
+            cfg.cbp_maturity,
+            handle.optimizer,
+            handle.heads,
+            handle.activation,
+            handle.fresh,
+            handle.exclude,
+        )
+        return [report] if report.reinitialized else []  # logged only when units changed
+
+    def state_dict(self):
+        return {"cbp_units": self.units}
+
+    def load_state_dict(self, state):
+        self.units = state.get("cbp_units", {})
