@@ -43,6 +43,7 @@ from torch import nn
 
 from plasticity._layers import Inputs, select_layers
 from plasticity.continual_backprop import continual_backprop_
+from plasticity.injection import inject_, install_offsets
 from plasticity.interventions import (
     InterventionReport,
     Optimizers,
@@ -148,6 +149,13 @@ class MethodConfig:
     """er, er_l2: steps between effective-rank ascent steps (needs a probe batch)"""
     er_lr: float = 1e-2
     """er, er_l2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
+    injection_every: int = 0
+    """injection period in steps (0 = off: injection then acts at injection_at steps and task
+    switches)"""
+    injection_at: list[int] = field(default_factory=list)
+    """steps at which a new head is injected once each, e.g. a run's midpoint (empty = none)"""
+    injection_on_task_switch: bool = True
+    """inject a new head when the environment switches task"""
     cbp_replacement_rate: float = 1e-4
     """cbp: fraction ρ of a layer's mature units replaced per update (the authors' RL: 1e-4)"""
     cbp_maturity: int = 10_000
@@ -249,6 +257,19 @@ class MethodPart:
     def __init__(self, handle: MethodHandle):
         self.handle = handle
         self.config = handle.config
+
+    replaces_units: ClassVar[bool] = False
+    """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP)"""
+
+    @classmethod
+    def conflict(cls, others: list[type[MethodPart]]) -> str | None:
+        """Why the part cannot be combined with the ``others`` of a method (None: it can), as
+        the end of a sentence that begins with the method's name."""
+        if cls.kind is PartKind.OPTIMIZER:
+            optimizers = [other.name for other in others if other.kind is PartKind.OPTIMIZER]
+            if optimizers:
+                return f"combines the optimizers {cls.name} and {optimizers[0]}; keep one"
+        return None
 
     def needs_initial_state(self) -> bool:
         """Whether the part reads the network's weights as they were at attach time."""
@@ -396,11 +417,11 @@ def parse_method(name: str) -> tuple[str, ...]:
     parts = tuple(p for part in named for p in ALIASES.get(part, (part,)) if p != "none")
     if len(set(parts)) != len(parts):
         raise ValueError(f"method {name!r} names a part twice; name each once")
-    optimizers = [p for p in parts if PARTS[p].kind is PartKind.OPTIMIZER]
-    if len(optimizers) > 1:
-        raise ValueError(
-            f"method {name!r} combines the optimizers {' and '.join(optimizers)}; keep one"
-        )
+    classes = [PARTS[p] for p in parts]
+    for part in classes:
+        conflict = part.conflict([other for other in classes if other is not part])
+        if conflict:
+            raise ValueError(f"method {name!r} {conflict}")
     return parts
 
 
@@ -836,6 +857,7 @@ class ReDo(ScheduledIntervention):
 
     name = "redo"
     every = "redo_every"
+    replaces_units = True
     settings = {"redo_every": PERIOD, "redo_tau": NONNEGATIVE}
 
     def intervene(self, inputs):
@@ -960,6 +982,7 @@ class ContinualBackprop(MethodPart):
 
     name = "cbp"
     kind = PartKind.PER_UPDATE
+    replaces_units = True
     settings = {"cbp_replacement_rate": FRACTION, "cbp_maturity": AGE, "cbp_decay": DECAY}
 
     def __init__(self, handle):
@@ -988,3 +1011,65 @@ class ContinualBackprop(MethodPart):
 
     def load_state_dict(self, state):
         self.units = state.get("cbp_units", {})
+
+
+@register
+class Injection(ScheduledIntervention):
+    """Plasticity injection (Nikishin et al. 2023, arXiv 2305.15555): each Linear head ``h``
+    becomes ``h + h' − h'₀`` with ``h'`` new and trained, ``h``, ``h'₀`` frozen; the outputs
+    are unchanged when it acts (see :mod:`plasticity.injection`). The paper injects once, at a
+    step (``injection_at``); task switches (on by default) and a period are offered as
+    Plasticine's ports do. Unlike Plasticine's port, the old head is frozen and the new one is
+    trained. Heads are the handle's (the last layer by default), each one Linear layer."""
+
+    name = "injection"
+    every, at, on_switch = "injection_every", "injection_at", "injection_on_task_switch"
+    settings = {
+        "injection_every": PERIOD,
+        "injection_at": STEPS,
+        "injection_on_task_switch": FLAG,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.offsets: dict[str, dict] = {}
+        self.hooks: dict = {}
+        self.target_hooks: list[dict] = [{} for _ in handle.targets]
+
+    @classmethod
+    def conflict(cls, others):
+        rewriters = [o.name for o in others if o.rewrites_network or o.replaces_units]
+        if rewriters:
+            return (
+                f"combines injection with {rewriters[0]}, which would rewrite the network "
+                "underneath the frozen old heads; use injection without it"
+            )
+        return None
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return inject_(
+            handle.network,
+            self.offsets,
+            self.hooks,
+            handle.heads,
+            handle.optimizer,
+            handle.fresh,
+            list(zip(handle.targets, self.target_hooks, strict=True)),
+        )
+
+    def state_dict(self):
+        return {"injection_offsets": self.offsets}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        for name, saved in state.get("injection_offsets", {}).items():
+            offset = self.offsets.setdefault(
+                name, {key: None if v is None else v.clone() for key, v in saved.items()}
+            )
+            for key, value in saved.items():  # in place: installed hooks read these tensors
+                if value is not None:
+                    offset[key].copy_(value)
+        install_offsets(self.handle.network, self.offsets, self.hooks)
+        for target, hooks in zip(self.handle.targets, self.target_hooks, strict=True):
+            install_offsets(target, self.offsets, hooks)
