@@ -39,7 +39,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "plasticity.sb3 needs stable-baselines3: pip install 'stable-baselines3>=2.3'"
     ) from err
 
-from plasticity._layers import named_layers
+from plasticity._layers import named_layers, reinitialized_copy
 from plasticity.interventions import InterventionReport
 from plasticity.methods import MethodHandle, MethodPart, PartKind, make_method
 from plasticity.metrics import PlasticityMonitor
@@ -147,7 +147,9 @@ def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
             for name, _ in named_layers(policy.actor)
             if name.split(".")[0] in ("mu", "log_std")
         )
-        actor = Network("actor", policy.actor, policy.actor, (), heads, "obs")
+        # the action distribution caches the last forward's tensors, which a copy refuses
+        fresh = partial(reinitialized_copy, policy.actor, leave_out=[policy.actor.action_dist])
+        actor = Network("actor", policy.actor, policy.actor, (), heads, "obs", fresh=fresh)
         return {"actor": actor, "critic": _twin_critic(policy)}
     if isinstance(model, TD3):
         actor = Network(

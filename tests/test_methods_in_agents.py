@@ -1,0 +1,89 @@
+"""Each method added through the registry trains every agent, and the SB3 callback, to the end."""
+
+import pytest
+import torch
+from test_agent_dqn import small_args as dqn_args
+from test_agent_ppo import small_args as ppo_args
+from test_agent_sac import small_args as sac_args
+
+from agents import dqn, ppo, sac
+
+# settings under which each method acts within 200 updates
+ACTING = {
+    "cbp": {"cbp_maturity": 20, "cbp_replacement_rate": 0.05},
+    "injection": {"injection_at": [160]},
+}
+
+
+def configured(args, method):
+    for key, value in ACTING[method].items():
+        setattr(args.plasticity, key, value)
+    return args
+
+
+def acted(summary, network, method) -> bool:
+    return summary["interventions_by_method"][network].get(method, 0) > 0
+
+
+@pytest.mark.parametrize("method", ACTING)
+def test_sac_trains_200_updates_with_the_method_on_both_networks(tmp_path, method):
+    args = configured(sac_args(tmp_path, method=method, checkpoint_every=0), method)
+    summary = sac.main(args)  # a non-finite loss would stop the run with an error
+    assert summary["status"] == "finished" and summary["total_timesteps"] == 300
+    assert acted(summary, "actor", method) and acted(summary, "critic", method)
+
+
+@pytest.mark.parametrize("method", ACTING)
+def test_sac_takes_the_method_on_the_actor_alone(tmp_path, method):
+    args = configured(sac_args(tmp_path, actor_method=method, checkpoint_every=0), method)
+    summary = sac.main(args)
+    assert acted(summary, "actor", method) and not summary["interventions"]["critic"]
+
+
+@pytest.mark.parametrize("method", ACTING)
+def test_dqn_trains_200_updates_with_the_method(tmp_path, method):
+    args = configured(dqn_args(tmp_path, method=method, total_timesteps=500), method)
+    summary = dqn.main(args)
+    assert summary["status"] == "finished" and acted(summary, "q", method)
+
+
+@pytest.mark.parametrize("method", ACTING)
+def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, method):
+    # 5 iterations of 64 steps, 4 minibatches × 10 epochs each: 200 updates per network
+    args = ppo_args(
+        tmp_path,
+        critic_method=method,
+        total_timesteps=320,
+        num_minibatches=4,
+        update_epochs=10,
+        checkpoint_every=0,
+    )
+    args.plasticity.cbp_maturity = 1  # PPO's rule acts once per iteration
+    args.plasticity.cbp_replacement_rate = 0.1
+    args.plasticity.injection_at = [128]
+    summary = ppo.main(args)
+    assert summary["status"] == "finished" and acted(summary, "critic", method)
+    assert not summary["interventions"]["actor"]
+
+
+@pytest.mark.parametrize("method", ACTING)
+def test_the_sb3_callback_applies_the_method(method):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import SAC
+
+    from envs import make_env
+    from plasticity.sb3 import PlasticityCallback
+
+    model = SAC(
+        "MlpPolicy",
+        make_env("Pendulum-v1"),
+        learning_starts=50,
+        batch_size=32,
+        policy_kwargs={"net_arch": [32, 32]},
+        seed=0,
+        device="cpu",
+    )
+    callback = PlasticityCallback(method, **ACTING[method])
+    model.learn(200, callback=callback)
+    assert callback.interventions > 0
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
