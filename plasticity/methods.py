@@ -43,6 +43,7 @@ from torch import nn
 
 from plasticity._layers import Inputs, select_layers
 from plasticity.continual_backprop import continual_backprop_
+from plasticity.dash import accumulate_descent_, dash_
 from plasticity.injection import inject_, install_offsets
 from plasticity.interventions import (
     InterventionReport,
@@ -156,6 +157,16 @@ class MethodConfig:
     """steps at which a new head is injected once each, e.g. a run's midpoint (empty = none)"""
     injection_on_task_switch: bool = True
     """inject a new head when the environment switches task"""
+    dash_every: int = 0
+    """DASH period in steps (0 = off: DASH then acts at dash_at steps and task switches)"""
+    dash_at: list[int] = field(default_factory=list)
+    """steps at which DASH shrinks the network once each (empty = none)"""
+    dash_on_task_switch: bool = True
+    """shrink with DASH after the first update on a new task (the authors: at each new chunk)"""
+    dash_alpha: float = 0.3
+    """DASH: weight α of each update's negative gradient in the running average G"""
+    dash_lambda: float = 0.3
+    """DASH: smallest shrink factor λ in clamp(cos(G, W), λ, 1)"""
     cbp_replacement_rate: float = 1e-4
     """cbp: fraction ρ of a layer's mature units replaced per update (the authors' RL: 1e-4)"""
     cbp_maturity: int = 10_000
@@ -1073,3 +1084,55 @@ class Injection(ScheduledIntervention):
         install_offsets(self.handle.network, self.offsets, self.hooks)
         for target, hooks in zip(self.handle.targets, self.target_hooks, strict=True):
             install_offsets(target, self.offsets, hooks)
+
+
+@register
+class Dash(ScheduledIntervention):
+    """DASH, direction-aware shrinking (Shin et al. 2024, arXiv 2410.23495): each weight row
+    (conv kernel, bias vector) shrinks to ``clamp(cos(G, W), λ, 1)·W`` with ``G`` the running
+    average of the negative gradients since the last shrink (see :mod:`plasticity.dash`).
+    The authors shrink when a new chunk of data arrives, with ``G`` over all data so far:
+    here at a task switch the average restarts and the shrink follows the first update on the
+    new task (replay mixing old and new data); a period and listed steps are offered too.
+    Optimizer state and targets are left alone, as the authors leave the optimizer."""
+
+    name = "dash"
+    every, at, on_switch = "dash_every", "dash_at", "dash_on_task_switch"
+    settings = {
+        "dash_every": PERIOD,
+        "dash_at": STEPS,
+        "dash_on_task_switch": FLAG,
+        "dash_alpha": FRACTION,
+        "dash_lambda": FRACTION,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.descent: dict[str, torch.Tensor] = {}
+        self.after_switch = False  # a shrink is due after the next update
+
+    def after_update(self, step, inputs):
+        handle = self.handle
+        accumulate_descent_(self.descent, handle.network, self.config.dash_alpha, handle.exclude)
+        scheduled = super().after_update(step, inputs)
+        if self.after_switch and not scheduled:
+            scheduled = [self.intervene(inputs)]
+        self.after_switch = False
+        return scheduled
+
+    def on_task_switch(self, inputs):
+        if self.config.dash_on_task_switch:
+            self.descent.clear()  # G over the new task's updates only
+            self.after_switch = True
+        return []
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return dash_(handle.network, self.descent, self.config.dash_lambda, handle.exclude)
+
+    def state_dict(self):
+        return {"dash_descent": self.descent, "dash_after_switch": self.after_switch}
+
+    def load_state_dict(self, state):
+        self.descent = dict(state.get("dash_descent", {}))
+        self.after_switch = bool(state.get("dash_after_switch", False))

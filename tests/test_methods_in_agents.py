@@ -12,6 +12,7 @@ from agents import dqn, ppo, sac
 ACTING = {
     "cbp": {"cbp_maturity": 20, "cbp_replacement_rate": 0.05},
     "injection": {"injection_at": [160]},
+    "dash": {"dash_at": [160]},
 }
 
 
@@ -60,7 +61,7 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
     )
     args.plasticity.cbp_maturity = 1  # PPO's rule acts once per iteration
     args.plasticity.cbp_replacement_rate = 0.1
-    args.plasticity.injection_at = [128]
+    args.plasticity.injection_at = args.plasticity.dash_at = [128]
     summary = ppo.main(args)
     assert summary["status"] == "finished" and acted(summary, "critic", method)
     assert not summary["interventions"]["actor"]
