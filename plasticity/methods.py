@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticity._layers import Inputs, select_layers
+from plasticity._layers import Inputs, hidden_layers, select_layers
 from plasticity.continual_backprop import continual_backprop_
 from plasticity.dash import accumulate_descent_, dash_
 from plasticity.injection import inject_, install_offsets
@@ -57,7 +57,7 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
-from plasticity.optim import AdamO, adamo_param_groups, fused_adam_available
+from plasticity.optim import AdamO, CombinedOptimizer, adamo_param_groups, fused_adam_available
 from plasticity.regularizers import (
     effective_rank_ascent_,
     l2_init_penalty,
@@ -157,6 +157,11 @@ class MethodConfig:
     """steps at which a new head is injected once each, e.g. a run's midpoint (empty = none)"""
     injection_on_task_switch: bool = True
     """inject a new head when the environment switches task"""
+    muon_lr_scale: float = 10.0
+    """muon: Muon's learning rate as a multiple of the network's (the FIRE paper's Muon
+    baseline: 10); the other parameters train with Adam at the network's rate"""
+    muon_momentum: float = 0.95
+    """muon: Muon's momentum (torch's default, Nesterov)"""
     dash_every: int = 0
     """DASH period in steps (0 = off: DASH then acts at dash_at steps and task switches)"""
     dash_at: list[int] = field(default_factory=list)
@@ -561,13 +566,16 @@ class MethodHandle:
             if lr is None:
                 raise ValueError("attach needs lr= to build the optimizer (or an optimizer=)")
             if builder is None:
-                optimizer = self._build_adam(lr, optimizer_kwargs)
+                optimizer = self.build_adam(list(network.parameters()), lr, optimizer_kwargs)
             else:
                 optimizer = builder.build_optimizer(lr, optimizer_kwargs)
-        elif builder is not None and not isinstance(optimizer, builder.optimizer_class or ()):
-            wanted = builder.optimizer_class.__name__ if builder.optimizer_class else "its own"
+        elif builder is not None and builder.optimizer_class is None:
             raise ValueError(
-                f"method {method.name!r} needs an {wanted} optimizer, "
+                f"method {method.name!r} builds its own optimizer; attach it without optimizer="
+            )
+        elif builder is not None and not isinstance(optimizer, builder.optimizer_class):
+            raise ValueError(
+                f"method {method.name!r} needs an {builder.optimizer_class.__name__} optimizer, "
                 f"got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
@@ -579,19 +587,20 @@ class MethodHandle:
         """Every part's schedules by checkpoint key, counting from ``start``."""
         return {key: s for part in self.parts for key, s in part.schedules(start).items()}
 
-    def _build_adam(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
-        """The optimizer of a method without an optimizer part: Adam, AdamW with weight decay."""
+    def build_adam(
+        self, params: list[torch.Tensor], lr: float, optimizer_kwargs: dict
+    ) -> torch.optim.Optimizer:
+        """Adam over ``params`` (AdamW with ``weight_decay``): the optimizer of a method without
+        an optimizer part, and what optimizer parts use for the parameters they leave out."""
         weight_decay = self.config.weight_decay
         # torch defaults to the multi-tensor kernels on CUDA only; its one-kernel (fused)
         # update is faster still, on the CPU about 3x (benchmarks/sps.py)
         if "foreach" not in optimizer_kwargs and "fused" not in optimizer_kwargs:
-            fused = fused_adam_available(list(self.network.parameters()))
+            fused = fused_adam_available(params)
             optimizer_kwargs = {("fused" if fused else "foreach"): True, **optimizer_kwargs}
         if weight_decay > 0.0:
-            return torch.optim.AdamW(
-                self.network.parameters(), lr=lr, weight_decay=weight_decay, **optimizer_kwargs
-            )
-        return torch.optim.Adam(self.network.parameters(), lr=lr, **optimizer_kwargs)
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
+        return torch.optim.Adam(params, lr=lr, **optimizer_kwargs)
 
     # --- 1. penalty -----------------------------------------------------------------------
 
@@ -1136,3 +1145,45 @@ class Dash(ScheduledIntervention):
     def load_state_dict(self, state):
         self.descent = dict(state.get("dash_descent", {}))
         self.after_switch = bool(state.get("dash_after_switch", False))
+
+
+@register
+class MuonPart(MethodPart):
+    """Muon (Jordan et al. 2024; ``torch.optim.Muon``, torch >= 2.9) on the hidden Linear
+    weights: momentum, then the update orthogonalized by five Newton–Schulz steps, scaled by
+    √max(1, fan_out/fan_in); Adam (AdamW with ``weight_decay``) trains the rest, the heads,
+    biases and conv kernels, as usual (torch's Muon takes matrices only; the FIRE paper's
+    vision baseline flattens conv kernels instead). Muon's rate is ``muon_lr_scale`` times the
+    network's, its decoupled weight decay ``weight_decay``."""
+
+    name = "muon"
+    kind = PartKind.OPTIMIZER
+    settings = {"muon_lr_scale": POSITIVE, "muon_momentum": DECAY}
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        if not hasattr(torch.optim, "Muon"):
+            raise ValueError(
+                f"method 'muon' needs torch.optim.Muon (torch >= 2.9), this is torch "
+                f"{torch.__version__}; upgrade torch or pick another method"
+            )
+        cfg, handle = self.config, self.handle
+        hidden = hidden_layers(handle.network, handle.heads)
+        matrices = [layer.weight for _, layer in hidden if isinstance(layer, nn.Linear)]
+        if not matrices:
+            raise ValueError(
+                f"method 'muon' found no hidden Linear layer in {type(handle.network).__name__} "
+                "for Muon to train; pick another method for this network"
+            )
+        taken = {id(p) for p in matrices}
+        rest = [p for p in handle.network.parameters() if id(p) not in taken]
+        optimizers = {
+            "muon": torch.optim.Muon(
+                matrices,
+                lr=cfg.muon_lr_scale * lr,
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.muon_momentum,
+            )
+        }
+        if rest:
+            optimizers["adam"] = handle.build_adam(rest, lr, optimizer_kwargs)
+        return CombinedOptimizer(optimizers)

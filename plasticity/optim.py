@@ -9,7 +9,7 @@ is not divided by ``√v̂``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -329,3 +329,57 @@ def adamo_param_groups(
         {"params": rest, "iso_coef": 0.0, **group_settings},
     ]
     return [g for g in groups if g["params"]]
+
+
+class JoinedState(Mapping):
+    """The state of several optimizers, read as one mapping from parameter to state. A lookup
+    never adds an entry (an optimizer's ``state`` is a defaultdict that would)."""
+
+    def __init__(self, states: list[dict]):
+        self.states = states
+
+    def __getitem__(self, param: torch.Tensor) -> dict:
+        for state in self.states:
+            if param in state:
+                return state[param]
+        raise KeyError(param)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (param for state in self.states for param in state)
+
+    def __len__(self) -> int:
+        return sum(len(state) for state in self.states)
+
+
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Optimizers over disjoint parameters, used as one: Muon for hidden matrices and Adam for
+    the rest, say.
+
+    ``param_groups`` lists the groups of every optimizer (the same dicts, so a learning-rate
+    schedule reaches them) and ``state`` looks a parameter up in each optimizer's state (the
+    same dicts, so resetting state in place, as the interventions do, reaches them).
+    ``state_dict`` keeps each optimizer's state dict under its name.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]):
+        params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("the combined optimizers share a parameter; give each its own")
+        super().__init__(params, {})
+        self.optimizers = optimizers
+        self.param_groups = [g for opt in optimizers.values() for g in opt.param_groups]
+        self.state = JoinedState([opt.state for opt in optimizers.values()])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("CombinedOptimizer.step takes no closure; compute the loss first")
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])

@@ -7,13 +7,16 @@ from test_agent_ppo import small_args as ppo_args
 from test_agent_sac import small_args as sac_args
 
 from agents import dqn, ppo, sac
+from plasticity.methods import PARTS, PartKind
 
 # settings under which each method acts within 200 updates
 ACTING = {
     "cbp": {"cbp_maturity": 20, "cbp_replacement_rate": 0.05},
     "injection": {"injection_at": [160]},
     "dash": {"dash_at": [160]},
+    "muon": {},
 }
+OPTIMIZERS = [name for name in ACTING if PARTS[name].kind is PartKind.OPTIMIZER]
 
 
 def configured(args, method):
@@ -23,6 +26,9 @@ def configured(args, method):
 
 
 def acted(summary, network, method) -> bool:
+    """Whether the method acted on the network (an optimizer always does: no count to read)."""
+    if method in OPTIMIZERS:
+        return True
     return summary["interventions_by_method"][network].get(method, 0) > 0
 
 
@@ -67,15 +73,13 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
     assert not summary["interventions"]["actor"]
 
 
-@pytest.mark.parametrize("method", ACTING)
-def test_the_sb3_callback_applies_the_method(method):
+def small_sac():
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import SAC
 
     from envs import make_env
-    from plasticity.sb3 import PlasticityCallback
 
-    model = SAC(
+    return SAC(
         "MlpPolicy",
         make_env("Pendulum-v1"),
         learning_starts=50,
@@ -84,7 +88,22 @@ def test_the_sb3_callback_applies_the_method(method):
         seed=0,
         device="cpu",
     )
+
+
+@pytest.mark.parametrize("method", [name for name in ACTING if name not in OPTIMIZERS])
+def test_the_sb3_callback_applies_the_method(method):
+    from plasticity.sb3 import PlasticityCallback
+
+    model = small_sac()
     callback = PlasticityCallback(method, **ACTING[method])
     model.learn(200, callback=callback)
     assert callback.interventions > 0
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+@pytest.mark.parametrize("method", OPTIMIZERS)
+def test_the_sb3_callback_refuses_an_optimizer_it_cannot_build(method):
+    from plasticity.sb3 import PlasticityCallback
+
+    with pytest.raises(ValueError, match=f"method '{method}' builds its own optimizer"):
+        small_sac().learn(10, callback=PlasticityCallback(method))
