@@ -57,7 +57,13 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
-from plasticity.optim import AdamO, CombinedOptimizer, adamo_param_groups, fused_adam_available
+from plasticity.optim import (
+    AdamO,
+    CombinedOptimizer,
+    adamo_param_groups,
+    fused_adam_available,
+    trac_optimizer_class,
+)
 from plasticity.regularizers import (
     effective_rank_ascent_,
     l2_init_penalty,
@@ -588,10 +594,15 @@ class MethodHandle:
         return {key: s for part in self.parts for key, s in part.schedules(start).items()}
 
     def build_adam(
-        self, params: list[torch.Tensor], lr: float, optimizer_kwargs: dict
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        optimizer_kwargs: dict,
+        wrap: Callable[[type], type] = lambda adam: adam,
     ) -> torch.optim.Optimizer:
         """Adam over ``params`` (AdamW with ``weight_decay``): the optimizer of a method without
-        an optimizer part, and what optimizer parts use for the parameters they leave out."""
+        an optimizer part, and what optimizer parts use for the parameters they leave out or
+        ``wrap`` (a function of the optimizer class: TRAC's)."""
         weight_decay = self.config.weight_decay
         # torch defaults to the multi-tensor kernels on CUDA only; its one-kernel (fused)
         # update is faster still, on the CPU about 3x (benchmarks/sps.py)
@@ -599,8 +610,10 @@ class MethodHandle:
             fused = fused_adam_available(params)
             optimizer_kwargs = {("fused" if fused else "foreach"): True, **optimizer_kwargs}
         if weight_decay > 0.0:
-            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
-        return torch.optim.Adam(params, lr=lr, **optimizer_kwargs)
+            return wrap(torch.optim.AdamW)(
+                params, lr=lr, weight_decay=weight_decay, **optimizer_kwargs
+            )
+        return wrap(torch.optim.Adam)(params, lr=lr, **optimizer_kwargs)
 
     # --- 1. penalty -----------------------------------------------------------------------
 
@@ -1187,3 +1200,19 @@ class MuonPart(MethodPart):
         if rest:
             optimizers["adam"] = handle.build_adam(rest, lr, optimizer_kwargs)
         return CombinedOptimizer(optimizers)
+
+
+@register
+class TracPart(MethodPart):
+    """TRAC (Muppidi et al. 2024, arXiv 2405.16642): Adam (AdamW with ``weight_decay``) whose
+    displacement from the starting weights is rescaled by TRAC's parameter-free factor, from
+    the authors' ``trac-optimizer`` package at its defaults (see
+    :func:`plasticity.optim.trac_optimizer_class`). The starting weights stay TRAC's reference
+    for the whole run, across task switches and interventions, as in the paper."""
+
+    name = "trac"
+    kind = PartKind.OPTIMIZER
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        params = list(self.handle.network.parameters())
+        return self.handle.build_adam(params, lr, optimizer_kwargs, wrap=trac_optimizer_class)

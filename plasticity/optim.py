@@ -8,7 +8,9 @@ is not divided by ``√v̂``.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
@@ -383,3 +385,50 @@ class CombinedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state_dict[name])
+
+
+@functools.cache
+def trac_optimizer_class(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """TRAC (Muppidi, Zhang, Wang; NeurIPS 2024, arXiv 2405.16642) around ``base``, from the
+    authors' ``trac-optimizer`` package (MIT).
+
+    TRAC scales the base optimizer's accumulated displacement from the starting point θ_ref by
+    a learned, parameter-free factor: θ = θ_ref + S·Δ, with S a sum of erfi terms over six
+    decay rates (the package's defaults) that stays near 0 (s_prev = 1e-8) until the gradients
+    keep agreeing with the displacement. Two changes to the package's behaviour: its per-step
+    log line goes to ``os.devnull``, and its state, which keys θ_ref by parameter tensors, is
+    saved by parameter index so that a checkpoint loads (with ``weights_only=True`` too).
+    """
+    try:
+        from trac_optimizer import start_trac
+    except ImportError as err:
+        raise ValueError(
+            "method 'trac' needs the trac-optimizer package: pip install trac-optimizer "
+            "(or pip install 'plasticity-rl[methods]')"
+        ) from err
+
+    class Trac(start_trac(os.devnull, base)):
+        def _params(self) -> list[torch.Tensor]:
+            return [p for group in self.param_groups for p in group["params"]]
+
+        def state_dict(self) -> dict:
+            state = super().state_dict()
+            trac = state["state"].get("_trac")
+            if trac is not None:
+                index = {id(p): i for i, p in enumerate(self._params())}
+                state["state"]["_trac"] = {
+                    (index[id(k)] if isinstance(k, torch.Tensor) else k): v for k, v in trac.items()
+                }
+            return state
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            super().load_state_dict(state_dict)
+            trac = self.state.get("_trac")
+            if trac is not None:
+                params = self._params()
+                self.state["_trac"] = {
+                    (params[k] if isinstance(k, int) else k): v for k, v in trac.items()
+                }
+
+    Trac.__name__ = Trac.__qualname__ = f"Trac{base.__name__}"
+    return Trac

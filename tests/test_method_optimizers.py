@@ -67,3 +67,35 @@ def test_muon_state_survives_a_checkpoint_and_interventions_reset_it():
 def test_two_optimizers_are_refused():
     with pytest.raises(ValueError, match="combines the optimizers muon and adamo; keep one"):
         make_method("muon+adamo")
+
+
+def test_trac_starts_at_its_reference_and_its_state_resumes_exactly():
+    pytest.importorskip("trac_optimizer")
+    net = mlp()
+    start = [p.detach().clone() for p in net.parameters()]
+    handle = make_method("trac").attach(net, lr=1e-2)
+    x = torch.randn(32, 8)
+    step(handle, net, x)
+    # S starts at about s_prev = 1e-8: the first step barely leaves θ_ref (Adam's: lr per entry)
+    moved = max(
+        float((p.detach() - p0).abs().max()) for p, p0 in zip(net.parameters(), start, strict=True)
+    )
+    assert moved < 1e-6
+    for _ in range(200):
+        step(handle, net, x)
+    moved = max(
+        float((p.detach() - p0).abs().max()) for p, p0 in zip(net.parameters(), start, strict=True)
+    )
+    assert moved > 1e-3  # S grew while the gradients kept agreeing with the displacement
+    buffer = io.BytesIO()
+    torch.save(handle.state_dict(), buffer)
+    buffer.seek(0)
+    copy = mlp()
+    copy.load_state_dict(net.state_dict())
+    again = make_method("trac").attach(copy, lr=1e-2)
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    for _ in range(3):
+        step(handle, net, x)
+        step(again, copy, x)
+    for p, q in zip(net.parameters(), copy.parameters(), strict=True):
+        torch.testing.assert_close(p, q)

@@ -15,6 +15,7 @@ ACTING = {
     "injection": {"injection_at": [160]},
     "dash": {"dash_at": [160]},
     "muon": {},
+    "trac": {},
 }
 OPTIMIZERS = [name for name in ACTING if PARTS[name].kind is PartKind.OPTIMIZER]
 
