@@ -106,9 +106,13 @@ class CommonArgs:
     busy 2-core machine, several times faster than torch's default there (benchmarks/threads.py);
     raise it for image observations on a machine with idle cores"""
     method: str = "none"
-    """plasticity method of every network, e.g. fire, adamo, fire+adamo (see plasticity.METHODS)"""
+    """plasticity method of every network, e.g. fire, adamo, fire+adamo (python train.py --help
+    lists them)"""
     plasticity: tyro.conf.OmitArgPrefixes[MethodConfig] = field(default_factory=MethodConfig)
     """settings of the plasticity methods"""
+    layer_norm: bool = False
+    """normalize before each hidden nonlinearity of every network (LayerNorm; over channels
+    and positions after a conv): an architecture choice, and what --method nap needs"""
     eval_every: int = 10_000
     """env steps between evaluation runs (0 disables evaluation)"""
     eval_episodes: int = 5

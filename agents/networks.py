@@ -7,6 +7,9 @@
   alone would not fit.
 
 Each torso ends with its hidden fully connected layer and ReLU; the agent adds its heads.
+With ``--layer-norm`` every nonlinearity of every agent's networks is preceded by a
+normalization (Ba et al. 2016, arXiv 1607.06450): LayerNorm after a Linear layer, and over a
+conv layer's whole output (channels and positions: ``GroupNorm`` with one group) after a conv.
 """
 
 from __future__ import annotations
@@ -20,26 +23,44 @@ NATURE_MIN_SIZE = 36
 """the smallest side the Nature CNN's kernels and strides leave a feature map for"""
 
 
+def normalization(layer: nn.Module, layer_norm: bool) -> list[nn.Module]:
+    """What goes between ``layer`` and its nonlinearity: a normalization of its output with
+    ``--layer-norm``, else nothing (the network, and its checkpoints, as without the flag)."""
+    if not layer_norm:
+        return []
+    if isinstance(layer, nn.Conv2d):
+        return [nn.GroupNorm(1, layer.out_channels)]
+    return [nn.LayerNorm(layer.out_features)]
+
+
+def hidden_block(
+    layer: nn.Module, activation: Callable[[], nn.Module], layer_norm: bool
+) -> list[nn.Module]:
+    """``layer``, its normalization with ``--layer-norm``, and its nonlinearity."""
+    return [layer, *normalization(layer, layer_norm), activation()]
+
+
 def image_torso(
-    obs_shape: tuple[int, int, int], init: Callable[[nn.Module], nn.Module] = lambda layer: layer
+    obs_shape: tuple[int, int, int],
+    init: Callable[[nn.Module], nn.Module] = lambda layer: layer,
+    layer_norm: bool = False,
 ) -> tuple[nn.Sequential, int]:
     """The torso for frames of ``obs_shape`` and its feature count; ``init`` initializes each
-    layer (PPO: orthogonal; DQN: PyTorch's default)."""
+    layer (PPO: orthogonal; DQN: PyTorch's default); ``layer_norm``: see the module doc."""
     channels, height, width = obs_shape
     if min(height, width) >= NATURE_MIN_SIZE:
-        convs = [
+        layers = [
             init(nn.Conv2d(channels, 32, 8, stride=4)),
-            nn.ReLU(),
             init(nn.Conv2d(32, 64, 4, stride=2)),
-            nn.ReLU(),
             init(nn.Conv2d(64, 64, 3, stride=1)),
-            nn.ReLU(),
         ]
         hidden = 512
     else:
-        convs = [init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()]
+        layers = [init(nn.Conv2d(channels, 16, 3, stride=1))]
         hidden = 128
-    convs = nn.Sequential(*convs, nn.Flatten())
+    blocks = [m for layer in layers for m in hidden_block(layer, nn.ReLU, layer_norm)]
+    convs = nn.Sequential(*blocks, nn.Flatten())
     with torch.no_grad():
         flat = convs(torch.zeros(1, *obs_shape)).shape[1]  # 3136 for 84x84, 1024 for 10x10
-    return nn.Sequential(*convs, init(nn.Linear(flat, hidden)), nn.ReLU()), hidden
+    fc = hidden_block(init(nn.Linear(flat, hidden)), nn.ReLU, layer_norm)
+    return nn.Sequential(*convs, *fc), hidden

@@ -46,7 +46,7 @@ from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, image_torso
+from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso
 from agents.run import Run
 from plasticity import PlasticityMonitor
 
@@ -137,17 +137,17 @@ def is_image(space: gym.Space) -> bool:
     return space.dtype == np.uint8 and len(space.shape) == 3
 
 
-def make_trunk(obs_space: gym.Space, hidden: int) -> tuple[nn.Sequential, int]:
+def make_trunk(
+    obs_space: gym.Space, hidden: int, layer_norm: bool = False
+) -> tuple[nn.Sequential, int]:
     """A convolutional torso (ReLU; Nature CNN, or MinAtar's for small grids) for uint8
-    images (C, H, W), else a two-layer tanh MLP."""
+    images (C, H, W), else a two-layer tanh MLP; ``layer_norm`` before each nonlinearity."""
     if is_image(obs_space):
-        return image_torso(obs_space.shape, layer_init)
+        return image_torso(obs_space.shape, layer_init, layer_norm)
     obs_dim = int(np.prod(obs_space.shape))
     trunk = nn.Sequential(
-        layer_init(nn.Linear(obs_dim, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.Tanh(),
+        *hidden_block(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh, layer_norm),
+        *hidden_block(layer_init(nn.Linear(hidden, hidden)), nn.Tanh, layer_norm),
     )
     return trunk, hidden
 
@@ -166,11 +166,17 @@ class Actor(nn.Module):
 
     heads = ("head",)
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden: int = 64,
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.image = is_image(obs_space)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.trunk, features = make_trunk(obs_space, hidden)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm)
         out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.head = layer_init(nn.Linear(features, out), std=0.01)
         if not self.discrete:
@@ -203,10 +209,10 @@ class Critic(nn.Module):
 
     heads = ("head",)
 
-    def __init__(self, obs_space: gym.Space, hidden: int = 64):
+    def __init__(self, obs_space: gym.Space, hidden: int = 64, layer_norm: bool = False):
         super().__init__()
         self.image = is_image(obs_space)
-        self.trunk, features = make_trunk(obs_space, hidden)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm)
         self.head = layer_init(nn.Linear(features, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -297,10 +303,10 @@ def main(args: Args) -> dict:
         obs_rms = return_rms = None
 
     def new_actor() -> Actor:
-        return Actor(obs_space, action_space, args.hidden_size).to(device)
+        return Actor(obs_space, action_space, args.hidden_size, args.layer_norm).to(device)
 
     def new_critic() -> Critic:
-        return Critic(obs_space, args.hidden_size).to(device)
+        return Critic(obs_space, args.hidden_size, args.layer_norm).to(device)
 
     actor, critic = new_actor(), new_critic()
     activation = hidden_activation(obs_space)

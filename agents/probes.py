@@ -145,18 +145,18 @@ def _build_networks(agent: str, module, args) -> dict[str, nn.Module]:
         obs_dim = int(np.prod(obs_space.shape))
         act_dim = int(np.prod(action_space.shape))
         return {
-            "actor": module.Actor(obs_dim, action_space, args.hidden_size),
-            "critic": module.TwinQ(obs_dim, act_dim, args.hidden_size),
-            "critic_target": module.TwinQ(obs_dim, act_dim, args.hidden_size),
+            "actor": module.Actor(obs_dim, action_space, args.hidden_size, args.layer_norm),
+            "critic": module.TwinQ(obs_dim, act_dim, args.hidden_size, args.layer_norm),
+            "critic_target": module.TwinQ(obs_dim, act_dim, args.hidden_size, args.layer_norm),
         }
     if agent == "dqn":
         return {
-            "q": module.QNetwork(obs_space.shape, int(action_space.n)),
-            "q_target": module.QNetwork(obs_space.shape, int(action_space.n)),
+            "q": module.QNetwork(obs_space.shape, int(action_space.n), args.layer_norm),
+            "q_target": module.QNetwork(obs_space.shape, int(action_space.n), args.layer_norm),
         }
     return {
-        "actor": module.Actor(obs_space, action_space, args.hidden_size),
-        "critic": module.Critic(obs_space, args.hidden_size),
+        "actor": module.Actor(obs_space, action_space, args.hidden_size, args.layer_norm),
+        "critic": module.Critic(obs_space, args.hidden_size, args.layer_norm),
     }
 
 

@@ -57,6 +57,7 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
+from plasticity.nap import joint_norm, normalization_layers, project_, projected_groups
 from plasticity.optim import (
     AdamO,
     CombinedOptimizer,
@@ -999,8 +1000,6 @@ class EffectiveRankAscent(ScheduledIntervention):
         )
 
 
-METHODS: tuple[str, ...] = method_names()
-"""The built-in method names (see :func:`method_names` for those registered later too)."""
 
 
 @register
@@ -1216,3 +1215,42 @@ class TracPart(MethodPart):
     def build_optimizer(self, lr, optimizer_kwargs):
         params = list(self.handle.network.parameters())
         return self.handle.build_adam(params, lr, optimizer_kwargs, wrap=trac_optimizer_class)
+
+
+@register
+class NormalizeAndProject(MethodPart):
+    """NaP, normalize-and-project (Lyle et al. 2024, arXiv 2407.01800): after every update each
+    Linear and Conv weight is projected back to its norm at attach time, each normalization
+    layer's gain and offset jointly to theirs (see :mod:`plasticity.nap`). The network must
+    normalize before its nonlinearities (our agents: ``--layer-norm``). It acts at each
+    ``after_update`` call: after every update in SAC at its default replay ratio, after the
+    ``train_frequency`` steps' updates in DQN, after each iteration in PPO. The paper's
+    explicit learning-rate schedule is not part of it: an agent's schedule applies as is."""
+
+    name = "nap"
+    kind = PartKind.PER_UPDATE
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        if not normalization_layers(handle.network):
+            raise ValueError(
+                f"method 'nap' projects the weights of a network that normalizes before its "
+                f"nonlinearities, and {type(handle.network).__name__} has no normalization "
+                "layer: add them (our agents: --layer-norm)"
+            )
+        self.groups = projected_groups(handle.network, handle.exclude)
+        self.norms = {name: float(joint_norm(params)) for name, params in self.groups.items()}
+
+    def after_update(self, step, inputs):
+        project_(self.groups, self.norms)
+        return []
+
+    def state_dict(self):
+        return {"nap_norms": self.norms}
+
+    def load_state_dict(self, state):
+        self.norms.update(state.get("nap_norms", {}))
+
+
+METHODS: tuple[str, ...] = method_names()
+"""The built-in method names (see :func:`method_names` for those registered later too)."""

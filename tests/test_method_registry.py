@@ -5,7 +5,7 @@ import io
 
 import pytest
 import torch
-from conftest import mlp
+from conftest import mlp, normalized_mlp
 
 import train
 from plasticity import InterventionReport, MethodConfig, PartKind, ScheduledIntervention
@@ -98,7 +98,8 @@ def test_every_setting_belongs_to_a_part_or_the_handle():
 
 @pytest.mark.parametrize("name", METHODS)
 def test_handle_state_loads_with_weights_only(name):
-    net = mlp()
+    network = normalized_mlp if name == "nap" else mlp  # nap projects a normalized network
+    net = network()
     handle = make_method(name, fire_every=2, reset_every=2, redo_every=2, er_every=2).attach(
         net, lr=1e-3, targets=[copy.deepcopy(net)]
     )
@@ -113,6 +114,6 @@ def test_handle_state_loads_with_weights_only(name):
     torch.save(handle.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    again = make_method(name).attach(mlp(), lr=1e-3)
+    again = make_method(name).attach(network(), lr=1e-3)
     again.load_state_dict(state)
     assert again.step == 2 and again.interventions == handle.interventions
