@@ -1000,8 +1000,6 @@ class EffectiveRankAscent(ScheduledIntervention):
         )
 
 
-
-
 @register
 class ContinualBackprop(MethodPart):
     """Continual backprop (Dohare et al., Nature 2024; arXiv 2306.13812): after every update
