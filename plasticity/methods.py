@@ -73,6 +73,7 @@ from plasticity.regularizers import (
     spectral_penalty,
 )
 from plasticity.schedule import At, Every
+from plasticity.snr import self_normalized_reset_, update_thresholds_
 
 
 @dataclass
@@ -164,6 +165,17 @@ class MethodConfig:
     """steps at which a new head is injected once each, e.g. a run's midpoint (empty = none)"""
     injection_on_task_switch: bool = True
     """inject a new head when the environment switches task"""
+    snr_percentile: float = 0.99
+    """snr: a unit's threshold is re-estimated as the inter-firing time below which this
+    fraction of its firings fell (the authors' 0.99)"""
+    snr_expansion: float = 2.0
+    """snr: factor on a threshold that the re-estimate did not lower (the authors' 2)"""
+    snr_tau_every: int = 16
+    """snr: task switches between re-estimates of the thresholds (the authors' 16 tasks)"""
+    snr_tau_init: int = 10_000
+    """snr: initial threshold in samples (the FIRE paper's port: τ_max / 2)"""
+    snr_tau_max: int = 20_000
+    """snr: largest threshold in samples (the FIRE paper's port)"""
     muon_lr_scale: float = 10.0
     """muon: Muon's learning rate as a multiple of the network's (the FIRE paper's Muon
     baseline: 10); the other parameters train with Adam at the network's rate"""
@@ -242,6 +254,7 @@ STEPS = Check(
 )
 DECAY = Check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 AGE = Check(lambda v: _is_int(v) and v >= 0, "an integer number of updates >= 0")
+AT_LEAST_ONE = Check(lambda v: _is_number(v) and v >= 1, "a finite number >= 1")
 FLAG = Check(lambda v: isinstance(v, bool), "True or False")
 CHOICE = Check(lambda v: True, "one of its Literal choices")
 """The check of a ``Literal`` field: :meth:`MethodConfig.validate` tests it against its type."""
@@ -1248,6 +1261,62 @@ class NormalizeAndProject(MethodPart):
 
     def load_state_dict(self, state):
         self.norms.update(state.get("nap_norms", {}))
+
+
+@register
+class SelfNormalizedResets(MethodPart):
+    """Self-normalized resets (Farias & Jozefiak 2024, arXiv 2410.20098): a hidden unit is
+    reset when it has not fired for as long as its own threshold, re-estimated from its
+    inter-firing times every ``snr_tau_every`` task switches (see :mod:`plasticity.snr`).
+    Ages count the samples of the batches passed to ``after_update``: every update's in SAC at
+    its default replay ratio; in DQN and PPO one batch per call (the authors age units at
+    every step). Without task switches the thresholds stay at ``snr_tau_init``."""
+
+    name = "snr"
+    kind = PartKind.PER_UPDATE
+    replaces_units = True
+    settings = {
+        "snr_percentile": FRACTION,
+        "snr_expansion": AT_LEAST_ONE,
+        "snr_tau_every": COUNT,
+        "snr_tau_init": COUNT,
+        "snr_tau_max": COUNT,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.units: dict[str, dict] = {}
+        self.switches = 0
+
+    def after_update(self, step, inputs):
+        cfg, handle = self.config, self.handle
+        report = self_normalized_reset_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.units,
+            cfg.snr_tau_init,
+            cfg.snr_tau_max,
+            handle.optimizer,
+            handle.heads,
+            handle.activation,
+            handle.fresh,
+            handle.exclude,
+        )
+        return [report] if report.reinitialized else []  # logged only when units changed
+
+    def on_task_switch(self, inputs):
+        self.switches += 1
+        if self.switches % self.config.snr_tau_every == 0:
+            cfg = self.config
+            update_thresholds_(self.units, cfg.snr_percentile, cfg.snr_expansion, cfg.snr_tau_max)
+        return []
+
+    def state_dict(self):
+        return {"snr_units": self.units, "snr_switches": self.switches}
+
+    def load_state_dict(self, state):
+        self.units = state.get("snr_units", {})
+        self.switches = int(state.get("snr_switches", 0))
 
 
 METHODS: tuple[str, ...] = method_names()

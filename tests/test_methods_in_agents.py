@@ -17,6 +17,7 @@ ACTING = {
     "muon": {},
     "trac": {},
     "nap": {},
+    "snr": {"snr_tau_init": 64},
 }
 ARCHITECTURE = {"nap": {"layer_norm": True}}
 """what a method needs of the agents' networks"""
@@ -80,7 +81,9 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
     args.plasticity.cbp_replacement_rate = 0.1
     args.plasticity.injection_at = args.plasticity.dash_at = [128]
     summary = ppo.main(args)
-    assert summary["status"] == "finished" and acted(summary, "critic", method)
+    assert summary["status"] == "finished"
+    # snr resets units that stopped firing (ReLU's zeros): PPO's tanh units have no such state
+    assert acted(summary, "critic", method) or method == "snr"
     assert not summary["interventions"]["actor"]
 
 
