@@ -25,6 +25,7 @@ from typing import Literal
 
 import tyro
 
+from agents.networks import widening
 from plasticity import MethodConfig, MethodHandle, make_method
 from plasticity.methods import parse_method
 
@@ -113,6 +114,10 @@ class CommonArgs:
     layer_norm: bool = False
     """normalize before each hidden nonlinearity of every network (LayerNorm; over channels
     and positions after a conv): an architecture choice, and what --method nap needs"""
+    activation: Literal["relu", "crelu", "dff"] | None = None
+    """hidden nonlinearity of every network: relu, crelu ([relu(x), relu(-x)]) or dff (deep
+    Fourier features [sin x, cos x]); the last two double the next layer's fan-in. Unset:
+    each agent's own (ReLU; PPO's vector networks tanh)"""
     eval_every: int = 10_000
     """env steps between evaluation runs (0 disables evaluation)"""
     eval_episodes: int = 5
@@ -251,7 +256,14 @@ def attach_method(
     with its setting errors reported against the flag that named it."""
     name, origin = method_name(args, network)
     with user_errors(origin):
-        return make_method(name, config=args.plasticity).attach(module, lr, **attach_kwargs)
+        method = make_method(name, config=args.plasticity)
+        replacing = [part.name for part in method.part_classes if part.replaces_units]
+        if replacing and args.activation and widening(args.activation) > 1:
+            raise ValueError(
+                f"{replacing[0]} replaces single units, and --activation {args.activation} "
+                "gives each unit two outputs; use it with --activation relu"
+            )
+        return method.attach(module, lr, **attach_kwargs)
 
 
 def method_parts(args: CommonArgs, network: str) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso
+from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
 from agents.run import Run
 from plasticity import PlasticityMonitor
 
@@ -138,23 +138,31 @@ def is_image(space: gym.Space) -> bool:
 
 
 def make_trunk(
-    obs_space: gym.Space, hidden: int, layer_norm: bool = False
+    obs_space: gym.Space, hidden: int, layer_norm: bool = False, activation: str | None = None
 ) -> tuple[nn.Sequential, int]:
     """A convolutional torso (ReLU; Nature CNN, or MinAtar's for small grids) for uint8
-    images (C, H, W), else a two-layer tanh MLP; ``layer_norm`` before each nonlinearity."""
+    images (C, H, W), else a two-layer tanh MLP; ``layer_norm`` and ``activation`` (unset:
+    those) as ``agents/networks.py`` describes."""
     if is_image(obs_space):
-        return image_torso(obs_space.shape, layer_init, layer_norm)
-    obs_dim = int(np.prod(obs_space.shape))
+        return image_torso(obs_space.shape, layer_init, layer_norm, activation or "relu")
+    activation = activation or "tanh"
+    obs_dim, wide = int(np.prod(obs_space.shape)), widening(activation)
     trunk = nn.Sequential(
-        *hidden_block(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh, layer_norm),
-        *hidden_block(layer_init(nn.Linear(hidden, hidden)), nn.Tanh, layer_norm),
+        *hidden_block(layer_init(nn.Linear(obs_dim, hidden)), activation, layer_norm),
+        *hidden_block(layer_init(nn.Linear(hidden * wide, hidden)), activation, layer_norm),
     )
-    return trunk, hidden
+    return trunk, hidden * wide
 
 
-def hidden_activation(obs_space: gym.Space):
-    """The hidden nonlinearity of the trunk (for ReDo and the plasticity metrics)."""
-    return F.relu if is_image(obs_space) else torch.tanh
+def hidden_activation(obs_space: gym.Space, activation: str | None = None):
+    """The hidden nonlinearity of the trunk, per unit (for ReDo and the plasticity metrics):
+    tanh, or ReLU (also how CReLU and DFF units are read: metrics only, as the methods that
+    replace units refuse those)."""
+    return (
+        torch.tanh
+        if (activation or ("relu" if is_image(obs_space) else "tanh")) == "tanh"
+        else F.relu
+    )
 
 
 def preprocess(obs: torch.Tensor, image: bool) -> torch.Tensor:
@@ -172,11 +180,12 @@ class Actor(nn.Module):
         action_space: gym.Space,
         hidden: int = 64,
         layer_norm: bool = False,
+        activation: str | None = None,
     ):
         super().__init__()
         self.image = is_image(obs_space)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.trunk, features = make_trunk(obs_space, hidden, layer_norm)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm, activation)
         out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.head = layer_init(nn.Linear(features, out), std=0.01)
         if not self.discrete:
@@ -209,10 +218,16 @@ class Critic(nn.Module):
 
     heads = ("head",)
 
-    def __init__(self, obs_space: gym.Space, hidden: int = 64, layer_norm: bool = False):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        hidden: int = 64,
+        layer_norm: bool = False,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.image = is_image(obs_space)
-        self.trunk, features = make_trunk(obs_space, hidden, layer_norm)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm, activation)
         self.head = layer_init(nn.Linear(features, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -302,14 +317,16 @@ def main(args: Args) -> dict:
     else:
         obs_rms = return_rms = None
 
+    architecture = {"layer_norm": args.layer_norm, "activation": args.activation}
+
     def new_actor() -> Actor:
-        return Actor(obs_space, action_space, args.hidden_size, args.layer_norm).to(device)
+        return Actor(obs_space, action_space, args.hidden_size, **architecture).to(device)
 
     def new_critic() -> Critic:
-        return Critic(obs_space, args.hidden_size, args.layer_norm).to(device)
+        return Critic(obs_space, args.hidden_size, **architecture).to(device)
 
     actor, critic = new_actor(), new_critic()
-    activation = hidden_activation(obs_space)
+    activation = hidden_activation(obs_space, args.activation)
     actor_plasticity = attach_method(
         args,
         "actor",

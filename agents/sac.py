@@ -39,7 +39,7 @@ from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, curvature, prefixed, rng_kept
-from agents.networks import hidden_block, normalization
+from agents.networks import NONLINEARITIES, hidden_block, normalization, widening
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
@@ -97,12 +97,20 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class TwinQ(nn.Module):
     """Two Q networks ``concat(obs, act) → 256 → 256 → 1``, evaluated together."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layer_norm: bool = False):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
+        wide = hidden * widening(activation)
         self.qf1 = nn.Sequential(
-            *hidden_block(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU, layer_norm),
-            *hidden_block(nn.Linear(hidden, hidden), nn.ReLU, layer_norm),
-            nn.Linear(hidden, 1),
+            *hidden_block(nn.Linear(obs_dim + act_dim, hidden), activation, layer_norm),
+            *hidden_block(nn.Linear(wide, hidden), activation, layer_norm),
+            nn.Linear(wide, 1),
         )
         self.qf2 = copy.deepcopy(self.qf1)
         for layer in self.qf2:
@@ -123,23 +131,30 @@ class Actor(nn.Module):
     heads = ("fc_mean", "fc_logstd")
 
     def __init__(
-        self, obs_dim: int, action_space: gym.spaces.Box, hidden: int, layer_norm: bool = False
+        self,
+        obs_dim: int,
+        action_space: gym.spaces.Box,
+        hidden: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
     ):
         super().__init__()
         act_dim = int(np.prod(action_space.shape))
+        wide = hidden * widening(activation)
         self.fc1 = nn.Linear(obs_dim, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(wide, hidden)
         # identities without --layer-norm: no parameters, the same checkpoints as before
         self.norm1 = nn.Sequential(*normalization(self.fc1, layer_norm))
         self.norm2 = nn.Sequential(*normalization(self.fc2, layer_norm))
-        self.fc_mean = nn.Linear(hidden, act_dim)
-        self.fc_logstd = nn.Linear(hidden, act_dim)
+        self.act1, self.act2 = NONLINEARITIES[activation](), NONLINEARITIES[activation]()
+        self.fc_mean = nn.Linear(wide, act_dim)
+        self.fc_logstd = nn.Linear(wide, act_dim)
         high, low = np.asarray(action_space.high), np.asarray(action_space.low)
         self.register_buffer("action_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
         self.register_buffer("action_bias", torch.tensor((high + low) / 2, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor):
-        h = F.relu(self.norm2(self.fc2(F.relu(self.norm1(self.fc1(obs))))))
+        h = self.act2(self.norm2(self.fc2(self.act1(self.norm1(self.fc1(obs))))))
         log_std = torch.tanh(self.fc_logstd(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
         return self.fc_mean(h), log_std
@@ -196,8 +211,9 @@ def main(args: Args) -> dict:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
 
-    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.layer_norm).to(device)
-    critic = TwinQ(obs_dim, act_dim, args.hidden_size, args.layer_norm).to(device)
+    architecture = {"layer_norm": args.layer_norm, "activation": args.activation or "relu"}
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, **architecture).to(device)
+    critic = TwinQ(obs_dim, act_dim, args.hidden_size, **architecture).to(device)
     critic_target = copy.deepcopy(critic)
     # interventions rewrite parameters in place, so these lists stay valid for the whole run
     critic_params, target_params = list(critic.parameters()), list(critic_target.parameters())
