@@ -7,11 +7,12 @@ and its torso goes on learning through all three terms.
 
 For a Linear head the two frozen terms are one frozen affine map, ``(W − W'₀)x + (b − b'₀)``,
 so :func:`inject_` writes ``h'`` into the head's own parameters (in place: optimizers, compiled
-code and checkpoints of the network keep the same tensors) and adds the frozen *offset* with a
-forward hook; a second injection adds to the same offset. The head's optimizer state is zeroed,
-as a new head's would be; the rest of the network keeps its state (the paper's appendix found
-resetting it harmful). Target networks are injected the same way: their head moves by the same
-step and reads the same offset, so their outputs do not jump either.
+code and checkpoints of the network keep the same tensors) and adds it to a frozen *offset*,
+which a forward hook installed at attach time (:func:`attach_offsets`, zero until then) adds
+to the head's output; a second injection adds to the same offset. The head's optimizer state
+is zeroed, as a new head's would be; the rest of the network keeps its state (the paper's
+appendix found resetting it harmful). Target networks are injected the same way: their head
+moves by the same step and reads the same offset, so their outputs do not jump either.
 """
 
 from __future__ import annotations
@@ -48,62 +49,54 @@ def _linear_heads(module: nn.Module, heads: Iterable[str] | None) -> dict[str, n
     return chosen
 
 
-def install_offsets(
-    module: nn.Module, offsets: dict[str, dict[str, torch.Tensor | None]], hooks: dict
-) -> None:
-    """Make each head of ``module`` named in ``offsets`` add its frozen offset to its output,
-    unless ``hooks`` (head name → installed :class:`FrozenOffset`) has it already: the hooks
-    read the offset tensors themselves, so updating those in place updates every hook."""
-    layers = dict(named_layers(module))
-    for name, offset in offsets.items():
-        if name not in hooks:
-            hooks[name] = FrozenOffset(offset["weight"], offset["bias"])
-            layers[name].register_forward_hook(hooks[name])
+def attach_offsets(
+    module: nn.Module, heads: Iterable[str] | None = None, targets: Iterable[nn.Module] = ()
+) -> dict[str, dict[str, torch.Tensor | None]]:
+    """Give each Linear head of ``module`` (the last layer by default), and the same layer of
+    each target network, a :class:`FrozenOffset` hook reading one zero offset: the
+    injection's state (head name → ``weight`` and ``bias``), which :func:`inject_` updates
+    in place. The hooks are there from the start, so code compiled before an injection (which
+    does not see hooks added later) computes the injected function too."""
+    offsets = {}
+    for name, head in _linear_heads(module, heads).items():
+        offsets[name] = {
+            "weight": torch.zeros_like(head.weight, requires_grad=False),
+            "bias": None if head.bias is None else torch.zeros_like(head.bias, requires_grad=False),
+        }
+        for network in (module, *targets):
+            layer = dict(named_layers(network))[name]
+            layer.register_forward_hook(FrozenOffset(**offsets[name]))
+    return offsets
 
 
 @torch.no_grad()
 def inject_(
     module: nn.Module,
     offsets: dict[str, dict[str, torch.Tensor | None]],
-    hooks: dict,
-    heads: Iterable[str] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     fresh: Callable[[], nn.Module] | None = None,
-    targets: Iterable[tuple[nn.Module, dict]] = (),
+    targets: Iterable[nn.Module] = (),
 ) -> InterventionReport:
-    """Inject a new head into each Linear head of ``module`` (the last layer by default).
-
-    ``offsets`` (head name → frozen ``weight`` and ``bias``, tensors: the injection's state to
-    checkpoint) and ``hooks`` (head name → installed hook) are filled and updated in place;
-    ``targets`` pairs each target network with its own ``hooks``. The new heads are drawn from
-    ``fresh()`` (or ``reset_parameters``); ``optimizer``'s state of the heads is zeroed.
-    """
-    chosen = _linear_heads(module, heads)
+    """Inject a new head into each head of ``offsets`` (:func:`attach_offsets`): the head's
+    parameters become a fresh draw ``h'`` (``fresh()`` or ``reset_parameters``), the offset
+    absorbs ``h − h'`` so that the outputs do not change, ``optimizer``'s state of the head
+    is zeroed, and each of ``targets`` moves its head by the same step."""
+    layers = dict(named_layers(module))
     source = dict(named_layers(fresh_module(module, fresh)))
+    target_layers = [dict(named_layers(target)) for target in targets]
     report = InterventionReport("injection")
-    for name, head in chosen.items():
-        new = source[name]
-        step = {"weight": new.weight - head.weight}
-        step["bias"] = None if head.bias is None else new.bias - head.bias
-        offset = offsets.setdefault(
-            name,
-            {
-                "weight": torch.zeros_like(head.weight),
-                "bias": None if head.bias is None else torch.zeros_like(head.bias),
-            },
-        )
-        for key, param in (("weight", head.weight), ("bias", head.bias)):
-            if param is not None:
-                offset[key].sub_(step[key])  # old − new: the function is unchanged
-                param.add_(step[key])
+    for name, offset in offsets.items():
+        head = layers[name]
+        for key in ("weight", "bias"):
+            param = getattr(head, key)
+            if param is None:
+                continue
+            step = getattr(source[name], key) - param
+            offset[key].sub_(step)  # old − new: the function is unchanged
+            param.add_(step)
+            for target in target_layers:
+                getattr(target[name], key).add_(step)
+            if key == "weight":
+                report.layers[name] = {"sfe": float(step.pow(2).sum())}
         clear_optimizer_state_(optimizer, [p for p in (head.weight, head.bias) if p is not None])
-        report.layers[name] = {"sfe": float(step["weight"].pow(2).sum())}
-        for target, _ in targets:
-            target_head = dict(named_layers(target))[name]
-            target_head.weight.add_(step["weight"])
-            if target_head.bias is not None:
-                target_head.bias.add_(step["bias"])
-    install_offsets(module, offsets, hooks)
-    for target, target_hooks in targets:
-        install_offsets(target, offsets, target_hooks)
     return report

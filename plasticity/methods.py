@@ -44,7 +44,7 @@ from torch import nn
 from plasticity._layers import Inputs, hidden_layers, select_layers
 from plasticity.continual_backprop import continual_backprop_
 from plasticity.dash import accumulate_descent_, dash_
-from plasticity.injection import inject_, install_offsets
+from plasticity.injection import attach_offsets, inject_
 from plasticity.interventions import (
     InterventionReport,
     Optimizers,
@@ -1075,9 +1075,7 @@ class Injection(ScheduledIntervention):
 
     def __init__(self, handle):
         super().__init__(handle)
-        self.offsets: dict[str, dict] = {}
-        self.hooks: dict = {}
-        self.target_hooks: list[dict] = [{} for _ in handle.targets]
+        self.offsets = attach_offsets(handle.network, handle.heads, handle.targets)
 
     @classmethod
     def conflict(cls, others):
@@ -1091,15 +1089,7 @@ class Injection(ScheduledIntervention):
 
     def intervene(self, inputs):
         handle = self.handle
-        return inject_(
-            handle.network,
-            self.offsets,
-            self.hooks,
-            handle.heads,
-            handle.optimizer,
-            handle.fresh,
-            list(zip(handle.targets, self.target_hooks, strict=True)),
-        )
+        return inject_(handle.network, self.offsets, handle.optimizer, handle.fresh, handle.targets)
 
     def state_dict(self):
         return {"injection_offsets": self.offsets}
@@ -1107,15 +1097,9 @@ class Injection(ScheduledIntervention):
     @torch.no_grad()
     def load_state_dict(self, state):
         for name, saved in state.get("injection_offsets", {}).items():
-            offset = self.offsets.setdefault(
-                name, {key: None if v is None else v.clone() for key, v in saved.items()}
-            )
-            for key, value in saved.items():  # in place: installed hooks read these tensors
+            for key, value in saved.items():  # in place: the hooks read these tensors
                 if value is not None:
-                    offset[key].copy_(value)
-        install_offsets(self.handle.network, self.offsets, self.hooks)
-        for target, hooks in zip(self.handle.targets, self.target_hooks, strict=True):
-            install_offsets(target, self.offsets, hooks)
+                    self.offsets[name][key].copy_(value)
 
 
 @register

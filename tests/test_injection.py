@@ -102,3 +102,15 @@ def test_combinations_that_would_rewrite_under_the_frozen_heads_are_refused(othe
     with pytest.raises(ValueError, match=f"combines injection with {other}"):
         make_method(f"injection+{other}")
     make_method("injection+adamo+l2")  # optimizers and penalties combine
+
+
+def test_code_compiled_before_the_injection_computes_the_injected_function():
+    net = mlp()
+    handle = make_method("injection").attach(net, lr=1e-2)
+    x = torch.randn(32, 8)
+    forward = torch.compile(lambda inputs: net(inputs), backend="eager")  # dynamo's view
+    before = forward(x).detach()
+    handle.on_task_switch()
+    torch.testing.assert_close(forward(x), before)  # the offset hook was there when traced
+    train(handle, net, 3, x)
+    torch.testing.assert_close(forward(x), net(x))
