@@ -9,6 +9,9 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
   :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`, :func:`clear_optimizer_state_`;
 - regularizers: :func:`l2_init_penalty`, :func:`l2_penalty`, :func:`parseval_penalty`,
   :func:`spectral_penalty`, :func:`effective_rank_ascent_`;
+- the rules of the newer methods, one module each: :mod:`plasticity.continual_backprop`,
+  :mod:`plasticity.injection`, :mod:`plasticity.dash`, :mod:`plasticity.snr`,
+  :mod:`plasticity.nap`; TRAC and a combined (Muon + Adam) optimizer in :mod:`plasticity.optim`;
 - named methods for training loops: :func:`make_method`, :func:`method_names`, and
   :func:`register` with :class:`MethodPart` to add one;
 - :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.

@@ -269,16 +269,17 @@ class PartKind(enum.Enum):
     PENALTY = "a term of the loss"
     OPTIMIZER = "the network's optimizer"
     INTERVENTION = "an intervention at scheduled steps and task switches"
-    PER_UPDATE = "a rule applied after every update"
+    PER_UPDATE = "a rule applied at every after_update call"
 
 
 class MethodPart:
     """One registered part of a method, attached to one network through a :class:`MethodHandle`.
 
     Class attributes describe the part: ``name`` (what ``--method`` names), ``kind``,
-    ``settings`` (its :class:`MethodConfig` fields and their checks) and ``rewrites_network``
+    ``settings`` (its :class:`MethodConfig` fields and their checks), ``rewrites_network``
     (whether an intervention of it redraws the whole network: SAC's temperature reset follows
-    those). The hooks below do nothing by default; a part overrides those it needs. Part state
+    those) and ``replaces_units``; :meth:`conflict` refuses combinations that make no sense.
+    The hooks below do nothing by default; a part overrides those it needs. Part state
     that must survive a checkpoint goes in :meth:`state_dict` as tensors and plain Python
     values (checkpoints load with ``torch.load(weights_only=True)``).
     """
@@ -289,13 +290,12 @@ class MethodPart:
     rewrites_network: ClassVar[bool] = False
     optimizer_class: ClassVar[type[torch.optim.Optimizer] | None] = None
     """an optimizer part's class; an optimizer built elsewhere must be one (None: none can)"""
+    replaces_units: ClassVar[bool] = False
+    """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP, SNR)"""
 
     def __init__(self, handle: MethodHandle):
         self.handle = handle
         self.config = handle.config
-
-    replaces_units: ClassVar[bool] = False
-    """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP)"""
 
     @classmethod
     def conflict(cls, others: list[type[MethodPart]]) -> str | None:

@@ -11,9 +11,12 @@ training starts, before any step) marks in every AdamO which parameters take the
 step: hidden weights yes, heads and biases no. The optimizer keeps SB3's one parameter group,
 so saved models load with ``SAC.load`` and the like.
 
-What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``l2``, ``parseval``,
-``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
-the decoupled form of the isometry penalty, instead.
+What a callback cannot do: penalties (the parts of kind ``PartKind.PENALTY``: ``isometry``,
+``l2_init``, ``l2``, ``parseval``, ``spectral``, ``er_l2``) must enter the loss, which SB3
+computes inside ``train()``; use AdamO, the decoupled form of the isometry penalty, instead.
+Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``). ``nap`` needs a
+policy that normalizes before its nonlinearities. A plasticity injection lives in forward hooks
+and the callback's handles: ``model.save`` does not keep it.
 
 This is the only module of the project that imports ``stable_baselines3`` (an optional extra).
 """
@@ -231,7 +234,8 @@ def _optimizer_refusal(part: type[MethodPart]) -> str:
 class PlasticityCallback(BaseCallback):
     """Apply a plasticity method's interventions to an SB3 model, correctly.
 
-    ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo`` or a ``+``
+    ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo``, ``cbp``,
+    ``injection``, ``dash``, ``snr`` (any registered part that is no penalty) or a ``+``
     combination (``fire+adamo``); ``settings`` are :class:`MethodConfig` fields, the same names
     as for our agents (``fire_every``, ``fire_on_task_switch``, ``reset_every``, ``redo_tau``,
     …, with the same defaults: FIRE every 100k steps and at each task switch). The callback
