@@ -291,7 +291,8 @@ def main(args: Args) -> dict:
         """One update: the TD loss of the taken actions against the target network's greedy
         value, plus the method's penalty. Returns the loss and the mean Q, detached."""
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
-        loss = loss_fn(q_taken, td_target(rew, next_obs, term)) + q_plasticity.penalty()
+        td_loss = loss_fn(q_taken, td_target(rew, next_obs, term))
+        loss = td_loss + q_plasticity.penalty(td_loss)
         q_plasticity.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         q_plasticity.optimizer.step()

@@ -448,8 +448,10 @@ def main(args: Args) -> dict:
         pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
             obs, actions, old_logprobs, advantages, returns, old_values
         )
-        actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
-        critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
+        actor_loss = pg_loss - args.ent_coef * entropy_loss
+        actor_loss = actor_loss + actor_plasticity.penalty(actor_loss)
+        critic_loss = args.vf_coef * v_loss
+        critic_loss = critic_loss + critic_plasticity.penalty(critic_loss)
         for handle in handles.values():
             handle.optimizer.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()

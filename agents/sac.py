@@ -290,7 +290,7 @@ def main(args: Args) -> dict:
         next_q = td_target(rew, next_obs, term)
         qf_values = critic(obs, act)
         qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
-        qf_loss = qf_loss + critic_plasticity.penalty()
+        qf_loss = qf_loss + critic_plasticity.penalty(qf_loss)
         critic_plasticity.optimizer.zero_grad(set_to_none=True)
         qf_loss.backward()
         critic_plasticity.optimizer.step()
@@ -303,7 +303,8 @@ def main(args: Args) -> dict:
         alpha = log_alpha.detach().exp()
         pi, log_pi, _ = actor.get_action(obs)
         min_q = critic(obs, pi).min(0).values
-        actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
+        policy_loss = (alpha * log_pi - min_q).mean()
+        actor_loss = policy_loss + actor_plasticity.penalty(policy_loss)
         actor_plasticity.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_plasticity.optimizer.step()

@@ -188,7 +188,8 @@ def run_method(name: str, setup: Setup, seed: int) -> dict:
             curvature_seconds += time.perf_counter() - tic
         for k in range(setup.steps_per_task):
             idx = torch.randint(0, setup.samples, (setup.batch_size,), generator=gen)
-            loss = F.cross_entropy(net(inputs[idx]), y[idx]) + handle.penalty()
+            loss = F.cross_entropy(net(inputs[idx]), y[idx])
+            loss = loss + handle.penalty(loss)
             handle.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             handle.optimizer.step()

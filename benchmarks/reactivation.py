@@ -135,7 +135,8 @@ def continue_with(name: str, net, inputs, labels, cfg: Config, seed: int) -> dic
     for y in labels:
         for _ in range(cfg.steps_per_task):
             idx = torch.randint(0, inputs.shape[0], (cfg.batch_size,), generator=batches)
-            loss = F.cross_entropy(net(inputs[idx]), y[idx]) + handle.penalty()
+            loss = F.cross_entropy(net(inputs[idx]), y[idx])
+            loss = loss + handle.penalty(loss)
             handle.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             handle.optimizer.step()

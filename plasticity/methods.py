@@ -9,7 +9,7 @@ network the parts make a :class:`MethodHandle` that a training loop uses in thre
 
     handle = make_method("fire+adamo", fire_every=100_000).attach(critic, lr=3e-4,
                                                                   targets=[critic_target])
-    loss = td_loss + handle.penalty()          # 1. regularizer term (0 when none)
+    loss = td_loss + handle.penalty(td_loss)   # 1. regularizer term (0 when none)
     handle.optimizer.zero_grad(); loss.backward(); handle.optimizer.step()
     handle.after_update(step, inputs=obs)      # 2. scheduled interventions
     handle.on_task_switch(inputs=obs)          # 3. when the environment changed
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plasticity._layers import Inputs, hidden_layers, select_layers
+from plasticity.churn import AdaptiveCoefficient, churn
 from plasticity.continual_backprop import continual_backprop_
 from plasticity.dash import accumulate_descent_, dash_
 from plasticity.injection import attach_offsets, inject_
@@ -176,6 +177,14 @@ class MethodConfig:
     """snr: initial threshold in samples (the FIRE paper's port: τ_max / 2)"""
     snr_tau_max: int = 20_000
     """snr: largest threshold in samples (the FIRE paper's port)"""
+    c_chain_coef: float = 50.0
+    """c_chain: the churn penalty's coefficient λ until it adapts (the authors' MinAtar DQN)"""
+    c_chain_target: float = 0.01
+    """c_chain: λ adapts to target·mean|loss| / mean churn (the authors' MinAtar DQN: 0.01)"""
+    c_chain_window: int = 50_000
+    """c_chain: updates over which those means are taken (the authors' MinAtar DQN)"""
+    c_chain_start: int = 10_000
+    """c_chain: updates before λ starts adapting (the authors' MinAtar DQN)"""
     muon_lr_scale: float = 10.0
     """muon: Muon's learning rate as a multiple of the network's (the FIRE paper's Muon
     baseline: 10); the other parameters train with Adam at the network's rate"""
@@ -315,8 +324,9 @@ class MethodPart:
         """The network's optimizer (``OPTIMIZER`` parts only)."""
         raise NotImplementedError(f"method part {self.name!r} builds no optimizer")
 
-    def penalty(self) -> torch.Tensor | None:
-        """The part's loss term (None: it has none)."""
+    def penalty(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """The part's term of the loss (None: it has none); ``loss`` is the training loss it is
+        added to (None when the loop does not pass it)."""
         return None
 
     def schedules(self, start: int) -> dict[str, Every | At]:
@@ -631,11 +641,14 @@ class MethodHandle:
 
     # --- 1. penalty -----------------------------------------------------------------------
 
-    def penalty(self) -> torch.Tensor:
-        """The method's loss term for this network (a 0-dim tensor; zero when it has none)."""
+    def penalty(self, loss: torch.Tensor | None = None) -> torch.Tensor:
+        """The method's loss term for this network (a 0-dim tensor; zero when it has none).
+
+        ``loss``: the training loss the term is added to, for penalties scaled to it (C-CHAIN's
+        adaptive coefficient; without it, that keeps its initial value)."""
         total = next(self.network.parameters()).new_zeros(())
         for part in self.parts:
-            term = part.penalty()
+            term = part.penalty(loss)
             if term is not None:
                 total = total + term
         return total
@@ -785,7 +798,7 @@ class Isometry(MethodPart):
     kind = PartKind.PENALTY
     settings = AdamOPart.settings
 
-    def penalty(self):
+    def penalty(self, loss):
         cfg, handle = self.config, self.handle
         return cfg.iso_coef * isometry_penalty(handle.network, cfg.iso_scale, handle.heads)
 
@@ -932,7 +945,7 @@ class L2Init(MethodPart):
     def needs_initial_state(self):
         return True
 
-    def penalty(self):
+    def penalty(self, loss):
         handle = self.handle
         return self.config.l2_init_coef * l2_init_penalty(handle.network, handle.initial_state)
 
@@ -945,7 +958,7 @@ class L2(MethodPart):
     kind = PartKind.PENALTY
     settings = {"l2_coef": NONNEGATIVE}
 
-    def penalty(self):
+    def penalty(self, loss):
         return self.config.l2_coef * l2_penalty(self.handle.network)
 
 
@@ -957,7 +970,7 @@ class Parseval(MethodPart):
     kind = PartKind.PENALTY
     settings = {"parseval_coef": NONNEGATIVE, "parseval_scale": POSITIVE}
 
-    def penalty(self):
+    def penalty(self, loss):
         cfg, handle = self.config, self.handle
         return cfg.parseval_coef * parseval_penalty(
             handle.network, cfg.parseval_scale, handle.heads
@@ -977,7 +990,7 @@ class Spectral(MethodPart):
         super().__init__(handle)
         self.vectors: dict[str, torch.Tensor] = {}
 
-    def penalty(self):
+    def penalty(self, loss):
         cfg, handle = self.config, self.handle
         return cfg.spectral_coef * spectral_penalty(
             handle.network, self.vectors, exponent=cfg.spectral_exponent, heads=handle.heads
@@ -1301,6 +1314,76 @@ class SelfNormalizedResets(MethodPart):
     def load_state_dict(self, state):
         self.units = state.get("snr_units", {})
         self.switches = int(state.get("snr_switches", 0))
+
+
+@register
+class ChurnReduction(MethodPart):
+    """C-CHAIN (Tang et al., ICML 2025, arXiv 2506.00592): the loss gets ``λ·R``, ``R`` the
+    mean squared change of the network's outputs since the previous update on a reference
+    batch, ``λ`` adapted to the main loss (see :mod:`plasticity.churn`). The network one
+    update earlier is the parameters at the previous ``penalty`` call; the reference batch is
+    the one passed to the last ``after_update`` (the previous training batch: in SAC and DQN
+    a replay sample apart from the current one, in PPO the last minibatch of the previous
+    iteration, where the authors shuffle a new one per update). Without the main loss passed
+    to ``penalty``, λ stays ``c_chain_coef``."""
+
+    name = "c_chain"
+    kind = PartKind.PENALTY
+    settings = {
+        "c_chain_coef": NONNEGATIVE,
+        "c_chain_target": NONNEGATIVE,
+        "c_chain_window": COUNT,
+        "c_chain_start": AGE,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        cfg = self.config
+        device = next(handle.network.parameters()).device
+        self.coefficient = AdaptiveCoefficient(
+            cfg.c_chain_coef, cfg.c_chain_target, cfg.c_chain_window, cfg.c_chain_start, device
+        )
+        self.previous: dict[str, torch.Tensor] | None = None
+        self.reference: list[torch.Tensor] | None = None
+
+    def penalty(self, loss):
+        network = self.handle.network
+        term = None
+        if self.previous is not None and self.reference is not None:
+            regularizer = churn(network, self.previous, self.reference)
+            coefficient = (
+                self.config.c_chain_coef
+                if loss is None
+                else self.coefficient.update(loss, regularizer)
+            )
+            term = coefficient * regularizer
+        with torch.no_grad():  # these parameters are the next update's "one update earlier"
+            if self.previous is None:
+                self.previous = {k: p.detach().clone() for k, p in network.named_parameters()}
+            else:
+                for key, param in network.named_parameters():
+                    self.previous[key].copy_(param)
+        return term
+
+    @torch.no_grad()
+    def after_update(self, step, inputs):
+        if inputs is None or callable(inputs):
+            return []
+        batch = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        # a copy in place: the training loop may reuse its batch tensors
+        if self.reference is None or [t.shape for t in batch] != [t.shape for t in self.reference]:
+            self.reference = [t.detach().clone() for t in batch]
+        else:
+            for kept, new in zip(self.reference, batch, strict=True):
+                kept.copy_(new)
+        return []
+
+    def state_dict(self):
+        return {"c_chain_coefficient": self.coefficient.state_dict()}
+
+    def load_state_dict(self, state):
+        if "c_chain_coefficient" in state:
+            self.coefficient.load_state_dict(state["c_chain_coefficient"])
 
 
 METHODS: tuple[str, ...] = method_names()

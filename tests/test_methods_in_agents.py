@@ -18,6 +18,7 @@ ACTING = {
     "trac": {},
     "nap": {},
     "snr": {"snr_tau_init": 64},
+    "c_chain": {"c_chain_start": 50, "c_chain_window": 100},
 }
 ARCHITECTURE = {"nap": {"layer_norm": True}}
 """what a method needs of the agents' networks"""
@@ -32,9 +33,10 @@ def configured(args, method):
     return args
 
 
-UNCOUNTED = {"muon", "trac", "nap"}
-"""methods that report no intervention to count (optimizers, a projection): for them a run
-that finished, with finite losses, is the check"""
+UNCOUNTED = {"muon", "trac", "nap", "c_chain"}
+"""methods that report no intervention to count (optimizers, a projection, a penalty): for
+them a run that finished, with finite losses, is the check"""
+PENALTIES = [name for name in ACTING if PARTS[name].kind is PartKind.PENALTY]
 
 
 def acted(summary, network, method) -> bool:
@@ -105,7 +107,8 @@ def small_sac():
 
 
 @pytest.mark.parametrize(
-    "method", [name for name in ACTING if name not in OPTIMIZERS and name not in ARCHITECTURE]
+    "method",
+    [name for name in ACTING if name not in (*OPTIMIZERS, *PENALTIES, *ARCHITECTURE)],
 )
 def test_the_sb3_callback_applies_the_method(method):
     from plasticity.sb3 import PlasticityCallback
@@ -130,3 +133,11 @@ def test_the_sb3_callback_refuses_nap_on_a_network_without_normalization():
 
     with pytest.raises(ValueError, match="has no normalization layer"):
         small_sac().learn(10, callback=PlasticityCallback("nap"))
+
+
+@pytest.mark.parametrize("method", PENALTIES)
+def test_the_sb3_callback_refuses_a_penalty(method):
+    from plasticity.sb3 import PlasticityCallback
+
+    with pytest.raises(ValueError, match=f"{method} must enter the loss"):
+        PlasticityCallback(method)
