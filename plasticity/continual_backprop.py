@@ -24,6 +24,9 @@ Where this differs from the authors' code, and why:
   counts below one instead: the same expected rate, without the randomness;
 - conv layers and a conv flattened into a Linear are handled as ReDo handles them: a channel
   is a unit, its activation averaged over positions.
+
+A unit's activation ``h`` is what the next layer reads from it, after whatever normalization
+(``--layer-norm``) and nonlinearity lie between.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from plasticity._layers import Inputs, fresh_module, named_layers
@@ -79,7 +81,6 @@ def continual_backprop_(
     maturity: int = 10_000,
     optimizer: Optimizers = None,
     heads: Iterable[str] | None = None,
-    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
     fresh: Callable[[], nn.Module] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> InterventionReport:
@@ -99,9 +100,9 @@ def continual_backprop_(
     with torch.no_grad():
         for name, layer in trace.candidates:
             consumers = [trace.layers[c] for c in trace.consumers.get(name, [])]
-            if name not in trace.pre_activations or not consumers:
+            if not consumers:
                 continue
-            features = activation(trace.pre_activations[name])
+            features = trace.unit_outputs(name)
             units = features.shape[1]
             unit = state.setdefault(
                 name,

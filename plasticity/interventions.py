@@ -435,7 +435,16 @@ class LayerTrace:
     candidates: list[tuple[str, nn.Module]]  # hidden layers not excluded, in order
     layers: dict[str, nn.Module]  # every layer by name
     pre_activations: dict[str, torch.Tensor]  # each layer's output, detached
+    inputs: dict[str, torch.Tensor]  # each layer's input (its producers' units), detached
     consumers: dict[str, list[str]]  # the layers each layer's outputs feed
+
+    def unit_outputs(self, name: str) -> torch.Tensor:
+        """What the units of layer ``name`` hand on, ``(batch, units, positions)``: the input
+        of the first layer that reads them, after whatever normalization and nonlinearity lie
+        between (a conv's channels, flattened into a Linear, keep their positions)."""
+        units = self.layers[name].weight.shape[0]
+        read = self.inputs[self.consumers[name][0]]
+        return read.reshape(read.shape[0], units, -1)
 
 
 def trace_hidden_layers(
@@ -476,7 +485,8 @@ def trace_hidden_layers(
     for consumer, sources in _producers(layer_inputs, output_nodes).items():
         for source in sources:
             consumers.setdefault(source, []).append(consumer)
-    return LayerTrace(candidates, layers, pre_activations, consumers)
+    inputs = {name: x.detach() for name, x in layer_inputs.items()}
+    return LayerTrace(candidates, layers, pre_activations, inputs, consumers)
 
 
 def redo_(

@@ -1056,7 +1056,6 @@ class ContinualBackprop(MethodPart):
             cfg.cbp_maturity,
             handle.optimizer,
             handle.heads,
-            handle.activation,
             handle.fresh,
             handle.exclude,
         )
@@ -1295,7 +1294,6 @@ class SelfNormalizedResets(MethodPart):
             cfg.snr_tau_max,
             handle.optimizer,
             handle.heads,
-            handle.activation,
             handle.fresh,
             handle.exclude,
         )

@@ -2,8 +2,9 @@
 
 A ReLU unit that has not fired for much longer than it usually goes between firings is
 probably dead: reset it. Each hidden unit keeps its *age*, the number of samples since it last
-fired (it fires when its activation is positive for some example of a batch, else its age
-grows by the batch size), and a histogram of its own inter-firing times. A unit whose age
+fired (it fires when its activation, what the next layer reads from it, is positive for some
+example of a batch, else its age grows by the batch size), and a histogram of its own
+inter-firing times. A unit whose age
 reaches its threshold τ is reset: fresh incoming weights from the network's initialization,
 zero bias and outgoing weights, their optimizer moments zeroed (the authors' Adam variant),
 age 0. Every few task switches each τ is re-estimated from the unit's histogram, a rejection
@@ -22,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from plasticity._layers import Inputs, fresh_module, named_layers
@@ -47,7 +47,6 @@ def self_normalized_reset_(
     tau_max: int = 20_000,
     optimizer: Optimizers = None,
     heads: Iterable[str] | None = None,
-    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
     fresh: Callable[[], nn.Module] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> InterventionReport:
@@ -61,9 +60,9 @@ def self_normalized_reset_(
     with torch.no_grad():
         for name, layer in trace.candidates:
             consumers = [trace.layers[c] for c in trace.consumers.get(name, [])]
-            if name not in trace.pre_activations or not consumers:
+            if not consumers:
                 continue
-            features = activation(trace.pre_activations[name])
+            features = trace.unit_outputs(name)
             units, batch = features.shape[1], features.shape[0]
             unit = state.setdefault(
                 name,

@@ -1,7 +1,7 @@
 """Continual backprop (Dohare et al. 2024): how many units, which ones, and what they become."""
 
 import torch
-from conftest import mlp
+from conftest import mlp, normalized_mlp
 
 from plasticity import make_method
 
@@ -87,3 +87,14 @@ def test_state_resumes_from_a_checkpoint():
     again = make_method("cbp", **settings).attach(net, lr=1e-3)
     again.load_state_dict(handle.state_dict())
     torch.testing.assert_close(again.parts[0].units, handle.parts[0].units)
+
+
+def test_utility_reads_the_units_after_their_normalization():
+    net = normalized_mlp()
+    handle = make_method("cbp", cbp_maturity=10**6, cbp_decay=0.0).attach(net, lr=1e-3)
+    x = torch.randn(64, 8)
+    handle.after_update(1, inputs=x)  # nothing mature: utilities only
+    with torch.no_grad():
+        features = torch.relu(net[1](net[0](x)))  # Linear, LayerNorm, ReLU
+        expected = features.abs().mean(0) * net[3].weight.abs().mean(0)
+    torch.testing.assert_close(handle.parts[0].units["0"]["utility"], expected)
