@@ -26,7 +26,7 @@ SUMMARIES = {
 def overview() -> str:
     """The top-level help: agents, how to see an agent's settings, methods and envs."""
     from envs import BASE_NAMES
-    from plasticity import METHODS
+    from plasticity import method_names
 
     agents = "\n".join(f"  {name:<5} {SUMMARIES[name]}" for name in AGENTS)
 
@@ -46,7 +46,7 @@ agents:
 
 methods (--method; join with '+', e.g. fire+adamo; --actor-method/--critic-method, DQN
 --q-method, set one network):
-{listed(METHODS)}
+{listed(method_names())}
 
 envs (--env):
 {listed(BASE_NAMES)},

@@ -27,6 +27,7 @@ import tyro
 
 from agents.errors import TrainingDiverged, UserError
 from agents.files import disk_full_message
+from agents.networks import widening
 from plasticity import MethodConfig, MethodHandle, make_method
 from plasticity.methods import parse_method
 
@@ -100,9 +101,17 @@ class CommonArgs:
     busy 2-core machine, several times faster than torch's default there (benchmarks/threads.py);
     raise it for image observations on a machine with idle cores"""
     method: str = "none"
-    """plasticity method of every network, e.g. fire, adamo, fire+adamo (see plasticity.METHODS)"""
+    """plasticity method of every network, e.g. fire, adamo, fire+adamo (python train.py --help
+    lists them)"""
     plasticity: tyro.conf.OmitArgPrefixes[MethodConfig] = field(default_factory=MethodConfig)
     """settings of the plasticity methods"""
+    layer_norm: bool = False
+    """normalize before each hidden nonlinearity of every network (LayerNorm; over channels
+    and positions after a conv): an architecture choice, and what --method nap needs"""
+    activation: Literal["relu", "crelu", "dff"] | None = None
+    """hidden nonlinearity of every network: relu, crelu ([relu(x), relu(-x)]) or dff (deep
+    Fourier features [sin x, cos x]); the last two double the next layer's fan-in. Unset:
+    each agent's own (ReLU; PPO's vector networks tanh)"""
     eval_every: int = 10_000
     """env steps between evaluation runs (0 disables evaluation)"""
     eval_episodes: int = 5
@@ -250,7 +259,14 @@ def attach_method(
     with its setting errors reported against the flag that named it."""
     name, origin = method_name(args, network)
     with user_errors(origin):
-        return make_method(name, config=args.plasticity).attach(module, lr, **attach_kwargs)
+        method = make_method(name, config=args.plasticity)
+        replacing = [part.name for part in method.part_classes if part.replaces_units]
+        if replacing and args.activation and widening(args.activation) > 1:
+            raise ValueError(
+                f"{replacing[0]} replaces single units, and --activation {args.activation} "
+                "gives each unit two outputs; use it with --activation relu"
+            )
+        return method.attach(module, lr, **attach_kwargs)
 
 
 def method_parts(args: CommonArgs, network: str) -> tuple[str, ...]:

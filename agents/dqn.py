@@ -46,7 +46,7 @@ from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, image_torso
+from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor
@@ -154,19 +154,24 @@ class QNetwork(nn.Module):
     ``uint8`` inputs are scaled to [0, 1] inside, so the replay buffer can keep frames as bytes.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int):
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
         if len(obs_shape) == 3:
-            torso, features = image_torso(obs_shape)
+            torso, features = image_torso(obs_shape, layer_norm=layer_norm, activation=activation)
             self.network = nn.Sequential(*torso, nn.Linear(features, n_actions))
         else:
+            wide = widening(activation)
             self.network = nn.Sequential(
                 nn.Flatten(),
-                nn.Linear(int(np.prod(obs_shape)), 120),
-                nn.ReLU(),
-                nn.Linear(120, 84),
-                nn.ReLU(),
-                nn.Linear(84, n_actions),
+                *hidden_block(nn.Linear(int(np.prod(obs_shape)), 120), activation, layer_norm),
+                *hidden_block(nn.Linear(120 * wide, 84), activation, layer_norm),
+                nn.Linear(84 * wide, n_actions),
             )
         self.heads = (f"network.{len(self.network) - 1}",)
 
@@ -234,7 +239,9 @@ def main(args: Args) -> dict:
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
 
-    q_network = QNetwork(obs_space.shape, n_actions).to(device)
+    q_network = QNetwork(obs_space.shape, n_actions, args.layer_norm, args.activation or "relu").to(
+        device
+    )
     target_network = copy.deepcopy(q_network)
     q_plasticity = attach_method(
         args,
@@ -284,7 +291,8 @@ def main(args: Args) -> dict:
         """One update: the TD loss of the taken actions against the target network's greedy
         value, plus the method's penalty. Returns the loss and the mean Q, detached."""
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
-        loss = loss_fn(q_taken, td_target(rew, next_obs, term)) + q_plasticity.penalty()
+        td_loss = loss_fn(q_taken, td_target(rew, next_obs, term))
+        loss = td_loss + q_plasticity.penalty(td_loss)
         q_plasticity.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         q_plasticity.optimizer.step()

@@ -35,6 +35,7 @@ from agents.environments import evaluate, video_folder
 from agents.episodes import EpisodeTracker, mean_or_nan
 from agents.run import Run
 from plasticity import InterventionReport, MethodHandle
+from plasticity.methods import is_announced
 from plasticity.metrics import kfac_eps_ranks
 from plasticity.schedule import Every
 
@@ -149,8 +150,9 @@ class Lifecycle:
         self.run.log_interventions(step, network, reports, self.handles[network].interventions)
         for report in reports:
             if report.reinitialized:
-                self.console.intervention(step, network, report)
                 self.intervened_at = step
+            if is_announced(report):
+                self.console.intervention(step, network, report)
 
     def intervening(self, step: int) -> bool:
         """Whether interventions may run at ``step``: not at the run's last step, where no

@@ -46,7 +46,7 @@ from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, image_torso
+from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
 from agents.run import Run
 from plasticity import PlasticityMonitor
 
@@ -137,24 +137,32 @@ def is_image(space: gym.Space) -> bool:
     return space.dtype == np.uint8 and len(space.shape) == 3
 
 
-def make_trunk(obs_space: gym.Space, hidden: int) -> tuple[nn.Sequential, int]:
+def make_trunk(
+    obs_space: gym.Space, hidden: int, layer_norm: bool = False, activation: str | None = None
+) -> tuple[nn.Sequential, int]:
     """A convolutional torso (ReLU; Nature CNN, or MinAtar's for small grids) for uint8
-    images (C, H, W), else a two-layer tanh MLP."""
+    images (C, H, W), else a two-layer tanh MLP; ``layer_norm`` and ``activation`` (unset:
+    those) as ``agents/networks.py`` describes."""
     if is_image(obs_space):
-        return image_torso(obs_space.shape, layer_init)
-    obs_dim = int(np.prod(obs_space.shape))
+        return image_torso(obs_space.shape, layer_init, layer_norm, activation or "relu")
+    activation = activation or "tanh"
+    obs_dim, wide = int(np.prod(obs_space.shape)), widening(activation)
     trunk = nn.Sequential(
-        layer_init(nn.Linear(obs_dim, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.Tanh(),
+        *hidden_block(layer_init(nn.Linear(obs_dim, hidden)), activation, layer_norm),
+        *hidden_block(layer_init(nn.Linear(hidden * wide, hidden)), activation, layer_norm),
     )
-    return trunk, hidden
+    return trunk, hidden * wide
 
 
-def hidden_activation(obs_space: gym.Space):
-    """The hidden nonlinearity of the trunk (for ReDo and the plasticity metrics)."""
-    return F.relu if is_image(obs_space) else torch.tanh
+def hidden_activation(obs_space: gym.Space, activation: str | None = None):
+    """The hidden nonlinearity of the trunk, per unit (for ReDo and the plasticity metrics):
+    tanh, or ReLU (also how CReLU and DFF units are read: metrics only, as the methods that
+    replace units refuse those)."""
+    return (
+        torch.tanh
+        if (activation or ("relu" if is_image(obs_space) else "tanh")) == "tanh"
+        else F.relu
+    )
 
 
 def preprocess(obs: torch.Tensor, image: bool) -> torch.Tensor:
@@ -166,11 +174,18 @@ class Actor(nn.Module):
 
     heads = ("head",)
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden: int = 64,
+        layer_norm: bool = False,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.image = is_image(obs_space)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.trunk, features = make_trunk(obs_space, hidden)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm, activation)
         out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.head = layer_init(nn.Linear(features, out), std=0.01)
         if not self.discrete:
@@ -203,10 +218,16 @@ class Critic(nn.Module):
 
     heads = ("head",)
 
-    def __init__(self, obs_space: gym.Space, hidden: int = 64):
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        hidden: int = 64,
+        layer_norm: bool = False,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.image = is_image(obs_space)
-        self.trunk, features = make_trunk(obs_space, hidden)
+        self.trunk, features = make_trunk(obs_space, hidden, layer_norm, activation)
         self.head = layer_init(nn.Linear(features, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -296,14 +317,16 @@ def main(args: Args) -> dict:
     else:
         obs_rms = return_rms = None
 
+    architecture = {"layer_norm": args.layer_norm, "activation": args.activation}
+
     def new_actor() -> Actor:
-        return Actor(obs_space, action_space, args.hidden_size).to(device)
+        return Actor(obs_space, action_space, args.hidden_size, **architecture).to(device)
 
     def new_critic() -> Critic:
-        return Critic(obs_space, args.hidden_size).to(device)
+        return Critic(obs_space, args.hidden_size, **architecture).to(device)
 
     actor, critic = new_actor(), new_critic()
-    activation = hidden_activation(obs_space)
+    activation = hidden_activation(obs_space, args.activation)
     actor_plasticity = attach_method(
         args,
         "actor",
@@ -438,8 +461,10 @@ def main(args: Args) -> dict:
         pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
             obs, actions, old_logprobs, advantages, returns, old_values
         )
-        actor_loss = pg_loss - args.ent_coef * entropy_loss + actor_plasticity.penalty()
-        critic_loss = args.vf_coef * v_loss + critic_plasticity.penalty()
+        actor_loss = pg_loss - args.ent_coef * entropy_loss
+        actor_loss = actor_loss + actor_plasticity.penalty(actor_loss)
+        critic_loss = args.vf_coef * v_loss
+        critic_loss = critic_loss + critic_plasticity.penalty(critic_loss)
         for handle in handles.values():
             handle.optimizer.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()

@@ -145,22 +145,25 @@ def _saved_args(run_dir: Path):
 
 def _build_networks(agent: str, module, args) -> dict[str, nn.Module]:
     obs_space, action_space = env_spaces(args)
+    # the run's --layer-norm and --activation (unset: each agent's own nonlinearity)
+    architecture = {"layer_norm": args.layer_norm, "activation": args.activation}
+    relu_default = {**architecture, "activation": args.activation or "relu"}
     if agent == "sac":
         obs_dim = int(np.prod(obs_space.shape))
         act_dim = int(np.prod(action_space.shape))
         return {
-            "actor": module.Actor(obs_dim, action_space, args.hidden_size),
-            "critic": module.TwinQ(obs_dim, act_dim, args.hidden_size),
-            "critic_target": module.TwinQ(obs_dim, act_dim, args.hidden_size),
+            "actor": module.Actor(obs_dim, action_space, args.hidden_size, **relu_default),
+            "critic": module.TwinQ(obs_dim, act_dim, args.hidden_size, **relu_default),
+            "critic_target": module.TwinQ(obs_dim, act_dim, args.hidden_size, **relu_default),
         }
     if agent == "dqn":
         return {
-            "q": module.QNetwork(obs_space.shape, int(action_space.n)),
-            "q_target": module.QNetwork(obs_space.shape, int(action_space.n)),
+            "q": module.QNetwork(obs_space.shape, int(action_space.n), **relu_default),
+            "q_target": module.QNetwork(obs_space.shape, int(action_space.n), **relu_default),
         }
     return {
-        "actor": module.Actor(obs_space, action_space, args.hidden_size),
-        "critic": module.Critic(obs_space, args.hidden_size),
+        "actor": module.Actor(obs_space, action_space, args.hidden_size, **architecture),
+        "critic": module.Critic(obs_space, args.hidden_size, **architecture),
     }
 
 

@@ -39,6 +39,7 @@ from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
 from agents.episodes import EpisodeTracker
 from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed, rng_kept
+from agents.networks import NONLINEARITIES, hidden_block, normalization, widening
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
@@ -96,21 +97,27 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class TwinQ(nn.Module):
     """Two Q networks ``concat(obs, act) → 256 → 256 → 1``, evaluated together."""
 
-    heads = ("qf1.4", "qf2.4")
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
+        wide = hidden * widening(activation)
         self.qf1 = nn.Sequential(
-            nn.Linear(obs_dim + act_dim, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 1),
+            *hidden_block(nn.Linear(obs_dim + act_dim, hidden), activation, layer_norm),
+            *hidden_block(nn.Linear(wide, hidden), activation, layer_norm),
+            nn.Linear(wide, 1),
         )
         self.qf2 = copy.deepcopy(self.qf1)
         for layer in self.qf2:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
+        head = len(self.qf1) - 1
+        self.heads = (f"qf1.{head}", f"qf2.{head}")
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Q-values of both networks, shape ``(2, batch)``."""
@@ -123,19 +130,31 @@ class Actor(nn.Module):
 
     heads = ("fc_mean", "fc_logstd")
 
-    def __init__(self, obs_dim: int, action_space: gym.spaces.Box, hidden: int):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: gym.spaces.Box,
+        hidden: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
         act_dim = int(np.prod(action_space.shape))
+        wide = hidden * widening(activation)
         self.fc1 = nn.Linear(obs_dim, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc_mean = nn.Linear(hidden, act_dim)
-        self.fc_logstd = nn.Linear(hidden, act_dim)
+        self.fc2 = nn.Linear(wide, hidden)
+        # identities without --layer-norm: no parameters, the same checkpoints as before
+        self.norm1 = nn.Sequential(*normalization(self.fc1, layer_norm))
+        self.norm2 = nn.Sequential(*normalization(self.fc2, layer_norm))
+        self.act1, self.act2 = NONLINEARITIES[activation](), NONLINEARITIES[activation]()
+        self.fc_mean = nn.Linear(wide, act_dim)
+        self.fc_logstd = nn.Linear(wide, act_dim)
         high, low = np.asarray(action_space.high), np.asarray(action_space.low)
         self.register_buffer("action_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
         self.register_buffer("action_bias", torch.tensor((high + low) / 2, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor):
-        h = F.relu(self.fc2(F.relu(self.fc1(obs))))
+        h = self.act2(self.norm2(self.fc2(self.act1(self.norm1(self.fc1(obs))))))
         log_std = torch.tanh(self.fc_logstd(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
         return self.fc_mean(h), log_std
@@ -171,7 +190,6 @@ POSITIVE_SETTINGS = (
     "action_repeat",
 )
 RATES = ("policy_lr", "q_lr", "alpha")
-WHOLE_NETWORK = ("fire", "reset", "shrink_perturb")
 
 
 def main(args: Args) -> dict:
@@ -193,17 +211,18 @@ def main(args: Args) -> dict:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
 
-    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size).to(device)
-    critic = TwinQ(obs_dim, act_dim, args.hidden_size).to(device)
+    architecture = {"layer_norm": args.layer_norm, "activation": args.activation or "relu"}
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, **architecture).to(device)
+    critic = TwinQ(obs_dim, act_dim, args.hidden_size, **architecture).to(device)
     critic_target = copy.deepcopy(critic)
     # interventions rewrite parameters in place, so these lists stay valid for the whole run
     critic_params, target_params = list(critic.parameters()), list(critic_target.parameters())
     actor_plasticity = attach_method(args, "actor", actor, args.policy_lr, heads=Actor.heads)
     critic_plasticity = attach_method(
-        args, "critic", critic, args.q_lr, heads=TwinQ.heads, targets=[critic_target]
+        args, "critic", critic, args.q_lr, heads=critic.heads, targets=[critic_target]
     )
     actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, name="actor")
-    critic_monitor = PlasticityMonitor(critic, heads=TwinQ.heads, name="critic")
+    critic_monitor = PlasticityMonitor(critic, heads=critic.heads, name="critic")
     compiled = compiler(args, device)
     # after the checks above, so a refused command writes nothing
     run = Run("sac", args, resolved_settings(args, device, envs))
@@ -254,7 +273,7 @@ def main(args: Args) -> dict:
     def reset_temperature_after(reports) -> None:
         """The FIRE paper's SAC: α back to its initial value, and its Adam state cleared, when
         the whole critic was reinitialized (not after ReDo's recycling of single units)."""
-        if any(report.method in WHOLE_NETWORK for report in reports):
+        if critic_plasticity.rewrote_network(reports):
             with torch.no_grad():
                 log_alpha.fill_(float(np.log(args.alpha)))
             clear_optimizer_state_(a_optimizer, [log_alpha])
@@ -271,7 +290,7 @@ def main(args: Args) -> dict:
         next_q = td_target(rew, next_obs, term)
         qf_values = critic(obs, act)
         qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
-        qf_loss = qf_loss + critic_plasticity.penalty()
+        qf_loss = qf_loss + critic_plasticity.penalty(qf_loss)
         critic_plasticity.optimizer.zero_grad(set_to_none=True)
         qf_loss.backward()
         critic_plasticity.optimizer.step()
@@ -284,7 +303,8 @@ def main(args: Args) -> dict:
         alpha = log_alpha.detach().exp()
         pi, log_pi, _ = actor.get_action(obs)
         min_q = critic(obs, pi).min(0).values
-        actor_loss = (alpha * log_pi - min_q).mean() + actor_plasticity.penalty()
+        policy_loss = (alpha * log_pi - min_q).mean()
+        actor_loss = policy_loss + actor_plasticity.penalty(policy_loss)
         actor_plasticity.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_plasticity.optimizer.step()

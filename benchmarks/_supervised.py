@@ -29,7 +29,8 @@ def update(
     method's penalty, the gradient norm clipped at ``clip`` (0: not clipped), the handle's
     optimizer, then the interventions due at ``step`` with the minibatch as their probe.
     Returns the loss the update descended."""
-    loss = F.cross_entropy(net(inputs), labels) + handle.penalty()
+    loss = F.cross_entropy(net(inputs), labels)
+    loss = loss + handle.penalty(loss)  # the loss: penalties scaled to it (C-CHAIN)
     handle.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip > 0:

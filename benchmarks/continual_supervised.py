@@ -96,6 +96,8 @@ class Setup:
     """learning speed: accuracy on the task's data after this many of its updates"""
     methods: list[str] = field(default_factory=lambda: [*METHODS, "fire+adamo"])
     """methods to compare"""
+    layer_norm: list[str] = field(default_factory=lambda: ["nap"])
+    """methods whose network has a LayerNorm before each nonlinearity (nap needs one)"""
     settings: dict = field(default_factory=dict)
     """extra method settings (``MethodConfig`` fields) for every method"""
     curvature: list[str] = field(default_factory=list)
@@ -116,17 +118,19 @@ PRESETS = {
 """Named settings: ``hard`` has methods separate (200 updates per task instead of 1500)."""
 
 
-def make_network(setup: Setup) -> nn.Sequential:
+def make_network(setup: Setup, layer_norm: bool = False) -> nn.Sequential:
     w = setup.width
-    return nn.Sequential(
-        nn.Linear(setup.input_dim, w),
-        nn.ReLU(),
-        nn.Linear(w, w),
-        nn.ReLU(),
-        nn.Linear(w, w),
-        nn.ReLU(),
-        nn.Linear(w, setup.classes),
-    )
+    sizes = [setup.input_dim, w, w, w]
+    hidden = [
+        module
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+        for module in (
+            nn.Linear(fan_in, fan_out),
+            *([nn.LayerNorm(fan_out)] if layer_norm else []),
+            nn.ReLU(),
+        )
+    ]
+    return nn.Sequential(*hidden, nn.Linear(w, setup.classes))
 
 
 def make_stream(setup: Setup, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -161,7 +165,7 @@ def curvature(
 def run_method(name: str, setup: Setup, seed: int) -> dict:
     inputs, labels = make_stream(setup, seed)
     torch.manual_seed(seed)
-    net = make_network(setup)
+    net = make_network(setup, layer_norm=name in setup.layer_norm)
     handle = make_method(name, **{**BOUNDARY_ONLY, **setup.settings}).attach(net, lr=setup.lr)
     monitor = PlasticityMonitor(net)
     probe = inputs[:256]

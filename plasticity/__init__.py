@@ -9,7 +9,11 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
   :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`, :func:`clear_optimizer_state_`;
 - regularizers: :func:`l2_init_penalty`, :func:`l2_penalty`, :func:`parseval_penalty`,
   :func:`spectral_penalty`, :func:`effective_rank_ascent_`;
-- named methods for training loops: :data:`METHODS`, :func:`make_method`;
+- the rules of the newer methods, one module each: :mod:`plasticity.continual_backprop`,
+  :mod:`plasticity.injection`, :mod:`plasticity.dash`, :mod:`plasticity.snr`,
+  :mod:`plasticity.nap`; TRAC and a combined (Muon + Adam) optimizer in :mod:`plasticity.optim`;
+- named methods for training loops: :func:`make_method`, :func:`method_names`, and
+  :func:`register` with :class:`MethodPart` to add one;
 - :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.
 """
 
@@ -32,7 +36,18 @@ from plasticity.isometry import (
     polar,
     squared_frobenius_error,
 )
-from plasticity.methods import METHODS, Method, MethodConfig, MethodHandle, make_method
+from plasticity.methods import (
+    METHODS,
+    Method,
+    MethodConfig,
+    MethodHandle,
+    MethodPart,
+    PartKind,
+    ScheduledIntervention,
+    make_method,
+    method_names,
+    register,
+)
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, adamo_param_groups, isometry_parameters
 from plasticity.regularizers import (
@@ -50,7 +65,10 @@ __all__ = [
     "Method",
     "MethodConfig",
     "MethodHandle",
+    "MethodPart",
+    "PartKind",
     "PlasticityMonitor",
+    "ScheduledIntervention",
     "adamo_param_groups",
     "clear_optimizer_state_",
     "deviation_from_isometry",
@@ -63,12 +81,14 @@ __all__ = [
     "l2_init_penalty",
     "l2_penalty",
     "make_method",
+    "method_names",
     "metrics",
     "network_parameters",
     "newton_schulz",
     "parseval_penalty",
     "polar",
     "redo_",
+    "register",
     "shrink_perturb_",
     "spectral_penalty",
     "squared_frobenius_error",

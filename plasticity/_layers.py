@@ -72,13 +72,15 @@ def select_layers(
     return chosen
 
 
-def reinitialized_copy(module: nn.Module) -> nn.Module:
+def reinitialized_copy(module: nn.Module, leave_out: Iterable[object] = ()) -> nn.Module:
     """A deep copy of ``module`` whose submodules were re-drawn with their ``reset_parameters``.
 
     This is the default source of fresh weights; networks with a custom initialization should
     give the interventions a ``fresh`` factory that builds the network anew instead.
+    ``leave_out``: attributes the copy gets as None, such as a cache of the last forward's
+    tensors (which a deep copy refuses).
     """
-    clone = copy.deepcopy(module)
+    clone = copy.deepcopy(module, memo={id(obj): None for obj in leave_out})
     for sub in clone.modules():
         if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
             sub.reset_parameters()

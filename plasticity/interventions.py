@@ -52,19 +52,10 @@ class InterventionReport:
 
     method: str
     layers: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def reinitialized(self) -> bool:
-        """Whether weights were reinitialized: what counts as an intervention.
-
-        False for a ReDo pass that found no dormant unit and for an effective-rank ascent
-        step (a regularizer step, not a reinitialization).
-        """
-        if self.method == "er_ascent":
-            return False
-        if self.method == "redo":
-            return any(metrics.get("dormant", 0.0) > 0 for metrics in self.layers.values())
-        return True
+    reinitialized: bool = True
+    """whether weights were reinitialized, what counts as an intervention: False for a pass of
+    ReDo or continual backprop that replaced no unit, and for an effective-rank ascent step (a
+    regularizer step, not a reinitialization)"""
 
     def summary(self) -> str:
         """A few words for a console line: the layers touched and, summed over them, the
@@ -411,7 +402,7 @@ def _producers(
     return producers
 
 
-def _outgoing_index(producer: nn.Module, consumer: nn.Module, units: torch.Tensor) -> torch.Tensor:
+def outgoing_index(producer: nn.Module, consumer: nn.Module, units: torch.Tensor) -> torch.Tensor:
     """Input positions of ``consumer`` fed by the given output ``units`` of ``producer``.
 
     Same width: the units themselves. A conv feeding a Linear through a flatten: each channel
@@ -431,28 +422,58 @@ def _outgoing_index(producer: nn.Module, consumer: nn.Module, units: torch.Tenso
     )
 
 
-def redo_(
+@torch.no_grad()
+def reinitialize_units_(
+    layer: nn.Module,
+    source: nn.Module,
+    units: torch.Tensor,
+    consumers: Iterable[nn.Module],
+    optimizer: Optimizers = None,
+) -> float:
+    """Give ``units`` of ``layer`` the incoming weights of the same units of ``source`` (a fresh
+    layer), a zero bias and zero outgoing weights in each of ``consumers``, and zero the
+    optimizer entries of all of those. Returns the squared Frobenius change of the weight."""
+    before = layer.weight.clone()
+    layer.weight.index_copy_(0, units, source.weight.index_select(0, units))
+    zero_optimizer_entries_(optimizer, layer.weight, units, 0)
+    if layer.bias is not None:
+        layer.bias.index_fill_(0, units, 0.0)
+        zero_optimizer_entries_(optimizer, layer.bias, units, 0)
+    for consumer in consumers:
+        columns = outgoing_index(layer, consumer, units)
+        consumer.weight.index_fill_(1, columns, 0.0)
+        zero_optimizer_entries_(optimizer, consumer.weight, columns, 1)
+    return float(squared_frobenius_error(before, layer.weight))
+
+
+@dataclass
+class LayerTrace:
+    """One forward pass of a network through its layers (:func:`trace_hidden_layers`)."""
+
+    candidates: list[tuple[str, nn.Module]]  # hidden layers not excluded, in order
+    layers: dict[str, nn.Module]  # every layer by name
+    pre_activations: dict[str, torch.Tensor]  # each layer's output, detached
+    inputs: dict[str, torch.Tensor]  # each layer's input (its producers' units), detached
+    consumers: dict[str, list[str]]  # the layers each layer's outputs feed
+
+    def unit_outputs(self, name: str) -> torch.Tensor:
+        """What the units of layer ``name`` hand on, ``(batch, units, positions)``: the input
+        of the first layer that reads them, after whatever normalization and nonlinearity lie
+        between (a conv's channels, flattened into a Linear, keep their positions)."""
+        units = self.layers[name].weight.shape[0]
+        read = self.inputs[self.consumers[name][0]]
+        return read.reshape(read.shape[0], units, -1)
+
+
+def trace_hidden_layers(
     module: nn.Module,
     inputs: Inputs,
-    tau: float = 0.025,
-    optimizer: Optimizers = None,
     heads: Iterable[str] | None = None,
-    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
-    fresh: Callable[[], nn.Module] | None = None,
     exclude: Iterable[str] | None = None,
-) -> InterventionReport:
-    """ReDo: recycle the τ-dormant units of each hidden layer (Sokar et al. 2023, arXiv 2302.12902).
-
-    Runs ``module`` on the probe batch ``inputs`` (a tensor or a tuple of the network's
-    arguments); a unit of a hidden layer is dormant when its score
-    (:func:`unit_scores` of ``activation(pre-activation)``) is ``<= tau``. For each dormant
-    unit: its incoming weights are re-drawn from a fresh initialization (``fresh()`` or
-    ``reset_parameters``), its bias zeroed, its outgoing weights in every consuming layer
-    zeroed, and the Adam moments of all those entries zeroed. Output layers (``heads``; the last
-    layer by default) are never recycled. Consumers are found from the autograd graph of the
-    forward pass, so any wiring of layers works, as long as a consumer's inputs map onto the
-    producer's units (same width, or a conv flattened into a Linear).
-    """
+) -> LayerTrace:
+    """Run ``module`` on ``inputs`` recording each layer's output and, from the autograd graph,
+    which layers consume it; the candidates are the hidden layers (not ``heads``, not
+    ``exclude``), those unit-level interventions (ReDo, continual backprop) act on."""
     candidates = hidden_layers(module, heads)
     if exclude:
         skip = {n for n, _ in select_layers(module, include=exclude)}
@@ -482,15 +503,41 @@ def redo_(
     for consumer, sources in _producers(layer_inputs, output_nodes).items():
         for source in sources:
             consumers.setdefault(source, []).append(consumer)
+    inputs = {name: x.detach() for name, x in layer_inputs.items()}
+    return LayerTrace(candidates, layers, pre_activations, inputs, consumers)
 
+
+def redo_(
+    module: nn.Module,
+    inputs: Inputs,
+    tau: float = 0.025,
+    optimizer: Optimizers = None,
+    heads: Iterable[str] | None = None,
+    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
+    fresh: Callable[[], nn.Module] | None = None,
+    exclude: Iterable[str] | None = None,
+) -> InterventionReport:
+    """ReDo: recycle the τ-dormant units of each hidden layer (Sokar et al. 2023, arXiv 2302.12902).
+
+    Runs ``module`` on the probe batch ``inputs`` (a tensor or a tuple of the network's
+    arguments); a unit of a hidden layer is dormant when its score
+    (:func:`unit_scores` of ``activation(pre-activation)``) is ``<= tau``. For each dormant
+    unit: its incoming weights are re-drawn from a fresh initialization (``fresh()`` or
+    ``reset_parameters``), its bias zeroed, its outgoing weights in every consuming layer
+    zeroed, and the Adam moments of all those entries zeroed. Output layers (``heads``; the last
+    layer by default) are never recycled. Consumers are found from the autograd graph of the
+    forward pass, so any wiring of layers works, as long as a consumer's inputs map onto the
+    producer's units (same width, or a conv flattened into a Linear).
+    """
+    trace = trace_hidden_layers(module, inputs, heads, exclude)
     source_net = fresh_module(module, fresh)
     source_layers = dict(named_layers(source_net))
     report = InterventionReport("redo")
     with torch.no_grad():
-        for name, layer in candidates:
-            if name not in pre_activations:
+        for name, layer in trace.candidates:
+            if name not in trace.pre_activations:
                 continue
-            scores = unit_scores(activation(pre_activations[name]))
+            scores = unit_scores(activation(trace.pre_activations[name]))
             dormant = torch.nonzero(scores <= tau).flatten()
             report.layers[name] = {
                 "dormant": float(dormant.numel()),
@@ -498,18 +545,8 @@ def redo_(
             }
             if dormant.numel() == 0:
                 continue
-            before = layer.weight.clone()
-            layer.weight.index_copy_(
-                0, dormant, source_layers[name].weight.index_select(0, dormant)
-            )
-            zero_optimizer_entries_(optimizer, layer.weight, dormant, 0)
-            if layer.bias is not None:
-                layer.bias.index_fill_(0, dormant, 0.0)
-                zero_optimizer_entries_(optimizer, layer.bias, dormant, 0)
-            for consumer_name in consumers.get(name, []):
-                consumer = layers[consumer_name]
-                columns = _outgoing_index(layer, consumer, dormant)
-                consumer.weight.index_fill_(1, columns, 0.0)
-                zero_optimizer_entries_(optimizer, consumer.weight, columns, 1)
-            report.layers[name]["sfe"] = float(squared_frobenius_error(before, layer.weight))
+            consumers = [trace.layers[c] for c in trace.consumers.get(name, [])]
+            sfe = reinitialize_units_(layer, source_layers[name], dormant, consumers, optimizer)
+            report.layers[name]["sfe"] = sfe
+    report.reinitialized = any(metrics["dormant"] > 0 for metrics in report.layers.values())
     return report

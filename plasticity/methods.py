@@ -1,11 +1,15 @@
-"""Named plasticity methods: one object with an optimizer, a penalty and scheduled interventions.
+"""Named plasticity methods: registered parts attached to a network as one handle.
 
-A method is what a user names on the command line (``--method fire+adamo``). Attached to one
-network it yields a :class:`MethodHandle` that a training loop uses in three places::
+A method is what a user names on the command line (``--method fire+adamo``): one or more
+*parts*, each a :class:`MethodPart` subclass registered by name with :func:`register`. A part
+says what it is (:class:`PartKind`: a loss penalty, the optimizer, a scheduled intervention, a
+rule applied after every update), which :class:`MethodConfig` fields are its settings and how
+each is checked, when it acts and whether it rewrites the whole network. Attached to one
+network the parts make a :class:`MethodHandle` that a training loop uses in three places::
 
     handle = make_method("fire+adamo", fire_every=100_000).attach(critic, lr=3e-4,
                                                                   targets=[critic_target])
-    loss = td_loss + handle.penalty()          # 1. regularizer term (0 when none)
+    loss = td_loss + handle.penalty(td_loss)   # 1. regularizer term (0 when none)
     handle.optimizer.zero_grad(); loss.backward(); handle.optimizer.step()
     handle.after_update(step, inputs=obs)      # 2. scheduled interventions
     handle.on_task_switch(inputs=obs)          # 3. when the environment changed
@@ -15,24 +19,33 @@ the handle resets the optimizer state of the whole network (``clear_optimizer``;
 captured CUDA graphs stay valid) and copies the network into its target networks. ReDo resets
 the state of the entries it recycles and leaves targets alone: zeroed outgoing weights keep
 the network's function, so a target jump would only disturb the bootstrap.
+
+Adding a method is one class: subclass :class:`MethodPart` (or :class:`ScheduledIntervention`),
+declare its fields in :class:`MethodConfig` and its checks in ``settings``, and decorate it with
+:func:`register`; agents, ``train.py`` and the Stable-Baselines3 callback find it by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
 import typing
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticity._layers import Inputs, select_layers
+from plasticity._layers import Inputs, hidden_layers, select_layers
+from plasticity.churn import AdaptiveCoefficient, churn
+from plasticity.continual_backprop import continual_backprop_
+from plasticity.dash import accumulate_descent_, dash_
+from plasticity.injection import attach_offsets, inject_
 from plasticity.interventions import (
     InterventionReport,
     Optimizers,
@@ -45,7 +58,14 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
-from plasticity.optim import AdamO, adamo_param_groups, fused_adam_available
+from plasticity.nap import joint_norm, normalization_layers, project_, projected_groups
+from plasticity.optim import (
+    AdamO,
+    CombinedOptimizer,
+    adamo_param_groups,
+    fused_adam_available,
+    trac_optimizer_class,
+)
 from plasticity.regularizers import (
     effective_rank_ascent_,
     l2_init_penalty,
@@ -54,38 +74,7 @@ from plasticity.regularizers import (
     spectral_penalty,
 )
 from plasticity.schedule import At, Every
-
-METHODS: tuple[str, ...] = (
-    "none",
-    "adamo",
-    "isometry",
-    "fire",
-    "reset",
-    "shrink_perturb",
-    "redo",
-    "l2_init",
-    "l2",
-    "parseval",
-    "spectral",
-    "er",
-    "er_l2",
-)
-"""Names accepted by :func:`make_method`; join several with ``+`` (``fire+adamo``)."""
-
-ALIASES = {"er_l2": ("er", "l2")}
-"""Names that stand for a combination: ER + L2 is the effective-rank ascent plus coupled L2."""
-
-PERIODS = {
-    "fire": "fire_every",
-    "reset": "reset_every",
-    "shrink_perturb": "shrink_perturb_every",
-    "redo": "redo_every",
-    "er": "er_every",
-}
-"""The periodic parts of a method and the :class:`MethodConfig` field of each one's period."""
-
-AT_STEPS = {"fire": "fire_at", "reset": "reset_at", "shrink_perturb": "shrink_perturb_at"}
-"""The one-off parts of a method and the :class:`MethodConfig` field listing their steps."""
+from plasticity.snr import self_normalized_reset_, update_thresholds_
 
 
 @dataclass
@@ -170,11 +159,61 @@ class MethodConfig:
     """er, er_l2: steps between effective-rank ascent steps (needs a probe batch)"""
     er_lr: float = 1e-2
     """er, er_l2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
+    injection_every: int = 0
+    """injection period in steps (0 = off: injection then acts at injection_at steps and task
+    switches)"""
+    injection_at: list[int] = field(default_factory=list)
+    """steps at which a new head is injected once each, e.g. a run's midpoint (empty = none)"""
+    injection_on_task_switch: bool = True
+    """inject a new head when the environment switches task"""
+    snr_percentile: float = 0.99
+    """snr: a unit's threshold is re-estimated as the inter-firing time below which this
+    fraction of its firings fell (the authors' 0.99)"""
+    snr_expansion: float = 2.0
+    """snr: factor on a threshold that the re-estimate did not lower (the authors' 2)"""
+    snr_tau_every: int = 16
+    """snr: task switches between re-estimates of the thresholds (the authors' 16 tasks)"""
+    snr_tau_init: int = 10_000
+    """snr: initial threshold in samples (the FIRE paper's port: τ_max / 2)"""
+    snr_tau_max: int = 20_000
+    """snr: largest threshold in samples (the FIRE paper's port)"""
+    c_chain_coef: float = 50.0
+    """c_chain: the churn penalty's coefficient λ until it adapts (the authors' MinAtar DQN)"""
+    c_chain_target: float = 0.01
+    """c_chain: λ adapts to target·mean|loss| / mean churn (the authors' MinAtar DQN: 0.01)"""
+    c_chain_window: int = 50_000
+    """c_chain: updates over which those means are taken (the authors' MinAtar DQN)"""
+    c_chain_start: int = 10_000
+    """c_chain: updates before λ starts adapting (the authors' MinAtar DQN)"""
+    muon_lr_scale: float = 10.0
+    """muon: Muon's learning rate as a multiple of the network's (the FIRE paper's Muon
+    baseline: 10); the other parameters train with Adam at the network's rate"""
+    muon_momentum: float = 0.95
+    """muon: Muon's momentum (torch's default, Nesterov)"""
+    dash_every: int = 0
+    """DASH period in steps (0 = off: DASH then acts at dash_at steps and task switches)"""
+    dash_at: list[int] = field(default_factory=list)
+    """steps at which DASH shrinks the network once each (empty = none)"""
+    dash_on_task_switch: bool = True
+    """shrink with DASH after the first update on a new task (the authors: at each new chunk)"""
+    dash_alpha: float = 0.3
+    """DASH: weight α of each update's negative gradient in the running average G"""
+    dash_lambda: float = 0.3
+    """DASH: smallest shrink factor λ in clamp(cos(G, W), λ, 1)"""
+    cbp_replacement_rate: float = 1e-4
+    """cbp: fraction ρ of a layer's mature units replaced per update (the authors' RL: 1e-4)"""
+    cbp_maturity: int = 10_000
+    """cbp: updates a unit is protected after it is (re)drawn (the authors' RL: 1e4)"""
+    cbp_decay: float = 0.99
+    """cbp: decay η of the running contribution utility (the authors': 0.99)"""
 
     def validate(self) -> None:
         """Refuse a setting that cannot be right: one ``ValueError`` naming the field, its
-        value and the valid range (checked before any training starts)."""
+        value and the valid range (checked before any training starts). Every field is
+        checked, whichever parts the method has; its check is declared by the parts (or the
+        handle) whose setting it is, a ``Literal`` field's by its type."""
         hints = typing.get_type_hints(MethodConfig)
+        checks = setting_checks()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             literal = next(
@@ -188,10 +227,13 @@ class MethodConfig:
                     choices = (*choices, None)
                 ok, valid = value in choices, "one of " + ", ".join(map(repr, choices))
             else:
-                check, valid = _CHECKS[f.name]
-                ok = check(value)
+                check = checks[f.name]
+                ok, valid = check.test(value), check.valid
             if not ok:
                 raise ValueError(f"invalid method setting {f.name}={value!r}: it must be {valid}")
+
+
+# --- checks of settings ---------------------------------------------------------------------
 
 
 def _is_number(value: object) -> bool:
@@ -202,66 +244,238 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-_NONNEGATIVE = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
-_POSITIVE = (lambda v: _is_number(v) and v > 0, "a finite number > 0")
-_FRACTION = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
-_PERIOD = (lambda v: _is_int(v) and v >= 0, "0 (off) or a positive integer number of steps")
-_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-_STEPS = (
+@dataclass(frozen=True)
+class Check:
+    """How a setting is checked: ``test(value)``, and what a valid value is, for the error."""
+
+    test: Callable[[object], bool]
+    valid: str
+
+
+NONNEGATIVE = Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+POSITIVE = Check(lambda v: _is_number(v) and v > 0, "a finite number > 0")
+FRACTION = Check(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+PERIOD = Check(lambda v: _is_int(v) and v >= 0, "0 (off) or a positive integer number of steps")
+COUNT = Check(lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+STEPS = Check(
     lambda v: isinstance(v, (list, tuple)) and all(_is_int(s) and s > 0 for s in v),
     "a list of positive integer steps",
 )
-_FLAG = (lambda v: isinstance(v, bool), "True or False")
-_CHECKS = {
-    "weight_decay": _NONNEGATIVE,
-    "iso_coef": _NONNEGATIVE,
-    "iso_scale": _POSITIVE,
-    "iso_every": _COUNT,
-    "fire_every": _PERIOD,
-    "fire_at": _STEPS,
-    "fire_on_task_switch": _FLAG,
-    "fire_ns_steps": _COUNT,
-    "reset_every": _PERIOD,
-    "reset_at": _STEPS,
-    "reset_on_task_switch": _FLAG,
-    "shrink_perturb_every": _PERIOD,
-    "shrink_perturb_at": _STEPS,
-    "shrink_perturb_on_task_switch": _FLAG,
-    "shrink": _FRACTION,
-    "perturb": _FRACTION,
-    "redo_every": _PERIOD,
-    "redo_tau": _NONNEGATIVE,
-    "l2_init_coef": _NONNEGATIVE,
-    "l2_coef": _NONNEGATIVE,
-    "parseval_coef": _NONNEGATIVE,
-    "parseval_scale": _POSITIVE,
-    "spectral_coef": _NONNEGATIVE,
-    "spectral_exponent": _COUNT,
-    "er_every": _PERIOD,
-    "er_lr": _NONNEGATIVE,
-}
-"""How :meth:`MethodConfig.validate` checks each field that is not a ``Literal``."""
+DECAY = Check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+AGE = Check(lambda v: _is_int(v) and v >= 0, "an integer number of updates >= 0")
+AT_LEAST_ONE = Check(lambda v: _is_number(v) and v >= 1, "a finite number >= 1")
+FLAG = Check(lambda v: isinstance(v, bool), "True or False")
+CHOICE = Check(lambda v: True, "one of its Literal choices")
+"""The check of a ``Literal`` field: :meth:`MethodConfig.validate` tests it against its type."""
+
+
+# --- parts and their registry ---------------------------------------------------------------
+
+
+class PartKind(enum.Enum):
+    """What a method part is; agents and the SB3 callback ask this, never a part's name."""
+
+    PENALTY = "a term of the loss"
+    OPTIMIZER = "the network's optimizer"
+    INTERVENTION = "an intervention at scheduled steps and task switches"
+    PER_UPDATE = "a rule applied at every after_update call"
+
+
+class MethodPart:
+    """One registered part of a method, attached to one network through a :class:`MethodHandle`.
+
+    Class attributes describe the part: ``name`` (what ``--method`` names), ``kind``,
+    ``settings`` (its :class:`MethodConfig` fields and their checks), ``rewrites_network``
+    (whether an intervention of it redraws the whole network: SAC's temperature reset follows
+    those) and ``replaces_units``; :meth:`conflict` refuses combinations that make no sense.
+    The hooks below do nothing by default; a part overrides those it needs. Part state
+    that must survive a checkpoint goes in :meth:`state_dict` as tensors and plain Python
+    values (checkpoints load with ``torch.load(weights_only=True)``).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[PartKind]
+    settings: ClassVar[dict[str, Check]] = {}
+    rewrites_network: ClassVar[bool] = False
+    optimizer_class: ClassVar[type[torch.optim.Optimizer] | None] = None
+    """an optimizer part's class; an optimizer built elsewhere must be one (None: none can)"""
+    replaces_units: ClassVar[bool] = False
+    """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP, SNR)"""
+
+    def __init__(self, handle: MethodHandle):
+        self.handle = handle
+        self.config = handle.config
+
+    @classmethod
+    def conflict(cls, others: list[type[MethodPart]]) -> str | None:
+        """Why the part cannot be combined with the ``others`` of a method (None: it can), as
+        the end of a sentence that begins with the method's name."""
+        if cls.kind is PartKind.OPTIMIZER:
+            optimizers = [other.name for other in others if other.kind is PartKind.OPTIMIZER]
+            if optimizers:
+                return f"combines the optimizers {cls.name} and {optimizers[0]}; keep one"
+        return None
+
+    def needs_initial_state(self) -> bool:
+        """Whether the part reads the network's weights as they were at attach time."""
+        return False
+
+    def build_optimizer(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
+        """The network's optimizer (``OPTIMIZER`` parts only)."""
+        raise NotImplementedError(f"method part {self.name!r} builds no optimizer")
+
+    def penalty(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """The part's term of the loss (None: it has none); ``loss`` is the training loss it is
+        added to (None when the loop does not pass it)."""
+        return None
+
+    def schedules(self, start: int) -> dict[str, Every | At]:
+        """The part's schedules by checkpoint key, counting from ``start``."""
+        return {}
+
+    def after_update(self, step: int, inputs: Inputs | Callable[[], Inputs] | None) -> list:
+        """Act after the update at ``step``; the :class:`InterventionReport` of each action."""
+        return []
+
+    def on_task_switch(self, inputs: Inputs | None) -> list:
+        """Act at a task switch; the :class:`InterventionReport` of each action."""
+        return []
+
+    def state_dict(self) -> dict:
+        """The part's own state, merged into the handle's (keys unique to the part)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from the handle's state (:meth:`state_dict`'s keys, when present)."""
+
+
+PARTS: dict[str, type[MethodPart]] = {}
+"""Every registered part by name, in registration order (the order parts act in)."""
+
+ALIASES = {"er_l2": ("er", "l2")}
+"""Names that stand for a combination: ER + L2 is the effective-rank ascent plus coupled L2."""
+
+
+def register(part: type[MethodPart]) -> type[MethodPart]:
+    """Class decorator: make ``part`` a method by its ``name``. Its settings must be fields of
+    :class:`MethodConfig`, checked as every other part checks them."""
+    if part.name in PARTS or part.name in ALIASES or part.name == "none":
+        raise ValueError(f"a method part named {part.name!r} exists already; pick another name")
+    fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    checks = setting_checks()
+    for setting, check in part.settings.items():
+        if setting not in fields:
+            raise ValueError(f"{part.__name__} setting {setting!r} is not a MethodConfig field")
+        if checks.get(setting, check) is not check:
+            raise ValueError(f"{part.__name__} checks {setting!r} unlike the other parts do")
+    PARTS[part.name] = part
+    return part
+
+
+def is_announced(report: InterventionReport) -> bool:
+    """Whether a report is worth a line on a console: weights rewritten by an intervention at
+    a scheduled step or a task switch, not the running unit replacements of a per-update rule
+    (CBP, SNR replace a few units every so many updates)."""
+    part = PARTS.get(report.method)
+    return report.reinitialized and (part is None or part.kind is not PartKind.PER_UPDATE)
+
+
+def method_names() -> tuple[str, ...]:
+    """Names accepted by :func:`make_method`; join several with ``+`` (``fire+adamo``)."""
+    return ("none", *PARTS, *ALIASES)
+
+
+def setting_checks() -> dict[str, Check]:
+    """The check of every setting the handle and the registered parts declare."""
+    checks = dict(MethodHandle.settings)
+    for part in PARTS.values():
+        checks.update(part.settings)
+    return checks
+
+
+class ScheduledIntervention(MethodPart):
+    """An intervention every ``every`` steps, at the steps listed in ``at`` and at task switches
+    when ``on_switch`` is set (each the name of a :class:`MethodConfig` field, or None)."""
+
+    kind = PartKind.INTERVENTION
+    every: ClassVar[str]
+    at: ClassVar[str | None] = None
+    on_switch: ClassVar[str | None] = None
+
+    def intervene(self, inputs: Inputs | Callable[[], Inputs] | None) -> InterventionReport:
+        raise NotImplementedError
+
+    def schedules(self, start: int) -> dict[str, Every | At]:
+        schedules: dict[str, Every | At] = {
+            self.name: Every(getattr(self.config, self.every), start)
+        }
+        if self.at is not None:
+            schedules[self.at] = At(getattr(self.config, self.at), start=start)
+        return schedules
+
+    def after_update(self, step, inputs):
+        schedules = self.handle.schedules
+        # every schedule is asked, so a step both periodic and listed is consumed by both
+        due = [schedules[key].due(step) for key in (self.name, self.at) if key in schedules]
+        return [self.intervene(inputs)] if any(due) else []
+
+    def on_task_switch(self, inputs):
+        if self.on_switch is not None and getattr(self.config, self.on_switch):
+            return [self.intervene(inputs)]
+        return []
+
+
+class WholeNetworkIntervention(ScheduledIntervention):
+    """An intervention that rewrites the whole network: the handle then resets the optimizer
+    state ``clear_optimizer`` names and re-syncs the target networks."""
+
+    rewrites_network = True
+    settings = {"clear_optimizer": CHOICE}
+
+    def rewrite(self, optimizer: Optimizers) -> InterventionReport:
+        """Rewrite the network, resetting ``optimizer``'s state of what changed (if given)."""
+        raise NotImplementedError
+
+    def intervene(self, inputs) -> InterventionReport:
+        handle = self.handle
+        mode = self.config.clear_optimizer or "network"
+        report = self.rewrite(handle.optimizer if mode == "touched" else None)
+        if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
+            clear_optimizer_state_(
+                handle.optimizer, network_parameters(handle.network, handle.exclude)
+            )
+        sync_targets(handle.network, handle.targets)
+        return report
+
+
+# --- methods by name ------------------------------------------------------------------------
 
 
 def parse_method(name: str) -> tuple[str, ...]:
     """Split ``"fire+adamo"`` into known, distinct parts (aliases such as ``er_l2`` expanded);
-    ``ValueError`` otherwise."""
+    ``ValueError`` otherwise, also for parts that do not combine (two optimizers)."""
     if not isinstance(name, str):
         raise ValueError(
             f"a method name must be a string such as 'fire' or 'fire+adamo', got {name!r}"
         )
     named = tuple(part.strip() for part in name.split("+"))
-    unknown = [p for p in named if p not in METHODS]
+    known = method_names()
+    unknown = [p for p in named if p not in known]
     if unknown:
         raise ValueError(
             f"unknown plasticity method {unknown[0]!r}; "
-            f"choose from {', '.join(METHODS)} (join several with '+', e.g. fire+adamo)"
+            f"choose from {', '.join(known)} (join several with '+', e.g. fire+adamo)"
         )
     if "none" in named and len(named) > 1:
         raise ValueError(f"method {name!r} combines 'none' with others; drop 'none'")
     parts = tuple(p for part in named for p in ALIASES.get(part, (part,)) if p != "none")
     if len(set(parts)) != len(parts):
         raise ValueError(f"method {name!r} names a part twice; name each once")
+    classes = [PARTS[p] for p in parts]
+    for part in classes:
+        conflict = part.conflict([other for other in classes if other is not part])
+        if conflict:
+            raise ValueError(f"method {name!r} {conflict}")
     return parts
 
 
@@ -272,6 +486,11 @@ class Method:
     name: str
     parts: tuple[str, ...]
     config: MethodConfig = field(default_factory=MethodConfig)
+
+    @property
+    def part_classes(self) -> tuple[type[MethodPart], ...]:
+        """The registered class of each part, in the order the parts act."""
+        return tuple(part for name, part in PARTS.items() if name in self.parts)
 
     def attach(
         self,
@@ -341,8 +560,12 @@ def make_method(name: str, config: MethodConfig | None = None, **settings) -> Me
 class MethodHandle:
     """One method attached to one network: its optimizer, penalty and interventions.
 
+    ``parts`` are the method's :class:`MethodPart` objects, in the order they act.
     ``interventions`` counts the reinitializations done so far (FIRE, reset, shrink & perturb,
     ReDo passes that recycled a unit; see ``InterventionReport.reinitialized``)."""
+
+    settings: ClassVar[dict[str, Check]] = {"weight_decay": NONNEGATIVE}
+    """the settings of every method: those of the optimizer the handle builds"""
 
     def __init__(
         self,
@@ -359,7 +582,6 @@ class MethodHandle:
         start_step: int = 0,
     ):
         self.method = method
-        self.parts = method.parts
         self.config = method.config
         self.network = network
         self.targets = list(targets)
@@ -369,26 +591,30 @@ class MethodHandle:
         self.exclude = tuple(exclude)
         self.interventions = 0
         self.interventions_by_method: Counter[str] = Counter()
+        self.parts = tuple(part(self) for part in method.part_classes)
         # the step the training loop reached: where schedules missing from an old checkpoint
         # resume from
         self.step = start_step
         self.schedules = self._schedules(start_step)
-        self._spectral_vectors: dict[str, torch.Tensor] = {}
         self.initial_state = None
-        cfg = self.config
-        if (
-            "l2_init" in self.parts
-            or ("shrink_perturb" in self.parts and cfg.perturb_target == "initial")
-            or ("fire" in self.parts and self.fire_linear == "initial")
-        ):
+        if any(part.needs_initial_state() for part in self.parts):
             self.initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        builder = next((p for p in self.parts if p.kind is PartKind.OPTIMIZER), None)
         if optimizer is None:
             if lr is None:
                 raise ValueError("attach needs lr= to build the optimizer (or an optimizer=)")
-            optimizer = self._build_optimizer(lr, optimizer_kwargs)
-        elif "adamo" in self.parts and not isinstance(optimizer, AdamO):
+            if builder is None:
+                optimizer = self.build_adam(list(network.parameters()), lr, optimizer_kwargs)
+            else:
+                optimizer = builder.build_optimizer(lr, optimizer_kwargs)
+        elif builder is not None and builder.optimizer_class is None:
             raise ValueError(
-                f"method {method.name!r} needs an AdamO optimizer, got {type(optimizer).__name__}"
+                f"method {method.name!r} builds its own optimizer; attach it without optimizer="
+            )
+        elif builder is not None and not isinstance(optimizer, builder.optimizer_class):
+            raise ValueError(
+                f"method {method.name!r} needs an {builder.optimizer_class.__name__} optimizer, "
+                f"got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
 
@@ -396,71 +622,46 @@ class MethodHandle:
         return f"MethodHandle({self.method.name!r}, optimizer={type(self.optimizer).__name__})"
 
     def _schedules(self, start: int) -> dict[str, Every | At]:
-        """Each periodic part's :class:`Every` and listed steps' :class:`At`, from ``start``."""
-        schedules: dict[str, Every | At] = {
-            part: Every(getattr(self.config, setting), start=start)
-            for part, setting in PERIODS.items()
-            if part in self.parts
-        }
-        for part, setting in AT_STEPS.items():
-            if part in self.parts:
-                schedules[setting] = At(getattr(self.config, setting), start=start)
-        return schedules
+        """Every part's schedules by checkpoint key, counting from ``start``."""
+        return {key: s for part in self.parts for key, s in part.schedules(start).items()}
 
-    def _build_optimizer(self, lr: float, optimizer_kwargs: dict) -> torch.optim.Optimizer:
-        cfg = self.config
-        weight_decay = cfg.weight_decay
-        if "adamo" in self.parts:
-            groups = adamo_param_groups(
-                self.network,
-                cfg.iso_coef,
-                self.heads,
-                iso_scale=cfg.iso_scale,
-                iso_every=cfg.iso_every,
-            )
-            return AdamO(groups, lr=lr, weight_decay=weight_decay, **optimizer_kwargs)
+    def build_adam(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        optimizer_kwargs: dict,
+        wrap: Callable[[type], type] = lambda adam: adam,
+    ) -> torch.optim.Optimizer:
+        """Adam over ``params`` (AdamW with ``weight_decay``): the optimizer of a method without
+        an optimizer part, and what optimizer parts use for the parameters they leave out or
+        ``wrap`` (a function of the optimizer class: TRAC's)."""
+        weight_decay = self.config.weight_decay
         # torch defaults to the multi-tensor kernels on CUDA only; its one-kernel (fused)
         # update is faster still, on the CPU about 3x (benchmarks/sps.py)
         if "foreach" not in optimizer_kwargs and "fused" not in optimizer_kwargs:
-            fused = fused_adam_available(list(self.network.parameters()))
+            fused = fused_adam_available(params)
             optimizer_kwargs = {("fused" if fused else "foreach"): True, **optimizer_kwargs}
         if weight_decay > 0.0:
-            return torch.optim.AdamW(
-                self.network.parameters(), lr=lr, weight_decay=weight_decay, **optimizer_kwargs
+            return wrap(torch.optim.AdamW)(
+                params, lr=lr, weight_decay=weight_decay, **optimizer_kwargs
             )
-        return torch.optim.Adam(self.network.parameters(), lr=lr, **optimizer_kwargs)
+        return wrap(torch.optim.Adam)(params, lr=lr, **optimizer_kwargs)
 
     # --- 1. penalty -----------------------------------------------------------------------
 
-    def penalty(self) -> torch.Tensor:
-        """The method's loss term for this network (a 0-dim tensor; zero when it has none)."""
-        cfg = self.config
+    def penalty(self, loss: torch.Tensor | None = None) -> torch.Tensor:
+        """The method's loss term for this network (a 0-dim tensor; zero when it has none).
+
+        ``loss``: the training loss the term is added to, for penalties scaled to it (C-CHAIN's
+        adaptive coefficient; without it, that keeps its initial value)."""
         total = next(self.network.parameters()).new_zeros(())
-        if "isometry" in self.parts:
-            total = total + cfg.iso_coef * isometry_penalty(self.network, cfg.iso_scale, self.heads)
-        if "l2_init" in self.parts:
-            total = total + cfg.l2_init_coef * l2_init_penalty(self.network, self.initial_state)
-        if "l2" in self.parts:
-            total = total + cfg.l2_coef * l2_penalty(self.network)
-        if "parseval" in self.parts:
-            total = total + cfg.parseval_coef * parseval_penalty(
-                self.network, cfg.parseval_scale, self.heads
-            )
-        if "spectral" in self.parts:
-            total = total + cfg.spectral_coef * spectral_penalty(
-                self.network,
-                self._spectral_vectors,
-                exponent=cfg.spectral_exponent,
-                heads=self.heads,
-            )
+        for part in self.parts:
+            term = part.penalty(loss)
+            if term is not None:
+                total = total + term
         return total
 
     # --- 2. scheduled interventions -------------------------------------------------------
-
-    def _due(self, part: str, step: int) -> bool:
-        """Whether ``part``'s period or one of its listed steps came due (both consumed)."""
-        due = [s.due(step) for key in (part, AT_STEPS.get(part)) if (s := self.schedules.get(key))]
-        return any(due)
 
     def start(self, step: int) -> None:
         """Let the schedules begin at ``step``: periods and steps before it are not due (a
@@ -481,55 +682,30 @@ class MethodHandle:
         ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
         ``er_l2`` when they are due; or a function returning one, called only then.
         """
-        cfg = self.config
         self.step = max(self.step, step)
-        reports = []
-        if self._due("fire", step):
-            reports.append(self._fire())
-        if self._due("reset", step):
-            reports.append(self._reset())
-        if self._due("shrink_perturb", step):
-            reports.append(self._shrink_perturb())
-        if self._due("redo", step):
-            reports.append(
-                redo_(
-                    self.network,
-                    self._probe(inputs, "redo"),
-                    cfg.redo_tau,
-                    self.optimizer,
-                    self.heads,
-                    self.activation,
-                    self.fresh,
-                    exclude=self.exclude,
-                )
-            )
-        if self._due("er", step):
-            erank = effective_rank_ascent_(
-                self.network, self._probe(inputs, "er"), cfg.er_lr, self.heads, self.activation
-            )
-            reports.append(InterventionReport("er_ascent", {"features": {"mean_erank": erank}}))
+        reports = [report for part in self.parts for report in part.after_update(step, inputs)]
         self._count(reports)
         return reports
 
     def on_task_switch(self, inputs: Inputs | None = None) -> list[InterventionReport]:
         """Run the interventions configured to act at a task switch; returns their reports."""
-        cfg = self.config
-        reports = []
-        if "fire" in self.parts and cfg.fire_on_task_switch:
-            reports.append(self._fire())
-        if "reset" in self.parts and cfg.reset_on_task_switch:
-            reports.append(self._reset())
-        if "shrink_perturb" in self.parts and cfg.shrink_perturb_on_task_switch:
-            reports.append(self._shrink_perturb())
+        reports = [report for part in self.parts for report in part.on_task_switch(inputs)]
         self._count(reports)
         return reports
+
+    def rewrote_network(self, reports: Iterable[InterventionReport]) -> bool:
+        """Whether one of ``reports`` comes from a part that rewrites the whole network (what
+        SAC's temperature reset follows; ReDo's recycling of single units does not count)."""
+        rewriters = {part.name for part in self.parts if part.rewrites_network}
+        return any(report.method in rewriters for report in reports)
 
     def _count(self, reports: list[InterventionReport]) -> None:
         for report in reports:
             self.interventions += int(report.reinitialized)
             self.interventions_by_method[report.method] += int(report.reinitialized)
 
-    def _probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
+    def probe(self, inputs: Inputs | Callable[[], Inputs] | None, part: str) -> Inputs:
+        """The probe batch ``part`` needs: ``inputs``, or what calling it returns."""
         if callable(inputs):
             inputs = inputs()
         if inputs is None:
@@ -539,89 +715,26 @@ class MethodHandle:
             )
         return inputs
 
-    @property
-    def fire_linear(self) -> str:
-        return self.config.fire_linear or "fire"
-
-    def _whole_network(
-        self, intervene: Callable[[Optimizers], InterventionReport]
-    ) -> InterventionReport:
-        """Run an intervention that rewrites the network, then reset the optimizer state that
-        ``clear_optimizer`` names and re-sync the targets."""
-        mode = self.config.clear_optimizer or "network"
-        report = intervene(self.optimizer if mode == "touched" else None)
-        if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
-            clear_optimizer_state_(self.optimizer, network_parameters(self.network, self.exclude))
-        sync_targets(self.network, self.targets)
-        return report
-
-    def _fire(self) -> InterventionReport:
-        return self._whole_network(self._fire_layers)
-
-    def _fire_layers(self, optimizer: Optimizers) -> InterventionReport:
-        cfg = self.config
-        layers = select_layers(self.network, exclude=self.exclude)
-        if self.fire_linear == "fire":
-            fired, linear = [name for name, _ in layers], []
-        else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
-            linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
-            fired = [name for name, layer in layers if not isinstance(layer, nn.Linear)]
-        report = InterventionReport("fire")
-        if fired or not linear:  # a network with no layer at all gets fire_'s error
-            fire_report = fire_(
-                self.network,
-                optimizer,
-                cfg.fire_ns_steps,
-                cfg.fire_scale,
-                cfg.fire_mode,
-                include=fired,
-            )
-            report.layers.update(fire_report.layers)
-        if linear:
-            reset = full_reset_(
-                self.network,
-                optimizer,
-                self.fresh,
-                include=linear,
-                initial_state=self.initial_state if self.fire_linear == "initial" else None,
-            )
-            report.layers.update(reset.layers)
-        return report
-
-    def _reset(self) -> InterventionReport:
-        return self._whole_network(
-            lambda optimizer: full_reset_(self.network, optimizer, self.fresh, exclude=self.exclude)
-        )
-
-    def _shrink_perturb(self) -> InterventionReport:
-        cfg = self.config
-        return self._whole_network(
-            lambda optimizer: shrink_perturb_(
-                self.network,
-                cfg.shrink,
-                cfg.perturb,
-                cfg.perturb_target,
-                optimizer,
-                self.initial_state,
-                self.fresh,
-                exclude=self.exclude,
-            )
-        )
-
     # --- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: optimizer, schedule positions, method buffers."""
-        return {
+        """Everything needed to resume: optimizer, schedule positions, method buffers; only
+        tensors and plain Python values (loads with ``torch.load(weights_only=True)``)."""
+        state = {
             "method": self.method.name,
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "schedules": {part: s.state_dict() for part, s in self.schedules.items()},
+            "schedules": {key: s.state_dict() for key, s in self.schedules.items()},
             "interventions": self.interventions,
             "interventions_by_method": dict(self.interventions_by_method),
-            "spectral_vectors": dict(self._spectral_vectors),
+            # every state has the key, as before the parts had their own state: code that
+            # predates the registry reads it whatever the method
+            "spectral_vectors": {},
             "initial_state": self.initial_state,
         }
+        for part in self.parts:
+            state.update(part.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`; the method name must match.
@@ -639,10 +752,11 @@ class MethodHandle:
         self.optimizer.load_state_dict(state["optimizer"])
         saved = state.get("schedules")
         if saved is None:  # before the schedule objects: the last period index per part
+            periods = {p.name: p.every for p in PARTS.values() if hasattr(p, "every")}
             saved = {
-                part: {"period": getattr(self.config, PERIODS[part]), "last": index}
+                part: {"period": getattr(self.config, periods[part]), "last": index}
                 for part, index in state["last_period"].items()
-                if part in PERIODS
+                if part in periods
             }
         for key, schedule_state in saved.items():
             if key in self.schedules:
@@ -654,6 +768,629 @@ class MethodHandle:
             schedule.skip_to(self.step)
         self.interventions = int(state["interventions"])
         self.interventions_by_method = Counter(state.get("interventions_by_method", {}))
-        self._spectral_vectors = dict(state["spectral_vectors"])
+        for part in self.parts:
+            part.load_state_dict(state)
         if state["initial_state"] is not None:
             self.initial_state = state["initial_state"]
+
+
+# --- the built-in parts ---------------------------------------------------------------------
+
+
+@register
+class AdamOPart(MethodPart):
+    """AdamO: Adam with a decoupled isometry step on hidden weights (:class:`plasticity.AdamO`)."""
+
+    name = "adamo"
+    kind = PartKind.OPTIMIZER
+    settings = {"iso_coef": NONNEGATIVE, "iso_scale": POSITIVE, "iso_every": COUNT}
+    optimizer_class = AdamO
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        cfg, handle = self.config, self.handle
+        groups = adamo_param_groups(
+            handle.network,
+            cfg.iso_coef,
+            handle.heads,
+            iso_scale=cfg.iso_scale,
+            iso_every=cfg.iso_every,
+        )
+        return AdamO(groups, lr=lr, weight_decay=cfg.weight_decay, **optimizer_kwargs)
+
+
+@register
+class Isometry(MethodPart):
+    """The coupled isometry penalty λ·Σ‖WᵀW − sI‖² on hidden weights."""
+
+    name = "isometry"
+    kind = PartKind.PENALTY
+    settings = AdamOPart.settings
+
+    def penalty(self, loss):
+        cfg, handle = self.config, self.handle
+        return cfg.iso_coef * isometry_penalty(handle.network, cfg.iso_scale, handle.heads)
+
+
+@register
+class Fire(WholeNetworkIntervention):
+    """FIRE: each weight replaced by its nearest isometry (Newton–Schulz or polar factor)."""
+
+    name = "fire"
+    every, at, on_switch = "fire_every", "fire_at", "fire_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "fire_every": PERIOD,
+        "fire_at": STEPS,
+        "fire_on_task_switch": FLAG,
+        "fire_ns_steps": COUNT,
+        "fire_mode": CHOICE,
+        "fire_scale": CHOICE,
+        "fire_linear": CHOICE,
+    }
+
+    @property
+    def linear(self) -> str:
+        """What FIRE does to Linear layers (``fire_linear``, unset: 'fire')."""
+        return self.config.fire_linear or "fire"
+
+    def needs_initial_state(self):
+        return self.linear == "initial"
+
+    def rewrite(self, optimizer):
+        cfg, handle = self.config, self.handle
+        layers = select_layers(handle.network, exclude=handle.exclude)
+        if self.linear == "fire":
+            fired, linear = [name for name, _ in layers], []
+        else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
+            linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
+            fired = [name for name, layer in layers if not isinstance(layer, nn.Linear)]
+        report = InterventionReport("fire")
+        if fired or not linear:  # a network with no layer at all gets fire_'s error
+            fire_report = fire_(
+                handle.network,
+                optimizer,
+                cfg.fire_ns_steps,
+                cfg.fire_scale,
+                cfg.fire_mode,
+                include=fired,
+            )
+            report.layers.update(fire_report.layers)
+        if linear:
+            reset = full_reset_(
+                handle.network,
+                optimizer,
+                handle.fresh,
+                include=linear,
+                initial_state=handle.initial_state if self.linear == "initial" else None,
+            )
+            report.layers.update(reset.layers)
+        return report
+
+
+@register
+class Reset(WholeNetworkIntervention):
+    """Full reset: every layer redrawn (Nikishin et al. 2022)."""
+
+    name = "reset"
+    every, at, on_switch = "reset_every", "reset_at", "reset_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "reset_every": PERIOD,
+        "reset_at": STEPS,
+        "reset_on_task_switch": FLAG,
+    }
+
+    def rewrite(self, optimizer):
+        handle = self.handle
+        return full_reset_(handle.network, optimizer, handle.fresh, exclude=handle.exclude)
+
+
+@register
+class ShrinkPerturb(WholeNetworkIntervention):
+    """Shrink & perturb (Ash & Adams 2020): θ ← shrink·θ + perturb·θ_fresh (or θ₀)."""
+
+    name = "shrink_perturb"
+    every, at = "shrink_perturb_every", "shrink_perturb_at"
+    on_switch = "shrink_perturb_on_task_switch"
+    settings = {
+        **WholeNetworkIntervention.settings,
+        "shrink_perturb_every": PERIOD,
+        "shrink_perturb_at": STEPS,
+        "shrink_perturb_on_task_switch": FLAG,
+        "shrink": FRACTION,
+        "perturb": FRACTION,
+        "perturb_target": CHOICE,
+    }
+
+    def needs_initial_state(self):
+        return self.config.perturb_target == "initial"
+
+    def rewrite(self, optimizer):
+        cfg, handle = self.config, self.handle
+        return shrink_perturb_(
+            handle.network,
+            cfg.shrink,
+            cfg.perturb,
+            cfg.perturb_target,
+            optimizer,
+            handle.initial_state,
+            handle.fresh,
+            exclude=handle.exclude,
+        )
+
+
+@register
+class ReDo(ScheduledIntervention):
+    """ReDo (Sokar et al. 2023): dormant units recycled, their optimizer entries reset."""
+
+    name = "redo"
+    every = "redo_every"
+    replaces_units = True
+    settings = {"redo_every": PERIOD, "redo_tau": NONNEGATIVE}
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return redo_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.config.redo_tau,
+            handle.optimizer,
+            handle.heads,
+            handle.activation,
+            handle.fresh,
+            exclude=handle.exclude,
+        )
+
+
+@register
+class L2Init(MethodPart):
+    """L2-init (Kumar et al. 2023): λ‖θ − θ₀‖² toward the weights at attach time."""
+
+    name = "l2_init"
+    kind = PartKind.PENALTY
+    settings = {"l2_init_coef": NONNEGATIVE}
+
+    def needs_initial_state(self):
+        return True
+
+    def penalty(self, loss):
+        handle = self.handle
+        return self.config.l2_init_coef * l2_init_penalty(handle.network, handle.initial_state)
+
+
+@register
+class L2(MethodPart):
+    """Coupled L2: λ‖θ‖² in the loss."""
+
+    name = "l2"
+    kind = PartKind.PENALTY
+    settings = {"l2_coef": NONNEGATIVE}
+
+    def penalty(self, loss):
+        return self.config.l2_coef * l2_penalty(self.handle.network)
+
+
+@register
+class Parseval(MethodPart):
+    """Parseval regularization (Chung et al. 2024): λ‖WWᵀ − sI‖² on hidden weights."""
+
+    name = "parseval"
+    kind = PartKind.PENALTY
+    settings = {"parseval_coef": NONNEGATIVE, "parseval_scale": POSITIVE}
+
+    def penalty(self, loss):
+        cfg, handle = self.config, self.handle
+        return cfg.parseval_coef * parseval_penalty(
+            handle.network, cfg.parseval_scale, handle.heads
+        )
+
+
+@register
+class Spectral(MethodPart):
+    """Spectral regularization (Lewandowski et al. 2024): λ·Σ(σ_max^k − 1)², with σ_max from
+    power-iteration vectors kept between updates (and in checkpoints)."""
+
+    name = "spectral"
+    kind = PartKind.PENALTY
+    settings = {"spectral_coef": NONNEGATIVE, "spectral_exponent": COUNT}
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.vectors: dict[str, torch.Tensor] = {}
+
+    def penalty(self, loss):
+        cfg, handle = self.config, self.handle
+        return cfg.spectral_coef * spectral_penalty(
+            handle.network, self.vectors, exponent=cfg.spectral_exponent, heads=handle.heads
+        )
+
+    def state_dict(self):
+        return {"spectral_vectors": dict(self.vectors)}
+
+    def load_state_dict(self, state):
+        self.vectors = dict(state.get("spectral_vectors", {}))
+
+
+@register
+class EffectiveRankAscent(ScheduledIntervention):
+    """Effective-rank ascent: an SGD step raising the features' effective rank every
+    ``er_every`` steps (a regularizer step, not a reinitialization)."""
+
+    name = "er"
+    every = "er_every"
+    settings = {"er_every": PERIOD, "er_lr": NONNEGATIVE}
+
+    def intervene(self, inputs):
+        handle = self.handle
+        erank = effective_rank_ascent_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.config.er_lr,
+            handle.heads,
+            handle.activation,
+        )
+        return InterventionReport(
+            "er_ascent", {"features": {"mean_erank": erank}}, reinitialized=False
+        )
+
+
+@register
+class ContinualBackprop(MethodPart):
+    """Continual backprop (Dohare et al., Nature 2024; arXiv 2306.13812): after every update
+    the least useful mature units are replaced; see :mod:`plasticity.continual_backprop` for
+    the rule and where it differs from the authors' code. It acts at each ``after_update``
+    call, on the batch passed there: after every update in SAC (one update per env step by
+    default) as in the authors' code, after each ``train_frequency`` env steps in DQN, and after
+    each PPO iteration (the authors' PPO replaces after every minibatch step: there ρ and the
+    maturity count iterations, not minibatch steps)."""
+
+    name = "cbp"
+    kind = PartKind.PER_UPDATE
+    replaces_units = True
+    settings = {"cbp_replacement_rate": FRACTION, "cbp_maturity": AGE, "cbp_decay": DECAY}
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.units: dict[str, dict] = {}
+
+    def after_update(self, step, inputs):
+        cfg, handle = self.config, self.handle
+        report = continual_backprop_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.units,
+            cfg.cbp_replacement_rate,
+            cfg.cbp_decay,
+            cfg.cbp_maturity,
+            handle.optimizer,
+            handle.heads,
+            handle.fresh,
+            handle.exclude,
+        )
+        return [report] if report.reinitialized else []  # logged only when units changed
+
+    def state_dict(self):
+        return {"cbp_units": self.units}
+
+    def load_state_dict(self, state):
+        self.units = state.get("cbp_units", {})
+
+
+@register
+class Injection(ScheduledIntervention):
+    """Plasticity injection (Nikishin et al. 2023, arXiv 2305.15555): each Linear head ``h``
+    becomes ``h + h' − h'₀`` with ``h'`` new and trained, ``h``, ``h'₀`` frozen; the outputs
+    are unchanged when it acts (see :mod:`plasticity.injection`). The paper injects once, at a
+    step (``injection_at``); task switches (on by default) and a period are offered as
+    Plasticine's ports do. Unlike Plasticine's port, the old head is frozen and the new one is
+    trained. Heads are the handle's (the last layer by default), each one Linear layer."""
+
+    name = "injection"
+    every, at, on_switch = "injection_every", "injection_at", "injection_on_task_switch"
+    settings = {
+        "injection_every": PERIOD,
+        "injection_at": STEPS,
+        "injection_on_task_switch": FLAG,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.offsets = attach_offsets(handle.network, handle.heads, handle.targets)
+
+    @classmethod
+    def conflict(cls, others):
+        rewriters = [o.name for o in others if o.rewrites_network or o.replaces_units]
+        if rewriters:
+            return (
+                f"combines injection with {rewriters[0]}, which would rewrite the network "
+                "underneath the frozen old heads; use injection without it"
+            )
+        return None
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return inject_(handle.network, self.offsets, handle.optimizer, handle.fresh, handle.targets)
+
+    def state_dict(self):
+        return {"injection_offsets": self.offsets}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        for name, saved in state.get("injection_offsets", {}).items():
+            for key, value in saved.items():  # in place: the hooks read these tensors
+                if value is not None:
+                    self.offsets[name][key].copy_(value)
+
+
+@register
+class Dash(ScheduledIntervention):
+    """DASH, direction-aware shrinking (Shin et al. 2024, arXiv 2410.23495): each weight row
+    (conv kernel, bias vector) shrinks to ``clamp(cos(G, W), λ, 1)·W`` with ``G`` the running
+    average of the negative gradients since the last shrink (see :mod:`plasticity.dash`).
+    The authors shrink when a new chunk of data arrives, with ``G`` over all data so far:
+    here at a task switch the average restarts and the shrink follows the first update on the
+    new task (replay mixing old and new data); a period and listed steps are offered too.
+    Optimizer state and targets are left alone, as the authors leave the optimizer."""
+
+    name = "dash"
+    every, at, on_switch = "dash_every", "dash_at", "dash_on_task_switch"
+    settings = {
+        "dash_every": PERIOD,
+        "dash_at": STEPS,
+        "dash_on_task_switch": FLAG,
+        "dash_alpha": FRACTION,
+        "dash_lambda": FRACTION,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.descent: dict[str, torch.Tensor] = {}
+        self.after_switch = False  # a shrink is due after the next update
+
+    def after_update(self, step, inputs):
+        handle = self.handle
+        accumulate_descent_(self.descent, handle.network, self.config.dash_alpha, handle.exclude)
+        scheduled = super().after_update(step, inputs)
+        if self.after_switch and not scheduled:
+            scheduled = [self.intervene(inputs)]
+        self.after_switch = False
+        return scheduled
+
+    def on_task_switch(self, inputs):
+        if self.config.dash_on_task_switch:
+            self.descent.clear()  # G over the new task's updates only
+            self.after_switch = True
+        return []
+
+    def intervene(self, inputs):
+        handle = self.handle
+        return dash_(handle.network, self.descent, self.config.dash_lambda, handle.exclude)
+
+    def state_dict(self):
+        return {"dash_descent": self.descent, "dash_after_switch": self.after_switch}
+
+    def load_state_dict(self, state):
+        self.descent = dict(state.get("dash_descent", {}))
+        self.after_switch = bool(state.get("dash_after_switch", False))
+
+
+@register
+class MuonPart(MethodPart):
+    """Muon (Jordan et al. 2024; ``torch.optim.Muon``, torch >= 2.9) on the hidden Linear
+    weights: momentum, then the update orthogonalized by five Newton–Schulz steps, scaled by
+    √max(1, fan_out/fan_in); Adam (AdamW with ``weight_decay``) trains the rest, the heads,
+    biases and conv kernels, as usual (torch's Muon takes matrices only; the FIRE paper's
+    vision baseline flattens conv kernels instead). Muon's rate is ``muon_lr_scale`` times the
+    network's, its decoupled weight decay ``weight_decay``."""
+
+    name = "muon"
+    kind = PartKind.OPTIMIZER
+    settings = {"muon_lr_scale": POSITIVE, "muon_momentum": DECAY}
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        if not hasattr(torch.optim, "Muon"):
+            raise ValueError(
+                f"method 'muon' needs torch.optim.Muon (torch >= 2.9), this is torch "
+                f"{torch.__version__}; upgrade torch or pick another method"
+            )
+        cfg, handle = self.config, self.handle
+        hidden = hidden_layers(handle.network, handle.heads)
+        matrices = [layer.weight for _, layer in hidden if isinstance(layer, nn.Linear)]
+        if not matrices:
+            raise ValueError(
+                f"method 'muon' found no hidden Linear layer in {type(handle.network).__name__} "
+                "for Muon to train; pick another method for this network"
+            )
+        taken = {id(p) for p in matrices}
+        rest = [p for p in handle.network.parameters() if id(p) not in taken]
+        optimizers = {
+            "muon": torch.optim.Muon(
+                matrices,
+                lr=cfg.muon_lr_scale * lr,
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.muon_momentum,
+            )
+        }
+        if rest:
+            optimizers["adam"] = handle.build_adam(rest, lr, optimizer_kwargs)
+        return CombinedOptimizer(optimizers)
+
+
+@register
+class TracPart(MethodPart):
+    """TRAC (Muppidi et al. 2024, arXiv 2405.16642): Adam (AdamW with ``weight_decay``) whose
+    displacement from the starting weights is rescaled by TRAC's parameter-free factor, from
+    the authors' ``trac-optimizer`` package at its defaults (see
+    :func:`plasticity.optim.trac_optimizer_class`). The starting weights stay TRAC's reference
+    for the whole run, across task switches and interventions, as in the paper."""
+
+    name = "trac"
+    kind = PartKind.OPTIMIZER
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        params = list(self.handle.network.parameters())
+        return self.handle.build_adam(params, lr, optimizer_kwargs, wrap=trac_optimizer_class)
+
+
+@register
+class NormalizeAndProject(MethodPart):
+    """NaP, normalize-and-project (Lyle et al. 2024, arXiv 2407.01800): after every update each
+    Linear and Conv weight is projected back to its norm at attach time, each normalization
+    layer's gain and offset jointly to theirs (see :mod:`plasticity.nap`). The network must
+    normalize before its nonlinearities (our agents: ``--layer-norm``). It acts at each
+    ``after_update`` call: after every update in SAC at its default replay ratio, after the
+    ``train_frequency`` steps' updates in DQN, after each iteration in PPO. The paper's
+    explicit learning-rate schedule is not part of it: an agent's schedule applies as is."""
+
+    name = "nap"
+    kind = PartKind.PER_UPDATE
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        if not normalization_layers(handle.network):
+            raise ValueError(
+                f"method 'nap' projects the weights of a network that normalizes before its "
+                f"nonlinearities, and {type(handle.network).__name__} has no normalization "
+                "layer: add them (our agents: --layer-norm)"
+            )
+        self.groups = projected_groups(handle.network, handle.exclude)
+        self.norms = {name: float(joint_norm(params)) for name, params in self.groups.items()}
+
+    def after_update(self, step, inputs):
+        project_(self.groups, self.norms)
+        return []
+
+    def state_dict(self):
+        return {"nap_norms": self.norms}
+
+    def load_state_dict(self, state):
+        self.norms.update(state.get("nap_norms", {}))
+
+
+@register
+class SelfNormalizedResets(MethodPart):
+    """Self-normalized resets (Farias & Jozefiak 2024, arXiv 2410.20098): a hidden unit is
+    reset when it has not fired for as long as its own threshold, re-estimated from its
+    inter-firing times every ``snr_tau_every`` task switches (see :mod:`plasticity.snr`).
+    Ages count the samples of the batches passed to ``after_update``: every update's in SAC at
+    its default replay ratio; in DQN and PPO one batch per call (the authors age units at
+    every step). Without task switches the thresholds stay at ``snr_tau_init``."""
+
+    name = "snr"
+    kind = PartKind.PER_UPDATE
+    replaces_units = True
+    settings = {
+        "snr_percentile": FRACTION,
+        "snr_expansion": AT_LEAST_ONE,
+        "snr_tau_every": COUNT,
+        "snr_tau_init": COUNT,
+        "snr_tau_max": COUNT,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.units: dict[str, dict] = {}
+        self.switches = 0
+
+    def after_update(self, step, inputs):
+        cfg, handle = self.config, self.handle
+        report = self_normalized_reset_(
+            handle.network,
+            handle.probe(inputs, self.name),
+            self.units,
+            cfg.snr_tau_init,
+            cfg.snr_tau_max,
+            handle.optimizer,
+            handle.heads,
+            handle.fresh,
+            handle.exclude,
+        )
+        return [report] if report.reinitialized else []  # logged only when units changed
+
+    def on_task_switch(self, inputs):
+        self.switches += 1
+        if self.switches % self.config.snr_tau_every == 0:
+            cfg = self.config
+            update_thresholds_(self.units, cfg.snr_percentile, cfg.snr_expansion, cfg.snr_tau_max)
+        return []
+
+    def state_dict(self):
+        return {"snr_units": self.units, "snr_switches": self.switches}
+
+    def load_state_dict(self, state):
+        self.units = state.get("snr_units", {})
+        self.switches = int(state.get("snr_switches", 0))
+
+
+@register
+class ChurnReduction(MethodPart):
+    """C-CHAIN (Tang et al., ICML 2025, arXiv 2506.00592): the loss gets ``λ·R``, ``R`` the
+    mean squared change of the network's outputs since the previous update on a reference
+    batch, ``λ`` adapted to the main loss (see :mod:`plasticity.churn`). The network one
+    update earlier is the parameters at the previous ``penalty`` call; the reference batch is
+    the one passed to the last ``after_update`` (the previous training batch: in SAC and DQN
+    a replay sample apart from the current one, in PPO the last minibatch of the previous
+    iteration, where the authors shuffle a new one per update). Without the main loss passed
+    to ``penalty``, λ stays ``c_chain_coef``."""
+
+    name = "c_chain"
+    kind = PartKind.PENALTY
+    settings = {
+        "c_chain_coef": NONNEGATIVE,
+        "c_chain_target": NONNEGATIVE,
+        "c_chain_window": COUNT,
+        "c_chain_start": AGE,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        cfg = self.config
+        device = next(handle.network.parameters()).device
+        self.coefficient = AdaptiveCoefficient(
+            cfg.c_chain_coef, cfg.c_chain_target, cfg.c_chain_window, cfg.c_chain_start, device
+        )
+        self.previous: dict[str, torch.Tensor] | None = None
+        self.reference: list[torch.Tensor] | None = None
+
+    def penalty(self, loss):
+        network = self.handle.network
+        term = None
+        if self.previous is not None and self.reference is not None:
+            regularizer = churn(network, self.previous, self.reference)
+            coefficient = (
+                self.config.c_chain_coef
+                if loss is None
+                else self.coefficient.update(loss, regularizer)
+            )
+            term = coefficient * regularizer
+        with torch.no_grad():  # these parameters are the next update's "one update earlier"
+            if self.previous is None:
+                self.previous = {k: p.detach().clone() for k, p in network.named_parameters()}
+            else:
+                for key, param in network.named_parameters():
+                    self.previous[key].copy_(param)
+        return term
+
+    @torch.no_grad()
+    def after_update(self, step, inputs):
+        if inputs is None or callable(inputs):
+            return []
+        batch = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        # a copy in place: the training loop may reuse its batch tensors
+        if self.reference is None or [t.shape for t in batch] != [t.shape for t in self.reference]:
+            self.reference = [t.detach().clone() for t in batch]
+        else:
+            for kept, new in zip(self.reference, batch, strict=True):
+                kept.copy_(new)
+        return []
+
+    def state_dict(self):
+        return {"c_chain_coefficient": self.coefficient.state_dict()}
+
+    def load_state_dict(self, state):
+        if "c_chain_coefficient" in state:
+            self.coefficient.load_state_dict(state["c_chain_coefficient"])
+
+
+METHODS: tuple[str, ...] = method_names()
+"""The built-in method names (see :func:`method_names` for those registered later too)."""

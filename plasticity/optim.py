@@ -8,8 +8,10 @@ is not divided by ``√v̂``.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -329,3 +331,104 @@ def adamo_param_groups(
         {"params": rest, "iso_coef": 0.0, **group_settings},
     ]
     return [g for g in groups if g["params"]]
+
+
+class JoinedState(Mapping):
+    """The state of several optimizers, read as one mapping from parameter to state. A lookup
+    never adds an entry (an optimizer's ``state`` is a defaultdict that would)."""
+
+    def __init__(self, states: list[dict]):
+        self.states = states
+
+    def __getitem__(self, param: torch.Tensor) -> dict:
+        for state in self.states:
+            if param in state:
+                return state[param]
+        raise KeyError(param)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (param for state in self.states for param in state)
+
+    def __len__(self) -> int:
+        return sum(len(state) for state in self.states)
+
+
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Optimizers over disjoint parameters, used as one: Muon for hidden matrices and Adam for
+    the rest, say.
+
+    ``param_groups`` lists the groups of every optimizer (the same dicts, so a learning-rate
+    schedule reaches them) and ``state`` looks a parameter up in each optimizer's state (the
+    same dicts, so resetting state in place, as the interventions do, reaches them).
+    ``state_dict`` keeps each optimizer's state dict under its name.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]):
+        params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("the combined optimizers share a parameter; give each its own")
+        super().__init__(params, {})
+        self.optimizers = optimizers
+        self.param_groups = [g for opt in optimizers.values() for g in opt.param_groups]
+        self.state = JoinedState([opt.state for opt in optimizers.values()])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("CombinedOptimizer.step takes no closure; compute the loss first")
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])
+
+
+@functools.cache
+def trac_optimizer_class(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """TRAC (Muppidi, Zhang, Wang; NeurIPS 2024, arXiv 2405.16642) around ``base``, from the
+    authors' ``trac-optimizer`` package (MIT).
+
+    TRAC scales the base optimizer's accumulated displacement from the starting point θ_ref by
+    a learned, parameter-free factor: θ = θ_ref + S·Δ, with S a sum of erfi terms over six
+    decay rates (the package's defaults) that stays near 0 (s_prev = 1e-8) until the gradients
+    keep agreeing with the displacement. Two changes to the package's behaviour: its per-step
+    log line goes to ``os.devnull``, and its state, which keys θ_ref by parameter tensors, is
+    saved by parameter index so that a checkpoint loads (with ``weights_only=True`` too).
+    """
+    try:
+        from trac_optimizer import start_trac
+    except ImportError as err:
+        raise ValueError(
+            "method 'trac' needs the trac-optimizer package: pip install trac-optimizer "
+            "(or pip install 'plasticity-rl[methods]')"
+        ) from err
+
+    class Trac(start_trac(os.devnull, base)):
+        def _params(self) -> list[torch.Tensor]:
+            return [p for group in self.param_groups for p in group["params"]]
+
+        def state_dict(self) -> dict:
+            state = super().state_dict()
+            trac = state["state"].get("_trac")
+            if trac is not None:
+                index = {id(p): i for i, p in enumerate(self._params())}
+                state["state"]["_trac"] = {
+                    (index[id(k)] if isinstance(k, torch.Tensor) else k): v for k, v in trac.items()
+                }
+            return state
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            super().load_state_dict(state_dict)
+            trac = self.state.get("_trac")
+            if trac is not None:
+                params = self._params()
+                self.state["_trac"] = {
+                    (params[k] if isinstance(k, int) else k): v for k, v in trac.items()
+                }
+
+    Trac.__name__ = Trac.__qualname__ = f"Trac{base.__name__}"
+    return Trac

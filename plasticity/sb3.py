@@ -11,9 +11,12 @@ training starts, before any step) marks in every AdamO which parameters take the
 step: hidden weights yes, heads and biases no. The optimizer keeps SB3's one parameter group,
 so saved models load with ``SAC.load`` and the like.
 
-What a callback cannot do: coupled penalties (``isometry``, ``l2_init``, ``l2``, ``parseval``,
-``spectral``, ``er_l2``) must enter the loss, which SB3 computes inside ``train()``. Use AdamO,
-the decoupled form of the isometry penalty, instead.
+What a callback cannot do: penalties (the parts of kind ``PartKind.PENALTY``: ``isometry``,
+``l2_init``, ``l2``, ``parseval``, ``spectral``, ``er_l2``) must enter the loss, which SB3
+computes inside ``train()``; use AdamO, the decoupled form of the isometry penalty, instead.
+Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``). ``nap`` needs a
+policy that normalizes before its nonlinearities. A plasticity injection lives in forward hooks
+and the callback's handles: ``model.save`` does not keep it.
 
 On a CPU, pin torch's threads before building the model (``torch.set_num_threads(1)``, as
 ``train.py``'s ``--threads`` does by default): SB3's small networks on a few shared cores run
@@ -44,16 +47,13 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "plasticity.sb3 needs stable-baselines3: pip install 'stable-baselines3>=2.3'"
     ) from err
 
-from plasticity._layers import named_layers
+from plasticity._layers import named_layers, reinitialized_copy
 from plasticity.interventions import InterventionReport
-from plasticity.methods import MethodHandle, make_method
+from plasticity.methods import MethodHandle, MethodPart, PartKind, is_announced, make_method
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, isometry_parameters
 from plasticity.schedule import Every
 from plasticity.tasks import task_period
-
-PENALTIES = ("isometry", "l2_init", "l2", "parseval", "spectral")
-"""Method parts that are loss terms (``er_l2`` stands for ``er`` + ``l2``)."""
 
 
 def adamo_policy_kwargs(iso_coef: float = 1e-3, **optimizer_kwargs) -> dict:
@@ -155,7 +155,9 @@ def sb3_networks(model: BaseAlgorithm) -> dict[str, Network]:
             for name, _ in named_layers(policy.actor)
             if name.split(".")[0] in ("mu", "log_std")
         )
-        actor = Network("actor", policy.actor, policy.actor, (), heads, "obs")
+        # the action distribution caches the last forward's tensors, which a copy refuses
+        fresh = partial(reinitialized_copy, policy.actor, leave_out=[policy.actor.action_dist])
+        actor = Network("actor", policy.actor, policy.actor, (), heads, "obs", fresh=fresh)
         return {"actor": actor, "critic": _twin_critic(policy)}
     if isinstance(model, TD3):
         actor = Network(
@@ -214,13 +216,31 @@ def use_adamo_groups(model: BaseAlgorithm) -> int:
     return marked
 
 
+def _optimizer_refusal(part: type[MethodPart]) -> str:
+    """Why the models' optimizers cannot carry the optimizer part ``part``, and what to do."""
+    wanted = part.optimizer_class
+    if wanted is None:
+        return (
+            f"method {part.name!r} builds its own optimizer, which a callback cannot give an "
+            "SB3 model; use it with this project's agents (train.py)"
+        )
+    helper = (
+        "adamo_policy_kwargs()" if wanted is AdamO else f"{{'optimizer_class': {wanted.__name__}}}"
+    )
+    return (
+        f"method {part.name!r} needs {wanted.__name__} optimizers: build the model with "
+        f"policy_kwargs={helper}"
+    )
+
+
 # --- the callback ---------------------------------------------------------------------------
 
 
 class PlasticityCallback(BaseCallback):
     """Apply a plasticity method's interventions to an SB3 model, correctly.
 
-    ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo`` or a ``+``
+    ``method``: ``fire``, ``reset``, ``shrink_perturb``, ``redo``, ``adamo``, ``cbp``,
+    ``injection``, ``dash``, ``snr`` (any registered part that is no penalty) or a ``+``
     combination (``fire+adamo``); ``settings`` are :class:`MethodConfig` fields, the same names
     as for our agents (``fire_every``, ``fire_on_task_switch``, ``reset_every``, ``redo_tau``,
     …, with the same defaults: FIRE every 100k steps and at each task switch). The callback
@@ -254,7 +274,8 @@ class PlasticityCallback(BaseCallback):
     ):
         super().__init__(verbose)
         self.method = make_method(method, **settings)
-        penalties = [p for p in self.method.parts if p in PENALTIES]
+        parts = self.method.part_classes
+        penalties = [part.name for part in parts if part.kind is PartKind.PENALTY]
         if penalties:
             raise ValueError(
                 f"{', '.join(penalties)} must enter the loss, which a callback cannot reach; "
@@ -288,11 +309,11 @@ class PlasticityCallback(BaseCallback):
                 f"choose from {', '.join(available)}"
             )
         optimizers = [owner.optimizer for owner, _, _ in _adamo_optimizers(self.model)]
-        if "adamo" in self.method.parts and not any(isinstance(o, AdamO) for o in optimizers):
-            raise ValueError(
-                "method 'adamo' needs AdamO optimizers: build the model with "
-                "policy_kwargs=adamo_policy_kwargs()"
-            )
+        for part in self.method.part_classes:
+            if part.kind is PartKind.OPTIMIZER and not any(
+                isinstance(o, part.optimizer_class or ()) for o in optimizers
+            ):
+                raise ValueError(_optimizer_refusal(part))
         # the policy's hidden activation (ReLU for SAC/TD3/DQN, Tanh for PPO/A2C by default)
         self.activation = getattr(self.model.policy, "activation_fn", nn.ReLU)()
         self._networks = {name: available[name] for name in names}
@@ -357,7 +378,7 @@ class PlasticityCallback(BaseCallback):
         for report in reports:
             for key, value in report.scalars(f"plasticity/{name}/").items():
                 self.logger.record(key, value, exclude=("stdout",))
-            if self.verbose and report.reinitialized:
+            if self.verbose and is_announced(report):
                 step = self.model.num_timesteps
                 print(f"step {step:,}: {report.method} on {name} ({report.summary()})")
         if reports:

@@ -22,6 +22,19 @@ def mlp(sizes=(8, 32, 32, 4)) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def normalized_mlp() -> nn.Sequential:
+    """:func:`mlp` with a LayerNorm before each ReLU (what nap needs); the head is '6'."""
+    return nn.Sequential(
+        nn.Linear(8, 32),
+        nn.LayerNorm(32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.LayerNorm(32),
+        nn.ReLU(),
+        nn.Linear(32, 4),
+    )
+
+
 def random_orthogonal(n: int) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
     return q

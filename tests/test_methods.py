@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import mlp, state_is_zero
+from conftest import mlp, normalized_mlp, state_is_zero
 from test_interventions import ConvNet
 
 from plasticity import METHODS, AdamO, MethodConfig, fire_, l2_penalty, make_method
@@ -26,7 +26,7 @@ def run(handle, net, steps, start=1, stride=1, target=None):
 
 @pytest.mark.parametrize("name", [*METHODS, "fire+adamo", "redo+parseval+adamo"])
 def test_every_method_attaches_and_trains(name):
-    net = mlp()
+    net = normalized_mlp() if name == "nap" else mlp()  # nap projects a normalized network
     target = copy.deepcopy(net)
     handle = make_method(
         name, fire_every=10, reset_every=10, shrink_perturb_every=10, redo_every=10, er_every=10
