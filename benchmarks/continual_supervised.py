@@ -537,6 +537,24 @@ def parse_setting(key: str, value: str):
     return type(default)(value)
 
 
+GROWING = ("seeds", "methods", "layer_norm")
+"""Setup fields a resume may extend: more seeds, more methods (and the new ones' networks)."""
+
+
+def extends(saved: dict, setup: dict) -> bool:
+    """Whether ``setup`` only extends the one of the ``saved`` results: the same setting, and
+    the methods already run keep the network they had (no LayerNorm added to them)."""
+
+    def fixed(values: dict) -> dict:
+        return {key: value for key, value in values.items() if key not in GROWING}
+
+    had_norm = set(saved["setup"].get("layer_norm", []))
+    changed_network = {run["method"] for run in saved["runs"]} & (
+        set(setup["layer_norm"]) ^ had_norm
+    )
+    return fixed(saved["setup"]) == fixed(setup) and not changed_network
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (few tasks)")
@@ -615,7 +633,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume and json_path.exists():
         saved = json.loads(json_path.read_text())
         ours = json.loads(json.dumps(rounded(asdict(setup))))  # the file holds it rounded
-        if {**saved["setup"], "seeds": 0} != {**ours, "seeds": 0}:  # more seeds may follow
+        if not extends(saved, ours):
             parser.error(f"--resume: {json_path} was written with another setup")
         runs = [
             r for r in saved["runs"] if r["seed"] in range(setup.seed, setup.seed + setup.seeds)

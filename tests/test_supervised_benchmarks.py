@@ -117,3 +117,16 @@ def test_warm_start_digits_smoke(tmp_path):
     reset = [r for r in data["runs"] if r["variant"] == "reset"]
     assert all(r["at_switch"] < 0.5 for r in reset)  # a reset network starts near chance
     assert (tmp_path / "warm_start_digits.png").stat().st_size > 0
+
+
+def test_continual_supervised_resume_extends_methods_but_keeps_the_setting():
+    from benchmarks.continual_supervised import extends
+
+    saved = {
+        "setup": {"tasks": 40, "seeds": 5, "methods": ["none", "fire"]},
+        "runs": [{"method": "none"}, {"method": "fire"}],
+    }
+    more = {"tasks": 40, "seeds": 5, "methods": ["none", "fire", "nap"], "layer_norm": ["nap"]}
+    assert extends(saved, more)  # a new method, with its own network
+    assert not extends(saved, {**more, "tasks": 30})  # another setting
+    assert not extends(saved, {**more, "layer_norm": ["fire", "nap"]})  # a run's network changed
