@@ -50,6 +50,7 @@ from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor
+from plasticity.metrics import gradient_norm
 from plasticity.schedule import Every
 
 
@@ -289,15 +290,16 @@ def main(args: Args) -> dict:
 
     def update(obs, act, rew, next_obs, term):
         """One update: the TD loss of the taken actions against the target network's greedy
-        value, plus the method's penalty. Returns the loss and the mean Q, detached."""
+        value, plus the method's penalty. Returns the loss, the mean Q, whether the loss was
+        NaN/Inf and the gradient norm: every value the loop reads (see agents/sac.py)."""
         q_taken = q_network(obs).gather(1, act[:, None]).squeeze(1)
         td_loss = loss_fn(q_taken, td_target(rew, next_obs, term))
         loss = td_loss + q_plasticity.penalty(td_loss)
         q_plasticity.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         q_plasticity.optimizer.step()
-        nonfinite.logical_or_(~torch.isfinite(loss))
-        return loss.detach(), q_taken.detach().mean()
+        grad_norm = gradient_norm(q_network.parameters())
+        return loss.detach(), q_taken.detach().mean(), ~torch.isfinite(loss), grad_norm
 
     @torch.no_grad()
     def act(obs):
@@ -322,7 +324,7 @@ def main(args: Args) -> dict:
     target_due = Every(args.target_network_frequency, start=global_step)
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
-    loss = q_mean = None
+    loss = q_mean = grad_norm = None
     while life.running(global_step):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(
@@ -359,7 +361,8 @@ def main(args: Args) -> dict:
             for _ in range(updates):
                 batch = rb.sample(args.batch_size)
                 data_obs = batch[0]
-                loss, q_mean = update(*batch)
+                loss, q_mean, diverged, grad_norm = update(*batch)
+                torch.logical_or(nonfinite, diverged, out=nonfinite)
             measuring = life.metrics_due(global_step, nonfinite)
             if measuring:  # before this step's interventions
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
@@ -368,7 +371,7 @@ def main(args: Args) -> dict:
                     scalars["losses/q_values"] = q_mean.item()
                 else:
                     batch = rb.sample(args.batch_size)
-                scalars.update(prefixed("q", q_monitor.measure(batch[0])))
+                scalars.update(prefixed("q", q_monitor.measure(batch[0], grad_norm)))
                 scalars.update(q_curvature(*batch))
 
             if updates and life.intervening(global_step):
@@ -383,7 +386,8 @@ def main(args: Args) -> dict:
 
             if measuring:
                 if life.intervened_at == global_step:
-                    scalars.update(after_intervention(prefixed("q", q_monitor.measure(batch[0]))))
+                    after = q_monitor.measure(batch[0], grad_norm)
+                    scalars.update(after_intervention(prefixed("q", after)))
                 life.log_metrics(global_step, scalars)
 
         life.after_step(global_step, nonfinite)

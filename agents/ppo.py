@@ -49,6 +49,7 @@ from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
 from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
 from agents.run import Run
 from plasticity import PlasticityMonitor
+from plasticity.metrics import gradient_norm
 
 
 @dataclass
@@ -413,10 +414,11 @@ def main(args: Args) -> dict:
         life.log_interventions(global_step, name, reports)
 
     def network_metrics(obs) -> dict[str, float]:
-        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor)."""
+        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor),
+        with the gradient norms the last update returned."""
         return {
-            **prefixed("actor", actor_monitor.measure(obs)),
-            **prefixed("critic", critic_monitor.measure(obs)),
+            **prefixed("actor", actor_monitor.measure(obs, actor_grad_norm)),
+            **prefixed("critic", critic_monitor.measure(obs, critic_grad_norm)),
         }
 
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
@@ -457,7 +459,9 @@ def main(args: Args) -> dict:
     def update(obs, actions, old_logprobs, advantages, returns, old_values):
         """One minibatch update of actor and critic: their losses (with the methods'
         penalties) backpropagated once, the joint gradient norm clipped, both optimizers
-        stepped. Returns the losses and diagnostics, detached."""
+        stepped. Returns the losses and diagnostics, detached, whether the loss was NaN/Inf and
+        each network's (clipped) gradient norm: every value the loop reads (see
+        agents/sac.py)."""
         pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = ppo_losses(
             obs, actions, old_logprobs, advantages, returns, old_values
         )
@@ -471,9 +475,12 @@ def main(args: Args) -> dict:
         nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
         for handle in handles.values():
             handle.optimizer.step()
-        nonfinite.logical_or_(~torch.isfinite(actor_loss + critic_loss))
-        return tuple(
-            x.detach() for x in (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
+        losses = (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
+        return (
+            *(x.detach() for x in losses),
+            ~torch.isfinite(actor_loss + critic_loss),
+            gradient_norm(actor.parameters()),
+            gradient_norm(critic.parameters()),
         )
 
     def critic_curvature(obs, returns) -> dict[str, float]:
@@ -556,7 +563,7 @@ def main(args: Args) -> dict:
         for _epoch in range(args.update_epochs):
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
                 mb_obs = b_obs[mb_inds]
-                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = update(
+                *losses, diverged, actor_grad_norm, critic_grad_norm = update(
                     mb_obs,
                     b_actions[mb_inds],
                     b_logprobs[mb_inds],
@@ -564,6 +571,8 @@ def main(args: Args) -> dict:
                     b_returns[mb_inds],
                     b_values[mb_inds],
                 )
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = losses
+                torch.logical_or(nonfinite, diverged, out=nonfinite)
                 clipfracs.append(clipfrac)
 
             if args.target_kl is not None and approx_kl > args.target_kl:

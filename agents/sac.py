@@ -43,6 +43,7 @@ from agents.networks import NONLINEARITIES, hidden_block, normalization, widenin
 from agents.replay import ReplayBuffer
 from agents.run import Run
 from plasticity import PlasticityMonitor, clear_optimizer_state_
+from plasticity.metrics import gradient_norm
 from plasticity.optim import fused_adam_available
 
 
@@ -286,7 +287,9 @@ def main(args: Args) -> dict:
 
     def update_critic(obs, act, rew, next_obs, term):
         """One critic update: both TD losses (summed) against the entropy-regularized target,
-        plus the method's penalty. Returns the loss and mean Q1, detached."""
+        plus the method's penalty. Returns the loss, mean Q1, whether the loss was NaN/Inf and
+        the critic's gradient norm: every value the loop reads, so that it never reads a tensor
+        a CUDA graph owns (``.grad``) or mutates one inside the graph (the divergence flag)."""
         next_q = td_target(rew, next_obs, term)
         qf_values = critic(obs, act)
         qf_loss = F.mse_loss(qf_values[0], next_q) + F.mse_loss(qf_values[1], next_q)
@@ -294,12 +297,13 @@ def main(args: Args) -> dict:
         critic_plasticity.optimizer.zero_grad(set_to_none=True)
         qf_loss.backward()
         critic_plasticity.optimizer.step()
-        nonfinite.logical_or_(~torch.isfinite(qf_loss))
-        return qf_loss.detach(), qf_values[0].detach().mean()
+        grad_norm = gradient_norm(critic.parameters())
+        return qf_loss.detach(), qf_values[0].detach().mean(), ~torch.isfinite(qf_loss), grad_norm
 
     def update_actor(obs):
         """One actor update on E[α log π(a|s) − min Q(s, a)], a ~ π, plus the method's
-        penalty, then (autotuned) one temperature update. Returns the actor loss."""
+        penalty, then (autotuned) one temperature update. Returns the actor loss, whether it
+        was NaN/Inf and the actor's gradient norm."""
         alpha = log_alpha.detach().exp()
         pi, log_pi, _ = actor.get_action(obs)
         min_q = critic(obs, pi).min(0).values
@@ -308,13 +312,13 @@ def main(args: Args) -> dict:
         actor_plasticity.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_plasticity.optimizer.step()
-        nonfinite.logical_or_(~torch.isfinite(actor_loss))
+        grad_norm = gradient_norm(actor.parameters())
         if args.autotune:
             alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
             a_optimizer.zero_grad(set_to_none=True)
             alpha_loss.backward()
             a_optimizer.step()
-        return actor_loss.detach()
+        return actor_loss.detach(), ~torch.isfinite(actor_loss), grad_norm
 
     def critic_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
         """The critic's K-FAC ε-ranks under its TD loss on this batch (targets held fixed)."""
@@ -325,10 +329,11 @@ def main(args: Args) -> dict:
         )
 
     def network_metrics(obs, act) -> dict[str, float]:
-        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor)."""
+        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor),
+        with the gradient norms the last updates returned."""
         return {
-            **prefixed("actor", actor_monitor.measure(obs)),
-            **prefixed("critic", critic_monitor.measure((obs, act))),
+            **prefixed("actor", actor_monitor.measure(obs, actor_grad_norm)),
+            **prefixed("critic", critic_monitor.measure((obs, act), critic_grad_norm)),
         }
 
     def update_target():
@@ -361,7 +366,7 @@ def main(args: Args) -> dict:
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
-    actor_loss = torch.zeros((), device=device)
+    actor_loss = actor_grad_norm = critic_grad_norm = torch.zeros((), device=device)
     while life.running(global_step):
         # ALGO LOGIC: put action logic here
         if global_step < args.learning_starts:
@@ -395,12 +400,14 @@ def main(args: Args) -> dict:
             for update in range(first_update + 1, global_step * args.updates_per_step + 1):
                 batch = rb.sample(args.batch_size)
                 data_obs, data_act = batch[0], batch[1]
-                qf_loss, qf1_mean = update_critic(*batch)
+                qf_loss, qf1_mean, diverged, critic_grad_norm = update_critic(*batch)
+                torch.logical_or(nonfinite, diverged, out=nonfinite)
                 if update % args.policy_frequency == 0:  # TD3 delayed update support
                     # the actor loss needs dQ/da only: skip the critic's weight gradients
                     critic.requires_grad_(False)
                     for _ in range(args.policy_frequency):
-                        actor_loss = update_actor(data_obs)
+                        actor_loss, diverged, actor_grad_norm = update_actor(data_obs)
+                        torch.logical_or(nonfinite, diverged, out=nonfinite)
                     critic.requires_grad_(True)
                 if update % args.target_network_frequency == 0:
                     update_target()

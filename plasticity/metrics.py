@@ -138,10 +138,17 @@ def isometry_deviations(module: nn.Module, scale: str = "muon") -> dict[str, flo
 
 def grad_norm(module: nn.Module) -> float:
     """Global L2 norm of the gradients currently in ``module``'s ``.grad`` (0 when none)."""
-    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+    return float(gradient_norm(module.parameters()))
+
+
+def gradient_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the parameters' ``.grad`` as a 0-dim tensor (0 when none), with no
+    host sync: an update function computes it and returns it, so that nothing reads ``.grad``
+    after a CUDA graph that owns it was replayed again."""
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def layer_jacobian_singular_values(
@@ -576,8 +583,15 @@ class PlasticityMonitor:
                 )
 
     @torch.no_grad()
-    def measure(self, inputs: Inputs) -> dict[str, float]:
-        """Metrics of ``self.module`` on the probe batch ``inputs`` (tensor or argument tuple)."""
+    def measure(
+        self, inputs: Inputs, update_grad_norm: torch.Tensor | float | None = None
+    ) -> dict[str, float]:
+        """Metrics of ``self.module`` on the probe batch ``inputs`` (tensor or argument tuple).
+
+        ``update_grad_norm``: the gradient norm the last update returned (see
+        :func:`gradient_norm`), reported as ``grad_norm``; None reads the module's current
+        ``.grad``, which a compiled update replayed as a CUDA graph may since have overwritten.
+        """
         self._check_probe(inputs)
         outputs: dict[str, torch.Tensor] = {}
 
@@ -643,5 +657,7 @@ class PlasticityMonitor:
                 torch.tensor([v for k, v in metrics.items() if k.endswith("/weight_norm")])
             )
         )
-        metrics["grad_norm"] = grad_norm(self.module)
+        metrics["grad_norm"] = (
+            grad_norm(self.module) if update_grad_norm is None else float(update_grad_norm)
+        )
         return metrics

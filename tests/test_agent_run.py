@@ -624,3 +624,29 @@ def test_the_start_line_names_each_networks_method_when_they_differ(tmp_path, ca
     sac.main(args)
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("sac on Pendulum-v1, methods actor none, critic fire, 150 steps")
+
+
+@pytest.mark.parametrize("agent", ["sac", "dqn", "ppo"])
+def test_metrics_take_the_gradient_norm_the_update_returned(tmp_path, monkeypatch, agent):
+    """No metric reads ``.grad`` after the update: under CUDA graphs it is graph memory that
+    the next replay (the actor's update, acting) overwrites, so the update returns the norm."""
+    import test_agent_ppo
+
+    from plasticity import PlasticityMonitor
+
+    passed = []
+    measure = PlasticityMonitor.measure
+
+    def recording(self, inputs, update_grad_norm=None):
+        passed.append(update_grad_norm)
+        return measure(self, inputs, update_grad_norm)
+
+    monkeypatch.setattr(PlasticityMonitor, "measure", recording)
+    modules = {
+        "sac": (sac, test_agent_sac),
+        "dqn": (dqn, test_agent_dqn),
+        "ppo": (ppo, test_agent_ppo),
+    }
+    module, tests = modules[agent]
+    module.main(tests.small_args(tmp_path, eval_episodes=0))
+    assert passed and all(isinstance(norm, torch.Tensor) for norm in passed)

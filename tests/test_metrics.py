@@ -17,6 +17,7 @@ from plasticity.metrics import (
     ggn_eigenvalues,
     ggn_eps_ranks,
     grad_norm,
+    gradient_norm,
     isometry_deviations,
     kfac_eps_rank,
     kfac_eps_ranks,
@@ -358,3 +359,17 @@ def test_ggn_eps_rank_falls_when_a_layer_collapses():
     assert collapsed["ggn_eps_rank_layer_mean"] < healthy["ggn_eps_rank_layer_mean"]
     with pytest.raises(ValueError, match="unknown loss"):
         ggn_eigenvalues(net, x, loss="hinge")
+
+
+def test_the_monitor_reports_the_gradient_norm_an_update_returned_without_reading_grad():
+    """Agents compute the gradient norm inside the update and pass it on: under CUDA graphs
+    ``.grad`` lives in graph memory that a later replay overwrites."""
+    net = mlp()
+    x = torch.randn(64, 8)
+    net(x).pow(2).mean().backward()
+    expected = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert float(gradient_norm(net.parameters())) == pytest.approx(float(expected), rel=1e-6)
+    for p in net.parameters():
+        p.grad.fill_(math.nan)  # what a replayed graph may have left there
+    metrics = PlasticityMonitor(net).measure(x, update_grad_norm=torch.tensor(2.5))
+    assert metrics["grad_norm"] == 2.5
