@@ -89,7 +89,7 @@ class Schedule:
 
 
 # the seeds study at --scale 1: checkpoints at four points, one intervention between the second
-# and the third, learning long enough to start (tiny runs: see the README for what they show)
+# and the third, learning long enough to start (tiny runs: see docs/symmetry.md for what they show)
 SEEDS_SCHEDULES = {
     "sac": Schedule("Pendulum-v1", "critic", 2_000, 500, 1_250, 500),
     "dqn": Schedule("CartPole-v1", "q", 10_000, 1_000, 6_000, 2_500),

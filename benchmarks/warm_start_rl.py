@@ -1,6 +1,6 @@
 """Does an agent warm-started on one task learn a second one as well as a fresh agent?
 
-The RL warm-start protocol of the plasticity-loss evidence (README "Results"): one sweep of
+The RL warm-start protocol of the plasticity-loss evidence (docs/results.md): one sweep of
 agents trained on task A, then on task B (a two-task ``cycle:A,B`` with one switch, each method
 acting at the switch), and one sweep of fresh agents trained on B alone for as long. For each
 run, task B's evaluation returns over B's phase give two scores:

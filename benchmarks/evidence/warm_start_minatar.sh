@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The RL evidence grid (README "Results"): DQN warm-started on MinAtar Breakout, then trained on
+# The RL evidence grid (docs/results.md): DQN warm-started on MinAtar Breakout, then trained on
 # Space Invaders with an emptied replay buffer, against fresh agents on Space Invaders.
 # Five seeds; each method acts once, at the switch (FIRE, reset, shrink & perturb) or throughout
 # (AdamO). METHODS=redo,fire+adamo adds those two to the same sweep (ReDo recycles throughout,
