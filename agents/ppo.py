@@ -517,15 +517,21 @@ def main(args: Args) -> dict:
     next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     next_obs = torch.as_tensor(next_obs_np, device=device)
     prev_done = torch.zeros(N, dtype=torch.bool, device=device)
+    # each group's rate as a tensor, annealed in place: a compiled update reads it as an input
+    # instead of specializing on (and recompiling for) every new Python float; each group is
+    # annealed from its own rate (Muon's hidden matrices train at a multiple of the network's)
+    groups = [group for handle in handles.values() for group in handle.optimizer.param_groups]
+    initial_rates = [float(group["lr"]) for group in groups]
+    for group in groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
     iteration = global_step // batch_size
     while life.running(global_step):
         iteration += 1
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / num_iterations
-            for handle in handles.values():
-                for group in handle.optimizer.param_groups:
-                    group["lr"] = frac * args.learning_rate
+            for group, rate in zip(groups, initial_rates, strict=True):
+                group["lr"].fill_(frac * rate)
 
         switched = False
         for step in range(T):
@@ -596,7 +602,7 @@ def main(args: Args) -> dict:
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         scalars = {
-            "charts/learning_rate": actor_plasticity.optimizer.param_groups[0]["lr"],
+            "charts/learning_rate": float(actor_plasticity.optimizer.param_groups[0]["lr"]),
             "losses/value_loss": v_loss.item(),
             "losses/policy_loss": pg_loss.item(),
             "losses/entropy": entropy_loss.item(),

@@ -1,5 +1,6 @@
 """The speed options every agent shares: --compile, --cudagraphs, --matmul-precision."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -133,3 +134,21 @@ def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, m
         networks[mode] = torch.load(checkpoint, weights_only=False, map_location="cpu")["q"]
     for key, value in networks["eager"].items():
         torch.testing.assert_close(networks["compiled"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_ppo_learning_rate_annealing_compiles_no_further_graph(tmp_path):
+    """The annealed rate is a tensor filled in place, not a Python float that Dynamo would
+    specialize on (recompiling the update, and under --cudagraphs running it with a CPU
+    float64 scalar outside the graph)."""
+    from torch._dynamo.utils import counters
+
+    def graphs(anneal_lr: bool) -> int:
+        torch._dynamo.reset()
+        counters.clear()
+        args = test_agent_ppo.small_args(
+            tmp_path / str(anneal_lr), compile=True, anneal_lr=anneal_lr, eval_episodes=0
+        )
+        ppo.main(dataclasses.replace(args, metrics_every=0, checkpoint_every=0))
+        return counters["stats"]["unique_graphs"]
+
+    assert graphs(anneal_lr=True) == graphs(anneal_lr=False)
