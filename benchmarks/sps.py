@@ -30,9 +30,20 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def ours(env: str, learning_starts: int, steps: int, device: str, variant: str, k: int) -> float:
-    """Steady steps/s of our SAC; ``variant``: eager, compile or cudagraphs."""
+def ours(
+    env: str,
+    learning_starts: int,
+    steps: int,
+    device: str,
+    variant: str,
+    k: int,
+    method: str = "none",
+    plasticity=None,
+) -> float:
+    """Steady steps/s of our SAC; ``variant``: eager, compile or cudagraphs; ``method`` with
+    its ``plasticity`` settings (a ``MethodConfig``; default: the defaults)."""
     from agents import sac
+    from plasticity import MethodConfig
 
     with tempfile.TemporaryDirectory() as runs:
         args = sac.Args(
@@ -50,6 +61,8 @@ def ours(env: str, learning_starts: int, steps: int, device: str, variant: str, 
             compile=variant == "compile",
             cudagraphs=variant == "cudagraphs",
             matmul_precision=torch.get_float32_matmul_precision(),
+            method=method,
+            plasticity=plasticity or MethodConfig(),
             verbose=0,
         )
         return sac.main(args)["train_sps"]

@@ -1,5 +1,6 @@
 """The benchmark scripts still run against the current agents (tiny settings; no timings)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,19 @@ def test_atari_vector_sps_times_both_paths(tmp_path):
     )
     assert "| 2 |" in out and "ALE / gymnasium" in out
     assert (tmp_path / "sps.json").exists() and (tmp_path / "sps.md").exists()
+
+
+def test_gpu_check_compares_compiled_runs_with_eager_ones(tmp_path):
+    """On the CPU the check runs eager against --compile: a DQN run with FIRE + AdamO at its
+    midpoint ends at the eager run's parameters, and a run twice as long compiles no more."""
+    out = run_script(
+        "-m",
+        "benchmarks.gpu_check",
+        *("--agents", "dqn", "--methods", "fire+adamo", "--steps", "200"),
+        *("--results", str(tmp_path)),
+    )
+    assert "1 of 1 checks passed" in out
+    (row,) = json.loads((tmp_path / "gpu_check.json").read_text())["correctness"]
+    assert row["mode"] == "compile" and row["interventions"] == {"q": 1}
+    assert row["graphs"] == row["graphs_twice_as_long"] and row["relative_error"] < 1e-4
+    assert "| dqn | `fire+adamo` | compile | yes |" in (tmp_path / "gpu_check.md").read_text()
