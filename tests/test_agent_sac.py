@@ -187,11 +187,17 @@ def train_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
         (["--agent", "sac", "--resume", "nowhere"], "not a run folder"),
     ],
 )
-def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, argv, message):
-    result = train_cli(*argv, "--runs-dir", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys, argv, message):
+    """train.py's command, in this process (the subprocess tests of agents/run.py check the
+    real command line's one line and exit code too)."""
+    import train
+
+    with pytest.raises(SystemExit) as caught:
+        run_cli(lambda: train.main([*argv, "--runs-dir", str(tmp_path)]))
+    err = capsys.readouterr().err
+    assert caught.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
     assert message in lines[0]
     assert not list(tmp_path.rglob("config.json"))  # a refused command writes no run folder
 
