@@ -622,13 +622,9 @@ class SweepLock:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the run's checkpoints (``checkpoints/step_<k>.pt``), ascending."""
-    found = []
-    for path in (run_dir / "checkpoints").glob("step_*.pt"):
-        try:
-            found.append(int(path.stem[5:]))
-        except ValueError:
-            continue
-    return sorted(found)
+    from agents.run import checkpoint_files
+
+    return [int(path.stem[5:]) for path in checkpoint_files(run_dir)]
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -145,9 +145,7 @@ class Run:
                 f"{where}: that run trained on {saved.get('env')}, not --env {args.env}; a "
                 "branch continues on its parent's env"
             )
-        checkpoints = sorted(
-            (parent / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:])
-        )
+        checkpoints = checkpoint_files(parent)
         source = given if given.suffix == ".pt" else (checkpoints[-1] if checkpoints else None)
         if source is None or not source.is_file():
             kept = ", ".join(p.name for p in checkpoints) or "none"
@@ -245,24 +243,15 @@ class Run:
         if self.branch is not None:
             self.dir = self._new_folder(self.agent, self._new_folder_args)
             self._write_config()
-            parent_rows = (self.source.parents[1] / "scalars.jsonl").read_text().splitlines(True)
-            kept = "".join(
-                line
-                for line in parent_rows
-                if (row := row_of(line)) is not None and row["step"] <= self.branch["step"]
-            )
-            (self.dir / "scalars.jsonl").write_text(kept)
+            kept = rows_through(self.source.parents[1] / "scalars.jsonl", self.branch["step"])
+            write_atomic(self.dir / "scalars.jsonl", lambda file: file.write(kept))
         scalars = self.dir / "scalars.jsonl"
         purge_step = None
         if self.resumed_from is not None:
             purge_step = self.resumed_from + 1
             self._remove_partial_checkpoints()
             if scalars.is_file():
-                kept = "".join(
-                    line
-                    for line in scalars.read_text().splitlines(keepends=True)
-                    if (row := row_of(line)) is not None and row["step"] <= self.resumed_from
-                ).encode()
+                kept = rows_through(scalars, self.resumed_from)
                 write_atomic(scalars, lambda file: file.write(kept))
             self._resume_record["step"] = self.resumed_from
             self._write_config()
@@ -308,8 +297,7 @@ class Run:
 
     def checkpoints(self) -> list[Path]:
         """The checkpoint files, oldest first."""
-        found = self.checkpoint_dir().glob("step_*.pt")
-        return sorted(found, key=lambda p: int(p.stem[5:]))
+        return checkpoint_files(self.dir)
 
     def _remove_partial_checkpoints(self) -> None:
         """Delete checkpoint files a killed process left half-written (never renamed into
@@ -403,6 +391,25 @@ def start_tracking(run: Run) -> None:
         dir=str(run.dir),
         sync_tensorboard=True,
     )
+
+
+def checkpoint_files(run_dir: Path) -> list[Path]:
+    """A run folder's checkpoint files (``checkpoints/step_<N>.pt``), oldest first; files whose
+    name carries no step are not checkpoints."""
+    steps = {}
+    for path in (run_dir / "checkpoints").glob("step_*.pt"):
+        if path.stem[5:].isdigit():
+            steps[path] = int(path.stem[5:])
+    return sorted(steps, key=steps.get)
+
+
+def rows_through(scalars: Path, step: int) -> bytes:
+    """The lines of a ``scalars.jsonl`` logged at or before ``step`` (a line cut short by a
+    killed process is left out)."""
+    lines = scalars.read_text().splitlines(keepends=True) if scalars.is_file() else []
+    return "".join(
+        line for line in lines if (row := row_of(line)) is not None and row["step"] <= step
+    ).encode()
 
 
 def row_of(line: str) -> dict | None:
