@@ -107,7 +107,7 @@ class Console:
         """One line for an intervention that reinitialized weights (what, where, and
         :meth:`plasticity.InterventionReport.summary`)."""
         if self.verbose:
-            self.say(f"step {step:,}: {report.method} on {network} ({report.summary()})")
+            self.say(report.console_line(step, network))
 
     def evaluation(self, step: int, returns: list[float], video: str | None = None) -> None:
         if self.verbose and returns:

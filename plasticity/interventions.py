@@ -71,6 +71,10 @@ class InterventionReport:
             words.append(f"{totals['dormant']:.0f} of {_plural(totals['units'], 'unit')} dormant")
         return ", ".join(words)
 
+    def console_line(self, step: int, network: str) -> str:
+        """``step 10,000: fire on critic (3 layers, DfI after 0.04)``: the line consoles print."""
+        return f"step {step:,}: {self.method} on {network} ({self.summary()})"
+
     def scalars(self, prefix: str = "") -> dict[str, float]:
         """Flat ``{"<prefix><method>/<layer>/<metric>": value}`` plus totals, for loggers."""
         flat = {}

@@ -379,8 +379,7 @@ class PlasticityCallback(BaseCallback):
             for key, value in report.scalars(f"plasticity/{name}/").items():
                 self.logger.record(key, value, exclude=("stdout",))
             if self.verbose and is_announced(report):
-                step = self.model.num_timesteps
-                print(f"step {step:,}: {report.method} on {name} ({report.summary()})")
+                print(report.console_line(self.model.num_timesteps, name))
         if reports:
             self.logger.record("plasticity/interventions", self.interventions)
 
