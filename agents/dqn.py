@@ -144,8 +144,9 @@ MINATAR_DEFAULTS = {
 
 # FIRE as the FIRE paper's DQN applies it (arXiv 2602.08040; its dqn_atari code): Newton–Schulz
 # on the convolutions, the linear layers and the head back to the values they started the run
-# with (biases too), Adam's moments kept. On images, unless set otherwise.
-PAPER_FIRE = {"fire_linear": "initial", "clear_optimizer": "none"}
+# with (biases too), Adam's moments kept, and only the tensors FIRE changed copied into the
+# target network (whose conv biases stay its own). On images, unless set otherwise.
+PAPER_FIRE = {"fire_linear": "initial", "clear_optimizer": "none", "target_sync": "rewritten"}
 
 
 class QNetwork(nn.Module):

@@ -187,6 +187,29 @@ def sync_targets(network: nn.Module, targets: Iterable[nn.Module]) -> None:
         target.load_state_dict(state)
 
 
+def clone_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``network``'s parameters and buffers, to see later what an intervention
+    changed (:func:`sync_changed_tensors`)."""
+    return {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+
+
+@torch.no_grad()
+def sync_changed_tensors(
+    network: nn.Module, before: dict[str, torch.Tensor], targets: Iterable[nn.Module]
+) -> list[str]:
+    """Copy into each target network only the tensors of ``network`` that differ from
+    ``before`` (its :func:`clone_state` from before an intervention); the others keep the
+    target's own values, as the FIRE paper's DQN (arXiv 2602.08040) writes just the weights it
+    rewrote into its target. Returns the copied tensors' names."""
+    state = network.state_dict()
+    changed = [name for name, tensor in state.items() if not torch.equal(tensor, before[name])]
+    for target in targets:
+        target_state = target.state_dict()
+        for name in changed:
+            target_state[name].copy_(state[name])
+    return changed
+
+
 # --- FIRE -----------------------------------------------------------------------------------
 
 

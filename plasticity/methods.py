@@ -50,11 +50,13 @@ from plasticity.interventions import (
     InterventionReport,
     Optimizers,
     clear_optimizer_state_,
+    clone_state,
     fire_,
     full_reset_,
     network_parameters,
     redo_,
     shrink_perturb_,
+    sync_changed_tensors,
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
@@ -132,11 +134,21 @@ class MethodConfig:
     """shrink & perturb: factor on the target weights, in [0, 1]"""
     perturb_target: Literal["fresh", "initial"] = "fresh"
     """shrink & perturb toward a fresh random init or the network's own initial weights"""
+    shrink_perturb_linear: Literal["shrink", "initial", "fresh"] = "shrink"
+    """what shrink & perturb does to Linear layers: shrink and perturb them like the
+    convolutions ('shrink'), or reset them to the network's initial values ('initial': the
+    FIRE paper's DQN form with shrink=0.2, perturb=0.8, perturb_target='initial') or to a
+    fresh draw ('fresh')"""
     clear_optimizer: Literal["network", "touched", "none"] | None = None
     """optimizer state FIRE, reset and shrink & perturb reset: all of the network's ('network':
     biases too, as the FIRE paper's SAC rebuilds its optimizers), only the rewritten tensors'
     ('touched'), or none ('none': Adam moments kept, as the FIRE paper's DQN). Unset:
     'network', except for our DQN on images, which follows its paper ('none')"""
+    target_sync: Literal["network", "rewritten"] | None = None
+    """what FIRE, reset and shrink & perturb copy into target networks: the whole network
+    ('network') or only the tensors the intervention changed ('rewritten': the FIRE paper's
+    DQN, whose target keeps its own conv biases after FIRE). Unset: 'network', except for our
+    DQN on images with FIRE, which follows its paper ('rewritten')"""
     redo_every: int = 1000
     """ReDo check period in steps (needs a probe batch)"""
     redo_tau: float = 0.025
@@ -430,7 +442,7 @@ class WholeNetworkIntervention(ScheduledIntervention):
     state ``clear_optimizer`` names and re-syncs the target networks."""
 
     rewrites_network = True
-    settings = {"clear_optimizer": CHOICE}
+    settings = {"clear_optimizer": CHOICE, "target_sync": CHOICE}
 
     def rewrite(self, optimizer: Optimizers) -> InterventionReport:
         """Rewrite the network, resetting ``optimizer``'s state of what changed (if given)."""
@@ -439,12 +451,17 @@ class WholeNetworkIntervention(ScheduledIntervention):
     def intervene(self, inputs) -> InterventionReport:
         handle = self.handle
         mode = self.config.clear_optimizer or "network"
+        rewritten_only = self.config.target_sync == "rewritten" and handle.targets
+        before = clone_state(handle.network) if rewritten_only else None
         report = self.rewrite(handle.optimizer if mode == "touched" else None)
         if mode == "network":  # every parameter of the network, biases too (FIRE's SAC)
             clear_optimizer_state_(
                 handle.optimizer, network_parameters(handle.network, handle.exclude)
             )
-        sync_targets(handle.network, handle.targets)
+        if rewritten_only:
+            sync_changed_tensors(handle.network, before, handle.targets)
+        else:
+            sync_targets(handle.network, handle.targets)
         return report
 
 
@@ -838,12 +855,8 @@ class Fire(WholeNetworkIntervention):
 
     def rewrite(self, optimizer):
         cfg, handle = self.config, self.handle
-        layers = select_layers(handle.network, exclude=handle.exclude)
-        if self.linear == "fire":
-            fired, linear = [name for name, _ in layers], []
-        else:  # the paper's DQN: convolutions FIRE'd, linear layers reset
-            linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
-            fired = [name for name, layer in layers if not isinstance(layer, nn.Linear)]
+        # the paper's DQN: convolutions FIRE'd, linear layers reset
+        fired, linear = split_linear_layers(handle, split=self.linear != "fire")
         report = InterventionReport("fire")
         if fired or not linear:  # a network with no layer at all gets fire_'s error
             fire_report = fire_(
@@ -856,15 +869,33 @@ class Fire(WholeNetworkIntervention):
             )
             report.layers.update(fire_report.layers)
         if linear:
-            reset = full_reset_(
-                handle.network,
-                optimizer,
-                handle.fresh,
-                include=linear,
-                initial_state=handle.initial_state if self.linear == "initial" else None,
-            )
-            report.layers.update(reset.layers)
+            report.layers.update(reset_layers(handle, optimizer, linear, self.linear).layers)
         return report
+
+
+def split_linear_layers(handle: MethodHandle, split: bool) -> tuple[list[str], list[str]]:
+    """The names of the handle's layers as ``(others, linear)``: with ``split``, Linear layers
+    apart (the FIRE paper's DQN resets them while it FIREs or blends the convolutions);
+    otherwise every layer in ``others``."""
+    layers = select_layers(handle.network, exclude=handle.exclude)
+    if not split:
+        return [name for name, _ in layers], []
+    linear = [name for name, layer in layers if isinstance(layer, nn.Linear)]
+    return [name for name, layer in layers if not isinstance(layer, nn.Linear)], linear
+
+
+def reset_layers(
+    handle: MethodHandle, optimizer: Optimizers, layers: list[str], source: str
+) -> InterventionReport:
+    """Reset ``layers`` to the network's initial values (``source='initial'``) or a fresh
+    draw (``'fresh'``)."""
+    return full_reset_(
+        handle.network,
+        optimizer,
+        handle.fresh,
+        include=layers,
+        initial_state=handle.initial_state if source == "initial" else None,
+    )
 
 
 @register
@@ -900,23 +931,33 @@ class ShrinkPerturb(WholeNetworkIntervention):
         "shrink": FRACTION,
         "perturb": FRACTION,
         "perturb_target": CHOICE,
+        "shrink_perturb_linear": CHOICE,
     }
 
     def needs_initial_state(self):
-        return self.config.perturb_target == "initial"
+        cfg = self.config
+        return "initial" in (cfg.perturb_target, cfg.shrink_perturb_linear)
 
     def rewrite(self, optimizer):
         cfg, handle = self.config, self.handle
-        return shrink_perturb_(
-            handle.network,
-            cfg.shrink,
-            cfg.perturb,
-            cfg.perturb_target,
-            optimizer,
-            handle.initial_state,
-            handle.fresh,
-            exclude=handle.exclude,
-        )
+        mode = cfg.shrink_perturb_linear
+        blended, linear = split_linear_layers(handle, split=mode != "shrink")
+        report = InterventionReport("shrink_perturb")
+        if blended or not linear:  # a network with no layer at all gets shrink_perturb_'s error
+            blend = shrink_perturb_(
+                handle.network,
+                cfg.shrink,
+                cfg.perturb,
+                cfg.perturb_target,
+                optimizer,
+                handle.initial_state,
+                handle.fresh,
+                include=blended,
+            )
+            report.layers.update(blend.layers)
+        if linear:
+            report.layers.update(reset_layers(handle, optimizer, linear, mode).layers)
+        return report
 
 
 @register

@@ -34,16 +34,18 @@ class AdamO(torch.optim.Optimizer):
     the learning rate (and so any scheduler). With ``iso_coef=0`` this is exactly
     ``torch.optim.AdamW`` (``torch.optim.Adam`` when also ``weight_decay=0``).
 
-    Amortization: with ``iso_every=k`` the isometry step is taken every ``k``-th step with
-    ``k·η·λ``, the same total push at a ``k``-th of the cost (the per-step push ``η·λ`` is
-    tiny, about 1e-7 at the paper's settings, so its timing within ``k`` steps does not
-    matter). The step costs ``O(d_out·d_in·min(d_out, d_in))`` per matrix, independent of the
+    Amortization: with ``iso_every=k`` each parameter takes its isometry step after every
+    ``k``-th step it takes, with the sum of those ``k`` steps' learning rates (``k·η·λ`` at a
+    constant rate), the same total push at a ``k``-th of the cost (the per-step push ``η·λ``
+    is tiny, about 1e-7 at the paper's settings, so its timing within ``k`` steps does not
+    matter); a parameter without a gradient at a step does not count that step. The step
+    costs ``O(d_out·d_in·min(d_out, d_in))`` per matrix, independent of the
     batch, which for wide layers exceeds the whole forward/backward pass (a Nature CNN's
     3136→512 layer at batch 32: about twice the update). The default ``k = 32`` keeps the
     added cost under 10% for SAC- and Atari-sized networks (``benchmarks/plasticity_ops.py``);
     ``iso_every=1`` is the paper's every-step form. Where ``k`` times the step would
-    overshoot (large singular values, large ``η·λ``), the multiplier of that matrix is lowered
-    toward 1 (see :meth:`_isometry_updates`), so the amortized form is never less stable
+    overshoot (large singular values, large ``η·λ``), that matrix's summed rate is lowered
+    toward one step's (see :meth:`_isometry_updates`), so the amortized form is never less stable
     than the every-step one.
 
     ``iso_coef``, ``iso_scale`` and ``iso_every`` may differ per parameter group; build groups
@@ -160,12 +162,9 @@ class AdamO(torch.optim.Optimizer):
 
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         torch._foreach_add_(steps, 1.0)
-        # The isometry schedule counts this group's steps on the host (saved with the
-        # param_groups), so that no step tensor has to be read back from the device.
-        group["iso_clock"] = group.get("iso_clock", 0) + 1
 
         # The isometry gradient is taken at θ_{t-1}, before any part of this step moves θ.
-        iso_updates = self._isometry_updates(group, iso_params)
+        iso_updates = self._isometry_updates(group, iso_params, self.state)
 
         if group["fused"]:
             torch._fused_adamw_(
@@ -187,7 +186,7 @@ class AdamO(torch.optim.Optimizer):
             self._foreach_adamw(group, params, grads, exp_avgs, exp_avg_sqs, steps)
 
         for p, update in iso_updates:
-            p.add_(update, alpha=-lr * group["iso_coef"] * group["iso_every"])
+            p.add_(update, alpha=-group["iso_coef"])
 
     @staticmethod
     def _foreach_adamw(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
@@ -217,36 +216,49 @@ class AdamO(torch.optim.Optimizer):
 
     @staticmethod
     def _isometry_updates(
-        group: dict, params: list[torch.Tensor]
+        group: dict, params: list[torch.Tensor], state: dict
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The isometry gradients due now, each ``(parameter, ∇R scaled down where needed)``;
-        the caller steps by ``−k·η·λ`` times it.
+        """The isometry steps due now, each ``(parameter, L·∇R)``; the caller steps by ``−λ``
+        times it.
 
-        With ``iso_every=k`` the step is ``k·η·λ·∇R``, and along each singular value σ of
-        ``W`` that is ``σ ← σ − 4kηλ·σ(σ² − s)``. That map moves σ monotonically toward
-        ``√s`` while ``4kηλ(3σ² − s) ≤ 1``; a large σ with a large ``k`` overshoots instead,
-        and the iteration diverges where the every-step form converges (σ_max = 20, λ = 0.1,
-        η = 1e-3: ``k = 32`` diverges, ``k = 1`` converges). So the multiplier is lowered, per
-        matrix, to ``1 / (4ηλ(3B − s))`` where that is below ``k``, with ``B ≥ σ_max²`` the
-        ``O(d²)`` bound of :func:`plasticity.isometry.gram_eigenvalue_bound` on the Gram the
-        step computes anyway; never below 1, so no matrix moves less than with
-        ``iso_every=1``. At the defaults (ηλ = 1e-6, k = 32) it binds only above
-        ``B ≈ 2600`` (σ_max ≈ 51). No host sync: the multiplier stays a device tensor.
+        Each parameter counts its own window: the steps it took (had a gradient) since its last
+        isometry step, and ``L``, the sum of the learning rates of those steps, both on the host
+        (a rate that is a device tensor, as PPO's annealed one, is summed on the device). After
+        ``k = iso_every`` such steps the step ``L·λ·∇R`` gives the push of ``k`` every-step
+        updates at the rates they had (``k·η·λ·∇R`` at a constant rate ``η``).
+
+        Along each singular value σ of ``W`` that is ``σ ← σ − 4Lλ·σ(σ² − s)``. That map moves
+        σ monotonically toward ``√s`` while ``4Lλ(3σ² − s) ≤ 1``; a large σ with a large ``k``
+        overshoots instead, and the iteration diverges where the every-step form converges
+        (σ_max = 20, λ = 0.1, η = 1e-3: ``k = 32`` diverges, ``k = 1`` converges). So ``L`` is
+        lowered, per matrix, to ``1 / (4λ(3B − s))`` where that is smaller, with ``B ≥ σ_max²``
+        the ``O(d²)`` bound of :func:`plasticity.isometry.gram_eigenvalue_bound` on the Gram the
+        step computes anyway; never below the last step's rate, so no matrix moves less than
+        with ``iso_every=1``. At the defaults (ηλ = 1e-6, k = 32) it binds only above
+        ``B ≈ 2600`` (σ_max ≈ 51). No host sync: the bound stays a device tensor.
         """
-        if group["iso_coef"] == 0.0 or group["iso_clock"] % group["iso_every"] != 0:
+        if group["iso_coef"] == 0.0:
             return []
-        coef, every, scale = group["lr"] * group["iso_coef"], group["iso_every"], group["iso_scale"]
+        lr, every, scale = group["lr"], group["iso_every"], group["iso_scale"]
         updates = []
         for p in params:
             if p.ndim < 2:
                 continue
+            window = state[p]
+            window["iso_steps"] = window.get("iso_steps", 0) + 1
+            window["iso_lr_sum"] = window.get("iso_lr_sum", 0.0) + lr
+            if window["iso_steps"] < every:
+                continue
+            rate_sum = window["iso_lr_sum"]
+            window["iso_steps"], window["iso_lr_sum"] = 0, 0.0
             grad, gram = isometry_grad_and_gram(p, scale)
             if every > 1:
-                curvature = 4.0 * coef * (3.0 * gram_eigenvalue_bound(gram) - scale)
-                safe = torch.where(curvature > 0, 1.0 / curvature, float(every))
-                # the fraction of the k-fold step that is safe: exactly 1 where the bound does
-                # not bind, so that the update is then the plain k-fold one, bit for bit
-                grad.mul_((safe / every).clamp(1.0 / every, 1.0))
+                curvature = 4.0 * group["iso_coef"] * (3.0 * gram_eigenvalue_bound(gram) - scale)
+                safe = torch.where(curvature > 0, 1.0 / curvature, rate_sum)
+                # exactly the window's sum where the bound does not bind
+                grad.mul_(safe.clamp(max=rate_sum).clamp(min=lr))
+            else:
+                grad.mul_(rate_sum)
             updates.append((p, grad))
         return updates
 

@@ -209,6 +209,7 @@ def test_minatar_gets_its_network_and_fire_follows_the_dqn_paper_on_images(tmp_p
     config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
     assert config["train_frequency"] == 1 and config["learning_starts"] == 5_000  # MinAtar's
     assert config["plasticity"]["fire_linear"] == "initial"  # linear layers back to the start
+    assert config["plasticity"]["target_sync"] == "rewritten"  # the target keeps its conv biases
     assert config["plasticity"]["clear_optimizer"] == "none"  # Adam's moments kept
     q = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
     assert q["q"]["network.0.weight"].shape == (16, 4, 3, 3)  # 16 3x3 filters

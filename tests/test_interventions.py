@@ -313,13 +313,21 @@ def test_in_place_reset_equals_a_fresh_state_bit_for_bit(kind):
     reset = [net[0].weight, net[0].bias, net[4].weight]
     for p in (dropped_net[0].weight, dropped_net[0].bias, dropped_net[4].weight):
         del dropped.state[p]  # the old behaviour: the optimizer rebuilds a fresh state
-    pointers = {id(v): v.data_ptr() for p in reset for v in opt.state[p].values()}
+
+    def storages(params):  # AdamO's isometry window counts are host numbers, not storages
+        return {
+            id(v): v.data_ptr()
+            for p in params
+            for v in opt.state[p].values()
+            if isinstance(v, torch.Tensor)
+        }
+
+    pointers = storages(reset)
 
     assert clear_optimizer_state_(opt, reset) == 3
 
     assert all(state_is_zero(opt, p) for p in reset)
-    after = {id(v): v.data_ptr() for p in reset for v in opt.state[p].values()}
-    assert after == pointers  # the same tensors: a captured CUDA graph still reads them
+    assert storages(reset) == pointers  # the same tensors: a captured CUDA graph still reads them
     train_steps(net, opt, 6, seed=2)
     train_steps(dropped_net, dropped, 6, seed=2)
     for p, q in zip(net.parameters(), dropped_net.parameters(), strict=True):

@@ -336,6 +336,76 @@ def test_fire_linear_initial_is_the_papers_dqn_split():
     torch.testing.assert_close(handle.optimizer.state_dict()["state"], moments)
 
 
+def _trained_frames(method: str, **settings):
+    """A DQN-shaped network after three Adam steps, its method attached with a target network;
+    returns (network, target, its initial state, the handle)."""
+    net = _Frames()
+    initial = copy.deepcopy(net.state_dict())
+    target = copy.deepcopy(net)
+    handle = make_method(method, **settings).attach(net, 1e-3, targets=[target])
+    x = torch.randn(8, 2, 11, 11)
+    for _ in range(3):
+        handle.optimizer.zero_grad()
+        net(x).pow(2).mean().backward()
+        handle.optimizer.step()
+    return net, target, initial, handle
+
+
+def test_shrink_perturb_linear_initial_is_the_fire_papers_dqn_form():
+    """The FIRE paper's SR-DQN: convolutions (weights and biases) 0.2·θ + 0.8·θ₀, Linear
+    layers back to θ₀."""
+    net, _, initial, handle = _trained_frames(
+        "shrink_perturb",
+        shrink=0.2,
+        perturb=0.8,
+        perturb_target="initial",
+        shrink_perturb_linear="initial",
+    )
+    trained = copy.deepcopy(net.state_dict())
+    report = handle.on_task_switch()[0]
+    state = net.state_dict()
+    for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
+        torch.testing.assert_close(state[name], 0.2 * trained[name] + 0.8 * initial[name])
+    for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        torch.testing.assert_close(state[name], initial[name])
+    assert set(report.layers) == {"conv1", "conv2", "fc1", "fc2"}
+
+
+def test_shrink_perturb_linear_shrink_blends_every_layer_alike():
+    net, _, initial, handle = _trained_frames(
+        "shrink_perturb", shrink=0.5, perturb=0.5, perturb_target="initial"
+    )
+    trained = copy.deepcopy(net.state_dict())
+    handle.on_task_switch()
+    for name in ("conv1.weight", "fc1.weight", "fc2.bias"):
+        torch.testing.assert_close(
+            net.state_dict()[name], 0.5 * trained[name] + 0.5 * initial[name]
+        )
+
+
+def test_target_sync_rewritten_copies_only_what_fire_changed():
+    """The FIRE paper's DQN writes the FIRE'd conv weights and the reset linear layers into
+    the target; the target's conv biases stay its own."""
+    net, target, _, handle = _trained_frames(
+        "fire", fire_linear="initial", clear_optimizer="none", target_sync="rewritten"
+    )
+    stale = copy.deepcopy(target.state_dict())  # the target lags: synced at attach only
+    handle.on_task_switch()
+    online, synced = net.state_dict(), target.state_dict()
+    for name in ("conv1.weight", "conv2.weight", "fc1.weight", "fc1.bias", "fc2.weight"):
+        torch.testing.assert_close(synced[name], online[name])
+    for name in ("conv1.bias", "conv2.bias"):
+        torch.testing.assert_close(synced[name], stale[name])
+        assert not torch.equal(synced[name], online[name])  # trained, so they differ
+
+
+def test_target_sync_network_copies_the_whole_network():
+    net, target, _, handle = _trained_frames("fire", fire_linear="initial")
+    handle.on_task_switch()
+    for name, tensor in net.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[name], tensor)
+
+
 def test_fire_linear_fresh_draws_new_linear_layers():
     net = mlp()
     torch.manual_seed(5)

@@ -92,6 +92,68 @@ def test_iso_every_amortizes_the_same_total_push():
     torch.testing.assert_close(w.detach(), expected)
 
 
+def test_amortized_step_sums_the_rates_of_its_window():
+    """Under an annealed rate the k-th step pushes by λ·Σ η_t·∇R, the rates the k every-step
+    updates would have used, not k times the last one."""
+    rates, lam = [4e-3, 3e-3, 2e-3, 1e-3], 0.3
+    start = torch.randn(16, 8) / 4  # singular values near 1: the step bound does not bind
+    w, plain = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    opt = AdamO([w], lr=rates[0], iso_coef=lam, iso_every=len(rates))
+    ref = torch.optim.Adam([plain], lr=rates[0])
+    for rate in rates:
+        for o in (opt, ref):
+            o.param_groups[0]["lr"] = rate
+        before = w.detach().clone()
+        g = torch.randn(16, 8)
+        w.grad, plain.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+    expected = plain.detach() - lam * sum(rates) * isometry_grad(before)
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_amortized_step_accepts_a_device_tensor_rate():
+    """PPO anneals its rate as a tensor filled in place: each step's value is summed, not the
+    tensor that later changes."""
+    lam, k = 0.3, 2
+    start = torch.randn(8, 8)
+    a, b = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    rate = torch.tensor(2e-3)
+    by_tensor = AdamO([a], lr=rate, iso_coef=lam, iso_every=k)
+    by_float = AdamO([b], lr=2e-3, iso_coef=lam, iso_every=k)
+    for value in (2e-3, 1e-3):
+        rate.fill_(value)
+        by_float.param_groups[0]["lr"] = value
+        g = torch.randn(8, 8)
+        a.grad, b.grad = g.clone(), g.clone()
+        by_tensor.step()
+        by_float.step()
+    torch.testing.assert_close(a.detach(), b.detach())
+
+
+def test_each_parameter_counts_its_own_window():
+    """A parameter without a gradient at a step does not count it: its isometry step comes
+    after its own k-th step, not at the group's."""
+    k, lr, lam = 3, 1e-3, 0.3
+    start_a, start_b = torch.randn(8, 4), torch.randn(8, 4)
+    a, b = nn.Parameter(start_a.clone()), nn.Parameter(start_b.clone())
+    opt = AdamO([a, b], lr=lr, iso_coef=lam, iso_every=k)
+    adam_b = nn.Parameter(start_b.clone())
+    ref = torch.optim.Adam([adam_b], lr=lr)
+    for step in range(k + 1):
+        a.grad = torch.randn(8, 4)
+        has_grad = step != 1  # b skips the group's second step
+        b.grad = torch.randn(8, 4) if has_grad else None
+        adam_b.grad = None if b.grad is None else b.grad.clone()
+        before_b = b.detach().clone()
+        opt.step()
+        if has_grad:
+            ref.step()
+        if step == k - 1:  # the group's k-th step: a's window closes, b has had k − 1 steps
+            torch.testing.assert_close(b.detach(), adam_b.detach())
+    torch.testing.assert_close(b.detach(), adam_b.detach() - lam * k * lr * isometry_grad(before_b))
+
+
 def test_iso_mask_keeps_marked_parameters_out_of_the_isometry_step():
     hidden, head = nn.Parameter(torch.randn(32, 16)), nn.Parameter(torch.randn(4, 32))
     opt = AdamO([hidden, head], lr=1e-2, iso_coef=1.0, iso_every=1)
