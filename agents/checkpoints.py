@@ -26,7 +26,7 @@ from agents.environments import cycle_states, restore_cycles
 from agents.episodes import EpisodeTracker
 from agents.replay import LearningGate, ReplayBuffer
 from agents.run import Run
-from plasticity import MethodHandle
+from plasticity import AdamO, MethodHandle
 
 # keys of checkpoints from before one name per network: old name -> new name
 RENAMED = {"q_network": "q", "target_network": "q_target"}
@@ -153,10 +153,12 @@ def load_networks(state: dict, networks: dict[str, nn.Module], origin: str) -> N
             ) from None
 
 
-def carry_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> bool:
-    """Load another method's saved optimizer state into ``optimizer`` when it is the same kind
-    (the same parameter groups, of the same sizes, with the same settings' names: Adam into
-    Adam, AdamO into AdamO); its hyperparameters stay this run's. Whether it was loaded."""
+def carry_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, network: nn.Module) -> str:
+    """Carry another method's saved optimizer state into ``optimizer``; its hyperparameters
+    stay this run's. When it is the same kind (the same parameter groups, of the same sizes,
+    with the same settings' names: Adam into Adam, AdamO into AdamO) the whole state is loaded
+    (``"carried"``); Adam's moments go into AdamO parameter by parameter (``"moments"``, see
+    :func:`carry_adam_moments`); otherwise the optimizer starts afresh (``"fresh"``)."""
     groups, saved_groups = optimizer.param_groups, saved["param_groups"]
     same_kind = len(groups) == len(saved_groups) and all(
         len(group["params"]) == len(saved_group["params"]) and group.keys() == saved_group.keys()
@@ -164,7 +166,49 @@ def carry_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> bool
     )
     if same_kind:
         load_optimizer(optimizer, saved)
-    return same_kind
+        return "carried"
+    return "moments" if carry_adam_moments(optimizer, saved, network) else "fresh"
+
+
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+@torch.no_grad()
+def carry_adam_moments(optimizer: torch.optim.Optimizer, saved: dict, network: nn.Module) -> bool:
+    """Adam's saved moments and steps into an :class:`plasticity.AdamO` whose parameter groups
+    differ (it keeps heads and biases out of the isometry step), matched by parameter.
+
+    AdamO's state is Adam's plus its isometry window, so a branch that adds AdamO to a parent
+    trained with Adam continues Adam's moments, as a branch to FIRE (which keeps them) does;
+    without this it would restart with fresh moments, and the comparison would mix the two.
+    The saved state must be a plain Adam's: one group over ``network.parameters()`` in order,
+    shapes matching. Whether it was carried."""
+    params = list(network.parameters())
+    saved_groups = saved["param_groups"]
+    if not isinstance(optimizer, AdamO) or len(saved_groups) != 1:
+        return False
+    saved_ids = saved_groups[0]["params"]
+    if len(saved_ids) != len(params):
+        return False
+    states = [saved["state"].get(i) for i in saved_ids]
+    if any(
+        state is not None and (set(ADAM_STATE) - state.keys() or state["exp_avg"].shape != p.shape)
+        for state, p in zip(states, params, strict=True)
+    ):
+        return False
+    by_param = dict(zip(params, states, strict=True))
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = by_param.get(p)
+            if state is None:
+                continue
+            step_device = p.device if group["fused"] else "cpu"  # where AdamO keeps its step
+            optimizer.state[p] = {
+                "step": torch.as_tensor(state["step"], dtype=torch.float32).to(step_device),
+                "exp_avg": state["exp_avg"].to(p).clone(),
+                "exp_avg_sq": state["exp_avg_sq"].to(p).clone(),
+            }
+    return True
 
 
 def restore_checkpoint(
@@ -201,8 +245,9 @@ def restore_checkpoint(
                     with hyperparameters_kept(handle.optimizer):
                         handle.load_state_dict(saved)
                     continue
-                carried = carry_optimizer_state(handle.optimizer, saved["optimizer"])
-                run.branch.setdefault("optimizer", {})[name] = "carried" if carried else "fresh"
+                run.branch.setdefault("optimizer", {})[name] = carry_optimizer_state(
+                    handle.optimizer, saved["optimizer"], handle.network
+                )
                 handle.start(state["step"] - 1)
             if buffer is not None and "buffer" in state:
                 buffer.load_state_dict(state["buffer"])

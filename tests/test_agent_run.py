@@ -1,6 +1,7 @@
 """The run around every agent: resume, checkpoints, logs, console, stopping, metadata, errors
 (agents/run.py, lifecycle.py, console.py, cli.py)."""
 
+import copy
 import errno
 import json
 import math
@@ -19,12 +20,15 @@ import pytest
 import test_agent_dqn
 import test_agent_sac
 import torch
+from torch import nn
 
 from agents import dqn, ppo, sac
+from agents.checkpoints import carry_optimizer_state
 from agents.cli import UserError, parse_args, run_cli
 from agents.console import Console, scalar_table
 from agents.files import read_checkpoint
 from agents.run import Run
+from plasticity import make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -582,7 +586,27 @@ def test_a_branch_runs_its_own_method_from_its_first_update(tmp_path):
         dqn, checkpoint, "--method", "adamo", "--total-timesteps", "400", "--run-name", "adamo"
     )
     config = json.loads(Path(adamo["run_dir"], "config.json").read_text())
-    assert config["method"] == "adamo" and config["branch"]["optimizer"] == {"q": "fresh"}
+    # AdamO continues the parent Adam's moments, parameter by parameter across its two groups
+    assert config["method"] == "adamo" and config["branch"]["optimizer"] == {"q": "moments"}
+
+
+def test_adams_moments_go_into_adamo_parameter_by_parameter():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    adam = make_method("none").attach(net, 1e-3).optimizer
+    for _ in range(3):
+        adam.zero_grad()
+        net(torch.randn(5, 4)).pow(2).mean().backward()
+        adam.step()
+    saved = copy.deepcopy(adam.state_dict())
+    adamo = make_method("adamo").attach(net, 1e-3).optimizer  # groups: hidden weights, the rest
+    assert [len(g["params"]) for g in adamo.param_groups] == [1, 3]
+    assert carry_optimizer_state(adamo, saved, net) == "moments"
+    for index, p in enumerate(net.parameters()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(adamo.state[p][key], saved["state"][index][key])
+        assert float(adamo.state[p]["step"]) == 3.0
+    muon = make_method("muon").attach(net, 1e-3).optimizer  # not Adam's kind of state
+    assert carry_optimizer_state(muon, saved, net) == "fresh"
 
 
 def test_a_branch_that_cannot_carry_over_is_refused_and_writes_nothing(tmp_path):
