@@ -1,0 +1,130 @@
+"""benchmarks/midpoint_rl.py on a synthetic grid with known dips, recoveries and finals."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import midpoint_rl  # noqa: E402
+
+STEPS = range(5_000, 100_001, 5_000)
+
+
+def make_run(folder: Path, name: str, seed: int, evals: dict, commit: str = "c0ffee") -> None:
+    run = folder / name
+    run.mkdir(parents=True)
+    config = {"agent": "dqn", "env": "minatar_space_invaders", "method": name.split("-")[1],
+              "seed": seed, "resolved": {"git_commit": commit}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config))
+    summary = {"status": "finished", "total_timesteps": 100_000}
+    (run / "summary.json").write_text(json.dumps(summary))
+    rows = [json.dumps({"step": s, "eval/episodic_return": v}) for s, v in evals.items()]
+    (run / "scalars.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def grid(folder: Path, seeds: int = 4, commit_of=lambda name: "c0ffee") -> None:
+    """Parents rise linearly with seed noise; FIRE dips by 4 for 10k steps after the midpoint;
+    reset drops to 0 at the midpoint and climbs back by 5 per evaluation."""
+    rng = np.random.default_rng(1)
+    for seed in range(1, seeds + 1):
+        parent = {s: s / 5_000 + rng.normal(0, 1) for s in STEPS}
+        fire = {s: v - 4.0 * (50_000 < s <= 60_000) for s, v in parent.items()}
+        reset = {s: v if s <= 50_000 else min(v, 5.0 * (s - 50_000) / 5_000)
+                 for s, v in parent.items()}  # fmt: skip
+        for name, evals in (
+            (f"parent-none-s{seed}", parent),
+            (f"midpoint-fire-s{seed}", fire),
+            (f"midpoint-reset-s{seed}", reset),
+        ):
+            make_run(folder, name, seed, evals, commit_of(name))
+
+
+class Curve:
+    """A run with only evaluations, as midpoint_rl reads them."""
+
+    def __init__(self, steps, values):
+        self.scalars = {"eval/episodic_return": (steps, values)}
+
+
+def test_measures_of_a_known_dip_and_recovery():
+    steps = np.array(list(STEPS))
+    values = np.where(steps <= 50_000, 10.0, 0.0) + np.where(steps >= 70_000, 12.0, 0.0)
+    m = midpoint_rl.measures(Curve(steps, values), [50_000], 100_000)
+    assert m["dip"] == -10.0  # 0 after against 10 before
+    assert m["recovery"] == 20_000 and m["recovered"] == 1.0  # 12 at 70k: back above 10
+    assert m["auc_after"] == pytest.approx(np.mean(values[steps > 50_000]))
+    assert m["final"] == 12.0
+    drop = Curve(steps, np.where(steps <= 50_000, 10.0, 0.0))
+    periodic = midpoint_rl.measures(drop, [25_000, 50_000, 75_000], 100_000)
+    # 25k: level 10, 10 again at 30k; 50k: never back to 10 before the next intervention
+    # (the whole 25k counted); 75k: level 0, reached at 80k
+    assert periodic["recovery"] == pytest.approx((5_000 + 25_000 + 5_000) / 3)
+    assert periodic["recovered"] == pytest.approx(2 / 3)
+
+
+def test_the_family_is_named_from_the_methods_alone():
+    assert list(midpoint_rl.family(("fire", "reset", "cbp"))) == [
+        "fire − none", "reset − none", "cbp − none", "fire − reset", "fire − cbp",
+    ]  # fmt: skip
+
+
+def test_a_synthetic_grid_gives_the_planted_differences(tmp_path):
+    grid(tmp_path / "runs")
+    result = midpoint_rl.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out" / "mp")])
+    midpoint = result["protocols"]["midpoint"]
+    assert "periodic" not in result["protocols"]  # no periodic branch ran
+    dip = midpoint["comparisons"]["dip"]
+    assert dip["fire − none"]["paired"]["mean"] == pytest.approx(-4.0)
+    assert dip["fire − none"]["paired"]["half"] == pytest.approx(0.0, abs=1e-9)  # same per seed
+    assert dip["fire − reset"]["paired"]["mean"] > 0  # reset drops further
+    final = midpoint["comparisons"]["final"]["fire − none"]["paired"]
+    assert final["mean"] == pytest.approx(0.0, abs=1e-9)  # FIRE's dip is over by the end
+    for tests in midpoint["comparisons"].values():  # injection and cbp did not run: NaN, counted
+        assert len(tests) == 11
+        finite = [t for t in tests.values() if np.isfinite(t["paired"]["p"])]
+        assert all(t["holm_p"] >= t["paired"]["p"] for t in finite)
+    text = (tmp_path / "out" / "mp.md").read_text()
+    assert "| fire − none | -4.0" in text and (tmp_path / "out" / "mp.png").exists()
+
+
+def test_a_grid_of_several_commits_is_refused_unless_allowed(tmp_path, capsys):
+    grid(tmp_path / "runs", commit_of=lambda name: "beef" if "reset" in name else "c0ffee")
+    argv = [str(tmp_path / "runs"), "--out", str(tmp_path / "mp")]
+    with pytest.raises(SystemExit) as exit_info:
+        midpoint_rl.main(argv)
+    assert exit_info.value.code == 2
+    assert "come from 2 commits" in capsys.readouterr().err
+    result = midpoint_rl.main([*argv, "--allow-mixed-commits"])
+    assert set(result["provenance"]["runs_by_commit"]) == {"c0ffee", "beef"}
+
+
+def test_the_grid_plans_parents_first_and_its_flags_parse(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "evidence"))
+    import midpoint_minatar
+
+    from agents import dqn
+    from agents.cli import parse_args
+
+    runs = midpoint_minatar.plan(["midpoint", "periodic"], [1, 2], 100_000)
+    assert [r.name for r in runs[:2]] == ["parent-none-s1", "parent-none-s2"]
+    assert len(runs) == 2 + 2 * 6 + 2 * 3
+    assert all(r.parent is None for r in runs[:2]) and all(r.parent for r in runs[2:])
+    sp = next(r for r in runs if r.name == "midpoint-shrink_perturb-s2")
+    assert "parent-none-s2/checkpoints/step_50000.pt" in sp.argv
+    periodic = next(r for r in runs if r.name == "periodic-fire-s1")
+    assert "parent-none-s1/checkpoints/step_25000.pt" in periodic.argv
+    common = midpoint_minatar.common_flags(100_000, 5_000)
+    for run in runs:  # every run's flags parse (the branch source aside, checked at start)
+        flags = [a for a in run.argv if not a.endswith(".pt") and a != "--branch-from"]
+        args = parse_args(dqn.Args, "dqn", [*common[2:], *flags])
+        assert args.total_timesteps == 100_000
+    sp_args = parse_args(dqn.Args, "dqn", [a for a in sp.argv if not a.endswith(".pt")][1:])
+    config = sp_args.plasticity  # the FIRE paper's SR-DQN form
+    assert (config.shrink, config.perturb, config.perturb_target) == (0.2, 0.8, "initial")
+    assert (config.shrink_perturb_linear, config.clear_optimizer) == ("initial", "none")
+    assert config.shrink_perturb_at == [50_000] and config.shrink_perturb_every == 0
+    fire = parse_args(dqn.Args, "dqn", [a for a in periodic.argv if not a.endswith(".pt")][1:])
+    assert fire.plasticity.fire_at == [25_000, 50_000, 75_000]
