@@ -58,6 +58,7 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
+from plasticity.kron import Kron
 from plasticity.nap import joint_norm, normalization_layers, project_, projected_groups
 from plasticity.optim import (
     AdamO,
@@ -190,6 +191,16 @@ class MethodConfig:
     baseline: 10); the other parameters train with Adam at the network's rate"""
     muon_momentum: float = 0.95
     """muon: Muon's momentum (torch's default, Nesterov)"""
+    kron_lr_scale: float = 1.0
+    """kron: PSGD-Kron's learning rate as a multiple of the network's (Plasticine: 1, the Adam
+    rate; the reference advises about 1/3)"""
+    kron_momentum: float = 0.9
+    """kron: PSGD-Kron's momentum b1 (the reference's)"""
+    kron_precond_lr: float = 0.1
+    """kron: step size of the preconditioner's fit (the reference's)"""
+    kron_max_triangular: int = 8192
+    """kron: largest dimension given a triangular preconditioner factor, larger ones a diagonal
+    (the reference's)"""
     dash_every: int = 0
     """DASH period in steps (0 = off: DASH then acts at dash_at steps and task switches)"""
     dash_at: list[int] = field(default_factory=list)
@@ -1230,6 +1241,38 @@ class TracPart(MethodPart):
     def build_optimizer(self, lr, optimizer_kwargs):
         params = list(self.handle.network.parameters())
         return self.handle.build_adam(params, lr, optimizer_kwargs, wrap=trac_optimizer_class)
+
+
+@register
+class KronPart(MethodPart):
+    """PSGD-Kron (Li, arXiv 1512.04202 and 1809.10232; :class:`plasticity.kron.Kron`): momentum
+    SGD preconditioned by a Kronecker-factored whitening preconditioner fitted online, on every
+    parameter of the network, biases included, as Plasticine uses it. Its rate is
+    ``kron_lr_scale`` times the network's, its decoupled weight decay (matrices only)
+    ``weight_decay``. Adam's ``eps`` and ``betas``, which the agents pass, do not apply: Kron
+    has neither. An intervention that clears the optimizer state of a tensor restarts its
+    preconditioner from the identity."""
+
+    name = "kron"
+    kind = PartKind.OPTIMIZER
+    settings = {
+        "kron_lr_scale": POSITIVE,
+        "kron_momentum": DECAY,
+        "kron_precond_lr": Check(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "kron_max_triangular": COUNT,
+    }
+    optimizer_class = Kron
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        cfg = self.config
+        return Kron(
+            self.handle.network.parameters(),
+            lr=cfg.kron_lr_scale * lr,
+            b1=cfg.kron_momentum,
+            weight_decay=cfg.weight_decay,
+            precond_lr=cfg.kron_precond_lr,
+            max_size_triangular=cfg.kron_max_triangular,
+        )
 
 
 @register
