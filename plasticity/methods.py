@@ -312,6 +312,10 @@ class MethodPart:
     """an optimizer part's class; an optimizer built elsewhere must be one (None: none can)"""
     replaces_units: ClassVar[bool] = False
     """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP, SNR)"""
+    every_update: ClassVar[bool] = False
+    """whether its ``after_update`` is a rule of every gradient step (CBP, SNR, NaP, C-CHAIN's
+    reference batch), which a loop with several updates between its intervention points (PPO's
+    minibatches) calls after each update; the others act at those points"""
 
     def __init__(self, handle: MethodHandle):
         self.handle = handle
@@ -686,15 +690,23 @@ class MethodHandle:
             schedule.skip_to(step)
 
     def after_update(
-        self, step: int, inputs: Inputs | Callable[[], Inputs] | None = None
+        self,
+        step: int,
+        inputs: Inputs | Callable[[], Inputs] | None = None,
+        every_update: bool | None = None,
     ) -> list[InterventionReport]:
         """Run the interventions due at ``step``; returns their reports (empty when none ran).
 
         ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
         ``er_l2`` when they are due; or a function returning one, called only then.
+        ``every_update``: which parts act: all (None, for a loop that calls this after every
+        update), only the rules of every gradient step (True: ``MethodPart.every_update``) or
+        only the others (False): a loop that takes several updates between its intervention
+        points (PPO) calls it with True after each update and with False at those points.
         """
         self.step = max(self.step, step)
-        reports = [report for part in self.parts for report in part.after_update(step, inputs)]
+        parts = [p for p in self.parts if every_update in (None, p.every_update)]
+        reports = [report for part in parts for report in part.after_update(step, inputs)]
         self._count(reports)
         return reports
 
@@ -1051,12 +1063,13 @@ class ContinualBackprop(MethodPart):
     the least useful mature units are replaced; see :mod:`plasticity.continual_backprop` for
     the rule and where it differs from the authors' code. It acts at each ``after_update``
     call, on the batch passed there: after every update in SAC (one update per env step by
-    default) as in the authors' code, after each ``train_frequency`` env steps in DQN, and after
-    each PPO iteration (the authors' PPO replaces after every minibatch step: there ρ and the
-    maturity count iterations, not minibatch steps)."""
+    default) and after every minibatch step in PPO, as in the authors' code, and after each
+    ``train_frequency`` env steps' update in DQN. Ages and the maturity count these calls,
+    i.e. updates, whatever ``step`` the loop passes."""
 
     name = "cbp"
     kind = PartKind.PER_UPDATE
+    every_update = True
     replaces_units = True
     settings = {"cbp_replacement_rate": FRACTION, "cbp_maturity": AGE, "cbp_decay": DECAY}
 
@@ -1281,12 +1294,13 @@ class NormalizeAndProject(MethodPart):
     Linear and Conv weight is projected back to its norm at attach time, each normalization
     layer's gain and offset jointly to theirs (see :mod:`plasticity.nap`). The network must
     normalize before its nonlinearities (our agents: ``--layer-norm``). It acts at each
-    ``after_update`` call: after every update in SAC at its default replay ratio, after the
-    ``train_frequency`` steps' updates in DQN, after each iteration in PPO. The paper's
+    ``after_update`` call: after every update in SAC at its default replay ratio and in PPO
+    (every minibatch step), after the ``train_frequency`` steps' update in DQN. The paper's
     explicit learning-rate schedule is not part of it: an agent's schedule applies as is."""
 
     name = "nap"
     kind = PartKind.PER_UPDATE
+    every_update = True
 
     def __init__(self, handle):
         super().__init__(handle)
@@ -1316,11 +1330,13 @@ class SelfNormalizedResets(MethodPart):
     reset when it has not fired for as long as its own threshold, re-estimated from its
     inter-firing times every ``snr_tau_every`` task switches (see :mod:`plasticity.snr`).
     Ages count the samples of the batches passed to ``after_update``: every update's in SAC at
-    its default replay ratio; in DQN and PPO one batch per call (the authors age units at
-    every step). Without task switches the thresholds stay at ``snr_tau_init``."""
+    its default replay ratio and in PPO (each minibatch), one batch per ``train_frequency``
+    steps in DQN (the authors age units at every step). Without task switches the thresholds
+    stay at ``snr_tau_init``."""
 
     name = "snr"
     kind = PartKind.PER_UPDATE
+    every_update = True
     replaces_units = True
     settings = {
         "snr_percentile": FRACTION,
@@ -1372,12 +1388,14 @@ class ChurnReduction(MethodPart):
     batch, ``λ`` adapted to the main loss (see :mod:`plasticity.churn`). The network one
     update earlier is the parameters at the previous ``penalty`` call; the reference batch is
     the one passed to the last ``after_update`` (the previous training batch: in SAC and DQN
-    a replay sample apart from the current one, in PPO the last minibatch of the previous
-    iteration, where the authors shuffle a new one per update). Without the main loss passed
-    to ``penalty``, λ stays ``c_chain_coef``."""
+    a replay sample apart from the current one, in PPO the previous minibatch of the same
+    rollout, the last one of the previous rollout for an iteration's first update; the authors
+    shuffle a new one per update). Without the main loss passed to ``penalty``, λ stays
+    ``c_chain_coef``."""
 
     name = "c_chain"
     kind = PartKind.PENALTY
+    every_update = True
     settings = {
         "c_chain_coef": NONNEGATIVE,
         "c_chain_target": NONNEGATIVE,

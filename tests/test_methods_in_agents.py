@@ -80,14 +80,48 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
         update_epochs=10,
         checkpoint_every=0,
     )
-    args.plasticity.cbp_maturity = 1  # PPO's rule acts once per iteration
-    args.plasticity.cbp_replacement_rate = 0.1
+    args.plasticity.cbp_maturity = 20  # ages count minibatch updates
+    args.plasticity.cbp_replacement_rate = 0.05
     args.plasticity.injection_at = args.plasticity.dash_at = [128]
     summary = ppo.main(args)
     assert summary["status"] == "finished"
     # snr resets units that stopped firing (ReLU's zeros): PPO's tanh units have no such state
     assert acted(summary, "critic", method) or method == "snr"
     assert not summary["interventions"]["actor"]
+
+
+EVERY_UPDATE = [name for name, part in PARTS.items() if part.every_update]
+
+
+@pytest.mark.parametrize("method", EVERY_UPDATE)
+def test_ppo_applies_the_rules_of_every_update_after_each_minibatch(tmp_path, method, monkeypatch):
+    # 2 iterations of 64 steps, 4 minibatches × 3 epochs each: 24 updates per network; a
+    # scheduled intervention (FIRE) is asked once per iteration
+    calls = {method: [], "fire": []}
+    for name in calls:
+        part = PARTS[name]
+        original = part.after_update
+
+        def counted(self, step, inputs, name=name, original=original):
+            calls[name].append(step)
+            return original(self, step, inputs)
+
+        monkeypatch.setattr(part, "after_update", counted)
+    args = ppo_args(
+        tmp_path,
+        layer_norm=method in ARCHITECTURE,
+        critic_method=f"{method}+fire",
+        total_timesteps=128,
+        num_minibatches=4,
+        update_epochs=3,
+        checkpoint_every=0,
+    )
+    args.plasticity.fire_every = 0
+    summary = ppo.main(args)
+    assert summary["status"] == "finished"
+    # each call gets the env step of its iteration (64 steps each)
+    assert calls[method] == [64] * 12 + [128] * 12
+    assert calls["fire"] == [64]  # not at the run's last step
 
 
 def small_sac(**policy_kwargs):
