@@ -13,6 +13,8 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
 - the rules of the newer methods, one module each: :mod:`plasticity.continual_backprop`,
   :mod:`plasticity.injection`, :mod:`plasticity.dash`, :mod:`plasticity.snr`,
   :mod:`plasticity.nap`; TRAC and a combined (Muon + Adam) optimizer in :mod:`plasticity.optim`;
+- architecture choices (a normalization before each nonlinearity, CReLU, deep Fourier
+  features): :mod:`plasticity.architecture`;
 - named methods for training loops: :func:`make_method`, :func:`method_names`, and
   :func:`register` with :class:`MethodPart` to add one;
 - :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.
