@@ -149,7 +149,8 @@ class Kron(torch.optim.Optimizer):
             state["step"] = 0
             state["since_fit"] = 0
             state["fits"] = 0
-            state["momentum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
+            # the parameter's shape: interventions zero the entries of the units they reset
+            state["momentum"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
             state["preconditioner"] = [
                 torch.empty((size, size) if triangular else (size,), **_like(param))
                 for size, triangular in zip(shape, triangular_dims(param, group), strict=True)
@@ -161,18 +162,17 @@ class Kron(torch.optim.Optimizer):
                     torch.eye(factor.shape[0], out=factor).mul_(scale)
                 else:
                     factor.fill_(scale)
-        grad = param.grad.reshape(shape)
         b1 = group["b1"]
         momentum = state["momentum"]
-        momentum.mul_(b1).add_(grad, alpha=1 - b1)
+        momentum.mul_(b1).add_(param.grad, alpha=1 - b1)
         state["step"] += 1
-        debiased = momentum / (1 - b1 ** state["step"])
+        debiased = (momentum / (1 - b1 ** state["step"])).reshape(shape)
         if self._fit_due(state, group):
-            target = debiased if group["momentum_into_precond_update"] else grad
-            self._fit(state, target, group["precond_lr"])
+            fitted = debiased if group["momentum_into_precond_update"] else param.grad
+            self._fit(state, fitted.reshape(shape), group["precond_lr"])
         update = precondition(state["preconditioner"], debiased)
         update.mul_(torch.clamp(MAX_UPDATE_RMS / update.square().mean().sqrt().add(1e-12), max=1))
-        update = update.view_as(param)
+        update = update.reshape_as(param)
         if group["weight_decay"] != 0 and param.dim() >= 2:
             update.add_(param, alpha=group["weight_decay"])
         param.sub_(update * group["lr"])

@@ -164,6 +164,19 @@ def test_the_kron_part_trains_every_parameter_and_combines_with_penalties_and_in
         make_method("kron", kron_precond_lr=2)
 
 
+def test_a_conv_kernel_is_fitted_as_its_out_by_fan_in_matrix():
+    conv = nn.Conv2d(3, 5, 3)
+    optimizer = Kron(conv.parameters(), lr=1e-2)
+    before = conv.weight.detach().clone()
+    conv(torch.randn(4, 3, 8, 8)).square().mean().backward()
+    optimizer.step()
+    state = optimizer.state[conv.weight]
+    assert [f.shape for f in state["preconditioner"]] == [(5, 5), (27, 27)]
+    assert state["momentum"].shape == conv.weight.shape  # unit resets zero its entries
+    # the first update: RMS at most 1.1 (clipped), times lr
+    assert 0 < float((conv.weight.detach() - before).square().mean().sqrt()) <= 1.1e-2 + 1e-9
+
+
 def test_the_spectral_norm_bound_is_a_close_lower_bound():
     for size in (1, 5, 40):
         a = torch.randn(size, 2 * size)
