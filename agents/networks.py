@@ -7,15 +7,12 @@
   alone would not fit.
 
 Each torso ends with its hidden fully connected layer and nonlinearity; the agent adds its
-heads. Two architecture choices apply to every agent's networks:
+heads. Two architecture choices apply to every agent's networks (the blocks are
+:mod:`plasticity.architecture`'s, re-exported here):
 
-- ``--layer-norm``: each hidden nonlinearity is preceded by a normalization (Ba et al. 2016,
-  arXiv 1607.06450): LayerNorm after a Linear layer, over a conv layer's whole output
-  (channels and positions: ``GroupNorm`` with one group) after a conv;
-- ``--activation``: the hidden nonlinearity, ``relu``, or one that doubles the width, the next
-  layer's fan-in doubling with it (as in Plasticine): ``crelu``, ``[relu(x), relu(−x)]``
-  (Abbas et al. 2023, arXiv 2303.07507), or ``dff``, deep Fourier features ``[sin x, cos x]``
-  (Lewandowski et al. 2024, arXiv 2410.20634). PPO's vector networks keep tanh unless set.
+- ``--layer-norm``: each hidden nonlinearity is preceded by a normalization;
+- ``--activation``: the hidden nonlinearity, ``relu``, ``crelu`` or ``dff`` (the last two
+  double the width). PPO's vector networks keep tanh unless set.
 """
 
 from __future__ import annotations
@@ -23,58 +20,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from plasticity.architecture import (
+    NONLINEARITIES,
+    CReLU,
+    FourierFeatures,
+    hidden_block,
+    normalization,
+    widening,
+)
+
+__all__ = [
+    "NATURE_MIN_SIZE",
+    "NONLINEARITIES",
+    "CReLU",
+    "FourierFeatures",
+    "hidden_block",
+    "image_torso",
+    "normalization",
+    "widening",
+]
 
 NATURE_MIN_SIZE = 36
 """the smallest side the Nature CNN's kernels and strides leave a feature map for"""
-
-
-def normalization(layer: nn.Module, layer_norm: bool) -> list[nn.Module]:
-    """What goes between ``layer`` and its nonlinearity: a normalization of its output with
-    ``--layer-norm``, else nothing (the network, and its checkpoints, as without the flag)."""
-    if not layer_norm:
-        return []
-    if isinstance(layer, nn.Conv2d):
-        return [nn.GroupNorm(1, layer.out_channels)]
-    return [nn.LayerNorm(layer.out_features)]
-
-
-class CReLU(nn.Module):
-    """Concatenated ReLU ``[relu(x), relu(−x)]`` along the features (channels): twice as wide."""
-
-    widening = 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.relu(x), F.relu(-x)], 1)
-
-
-class FourierFeatures(nn.Module):
-    """Deep Fourier features ``[sin x, cos x]`` along the features (channels): twice as wide."""
-
-    widening = 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.sin(x), torch.cos(x)], 1)
-
-
-NONLINEARITIES: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "crelu": CReLU,
-    "dff": FourierFeatures,
-}
-
-
-def widening(activation: str) -> int:
-    """How many outputs the nonlinearity ``activation`` makes of one unit."""
-    return getattr(NONLINEARITIES[activation], "widening", 1)
-
-
-def hidden_block(layer: nn.Module, activation: str, layer_norm: bool) -> list[nn.Module]:
-    """``layer``, its normalization with ``--layer-norm``, and its nonlinearity (its output is
-    ``widening(activation)`` times as wide as ``layer``'s)."""
-    return [layer, *normalization(layer, layer_norm), NONLINEARITIES[activation]()]
 
 
 def image_torso(

@@ -580,6 +580,11 @@ def main(args: Args) -> dict:
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = losses
                 torch.logical_or(nonfinite, diverged, out=nonfinite)
                 clipfracs.append(clipfrac)
+                # the rules of every gradient step (CBP, SNR, NaP, C-CHAIN's reference batch), as
+                # their authors' PPO: called with the iteration's env step, their own counters
+                # count these calls (CBP's ages) or the minibatch's samples (SNR's)
+                for name, handle in handles.items():
+                    intervened(name, handle.after_update(global_step, mb_obs, every_update=True))
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
@@ -593,7 +598,7 @@ def main(args: Args) -> dict:
             run.log(global_step, critic_curvature(mb_obs, b_returns[mb_inds]))
         for name, handle in handles.items():
             if life.intervening(global_step):
-                intervened(name, handle.after_update(global_step, inputs=mb_obs))
+                intervened(name, handle.after_update(global_step, mb_obs, every_update=False))
                 if switched:
                     intervened(name, handle.on_task_switch(inputs=mb_obs))
 

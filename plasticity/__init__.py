@@ -5,6 +5,7 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
 - isometry: :func:`newton_schulz`, :func:`polar`, :func:`deviation_from_isometry`,
   :func:`isometry_penalty`;
 - the :class:`AdamO` optimizer (Adam + decoupled isometry step) and :func:`adamo_param_groups`;
+- the :class:`Kron` optimizer (PSGD-Kron, :mod:`plasticity.kron`);
 - in-place interventions that reset the optimizer state they invalidate: :func:`fire_`,
   :func:`full_reset_`, :func:`shrink_perturb_`, :func:`redo_`, :func:`clear_optimizer_state_`;
 - regularizers: :func:`l2_init_penalty`, :func:`l2_penalty`, :func:`parseval_penalty`,
@@ -12,6 +13,8 @@ A framework-agnostic library of plain PyTorch functions and optimizers (no RL lo
 - the rules of the newer methods, one module each: :mod:`plasticity.continual_backprop`,
   :mod:`plasticity.injection`, :mod:`plasticity.dash`, :mod:`plasticity.snr`,
   :mod:`plasticity.nap`; TRAC and a combined (Muon + Adam) optimizer in :mod:`plasticity.optim`;
+- architecture choices (a normalization before each nonlinearity, CReLU, deep Fourier
+  features): :mod:`plasticity.architecture`;
 - named methods for training loops: :func:`make_method`, :func:`method_names`, and
   :func:`register` with :class:`MethodPart` to add one;
 - :mod:`plasticity.metrics` and :class:`PlasticityMonitor`.
@@ -36,6 +39,7 @@ from plasticity.isometry import (
     polar,
     squared_frobenius_error,
 )
+from plasticity.kron import Kron
 from plasticity.methods import (
     METHODS,
     Method,
@@ -62,6 +66,7 @@ __all__ = [
     "METHODS",
     "AdamO",
     "InterventionReport",
+    "Kron",
     "Method",
     "MethodConfig",
     "MethodHandle",

@@ -60,6 +60,7 @@ from plasticity.interventions import (
     sync_targets,
 )
 from plasticity.isometry import isometry_penalty
+from plasticity.kron import Kron
 from plasticity.nap import joint_norm, normalization_layers, project_, projected_groups
 from plasticity.optim import (
     AdamO,
@@ -202,6 +203,16 @@ class MethodConfig:
     baseline: 10); the other parameters train with Adam at the network's rate"""
     muon_momentum: float = 0.95
     """muon: Muon's momentum (torch's default, Nesterov)"""
+    kron_lr_scale: float = 1.0
+    """kron: PSGD-Kron's learning rate as a multiple of the network's (Plasticine: 1, the Adam
+    rate; the reference advises about 1/3)"""
+    kron_momentum: float = 0.9
+    """kron: PSGD-Kron's momentum b1 (the reference's)"""
+    kron_precond_lr: float = 0.1
+    """kron: step size of the preconditioner's fit (the reference's)"""
+    kron_max_triangular: int = 8192
+    """kron: largest dimension given a triangular preconditioner factor, larger ones a diagonal
+    (the reference's)"""
     dash_every: int = 0
     """DASH period in steps (0 = off: DASH then acts at dash_at steps and task switches)"""
     dash_at: list[int] = field(default_factory=list)
@@ -313,6 +324,10 @@ class MethodPart:
     """an optimizer part's class; an optimizer built elsewhere must be one (None: none can)"""
     replaces_units: ClassVar[bool] = False
     """whether it replaces single units, zeroing their outgoing weights (ReDo, CBP, SNR)"""
+    every_update: ClassVar[bool] = False
+    """whether its ``after_update`` is a rule of every gradient step (CBP, SNR, NaP, C-CHAIN's
+    reference batch), which a loop with several updates between its intervention points (PPO's
+    minibatches) calls after each update; the others act at those points"""
 
     def __init__(self, handle: MethodHandle):
         self.handle = handle
@@ -692,15 +707,23 @@ class MethodHandle:
             schedule.skip_to(step)
 
     def after_update(
-        self, step: int, inputs: Inputs | Callable[[], Inputs] | None = None
+        self,
+        step: int,
+        inputs: Inputs | Callable[[], Inputs] | None = None,
+        every_update: bool | None = None,
     ) -> list[InterventionReport]:
         """Run the interventions due at ``step``; returns their reports (empty when none ran).
 
         ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
         ``er_l2`` when they are due; or a function returning one, called only then.
+        ``every_update``: which parts act: all (None, for a loop that calls this after every
+        update), only the rules of every gradient step (True: ``MethodPart.every_update``) or
+        only the others (False): a loop that takes several updates between its intervention
+        points (PPO) calls it with True after each update and with False at those points.
         """
         self.step = max(self.step, step)
-        reports = [report for part in self.parts for report in part.after_update(step, inputs)]
+        parts = [p for p in self.parts if every_update in (None, p.every_update)]
+        reports = [report for part in parts for report in part.after_update(step, inputs)]
         self._count(reports)
         return reports
 
@@ -1081,12 +1104,13 @@ class ContinualBackprop(MethodPart):
     the least useful mature units are replaced; see :mod:`plasticity.continual_backprop` for
     the rule and where it differs from the authors' code. It acts at each ``after_update``
     call, on the batch passed there: after every update in SAC (one update per env step by
-    default) as in the authors' code, after each ``train_frequency`` env steps in DQN, and after
-    each PPO iteration (the authors' PPO replaces after every minibatch step: there ρ and the
-    maturity count iterations, not minibatch steps)."""
+    default) and after every minibatch step in PPO, as in the authors' code, and after each
+    ``train_frequency`` env steps' update in DQN. Ages and the maturity count these calls,
+    i.e. updates, whatever ``step`` the loop passes."""
 
     name = "cbp"
     kind = PartKind.PER_UPDATE
+    every_update = True
     replaces_units = True
     settings = {"cbp_replacement_rate": FRACTION, "cbp_maturity": AGE, "cbp_decay": DECAY}
 
@@ -1274,17 +1298,50 @@ class TracPart(MethodPart):
 
 
 @register
+class KronPart(MethodPart):
+    """PSGD-Kron (Li, arXiv 1512.04202 and 1809.10232; :class:`plasticity.kron.Kron`): momentum
+    SGD preconditioned by a Kronecker-factored whitening preconditioner fitted online, on every
+    parameter of the network, biases included, as Plasticine uses it. Its rate is
+    ``kron_lr_scale`` times the network's, its decoupled weight decay (matrices only)
+    ``weight_decay``. Adam's ``eps`` and ``betas``, which the agents pass, do not apply: Kron
+    has neither. An intervention that clears the optimizer state of a tensor restarts its
+    preconditioner from the identity."""
+
+    name = "kron"
+    kind = PartKind.OPTIMIZER
+    settings = {
+        "kron_lr_scale": POSITIVE,
+        "kron_momentum": DECAY,
+        "kron_precond_lr": Check(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "kron_max_triangular": COUNT,
+    }
+    optimizer_class = Kron
+
+    def build_optimizer(self, lr, optimizer_kwargs):
+        cfg = self.config
+        return Kron(
+            self.handle.network.parameters(),
+            lr=cfg.kron_lr_scale * lr,
+            b1=cfg.kron_momentum,
+            weight_decay=cfg.weight_decay,
+            precond_lr=cfg.kron_precond_lr,
+            max_size_triangular=cfg.kron_max_triangular,
+        )
+
+
+@register
 class NormalizeAndProject(MethodPart):
     """NaP, normalize-and-project (Lyle et al. 2024, arXiv 2407.01800): after every update each
     Linear and Conv weight is projected back to its norm at attach time, each normalization
     layer's gain and offset jointly to theirs (see :mod:`plasticity.nap`). The network must
     normalize before its nonlinearities (our agents: ``--layer-norm``). It acts at each
-    ``after_update`` call: after every update in SAC at its default replay ratio, after the
-    ``train_frequency`` steps' updates in DQN, after each iteration in PPO. The paper's
+    ``after_update`` call: after every update in SAC at its default replay ratio and in PPO
+    (every minibatch step), after the ``train_frequency`` steps' update in DQN. The paper's
     explicit learning-rate schedule is not part of it: an agent's schedule applies as is."""
 
     name = "nap"
     kind = PartKind.PER_UPDATE
+    every_update = True
 
     def __init__(self, handle):
         super().__init__(handle)
@@ -1314,11 +1371,13 @@ class SelfNormalizedResets(MethodPart):
     reset when it has not fired for as long as its own threshold, re-estimated from its
     inter-firing times every ``snr_tau_every`` task switches (see :mod:`plasticity.snr`).
     Ages count the samples of the batches passed to ``after_update``: every update's in SAC at
-    its default replay ratio; in DQN and PPO one batch per call (the authors age units at
-    every step). Without task switches the thresholds stay at ``snr_tau_init``."""
+    its default replay ratio and in PPO (each minibatch), one batch per ``train_frequency``
+    steps in DQN (the authors age units at every step). Without task switches the thresholds
+    stay at ``snr_tau_init``."""
 
     name = "snr"
     kind = PartKind.PER_UPDATE
+    every_update = True
     replaces_units = True
     settings = {
         "snr_percentile": FRACTION,
@@ -1370,12 +1429,14 @@ class ChurnReduction(MethodPart):
     batch, ``λ`` adapted to the main loss (see :mod:`plasticity.churn`). The network one
     update earlier is the parameters at the previous ``penalty`` call; the reference batch is
     the one passed to the last ``after_update`` (the previous training batch: in SAC and DQN
-    a replay sample apart from the current one, in PPO the last minibatch of the previous
-    iteration, where the authors shuffle a new one per update). Without the main loss passed
-    to ``penalty``, λ stays ``c_chain_coef``."""
+    a replay sample apart from the current one, in PPO the previous minibatch of the same
+    rollout, the last one of the previous rollout for an iteration's first update; the authors
+    shuffle a new one per update). Without the main loss passed to ``penalty``, λ stays
+    ``c_chain_coef``."""
 
     name = "c_chain"
     kind = PartKind.PENALTY
+    every_update = True
     settings = {
         "c_chain_coef": NONNEGATIVE,
         "c_chain_target": NONNEGATIVE,

@@ -14,9 +14,16 @@ so saved models load with ``SAC.load`` and the like.
 What a callback cannot do: penalties (the parts of kind ``PartKind.PENALTY``: ``isometry``,
 ``l2_init``, ``l2``, ``parseval``, ``spectral``, ``er_l2``) must enter the loss, which SB3
 computes inside ``train()``; use AdamO, the decoupled form of the isometry penalty, instead.
-Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``). ``nap`` needs a
-policy that normalizes before its nonlinearities. A plasticity injection lives in forward hooks
-and the callback's handles: ``model.save`` does not keep it.
+Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``); ``kron`` works
+with a model built with ``policy_kwargs={"optimizer_class": Kron}``. ``nap`` needs a policy
+that normalizes before its nonlinearities. A plasticity injection lives in forward hooks and
+the callback's handles: ``model.save`` does not keep it.
+
+Our agents' ``--layer-norm`` and ``--activation`` (``relu``, ``crelu``, ``dff``) are policy
+arguments of the classes :func:`architecture_policy` gives (SAC, DQN, PPO, A2C)::
+
+    model = SAC(architecture_policy(SAC), env,
+                policy_kwargs={"layer_norm": True, "activation": "crelu"})
 
 On a CPU, pin torch's threads before building the model (``torch.set_num_threads(1)``, as
 ``train.py``'s ``--threads`` does by default): SB3's small networks on a few shared cores run
@@ -41,13 +48,16 @@ try:
     from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.policies import BasePolicy
+    from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+    from stable_baselines3.dqn.policies import DQNPolicy
+    from stable_baselines3.sac.policies import SACPolicy
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "plasticity.sb3 needs stable-baselines3: pip install 'stable-baselines3>=2.3'"
     ) from err
 
 from plasticity._layers import named_layers, reinitialized_copy
+from plasticity.architecture import NONLINEARITIES, hidden_block, widening
 from plasticity.interventions import InterventionReport
 from plasticity.methods import MethodHandle, MethodPart, PartKind, is_announced, make_method
 from plasticity.metrics import PlasticityMonitor
@@ -67,6 +77,133 @@ def adamo_policy_kwargs(iso_coef: float = 1e-3, **optimizer_kwargs) -> dict:
         "optimizer_class": AdamO,
         "optimizer_kwargs": {"iso_coef": iso_coef, **optimizer_kwargs},
     }
+
+
+# --- policies with a normalization and a nonlinearity of choice ----------------------------
+
+
+def hidden_mlp(in_features: int, net_arch: list[int], layer_norm: bool, activation: str):
+    """Linear layers of ``net_arch`` units, each followed by its normalization (``layer_norm``)
+    and nonlinearity (:func:`plasticity.architecture.hidden_block`), the fan-in of each layer
+    widened with the one before (CReLU, DFF); returns the ``nn.Sequential`` and its output
+    width."""
+    layers, width = [], in_features
+    for units in net_arch:
+        layers += hidden_block(nn.Linear(width, units), activation, layer_norm)
+        width = units * widening(activation)
+    return nn.Sequential(*layers), width
+
+
+class _Architecture:
+    """What the policies below share: the ``layer_norm`` and ``activation`` arguments (saved
+    with the policy, so ``Algorithm.load`` rebuilds it) and the hidden MLPs they make."""
+
+    default_activation: str
+
+    def __init__(self, *args, layer_norm: bool = False, activation: str | None = None, **kwargs):
+        activation = activation or self.default_activation
+        if activation not in NONLINEARITIES:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {', '.join(NONLINEARITIES)}"
+            )
+        given = kwargs.pop("activation_fn", None)
+        if given not in (None, NONLINEARITIES[activation]):
+            raise ValueError(
+                f"{type(self).__name__} takes its nonlinearity as activation={activation!r}; "
+                f"leave out activation_fn={given.__name__}"
+            )
+        self.layer_norm, self.activation = layer_norm, activation
+        # the class SB3 keeps: what the callback reads the hidden units with
+        super().__init__(*args, activation_fn=NONLINEARITIES[activation], **kwargs)
+
+    def _get_constructor_parameters(self) -> dict:
+        return {
+            **super()._get_constructor_parameters(),
+            "layer_norm": self.layer_norm,
+            "activation": self.activation,
+        }
+
+    def hidden(self, in_features: int, net_arch: list[int]) -> tuple[nn.Sequential, int]:
+        return hidden_mlp(in_features, net_arch, self.layer_norm, self.activation)
+
+
+class SACArchitecturePolicy(_Architecture, SACPolicy):
+    """SAC's ``MlpPolicy`` with ``layer_norm`` and ``activation`` (``relu``, ``crelu``,
+    ``dff``, ``tanh``; default ``relu``) in the actor's and every critic's hidden layers, as
+    our agents' ``--layer-norm`` and ``--activation``. gSDE (``use_sde``) is not offered."""
+
+    default_activation = "relu"
+
+    def make_actor(self, features_extractor=None):
+        actor = super().make_actor(features_extractor)
+        if actor.use_sde:
+            raise ValueError(f"{type(self).__name__} does not offer use_sde; leave it False")
+        actor.latent_pi, width = self.hidden(actor.features_dim, actor.net_arch)
+        actions = actor.mu.out_features
+        actor.mu, actor.log_std = nn.Linear(width, actions), nn.Linear(width, actions)
+        return actor.to(self.device)
+
+    def make_critic(self, features_extractor=None):
+        critic = super().make_critic(features_extractor)
+        in_features = critic.q_networks[0][0].in_features  # features and actions
+        for index in range(critic.n_critics):
+            mlp, width = self.hidden(in_features, self.critic_kwargs["net_arch"])
+            q_network = nn.Sequential(*mlp, nn.Linear(width, 1))
+            critic.add_module(f"qf{index}", q_network)  # replaces SB3's
+            critic.q_networks[index] = q_network
+        return critic.to(self.device)
+
+
+class DQNArchitecturePolicy(_Architecture, DQNPolicy):
+    """DQN's ``MlpPolicy`` with ``layer_norm`` and ``activation`` (default ``relu``) in the
+    Q-network's hidden layers (its target's alike)."""
+
+    default_activation = "relu"
+
+    def make_q_net(self):
+        q_net = super().make_q_net()
+        mlp, width = self.hidden(q_net.features_dim, q_net.net_arch)
+        q_net.q_net = nn.Sequential(*mlp, nn.Linear(width, int(q_net.action_space.n)))
+        return q_net.to(self.device)
+
+
+class ActorCriticArchitecturePolicy(_Architecture, ActorCriticPolicy):
+    """PPO's and A2C's ``MlpPolicy`` with ``layer_norm`` and ``activation`` (default ``tanh``,
+    SB3's) in the policy and value branches (``net_arch`` a list, or a dict of ``pi`` and
+    ``vf``); SB3's orthogonal init applies to their Linear layers as usual."""
+
+    default_activation = "tanh"
+
+    def _build_mlp_extractor(self) -> None:
+        super()._build_mlp_extractor()
+        arch = self.net_arch
+        policy_arch, value_arch = (
+            (arch.get("pi", []), arch.get("vf", [])) if isinstance(arch, dict) else (arch, arch)
+        )
+        extractor = self.mlp_extractor
+        extractor.policy_net, extractor.latent_dim_pi = self.hidden(self.features_dim, policy_arch)
+        extractor.value_net, extractor.latent_dim_vf = self.hidden(self.features_dim, value_arch)
+        extractor.to(self.device)
+
+
+ARCHITECTURE_POLICIES = {
+    SAC: SACArchitecturePolicy,
+    DQN: DQNArchitecturePolicy,
+    PPO: ActorCriticArchitecturePolicy,
+    A2C: ActorCriticArchitecturePolicy,
+}
+
+
+def architecture_policy(algorithm: type[BaseAlgorithm]) -> type[BasePolicy]:
+    """The policy class with ``layer_norm`` and ``activation`` for an SB3 algorithm class::
+
+    SAC(architecture_policy(SAC), env, policy_kwargs={"layer_norm": True,
+                                                      "activation": "crelu"})
+    """
+    for base, policy in ARCHITECTURE_POLICIES.items():
+        if issubclass(algorithm, base):
+            return policy
+    raise TypeError(f"{algorithm.__name__} has no architecture policy; use SAC, DQN, PPO or A2C")
 
 
 # --- which networks an algorithm has --------------------------------------------------------
@@ -315,7 +452,17 @@ class PlasticityCallback(BaseCallback):
             ):
                 raise ValueError(_optimizer_refusal(part))
         # the policy's hidden activation (ReLU for SAC/TD3/DQN, Tanh for PPO/A2C by default)
-        self.activation = getattr(self.model.policy, "activation_fn", nn.ReLU)()
+        activation_fn = getattr(self.model.policy, "activation_fn", nn.ReLU)
+        if getattr(activation_fn, "widening", 1) > 1:  # CReLU, DFF: two outputs per unit
+            replacing = [part.name for part in self.method.part_classes if part.replaces_units]
+            if replacing:
+                raise ValueError(
+                    f"{replacing[0]} replaces single units, and the policy's "
+                    f"{activation_fn.__name__} gives each unit two outputs; use it with "
+                    "activation='relu'"
+                )
+            activation_fn = nn.ReLU  # their units read as ReLU's (metrics only), as our agents'
+        self.activation = activation_fn()
         self._networks = {name: available[name] for name in names}
         self.handles = {
             name: self.method.attach(

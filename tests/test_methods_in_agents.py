@@ -16,6 +16,7 @@ ACTING = {
     "dash": {"dash_at": [160]},
     "muon": {},
     "trac": {},
+    "kron": {},
     "nap": {},
     "snr": {"snr_tau_init": 64},
     "c_chain": {"c_chain_start": 50, "c_chain_window": 100},
@@ -33,7 +34,7 @@ def configured(args, method):
     return args
 
 
-UNCOUNTED = {"muon", "trac", "nap", "c_chain"}
+UNCOUNTED = {"muon", "trac", "kron", "nap", "c_chain"}
 """methods that report no intervention to count (optimizers, a projection, a penalty): for
 them a run that finished, with finite losses, is the check"""
 PENALTIES = [name for name in ACTING if PARTS[name].kind is PartKind.PENALTY]
@@ -79,8 +80,8 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
         update_epochs=10,
         checkpoint_every=0,
     )
-    args.plasticity.cbp_maturity = 1  # PPO's rule acts once per iteration
-    args.plasticity.cbp_replacement_rate = 0.1
+    args.plasticity.cbp_maturity = 20  # ages count minibatch updates
+    args.plasticity.cbp_replacement_rate = 0.05
     args.plasticity.injection_at = args.plasticity.dash_at = [128]
     summary = ppo.main(args)
     assert summary["status"] == "finished"
@@ -89,7 +90,41 @@ def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, me
     assert not summary["interventions"]["actor"]
 
 
-def small_sac():
+EVERY_UPDATE = [name for name, part in PARTS.items() if part.every_update]
+
+
+@pytest.mark.parametrize("method", EVERY_UPDATE)
+def test_ppo_applies_the_rules_of_every_update_after_each_minibatch(tmp_path, method, monkeypatch):
+    # 2 iterations of 64 steps, 4 minibatches × 3 epochs each: 24 updates per network; a
+    # scheduled intervention (FIRE) is asked once per iteration
+    calls = {method: [], "fire": []}
+    for name in calls:
+        part = PARTS[name]
+        original = part.after_update
+
+        def counted(self, step, inputs, name=name, original=original):
+            calls[name].append(step)
+            return original(self, step, inputs)
+
+        monkeypatch.setattr(part, "after_update", counted)
+    args = ppo_args(
+        tmp_path,
+        layer_norm=method in ARCHITECTURE,
+        critic_method=f"{method}+fire",
+        total_timesteps=128,
+        num_minibatches=4,
+        update_epochs=3,
+        checkpoint_every=0,
+    )
+    args.plasticity.fire_every = 0
+    summary = ppo.main(args)
+    assert summary["status"] == "finished"
+    # each call gets the env step of its iteration (64 steps each)
+    assert calls[method] == [64] * 12 + [128] * 12
+    assert calls["fire"] == [64]  # not at the run's last step
+
+
+def small_sac(**policy_kwargs):
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import SAC
 
@@ -100,7 +135,7 @@ def small_sac():
         make_env("Pendulum-v1"),
         learning_starts=50,
         batch_size=32,
-        policy_kwargs={"net_arch": [32, 32]},
+        policy_kwargs={"net_arch": [32, 32], **policy_kwargs},
         seed=0,
         device="cpu",
     )
@@ -124,8 +159,21 @@ def test_the_sb3_callback_applies_the_method(method):
 def test_the_sb3_callback_refuses_an_optimizer_it_cannot_build(method):
     from plasticity.sb3 import PlasticityCallback
 
-    with pytest.raises(ValueError, match=f"method '{method}' builds its own optimizer"):
+    wanted = PARTS[method].optimizer_class
+    refusal = f"needs {wanted.__name__} optimizers" if wanted else "builds its own optimizer"
+    with pytest.raises(ValueError, match=f"method '{method}' {refusal}"):
         small_sac().learn(10, callback=PlasticityCallback(method))
+
+
+def test_the_sb3_callback_takes_kron_on_a_model_built_with_it():
+    from plasticity.kron import Kron
+    from plasticity.sb3 import PlasticityCallback
+
+    model = small_sac(optimizer_class=Kron)
+    model.learn(100, callback=PlasticityCallback("kron+redo", redo_every=60))
+    for optimizer in (model.actor.optimizer, model.critic.optimizer):
+        assert isinstance(optimizer, Kron) and optimizer.state  # it took SAC's steps
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
 
 
 def test_the_sb3_callback_refuses_nap_on_a_network_without_normalization():

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 pytest.importorskip("stable_baselines3")
 from conftest import state_is_zero  # noqa: E402
@@ -15,7 +16,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList  # noq
 from envs import make_env  # noqa: E402
 from plasticity import AdamO, fire_, make_method  # noqa: E402
 from plasticity._layers import named_layers  # noqa: E402
-from plasticity.sb3 import PlasticityCallback, adamo_policy_kwargs, sb3_networks  # noqa: E402
+from plasticity.architecture import CReLU, FourierFeatures  # noqa: E402
+from plasticity.kron import Kron  # noqa: E402
+from plasticity.sb3 import (  # noqa: E402
+    PlasticityCallback,
+    adamo_policy_kwargs,
+    architecture_policy,
+    sb3_networks,
+)
 
 SMALL = {"net_arch": [32, 32]}
 
@@ -362,3 +370,89 @@ def test_the_callback_draws_no_probe_unless_an_intervention_needs_one(monkeypatc
     calls.clear()
     model.learn(150, callback=PlasticityCallback("fire", fire_every=60))
     assert len(calls) == without  # FIRE needs no probe: SB3's own batches only
+
+
+ARCHITECTURES = [
+    (SAC, "Pendulum-v1", "crelu", CReLU, {"learning_starts": 50, "batch_size": 32}),
+    (DQN, "CartPole-v1", "dff", FourierFeatures, {"learning_starts": 50, "batch_size": 32}),
+    (PPO, "CartPole-v1", "crelu", CReLU, {"n_steps": 64, "batch_size": 32}),
+]
+
+
+def with_architecture(algo, env, activation, settings, **policy_kwargs):
+    return algo(
+        architecture_policy(algo),
+        make_env(env),
+        policy_kwargs={"net_arch": [16, 16], "layer_norm": True, "activation": activation}
+        | policy_kwargs,
+        seed=0,
+        device="cpu",
+        **settings,
+    )
+
+
+@pytest.mark.parametrize(
+    ("algo", "env", "activation", "module", "settings"), ARCHITECTURES, ids=["SAC", "DQN", "PPO"]
+)
+def test_an_architecture_policy_has_layer_norm_and_the_activation_learns_and_loads(
+    tmp_path, algo, env, activation, module, settings
+):
+    model = with_architecture(algo, env, activation, settings)
+    for network in sb3_networks(model).values():
+        modules = list(network.module.modules())
+        mlps = [m for m in modules if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Linear)]
+        assert mlps  # the actor's, each critic's, the Q-network's, each branch's
+        for mlp in mlps:
+            assert [type(m) for m in mlp[:6]] == [nn.Linear, nn.LayerNorm, module] * 2
+        # every Linear layer but the first of each MLP reads the doubled width: 2 × 16
+        firsts = {id(mlp[0]) for mlp in mlps}
+        linear = [m for m in modules if isinstance(m, nn.Linear) and id(m) not in firsts]
+        assert linear and all(layer.in_features == 32 for layer in linear)
+    before = copy.deepcopy(model.policy.state_dict())
+    model.learn(150)
+    after = model.policy.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+    assert all(torch.isfinite(v).all() for v in after.values())
+    model.save(tmp_path / "model.zip")
+    loaded = algo.load(tmp_path / "model.zip", device="cpu")
+    assert type(loaded.policy) is type(model.policy)
+    for key, value in loaded.policy.state_dict().items():
+        assert torch.equal(value, after[key])
+    obs = model.observation_space.sample()[None]
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
+
+
+def test_nap_and_kron_reach_an_sb3_model_through_its_policy():
+    model = with_architecture(
+        SAC,
+        "Pendulum-v1",
+        "relu",
+        {"learning_starts": 50, "batch_size": 32},
+        optimizer_class=Kron,
+    )
+    callback = PlasticityCallback("nap+kron")
+    model.learn(120, callback=callback)
+    weight = model.actor.latent_pi[0].weight.detach()
+    (nap,) = [part for part in callback.handles["actor"].parts if part.name == "nap"]
+    initial = nap.norms["latent_pi.0"]
+    # projected back at each env step, one update before the end of learn()
+    assert float(weight.norm()) == pytest.approx(initial, rel=1e-3)
+    assert "latent_pi.1" in nap.norms  # the LayerNorm's gain and offset, jointly
+    assert isinstance(model.critic.optimizer, Kron)
+
+
+def test_the_callback_refuses_unit_replacement_on_widening_units():
+    model = with_architecture(SAC, "Pendulum-v1", "crelu", {"learning_starts": 50})
+    with pytest.raises(ValueError, match="redo replaces single units, and the policy's CReLU"):
+        model.learn(10, callback=PlasticityCallback("redo"))
+
+
+def test_architecture_policy_arguments_are_checked():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; choose from relu, tanh"):
+        with_architecture(SAC, "Pendulum-v1", "gelu", {})
+    with pytest.raises(ValueError, match="leave out activation_fn=Tanh"):
+        with_architecture(SAC, "Pendulum-v1", "relu", {}, activation_fn=nn.Tanh)
+    with pytest.raises(TypeError, match="TD3 has no architecture policy"):
+        architecture_policy(TD3)
