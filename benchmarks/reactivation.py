@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
-from benchmarks._supervised import BOUNDARY_ONLY, accuracy, pyplot, update  # noqa: E402
-from benchmarks.continual_supervised import Setup  # noqa: E402
-from benchmarks.continual_supervised import make_network as make_mlp  # noqa: E402
-from plasticity import PlasticityMonitor, make_method  # noqa: E402
+from benchmarks._plots import pyplot
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json
+from benchmarks._supervised import BOUNDARY_ONLY, Setup, accuracy, update
+from benchmarks._supervised import make_network as make_mlp
+from plasticity import PlasticityMonitor, make_method
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from agents import dqn, sac
-from agents.probes import (
+from benchmarks._plots import pyplot
+from experiments.symmetry import (
     RunCheckpoint,
     collect_transitions,
     load_run,
@@ -194,11 +195,7 @@ def fire_reproduces(before, after_fire) -> bool:
 
 
 def plot(rows: list[dict], groups: dict[str, list[int]], path: Path, alphas: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid = np.linspace(0, 1, alphas)
     colors = dict(zip(METHODS, plt.cm.tab10.colors, strict=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), sharey=False)
