@@ -26,7 +26,7 @@ drawn from the seed) and reports means with 95% Student-t intervals over seeds
 updates per task (a fresh network needs about 200 to memorize a labelling; the default 1500
 leaves every method at 1.000).
 
-Run: ``python benchmarks/continual_supervised.py`` (``--quick`` for a smoke run). Writes
+Run: ``python -m benchmarks.continual_supervised`` (``--quick`` for a smoke run). Writes
 ``benchmarks/results/<out>.{json,png}`` (and ``<out>_curvature.png``, ``<out>.md``) and prints
 the Markdown tables. ``--resume`` skips the (method, seed) runs the JSON already holds.
 """

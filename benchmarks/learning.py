@@ -10,7 +10,7 @@
   every 100k steps (6 periods), with ``none``, ``fire`` and ``reset`` acting at each switch:
   does the Q-network keep learning new permutations, and what do the plasticity metrics show?
 
-Run: ``python benchmarks/learning.py [sac_pendulum] [sac_humanoid] [dqn_permuted_cartpole]
+Run: ``python -m benchmarks.learning [sac_pendulum] [sac_humanoid] [dqn_permuted_cartpole]
 [--seeds 1 2]``. Writes
 ``benchmarks/results/learning_<name>.json`` with the evaluation curve and summary of each run;
 the run folders go to ``runs/learning/`` (open them with TensorBoard).

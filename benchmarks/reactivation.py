@@ -11,7 +11,7 @@ ablation), FIRE once at the start (arXiv 2602.08040) and ReDo at its default per
 measured every ``--every`` updates; 5 seeds (the stream, the collapsed network and the
 minibatches all drawn from the seed), means with 95% Student-t intervals over seeds.
 
-Run: ``python benchmarks/reactivation.py --seeds 5`` (``--quick`` for a smoke run). Writes
+Run: ``python -m benchmarks.reactivation --seeds 5`` (``--quick`` for a smoke run). Writes
 ``benchmarks/results/<out>.{json,png,md}``.
 """
 

@@ -10,7 +10,7 @@ On a CUDA machine it times ours eager, ours ``--cudagraphs`` (each update compil
 as CUDA graphs) and SB3 in one run; ``--updates-per-step 1 4 16`` repeats the comparison at
 higher replay ratios (SB3's ``gradient_steps``) and reports updates/s too.
 
-Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``, ``--device``,
+Run: ``python -m benchmarks.sps`` (``--env``, ``--steps``, ``--threads``, ``--device``,
 ``--variants eager,compile,cudagraphs,sb3``, ``--updates-per-step``,
 ``--matmul-precision``). Needs the ``humanoid`` extra for Humanoid-v5 and stable-baselines3.
 Appends to ``benchmarks/results/sps.jsonl``.

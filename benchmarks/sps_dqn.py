@@ -8,7 +8,7 @@ value there, so every step runs a forward pass). Differences that remain: SB3 cl
 gradient norm at 10 and uses the Huber loss; ours uses MSE on vector observations and also
 writes TensorBoard/JSONL scalars. Each side runs ``--repeats`` times, alternating.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/sps_dqn.py`` and copy the printed lines into
+Run: ``OMP_NUM_THREADS=1 python -m benchmarks.sps_dqn`` and copy the printed lines into
 ``benchmarks/learning_dqn.md``.
 """
 

@@ -334,7 +334,7 @@ def seeds_study(options) -> None:
                     | {"after_intervention": step >= schedule.intervene_at, **row}
                 )
     result = {
-        "command": shlex.join(["python", "benchmarks/symmetry_study.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.symmetry_study", *sys.argv[1:]]),
         "setting": {
             "schedules": {agent: vars(schedule) for agent, schedule in schedules.items()},
             "scale": options.scale,

@@ -18,7 +18,7 @@ the initial weights, and the library default ``0.8·θ + 0.2·θ_fresh``).
 Reports held-out test accuracy, its paired difference to the fresh network (same split and
 initialization per seed), means with 95% Student-t intervals over seeds.
 
-Run: ``python benchmarks/warm_start_digits.py --seeds 5`` (``--quick`` for a smoke run).
+Run: ``python -m benchmarks.warm_start_digits --seeds 5`` (``--quick`` for a smoke run).
 Writes ``benchmarks/results/<out>.{json,png,md}``.
 """
 

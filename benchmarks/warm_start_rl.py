@@ -27,7 +27,7 @@ exit code 2, runs from several commits or from a tree with uncommitted changes u
 are listed with how their replay buffer came back (saved, refilled by the current policy, or
 unknown for resumes recorded before the agents wrote it).
 
-Run: ``python benchmarks/warm_start_rl.py runs/<warm sweep> runs/<fresh sweep>
+Run: ``python -m benchmarks.warm_start_rl runs/<warm sweep> runs/<fresh sweep>
 --out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``); bad input is one
 line on stderr and exit code 2.
 """
@@ -270,7 +270,7 @@ def analyse(argv: list[str] | None) -> dict:
         if method != FRESH
     }
     result = {
-        "command": shlex.join(["python", "benchmarks/warm_start_rl.py", *argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.warm_start_rl", *argv]),
         "warm": str(args.warm),
         "fresh": str(args.fresh),
         "switch": switch,
