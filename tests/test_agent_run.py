@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dqn_args(tmp_path, **overrides) -> dqn.Args:
-    """test_agent_dqn's short CartPole run, checkpointed every 100 steps, no evaluation."""
+    """conftest's short DQN run on CartPole, checkpointed every 100 steps, no evaluation."""
     return small_dqn_args(tmp_path, **{"eval_episodes": 0, "checkpoint_every": 100, **overrides})
 
 
