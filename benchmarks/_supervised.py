@@ -4,12 +4,16 @@ accuracy, the digits data and network, and the figures' set-up (Agg back end, co
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks._plots import pyplot
 from benchmarks._stats import curve_ci
+from plasticity import METHODS
 from plasticity.methods import MethodHandle
 
 BOUNDARY_ONLY = {"fire_every": 0, "reset_every": 0, "shrink_perturb_every": 0}
@@ -72,16 +76,6 @@ def digits_mlp(width: int) -> nn.Sequential:
     )
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg back end (no display on this machine)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def style(i: int) -> dict:
     """Colour and line style of the i-th method: 20 colours, then the lighter shades."""
     colors = pyplot().get_cmap("tab20").colors
@@ -94,3 +88,64 @@ def band(ax, x, curves, label: str, line_style: dict) -> None:
     ax.plot(x, mean, label=label, **line_style)
     if len(curves) > 1:
         ax.fill_between(x, low, high, color=line_style["color"], alpha=0.15, lw=0)
+
+
+@dataclass
+class Setup:
+    """The task stream and the learner."""
+
+    tasks: int = 30
+    """number of labellings to learn one after the other"""
+    samples: int = 1024
+    """inputs in the fixed set (memorized anew at every task)"""
+    input_dim: int = 64
+    """dimension of the Gaussian inputs"""
+    classes: int = 10
+    """number of random classes"""
+    width: int = 256
+    """units per hidden layer (3 hidden layers)"""
+    steps_per_task: int = 1500
+    """Adam updates per task"""
+    batch_size: int = 128
+    """minibatch size"""
+    lr: float = 1e-3
+    """learning rate of every method's optimizer"""
+    seed: int = 0
+    """first seed (of the inputs, the labels, the network and the minibatches)"""
+    seeds: int = 1
+    """number of seeds: seed, seed + 1, …"""
+    speed_at: int = 100
+    """learning speed: accuracy on the task's data after this many of its updates"""
+    methods: list[str] = field(default_factory=lambda: [*METHODS, "fire+adamo"])
+    """methods to compare"""
+    layer_norm: list[str] = field(default_factory=lambda: ["nap"])
+    """methods whose network has a LayerNorm before each nonlinearity (nap needs one)"""
+    settings: dict = field(default_factory=dict)
+    """extra method settings (``MethodConfig`` fields) for every method"""
+    curvature: list[str] = field(default_factory=list)
+    """methods whose curvature ε-rank is measured at the start of every task"""
+    kfac_probe: int = 256
+    """samples of the K-FAC (empirical Fisher, new labels) probe"""
+    ggn_probe: int = 32
+    """samples of the exact Gauss–Newton probe (and of the K-FAC Gauss–Newton beside it)"""
+    ggn_every: int = 2
+    """exact Gauss–Newton at every k-th task start (1 s each at the default sizes), and the last"""
+    eps: float = 1e-6
+    """ε of the ε-ranks"""
+
+
+def make_network(setup: Setup, layer_norm: bool = False) -> nn.Sequential:
+    """The random-label learner: three ReLU hidden layers of ``setup.width`` units (a LayerNorm
+    before each ReLU with ``layer_norm``)."""
+    w = setup.width
+    sizes = [setup.input_dim, w, w, w]
+    hidden = [
+        module
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+        for module in (
+            nn.Linear(fan_in, fan_out),
+            *([nn.LayerNorm(fan_out)] if layer_norm else []),
+            nn.ReLU(),
+        )
+    ]
+    return nn.Sequential(*hidden, nn.Linear(w, setup.classes))

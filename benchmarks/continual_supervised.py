@@ -26,7 +26,7 @@ drawn from the seed) and reports means with 95% Student-t intervals over seeds
 updates per task (a fresh network needs about 200 to memorize a labelling; the default 1500
 leaves every method at 1.000).
 
-Run: ``python benchmarks/continual_supervised.py`` (``--quick`` for a smoke run). Writes
+Run: ``python -m benchmarks.continual_supervised`` (``--quick`` for a smoke run). Writes
 ``benchmarks/results/<out>.{json,png}`` (and ``<out>_curvature.png``, ``<out>.md``) and prints
 the Markdown tables. ``--resume`` skips the (method, seed) runs the JSON already holds.
 """
@@ -36,28 +36,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from benchmarks._stats import fmt, mean_ci, rounded, write_result_json  # noqa: E402
-from benchmarks._supervised import (  # noqa: E402
+from benchmarks._plots import pyplot
+from benchmarks._stats import fmt, mean_ci, rounded, write_result_json
+from benchmarks._supervised import (
     BOUNDARY_ONLY,
+    Setup,
     accuracy,
     band,
-    pyplot,
+    make_network,
     style,
     update,
 )
-from plasticity import METHODS, MethodConfig, PlasticityMonitor, make_method  # noqa: E402
-from plasticity.metrics import (  # noqa: E402
+from plasticity import MethodConfig, PlasticityMonitor, make_method
+from plasticity.metrics import (
     ggn_eps_ranks,
     kfac_eps_ranks,
     softmax_fisher_loss,
@@ -68,69 +67,10 @@ RESULTS = Path(__file__).parent / "results"
 CURVATURE_METHODS = ["none", "er", "l2", "er_l2"]
 
 
-@dataclass
-class Setup:
-    """The task stream and the learner."""
-
-    tasks: int = 30
-    """number of labellings to learn one after the other"""
-    samples: int = 1024
-    """inputs in the fixed set (memorized anew at every task)"""
-    input_dim: int = 64
-    """dimension of the Gaussian inputs"""
-    classes: int = 10
-    """number of random classes"""
-    width: int = 256
-    """units per hidden layer (3 hidden layers)"""
-    steps_per_task: int = 1500
-    """Adam updates per task"""
-    batch_size: int = 128
-    """minibatch size"""
-    lr: float = 1e-3
-    """learning rate of every method's optimizer"""
-    seed: int = 0
-    """first seed (of the inputs, the labels, the network and the minibatches)"""
-    seeds: int = 1
-    """number of seeds: seed, seed + 1, …"""
-    speed_at: int = 100
-    """learning speed: accuracy on the task's data after this many of its updates"""
-    methods: list[str] = field(default_factory=lambda: [*METHODS, "fire+adamo"])
-    """methods to compare"""
-    layer_norm: list[str] = field(default_factory=lambda: ["nap"])
-    """methods whose network has a LayerNorm before each nonlinearity (nap needs one)"""
-    settings: dict = field(default_factory=dict)
-    """extra method settings (``MethodConfig`` fields) for every method"""
-    curvature: list[str] = field(default_factory=list)
-    """methods whose curvature ε-rank is measured at the start of every task"""
-    kfac_probe: int = 256
-    """samples of the K-FAC (empirical Fisher, new labels) probe"""
-    ggn_probe: int = 32
-    """samples of the exact Gauss–Newton probe (and of the K-FAC Gauss–Newton beside it)"""
-    ggn_every: int = 2
-    """exact Gauss–Newton at every k-th task start (1 s each at the default sizes), and the last"""
-    eps: float = 1e-6
-    """ε of the ε-ranks"""
-
-
 PRESETS = {
     "hard": {"tasks": 40, "steps_per_task": 200},
 }
 """Named settings: ``hard`` has methods separate (200 updates per task instead of 1500)."""
-
-
-def make_network(setup: Setup, layer_norm: bool = False) -> nn.Sequential:
-    w = setup.width
-    sizes = [setup.input_dim, w, w, w]
-    hidden = [
-        module
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
-        for module in (
-            nn.Linear(fan_in, fan_out),
-            *([nn.LayerNorm(fan_out)] if layer_norm else []),
-            nn.ReLU(),
-        )
-    ]
-    return nn.Sequential(*hidden, nn.Linear(w, setup.classes))
 
 
 def make_stream(setup: Setup, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:

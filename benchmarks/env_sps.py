@@ -6,7 +6,7 @@ wrapper runs the same single task (``cycle:<name>`` with ``switch_every`` larger
 so it never switches), with and without permuted observations. Timings are medians over
 ``--repeats`` runs, bare and wrapped interleaved so that machine noise hits both alike.
 
-Run: ``python benchmarks/env_sps.py`` (``--quick`` for a short run). Writes
+Run: ``python -m benchmarks.env_sps`` (``--quick`` for a short run). Writes
 ``benchmarks/results/env_sps.md`` and prints the same table; ``--only minatar_breakout`` times
 that family alone and only prints its rows.
 """
@@ -115,7 +115,7 @@ def main() -> None:
         "# Environment steps per second",
         "",
         (
-            f"`python benchmarks/env_sps.py --steps {steps} --repeats {repeats}`; one process, "
+            f"`python -m benchmarks.env_sps --steps {steps} --repeats {repeats}`; one process, "
             f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}. Random actions, resets included; median of "
             f"{repeats} runs. Overhead: wrapped time per step / bare time per step - 1 "

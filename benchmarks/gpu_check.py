@@ -172,15 +172,15 @@ def correctness(agents, methods, modes, steps, device: str, rtol: float) -> list
 
 def speed(env: str, device: str, mode: str, updates: list[int], steps: int) -> dict:
     """SAC's steady env steps/s (and updates/s) against SB3, and the methods' cost."""
-    from benchmarks import sps
+    from benchmarks._sac_speed import ours, sb3_sac
     from plasticity import MethodConfig
 
     rows = []
     for k in updates:
         row = {"updates_per_step": k}
         for variant in ("eager", mode):
-            row[variant] = sps.ours(env, 1000, steps, device, variant, k)
-        row["sb3"] = sps.sb3_sac(env, 1000, steps, device, k)
+            row[variant] = ours(env, 1000, steps, device, variant, k)
+        row["sb3"] = sb3_sac(env, 1000, steps, device, k)
         row[f"{mode}_over_sb3"] = row[mode] / row["sb3"]
         row["updates_per_s"] = {v: row[v] * k for v in ("eager", mode, "sb3")}
         rows.append(row)
@@ -191,7 +191,7 @@ def speed(env: str, device: str, mode: str, updates: list[int], steps: int) -> d
         ("fire+adamo", "fire+adamo", MethodConfig()),
         ("adamo iso_every=1", "adamo", MethodConfig(iso_every=1)),
     ):
-        costs[name] = sps.ours(env, 1000, steps, device, mode, 1, method=method, plasticity=config)
+        costs[name] = ours(env, 1000, steps, device, mode, 1, method=method, plasticity=config)
     return {
         "by_updates_per_step": rows,
         "methods_steps_per_s": costs,

@@ -8,7 +8,7 @@ holding qpos0 ends after 76, 68, 72, 68, 71 steps (returns 55.0, 46.6, 50.8, 46.
 median 71 steps, 49.6); random actions end after 21, 23, 15, 17, 21 steps (returns 11.8,
 12.0, 11.1, 9.0, 8.7; median 21 steps, 11.1).
 
-Run: ``python benchmarks/h1_calibration.py`` (a few seconds). Writes
+Run: ``python -m benchmarks.h1_calibration`` (a few seconds). Writes
 ``benchmarks/results/h1_calibration.md`` and prints the same table.
 """
 

@@ -10,7 +10,7 @@
   every 100k steps (6 periods), with ``none``, ``fire`` and ``reset`` acting at each switch:
   does the Q-network keep learning new permutations, and what do the plasticity metrics show?
 
-Run: ``python benchmarks/learning.py [sac_pendulum] [sac_humanoid] [dqn_permuted_cartpole]
+Run: ``python -m benchmarks.learning [sac_pendulum] [sac_humanoid] [dqn_permuted_cartpole]
 [--seeds 1 2]``. Writes
 ``benchmarks/results/learning_<name>.json`` with the evaluation curve and summary of each run;
 the run folders go to ``runs/learning/`` (open them with TensorBoard).
@@ -23,13 +23,17 @@ import json
 from pathlib import Path
 
 from agents import dqn, sac
+from experiments.runs import run_rows
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def eval_curve(run_dir: str) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (Path(run_dir) / "scalars.jsonl").open()]
-    return [(r["step"], r["eval/episodic_return"]) for r in rows if "eval/episodic_return" in r]
+    return [
+        (r["step"], r["eval/episodic_return"])
+        for r in run_rows(run_dir)
+        if "eval/episodic_return" in r
+    ]
 
 
 def sac_pendulum() -> list[dict]:
@@ -79,8 +83,9 @@ def sac_humanoid() -> list[dict]:
         args.plasticity.fire_every = 5_000
         summary = sac.main(args)
         summary["eval_curve"] = eval_curve(summary["run_dir"])
-        rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "scalars.jsonl").open()]
-        last = {k: v for r in rows for k, v in r.items()}  # the latest value of every scalar
+        last = {
+            k: v for r in run_rows(summary["run_dir"]) for k, v in r.items()
+        }  # the latest value of every scalar
         summary["final_metrics"] = {
             k: last[k]
             for k in (
@@ -118,8 +123,7 @@ def dqn_permuted_cartpole(seeds: list[int]) -> list[dict]:
             # act only at the task switches, not also on a schedule of their own
             args.plasticity.fire_every = args.plasticity.reset_every = 0
             summary = dqn.main(args)
-            scalars = Path(summary["run_dir"]) / "scalars.jsonl"
-            rows = [json.loads(line) for line in scalars.open()]
+            rows = run_rows(summary["run_dir"])
             summary["seed"] = seed
             summary["eval_curve"] = eval_curve(summary["run_dir"])
             summary["metrics_curve"] = [

@@ -5,7 +5,7 @@
    SAC-sized critic (256-256 MLP, batch 256) and an Atari-sized Nature CNN (batch 32),
    against plain Adam, for several amortization periods ``iso_every``.
 
-Run: ``python benchmarks/plasticity_ops.py`` (add ``--quick`` for a short run). Writes
+Run: ``python -m benchmarks.plasticity_ops`` (add ``--quick`` for a short run). Writes
 ``benchmarks/results/plasticity_ops.json`` and prints a table.
 """
 

@@ -4,7 +4,7 @@ Runs our SAC on Humanoid-v5 (defaults: 1000 random steps, then updates) and prof
 ``--active`` env steps after ``--skip`` updates, one profiler step per env step. The row
 ``ProfilerStep*`` has, as self time, what runs outside torch operators: Python and the env.
 
-Run: ``python benchmarks/profile_sac.py`` (``--env``, ``--active``, ``--threads``, ``--rows``).
+Run: ``python -m benchmarks.profile_sac`` (``--env``, ``--active``, ``--threads``, ``--rows``).
 """
 
 from __future__ import annotations

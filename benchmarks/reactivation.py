@@ -11,7 +11,7 @@ ablation), FIRE once at the start (arXiv 2602.08040) and ReDo at its default per
 measured every ``--every`` updates; 5 seeds (the stream, the collapsed network and the
 minibatches all drawn from the seed), means with 95% Student-t intervals over seeds.
 
-Run: ``python benchmarks/reactivation.py --seeds 5`` (``--quick`` for a smoke run). Writes
+Run: ``python -m benchmarks.reactivation --seeds 5`` (``--quick`` for a smoke run). Writes
 ``benchmarks/results/<out>.{json,png,md}``.
 """
 
@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
-from benchmarks._supervised import BOUNDARY_ONLY, accuracy, pyplot, update  # noqa: E402
-from benchmarks.continual_supervised import Setup  # noqa: E402
-from benchmarks.continual_supervised import make_network as make_mlp  # noqa: E402
-from plasticity import PlasticityMonitor, make_method  # noqa: E402
+from benchmarks._plots import pyplot
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json
+from benchmarks._supervised import BOUNDARY_ONLY, Setup, accuracy, update
+from benchmarks._supervised import make_network as make_mlp
+from plasticity import PlasticityMonitor, make_method
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -10,7 +10,7 @@ On a CUDA machine it times ours eager, ours ``--cudagraphs`` (each update compil
 as CUDA graphs) and SB3 in one run; ``--updates-per-step 1 4 16`` repeats the comparison at
 higher replay ratios (SB3's ``gradient_steps``) and reports updates/s too.
 
-Run: ``python benchmarks/sps.py`` (``--env``, ``--steps``, ``--threads``, ``--device``,
+Run: ``python -m benchmarks.sps`` (``--env``, ``--steps``, ``--threads``, ``--device``,
 ``--variants eager,compile,cudagraphs,sb3``, ``--updates-per-step``,
 ``--matmul-precision``). Needs the ``humanoid`` extra for Humanoid-v5 and stable-baselines3.
 Appends to ``benchmarks/results/sps.jsonl``.
@@ -21,84 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._sac_speed import ours, sb3_sac
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def ours(
-    env: str,
-    learning_starts: int,
-    steps: int,
-    device: str,
-    variant: str,
-    k: int,
-    method: str = "none",
-    plasticity=None,
-) -> float:
-    """Steady steps/s of our SAC; ``variant``: eager, compile or cudagraphs; ``method`` with
-    its ``plasticity`` settings (a ``MethodConfig``; default: the defaults)."""
-    from agents import sac
-    from plasticity import MethodConfig
-
-    with tempfile.TemporaryDirectory() as runs:
-        args = sac.Args(
-            env=env,
-            total_timesteps=learning_starts + steps,
-            learning_starts=learning_starts,
-            updates_per_step=k,
-            eval_every=0,
-            eval_episodes=0,
-            metrics_every=0,
-            checkpoint_every=0,
-            runs_dir=runs,
-            device=device,
-            threads=torch.get_num_threads(),
-            compile=variant == "compile",
-            cudagraphs=variant == "cudagraphs",
-            matmul_precision=torch.get_float32_matmul_precision(),
-            method=method,
-            plasticity=plasticity or MethodConfig(),
-            verbose=0,
-        )
-        return sac.main(args)["train_sps"]
-
-
-def sb3_sac(env: str, learning_starts: int, steps: int, device: str, k: int) -> float:
-    from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from envs import make_env
-
-    class Clock(BaseCallback):
-        start: tuple[int, float] | None = None
-
-        def _on_step(self) -> bool:
-            if self.start is None and self.num_timesteps > learning_starts + 100:
-                self.start = (self.num_timesteps, time.perf_counter())
-            return True
-
-    model = SAC(
-        "MlpPolicy",
-        make_env(env, seed=1),
-        learning_rate=3e-4,
-        buffer_size=1_000_000,
-        learning_starts=learning_starts,
-        batch_size=256,
-        train_freq=1,
-        gradient_steps=k,
-        policy_kwargs={"net_arch": [256, 256]},
-        device=device,
-        seed=1,
-    )
-    clock = Clock()
-    model.learn(learning_starts + steps, callback=clock)
-    end = time.perf_counter()
-    return (model.num_timesteps - clock.start[0]) / (end - clock.start[1])
 
 
 def main() -> None:

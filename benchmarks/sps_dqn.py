@@ -8,24 +8,22 @@ value there, so every step runs a forward pass). Differences that remain: SB3 cl
 gradient norm at 10 and uses the Huber loss; ours uses MSE on vector observations and also
 writes TensorBoard/JSONL scalars. Each side runs ``--repeats`` times, alternating.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/sps_dqn.py`` and copy the printed lines into
+Run: ``OMP_NUM_THREADS=1 python -m benchmarks.sps_dqn`` and copy the printed lines into
 ``benchmarks/learning_dqn.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: agents/
+from experiments.runs import run_rows
+
 HPARAMS = {
     "learning_rate": 2.5e-4,
     "buffer_size": 10_000,
@@ -61,9 +59,10 @@ def ours(skip: int, steps: int, seed: int) -> float:
                 **HPARAMS,
             )
         )
-        rows = (Path(summary["run_dir"]) / "scalars.jsonl").read_text().splitlines()
         sps = {
-            row["step"]: row["charts/SPS"] for row in map(json.loads, rows) if "charts/SPS" in row
+            row["step"]: row["charts/SPS"]
+            for row in run_rows(summary["run_dir"])
+            if "charts/SPS" in row
         }
     elapsed = (skip + steps) / sps[skip + steps] - skip / sps[skip]  # the logger's clock
     return steps / elapsed

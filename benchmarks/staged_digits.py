@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._plots import pyplot
 from benchmarks._stats import fmt, fmt_p, holm, mean_ci, welch_difference, write_result_json
 from benchmarks._supervised import (
     BOUNDARY_ONLY,
@@ -53,7 +54,6 @@ from benchmarks._supervised import (
     band,
     digits,
     digits_mlp,
-    pyplot,
     style,
     update,
 )

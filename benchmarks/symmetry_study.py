@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from agents import dqn, sac
-from agents.probes import (
+from benchmarks._plots import pyplot
+from experiments.symmetry import (
     RunCheckpoint,
     collect_transitions,
     load_run,
@@ -194,11 +195,7 @@ def fire_reproduces(before, after_fire) -> bool:
 
 
 def plot(rows: list[dict], groups: dict[str, list[int]], path: Path, alphas: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid = np.linspace(0, 1, alphas)
     colors = dict(zip(METHODS, plt.cm.tab10.colors, strict=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), sharey=False)
@@ -337,7 +334,7 @@ def seeds_study(options) -> None:
                     | {"after_intervention": step >= schedule.intervene_at, **row}
                 )
     result = {
-        "command": shlex.join(["python", "benchmarks/symmetry_study.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.symmetry_study", *sys.argv[1:]]),
         "setting": {
             "schedules": {agent: vars(schedule) for agent, schedule in schedules.items()},
             "scale": options.scale,

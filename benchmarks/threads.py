@@ -6,7 +6,7 @@ per second from 100 steps after the first update; compilation and warm-up exclud
 machine's load average is printed beside each run: on a 2-core machine the question is how
 torch's threads fare when the cores are also busy with the env, the logger and anything else.
 
-Run: ``python benchmarks/threads.py`` (``--repeats``, ``--threads 1 2 4``). Writes
+Run: ``python -m benchmarks.threads`` (``--repeats``, ``--threads 1 2 4``). Writes
 ``benchmarks/results/threads.json`` and prints a Markdown table.
 """
 

@@ -7,7 +7,7 @@ one ``torch.baddbmm`` over the stacked weights. This script times a critic updat
 and backward both ways on the same parameters (Humanoid-v5 sizes: 348 + 17 inputs, 256-256,
 batch 256) and checks that they agree.
 
-Run: ``python benchmarks/twin_critic.py`` (``--device``, ``--threads``, ``--repeats``).
+Run: ``python -m benchmarks.twin_critic`` (``--device``, ``--threads``, ``--repeats``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ the initial weights, and the library default ``0.8·θ + 0.2·θ_fresh``).
 Reports held-out test accuracy, its paired difference to the fresh network (same split and
 initialization per seed), means with 95% Student-t intervals over seeds.
 
-Run: ``python benchmarks/warm_start_digits.py --seeds 5`` (``--quick`` for a smoke run).
+Run: ``python -m benchmarks.warm_start_digits --seeds 5`` (``--quick`` for a smoke run).
 Writes ``benchmarks/results/<out>.{json,png,md}``.
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json  # noqa: E402
-from benchmarks._supervised import accuracy, digits, digits_mlp, pyplot  # noqa: E402
-from plasticity import make_method  # noqa: E402
+from benchmarks._plots import pyplot
+from benchmarks._stats import curve_ci, fmt, mean_ci, write_result_json
+from benchmarks._supervised import accuracy, digits, digits_mlp
+from plasticity import make_method
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,7 +27,7 @@ exit code 2, runs from several commits or from a tree with uncommitted changes u
 are listed with how their replay buffer came back (saved, refilled by the current policy, or
 unknown for resumes recorded before the agents wrote it).
 
-Run: ``python benchmarks/warm_start_rl.py runs/<warm sweep> runs/<fresh sweep>
+Run: ``python -m benchmarks.warm_start_rl runs/<warm sweep> runs/<fresh sweep>
 --out benchmarks/results/<name>`` (writes ``<name>.md``, ``.json``, ``.png``); bad input is one
 line on stderr and exit code 2.
 """
@@ -42,9 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
-import report  # noqa: E402
-from benchmarks._stats import (  # noqa: E402
+from benchmarks._stats import (
     fmt,
     fmt_p,
     holm,
@@ -55,6 +53,11 @@ from benchmarks._stats import (  # noqa: E402
     runs_by_commit,
     welch_difference,
 )
+from experiments.report.figures import colors, pyplot, save, steps_axis, subplots
+from experiments.report.load import ReportError, RunData, load_sweep
+from experiments.report.markdown import fmt_ci, jsonable
+from experiments.report.stats import final_return_stats
+from experiments.runs import read_json
 
 FRESH = "fresh (none)"
 GRID = ("none", "fire", "reset", "shrink_perturb", "adamo", "redo", "fire+adamo")
@@ -80,14 +83,14 @@ METRICS = {
 """The network's plasticity metrics tabulated (``<network>/<key>`` in ``scalars.jsonl``)."""
 
 
-def logged_between(run: report.RunData, key: str, start: int, stop: int):
+def logged_between(run: RunData, key: str, start: int, stop: int):
     """Steps and values of ``key`` logged at a step in ``(start, stop]``."""
     steps, values = run.scalars.get(key, (np.zeros(0, int), np.zeros(0)))
     inside = (steps > start) & (steps <= stop)
     return steps[inside], values[inside]
 
 
-def phase_curve(run: report.RunData, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+def phase_curve(run: RunData, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Evaluation returns at steps in ``(start, start + length]``, with steps from the phase's
     start."""
     steps, values = logged_between(run, "eval/episodic_return", start, start + length)
@@ -100,7 +103,7 @@ def scores(curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.mean(values[-3:]))
 
 
-def last_logged(run: report.RunData, key: str, start: int, stop: int) -> float:
+def last_logged(run: RunData, key: str, start: int, stop: int) -> float:
     """The last value of ``key`` logged at a step in ``(start, stop]`` (NaN if none)."""
     _, values = logged_between(run, key, start, stop)
     return float(values[-1]) if values.size else float("nan")
@@ -160,7 +163,7 @@ def group_stats(values: dict[str, np.ndarray], reps: int, seed: int) -> dict[str
     """Descriptive statistics per group: IQM/mean with stratified-bootstrap CIs, and against
     the fresh agents the difference of means with a percentile-bootstrap CI and the
     probability of improvement."""
-    stats = report.final_return_stats(values, FRESH, reps, reps, seed)
+    stats = final_return_stats(values, FRESH, reps, reps, seed)
     for group, entry in stats.items():
         if group != FRESH and values[group].size and values[FRESH].size:
             entry["diff"] = float(values[group].mean() - values[FRESH].mean())
@@ -175,7 +178,7 @@ class Refused(Exception):
 def main(argv: list[str] | None = None) -> dict:
     try:
         return analyse(argv)
-    except (Refused, report.ReportError) as err:
+    except (Refused, ReportError) as err:
         print(f"warm_start_rl.py: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -216,8 +219,8 @@ def analyse(argv: list[str] | None) -> dict:
             )
     comparisons = family(methods, pairs)  # named before any result is read
 
-    record, warm_runs, missing_warm = report.load_sweep(args.warm)
-    _, fresh_runs, missing_fresh = report.load_sweep(args.fresh)
+    record, warm_runs, missing_warm = load_sweep(args.warm)
+    _, fresh_runs, missing_fresh = load_sweep(args.fresh)
     warm_runs = [run for run in warm_runs if run.finished]
     fresh_runs = [run for run in fresh_runs if run.finished]
     if not warm_runs or not fresh_runs:
@@ -232,7 +235,7 @@ def analyse(argv: list[str] | None) -> dict:
     groups = {method: [r for r in warm_runs if r.method == method] for method in methods}
     groups[FRESH] = fresh_runs
     provenance = {
-        f"{group}, seed {run.seed}": run_provenance(report.read_json(run.dir / "config.json"))
+        f"{group}, seed {run.seed}": run_provenance(read_json(run.dir / "config.json"))
         for group, runs in groups.items()
         for run in runs
     }
@@ -243,7 +246,7 @@ def analyse(argv: list[str] | None) -> dict:
             "anyway (the output then lists each commit's runs)"
         )
 
-    config = report.read_json(warm_runs[0].dir / "config.json")
+    config = read_json(warm_runs[0].dir / "config.json")
     switch = int(config["switch_every"])
     length = int(config["total_timesteps"]) - switch
     curves = {
@@ -267,7 +270,7 @@ def analyse(argv: list[str] | None) -> dict:
         if method != FRESH
     }
     result = {
-        "command": shlex.join(["python", "benchmarks/warm_start_rl.py", *argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.warm_start_rl", *argv]),
         "warm": str(args.warm),
         "fresh": str(args.fresh),
         "switch": switch,
@@ -297,7 +300,7 @@ def analyse(argv: list[str] | None) -> dict:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report.jsonable(result), indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps(jsonable(result), indent=2))
     plot(curves, [*methods, FRESH], length, args.out.with_suffix(".png"))
     args.out.with_suffix(".md").write_text(markdown(result, [*methods, FRESH]))
     print(args.out.with_suffix(".md").read_text())
@@ -324,7 +327,7 @@ def markdown(result: dict, groups: list[str]) -> str:
         cells = []
         for score in SCORES:
             t = entry[score]
-            cells += [report.fmt_ci(t["mean"], [t["low"], t["high"]]), fmt_p(t["p"]),
+            cells += [fmt_ci(t["mean"], [t["low"], t["high"]]), fmt_p(t["p"]),
                       fmt_p(t["holm_p"])]  # fmt: skip
         auc = entry["auc"]
         runs = f"{auc['n_a']} vs {auc['n_b']}" if entry["test"] == "welch" else f"{auc['n']} pairs"
@@ -347,12 +350,12 @@ def markdown(result: dict, groups: list[str]) -> str:
         def diff(entry):
             if "diff" not in entry:
                 return "—"
-            return report.fmt_ci(entry["diff"], entry["diff_ci"])
+            return fmt_ci(entry["diff"], entry["diff_ci"])
 
-        poi = report.fmt_ci(end["poi"], end["poi_ci"], 2) if "poi" in end else "—"
+        poi = fmt_ci(end["poi"], end["poi_ci"], 2) if "poi" in end else "—"
         lines.append(
-            f"| {group} | {auc['n']} | {report.fmt_ci(auc['iqm'], auc['iqm_ci'])} | {diff(auc)} "
-            f"| {report.fmt_ci(end['iqm'], end['iqm_ci'])} | {diff(end)} | {poi} |"
+            f"| {group} | {auc['n']} | {fmt_ci(auc['iqm'], auc['iqm_ci'])} | {diff(auc)} "
+            f"| {fmt_ci(end['iqm'], end['iqm_ci'])} | {diff(end)} | {poi} |"
         )
     lines += metrics_markdown(result, groups)
     lines += provenance_markdown(result["provenance"])
@@ -435,9 +438,9 @@ def metrics_markdown(result: dict, groups: list[str]) -> list[str]:
 
 def plot(curves: dict, groups: list[str], length: int, path: Path) -> None:
     """Task B's evaluation return against steps into B, mean and bootstrap band per group."""
-    plt = report.pyplot()
-    palette = report.colors(groups)
-    fig, (ax,) = report.subplots(plt, 1, width=6.0, height=3.8)
+    plt = pyplot()
+    palette = colors(groups)
+    fig, (ax,) = subplots(plt, 1, width=6.0, height=3.8)
     rng = np.random.default_rng(0)
     for group in groups:
         runs = curves[group]
@@ -454,12 +457,12 @@ def plot(curves: dict, groups: list[str], length: int, path: Path) -> None:
             common, matrix.mean(0), style, color=palette[group], label=f"{group} (n={len(runs)})"
         )
         ax.fill_between(common, band[0], band[1], color=palette[group], alpha=0.15)
-    report.steps_axis(ax)
+    steps_axis(ax)
     ax.set_xlabel("env steps on task B (since the switch, or since the start for fresh agents)")
     ax.set_ylabel("evaluation return on task B")
     ax.set_xlim(0, length)
     ax.legend(loc="lower right")
-    report.save(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ coherence and the relative barrier (Bürgin, Herbst et al. 2026, arXiv 2606.0475
 ``Vuenc/neuron-identifiability``); REPAIR (Jordan et al. 2023, arXiv 2211.08403).
 
 The reinforcement-learning side (rebuild a run's networks from its checkpoint, a frozen probe
-batch, TD and actor losses) and the command live in :mod:`agents.probes`, because this library
-imports neither ``agents`` nor ``envs``::
+batch, TD and actor losses) and the command live in :mod:`experiments.symmetry`, because this
+library imports neither ``agents`` nor ``envs``::
 
-    python -m plasticity.symmetry runs/A runs/B --network critic --probe 512
+    python -m experiments.symmetry runs/A runs/B --network critic --probe 512
 """
 
 from __future__ import annotations
@@ -1090,7 +1090,13 @@ def merge(
 
 if __name__ == "__main__":
     # The command rebuilds RL networks from run folders, which needs agents and envs; this
-    # library must not import them, so the command lives in agents.probes.
-    from agents.probes import main
+    # library imports neither, so the command is experiments.symmetry. Running it from here
+    # would make the library depend on them again.
+    import sys
 
-    main()
+    print(
+        "error: the symmetry command is python -m experiments.symmetry (same arguments); "
+        "plasticity.symmetry is the library",
+        file=sys.stderr,
+    )
+    sys.exit(2)

@@ -1,6 +1,16 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from plasticity import MethodConfig
+
+if TYPE_CHECKING:  # the agents are imported on first use: the library's tests need none
+    from agents import dqn, ppo, sac
 
 # Small networks on a 2-core machine: two threads contend with each other (and with anything
 # else running) and make the suite several times slower than one thread does.
@@ -55,3 +65,124 @@ def state_is_zero(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> bool
     return bool(state) and all(
         not (value.any() if isinstance(value, torch.Tensor) else value) for value in state.values()
     )
+
+
+# --- short agent runs, crafted checkpoints -----------------------------------
+
+
+def small_dqn_args(tmp_path, **overrides) -> dqn.Args:
+    """A 300-step DQN run on CartPole with FIRE, reset and ReDo due often; no evaluation."""
+    from agents import dqn
+
+    settings = {
+        "env": "CartPole-v1",
+        "total_timesteps": 300,
+        "learning_starts": 100,
+        "buffer_size": 1_000,
+        "batch_size": 32,
+        "train_frequency": 2,
+        "target_network_frequency": 50,
+        "exploration_fraction": 0.5,
+        "eval_every": 0,
+        "eval_episodes": 1,
+        "metrics_every": 100,
+        "checkpoint_every": 0,
+        "runs_dir": str(tmp_path),
+        "device": "cpu",
+        "plasticity": MethodConfig(fire_every=100, reset_every=100, redo_every=50, redo_tau=0.1),
+    }
+    settings.update(overrides)
+    return dqn.Args(**settings)
+
+
+def small_sac_args(tmp_path, **overrides) -> sac.Args:
+    """A 300-step SAC run on Pendulum with a 32-unit network, checkpointed every 150 steps."""
+    from agents import sac
+
+    settings = dict(
+        env="Pendulum-v1",
+        total_timesteps=300,
+        learning_starts=100,
+        batch_size=32,
+        hidden_size=32,
+        buffer_size=1000,
+        eval_every=0,
+        eval_episodes=1,
+        metrics_every=100,
+        checkpoint_every=150,
+        runs_dir=str(tmp_path / "runs"),
+        device="cpu",
+    )
+    settings.update(overrides)
+    return sac.Args(**settings)
+
+
+def small_ppo_args(tmp_path, env="CartPole-v1", **kw) -> ppo.Args:
+    """Two iterations of 2 envs × 32 steps; interventions due every iteration."""
+    from agents import ppo
+
+    settings = {
+        "env": env,
+        "total_timesteps": 128,
+        "num_envs": 2,
+        "num_steps": 32,
+        "num_minibatches": 2,
+        "update_epochs": 2,
+        "eval_every": 64,
+        "eval_episodes": 1,
+        "metrics_every": 64,
+        "checkpoint_every": 64,
+        "runs_dir": str(tmp_path),
+        # redo_tau=10: every unit counts as dormant, so each ReDo pass recycles (and counts)
+        "plasticity": MethodConfig(
+            fire_every=64, redo_every=64, redo_tau=10.0, shrink_perturb_every=64
+        ),
+    }
+    return ppo.Args(**{**settings, **kw})
+
+
+class Planted:
+    """What a crafted checkpoint can hold: unpickling it calls ``open(target, "w")``."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+# --- references and networks of the library's tests -----------------------------------------
+
+
+def svd_polar(w: torch.Tensor) -> torch.Tensor:
+    u, _, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    return u @ vh
+
+
+def reference_newton_schulz(w: torch.Tensor, steps: int) -> torch.Tensor:
+    """The FIRE recipe written out for one matrix, in float64."""
+    x = w.double()
+    wide = x.shape[0] < x.shape[1]
+    if wide:
+        x = x.T
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        x = 1.5 * x - 0.5 * x @ x.T @ x
+    return x.T if wide else x
+
+
+class ConvNet(nn.Module):
+    """A small Nature-CNN-shaped network for (2, 11, 11) inputs: conv, conv, flatten, MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 6, 3, stride=2)  # → (6, 5, 5)
+        self.conv2 = nn.Conv2d(6, 4, 3)  # → (4, 3, 3)
+        self.fc1 = nn.Linear(4 * 3 * 3, 16)
+        self.norm = nn.LayerNorm(16)
+        self.fc2 = nn.Linear(16, 5)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = F.relu(self.conv2(h)).flatten(1)
+        return self.fc2(F.relu(self.norm(self.fc1(h))))

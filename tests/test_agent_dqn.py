@@ -9,45 +9,20 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
+from conftest import small_dqn_args
 
 from agents import dqn
 from agents.cli import UserError
-from plasticity import MethodConfig
+from experiments.runs import run_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def small_args(tmp_path, **overrides) -> dqn.Args:
-    settings = {
-        "env": "CartPole-v1",
-        "total_timesteps": 300,
-        "learning_starts": 100,
-        "buffer_size": 1_000,
-        "batch_size": 32,
-        "train_frequency": 2,
-        "target_network_frequency": 50,
-        "exploration_fraction": 0.5,
-        "eval_every": 0,
-        "eval_episodes": 1,
-        "metrics_every": 100,
-        "checkpoint_every": 0,
-        "runs_dir": str(tmp_path),
-        "device": "cpu",
-        "plasticity": MethodConfig(fire_every=100, reset_every=100, redo_every=50, redo_tau=0.1),
-    }
-    settings.update(overrides)
-    return dqn.Args(**settings)
-
-
-def read_scalars(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("method", ["none", "fire", "redo", "reset"])
 def test_cartpole_run_writes_its_folder(tmp_path, method):
     # learning from step 100: interventions at 200 and 300 (not 100: the schedules start with
     # the updates), none at the last step, 350
-    summary = dqn.main(small_args(tmp_path, method=method, total_timesteps=350))
+    summary = dqn.main(small_dqn_args(tmp_path, method=method, total_timesteps=350))
     run_dir = Path(summary["run_dir"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["agent"] == "dqn" and config["method"] == method
@@ -58,7 +33,7 @@ def test_cartpole_run_writes_its_folder(tmp_path, method):
     assert saved["total_timesteps"] == 350
     assert saved["final_eval_return"] > 0 and len(saved["final_eval_returns"]) == 1
     assert saved["sps"] > 0
-    keys = set().union(*read_scalars(run_dir))
+    keys = set().union(*run_rows(run_dir))
     assert {"losses/td_loss", "losses/q_values", "charts/epsilon", "charts/SPS"} <= keys
     assert {"q/dormant_ratio", "q/effective_rank", "q/dfi"} <= keys
     assert {"q/network.1/kfac_eps_rank", "q/kfac_eps_rank_normalized"} <= keys
@@ -71,7 +46,7 @@ def test_cartpole_run_writes_its_folder(tmp_path, method):
 
 def test_interventions_resync_the_target(tmp_path):
     # target updates far apart: only FIRE's re-sync can make the target equal the network
-    args = small_args(
+    args = small_dqn_args(
         tmp_path,
         method="fire",
         target_network_frequency=10_000,
@@ -95,30 +70,30 @@ def test_resume_continues_the_step_counter(tmp_path, monkeypatch):
         return reset(self, seed=seed, options=options)
 
     monkeypatch.setattr(gym.vector.SyncVectorEnv, "reset", recording_reset)
-    first = dqn.main(small_args(tmp_path, method="fire", total_timesteps=200))
+    first = dqn.main(small_dqn_args(tmp_path, method="fire", total_timesteps=200))
     run_dir = Path(first["run_dir"])
     # refilled from 200 to 300 (no buffer saved), then FIRE at 400, before the end at 450
-    second = dqn.main(small_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir)))
+    second = dqn.main(
+        small_dqn_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir))
+    )
     assert second["run_dir"] == str(run_dir)
     assert second["total_timesteps"] == 450
     assert second["interventions"]["q"] > first["interventions"]["q"]
     assert (run_dir / "checkpoints" / "step_450.pt").is_file()
-    steps = [row["step"] for row in read_scalars(run_dir)]
+    steps = [row["step"] for row in run_rows(run_dir)]
     assert max(steps) == 450 and any(200 < s < 450 for s in steps)
     assert seeds == [1, 201]  # the resumed run plays new episodes, not the first ones again
     with pytest.raises(UserError, match="already at step 450"):
-        dqn.main(small_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir)))
+        dqn.main(small_dqn_args(tmp_path, method="fire", total_timesteps=450, resume=str(run_dir)))
 
 
 def test_resume_keeps_the_task_cycle_where_it_was(tmp_path):
     cycle = dict(env="cycle:CartPole-v0,CartPole-v1", switch_every=150, checkpoint_every=100)
-    first = dqn.main(small_args(tmp_path, total_timesteps=200, **cycle))
+    first = dqn.main(small_dqn_args(tmp_path, total_timesteps=200, **cycle))
     run_dir = Path(first["run_dir"])
-    dqn.main(small_args(tmp_path, total_timesteps=400, resume=str(run_dir), **cycle))
+    dqn.main(small_dqn_args(tmp_path, total_timesteps=400, resume=str(run_dir), **cycle))
     switches = [
-        (row["step"], row["charts/task_id"])
-        for row in read_scalars(run_dir)
-        if "charts/task_id" in row
+        (row["step"], row["charts/task_id"]) for row in run_rows(run_dir) if "charts/task_id" in row
     ]
     # period 1 (CartPole-v1) from about step 150; after the resume at 200 the clock goes on, so
     # period 2 (CartPole-v0 again) comes at about 300, not period 1 again at about 350
@@ -129,22 +104,22 @@ def test_resume_keeps_the_task_cycle_where_it_was(tmp_path):
 
 def test_resume_with_other_copies_rescales_the_cycle_clock(tmp_path):
     perturbed = dict(env="CartPole-v1", permute_observations=True, switch_every=200)
-    first = dqn.main(small_args(tmp_path, total_timesteps=300, num_envs=2, **perturbed))
+    first = dqn.main(small_dqn_args(tmp_path, total_timesteps=300, num_envs=2, **perturbed))
     run_dir = str(first["run_dir"])
     # 300 steps of 2 copies: each copy's clock at 150; one copy takes them all on from 300
-    dqn.main(small_args(tmp_path, total_timesteps=500, num_envs=1, resume=run_dir, **perturbed))
-    switches = [row["step"] for row in read_scalars(Path(run_dir)) if "charts/task_id" in row]
+    dqn.main(small_dqn_args(tmp_path, total_timesteps=500, num_envs=1, resume=run_dir, **perturbed))
+    switches = [row["step"] for row in run_rows(Path(run_dir)) if "charts/task_id" in row]
     # at about 200 and 400 (the clocks also count resets, so a little earlier), not from 0 again
     assert len(switches) == 2 and 360 <= switches[1] <= 420
     with pytest.raises(UserError, match="trained on a changing env"):
-        dqn.main(small_args(tmp_path, env="CartPole-v1", total_timesteps=700, resume=run_dir))
+        dqn.main(small_dqn_args(tmp_path, env="CartPole-v1", total_timesteps=700, resume=run_dir))
 
 
 def test_unknown_method_is_refused_against_the_flag_that_named_it(tmp_path):
     with pytest.raises(UserError, match="--q-method: unknown plasticity method"):
-        dqn.main(small_args(tmp_path, q_method="bogus"))
+        dqn.main(small_dqn_args(tmp_path, q_method="bogus"))
     with pytest.raises(UserError, match="--method: unknown plasticity method"):
-        dqn.main(small_args(tmp_path, method="bogus"))
+        dqn.main(small_dqn_args(tmp_path, method="bogus"))
     assert not list(tmp_path.iterdir())  # no run folder for a refused command
 
 
@@ -174,7 +149,7 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
     pytest.importorskip("ale_py")
     pytest.importorskip("cv2")
     summary = dqn.main(
-        small_args(
+        small_dqn_args(
             tmp_path,
             env="atari_pong",
             total_timesteps=200,
@@ -203,7 +178,7 @@ def test_atari_smoke_uses_the_nature_cnn(tmp_path):
 
 def test_minatar_gets_its_network_and_fire_follows_the_dqn_paper_on_images(tmp_path):
     pytest.importorskip("minatar")
-    args = small_args(tmp_path, env="minatar_breakout", method="fire", learning_starts=None)
+    args = small_dqn_args(tmp_path, env="minatar_breakout", method="fire", learning_starts=None)
     args.plasticity.fire_every = 150
     summary = dqn.main(dataclasses.replace(args, train_frequency=None, total_timesteps=200))
     config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
@@ -214,7 +189,7 @@ def test_minatar_gets_its_network_and_fire_follows_the_dqn_paper_on_images(tmp_p
     q = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_200.pt", weights_only=False)
     assert q["q"]["network.0.weight"].shape == (16, 4, 3, 3)  # 16 3x3 filters
     assert q["q"]["network.3.weight"].shape == (128, 1024)
-    vector = dqn.main(small_args(tmp_path, method="fire"))
+    vector = dqn.main(small_dqn_args(tmp_path, method="fire"))
     vector_config = json.loads((Path(vector["run_dir"]) / "config.json").read_text())
     assert vector_config["plasticity"]["fire_linear"] is None  # the library's: FIRE everywhere
 
@@ -223,7 +198,7 @@ def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypa
     from agents import run as run_module
 
     monkeypatch.setattr(run_module.time, "time", lambda: 1_000.0)
-    runs = [run_module.Run("dqn", small_args(tmp_path)) for _ in range(3)]
+    runs = [run_module.Run("dqn", small_dqn_args(tmp_path)) for _ in range(3)]
     names = [run.name for run in runs]
     for run in runs:
         run.close()
@@ -233,7 +208,7 @@ def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypa
 def test_run_name_is_the_exact_folder_and_is_not_reused(tmp_path):
     from agents.run import Run
 
-    args = dataclasses.replace(small_args(tmp_path), run_name="fixed")
+    args = dataclasses.replace(small_dqn_args(tmp_path), run_name="fixed")
     run = Run("dqn", args)
     run.close()
     assert run.dir == tmp_path / "fixed" and (run.dir / "config.json").is_file()
@@ -263,7 +238,7 @@ def test_a_checkpoint_from_before_the_agents_split_still_resumes(tmp_path):
     # FIRE at 300, none at the last step (400); and one at the switch near 300
     assert new["plasticity"]["q"]["schedules"]["fire"]["last"] == 3
     assert summary["interventions"]["q"] == 3 + 2  # 3 before the resume
-    switches = [row["step"] for row in read_scalars(run_dir) if "charts/task_id" in row]
+    switches = [row["step"] for row in run_rows(run_dir) if "charts/task_id" in row]
     # at the first episode end after the clock passes 300 (a clock restarted at the resume
     # would switch after 350)
     assert len(switches) == 1 and 280 <= switches[0] < 340
@@ -271,13 +246,13 @@ def test_a_checkpoint_from_before_the_agents_split_still_resumes(tmp_path):
 
 def test_updates_per_step_sets_the_replay_ratio(tmp_path):
     # learning from step 101, one round every 2 steps (102, 104, ..., 300): 100 rounds of 3
-    summary = dqn.main(small_args(tmp_path, updates_per_step=3, checkpoint_every=0))
+    summary = dqn.main(small_dqn_args(tmp_path, updates_per_step=3, checkpoint_every=0))
     state = torch.load(Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False)
     assert int(state["plasticity"]["q"]["optimizer"]["state"][0]["step"]) == 300
 
 
 def test_clear_buffer_on_switch_warm_starts_the_next_task(tmp_path):
-    args = small_args(
+    args = small_dqn_args(
         tmp_path,
         env="CartPole-v1",
         permute_observations=True,
@@ -290,7 +265,7 @@ def test_clear_buffer_on_switch_warm_starts_the_next_task(tmp_path):
         save_buffer=True,
     )
     summary = dqn.main(args)
-    rows = read_scalars(Path(summary["run_dir"]))
+    rows = run_rows(Path(summary["run_dir"]))
     (switch,) = [row["step"] for row in rows if "charts/task_id" in row][:1]
     trained = sorted({row["step"] for row in rows if "losses/td_loss" in row})
     # no update in the 50 steps after the switch: the buffer refills with the new task first

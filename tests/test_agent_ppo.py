@@ -8,42 +8,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import small_ppo_args
 
 from agents import ppo
 from agents.cli import UserError
+from experiments.runs import run_rows
 from plasticity import MethodConfig
-
-
-def small_args(tmp_path, env="CartPole-v1", **kw) -> ppo.Args:
-    """Two iterations of 2 envs × 32 steps; interventions due every iteration."""
-    settings = {
-        "env": env,
-        "total_timesteps": 128,
-        "num_envs": 2,
-        "num_steps": 32,
-        "num_minibatches": 2,
-        "update_epochs": 2,
-        "eval_every": 64,
-        "eval_episodes": 1,
-        "metrics_every": 64,
-        "checkpoint_every": 64,
-        "runs_dir": str(tmp_path),
-        # redo_tau=10: every unit counts as dormant, so each ReDo pass recycles (and counts)
-        "plasticity": MethodConfig(
-            fire_every=64, redo_every=64, redo_tau=10.0, shrink_perturb_every=64
-        ),
-    }
-    return ppo.Args(**{**settings, **kw})
-
-
-def read_scalars(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
 @pytest.mark.parametrize("method", ["none", "fire", "adamo", "redo", "shrink_perturb"])
 def test_short_run_writes_its_run_folder(tmp_path, env, method):
-    summary = ppo.main(small_args(tmp_path, env=env, method=method))
+    summary = ppo.main(small_ppo_args(tmp_path, env=env, method=method))
     run_dir = Path(summary["run_dir"])
     assert json.loads((run_dir / "config.json").read_text())["agent"] == "ppo"
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
@@ -54,7 +30,7 @@ def test_short_run_writes_its_run_folder(tmp_path, env, method):
     # due at steps 64 and 128; none at the last step, where the final evaluation follows
     expected = 0 if method in ("none", "adamo") else 1
     assert saved["interventions"] == {"actor": expected, "critic": expected}
-    rows = read_scalars(run_dir)
+    rows = run_rows(run_dir)
     keys = set().union(*rows)
     for key in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl"):
         assert key in keys
@@ -68,26 +44,26 @@ def test_short_run_writes_its_run_folder(tmp_path, env, method):
 
 
 def test_resume_continues_the_step_counter(tmp_path):
-    first = ppo.main(small_args(tmp_path, method="fire"))
+    first = ppo.main(small_ppo_args(tmp_path, method="fire"))
     run_dir = Path(first["run_dir"])
-    more = small_args(tmp_path, method="fire", total_timesteps=256, resume=str(run_dir))
+    more = small_ppo_args(tmp_path, method="fire", total_timesteps=256, resume=str(run_dir))
     resumed = ppo.main(more)
     assert resumed["run_dir"] == str(run_dir)
     assert resumed["total_timesteps"] == 256
     # 64 before the resume; 128 (the first run's last step) is made up at 192, 256 is the end
     assert resumed["interventions"]["actor"] == 2
-    steps = [row["step"] for row in read_scalars(run_dir)]
+    steps = [row["step"] for row in run_rows(run_dir)]
     assert max(steps) == 256 and any(128 < s < 256 for s in steps)
     assert (run_dir / "checkpoints" / "step_256.pt").is_file()
     with pytest.raises(UserError, match="already at step 256"):
-        ppo.main(small_args(tmp_path, method="fire", total_timesteps=256, resume=str(run_dir)))
+        ppo.main(small_ppo_args(tmp_path, method="fire", total_timesteps=256, resume=str(run_dir)))
     with pytest.raises(UserError, match="same --method"):
-        ppo.main(small_args(tmp_path, method="adamo", total_timesteps=512, resume=str(run_dir)))
+        ppo.main(small_ppo_args(tmp_path, method="adamo", total_timesteps=512, resume=str(run_dir)))
 
 
 def test_actor_and_critic_methods_get_their_own_optimizers(tmp_path):
     summary = ppo.main(
-        small_args(tmp_path, env="Pendulum-v1", actor_method="fire", critic_method="adamo")
+        small_ppo_args(tmp_path, env="Pendulum-v1", actor_method="fire", critic_method="adamo")
     )
     assert summary["actor_method"] == "fire" and summary["critic_method"] == "adamo"
     assert summary["interventions"] == {"actor": 1, "critic": 0}  # at 64, not at the end
@@ -111,7 +87,7 @@ def test_actor_and_critic_methods_get_their_own_optimizers(tmp_path):
 def test_unset_settings_follow_cleanrl_for_the_kind_of_env(tmp_path, env, expected):
     if env.startswith("atari"):
         pytest.importorskip("ale_py")
-    args = small_args(tmp_path, env=env, eval_every=0, eval_episodes=0, checkpoint_every=0)
+    args = small_ppo_args(tmp_path, env=env, eval_every=0, eval_episodes=0, checkpoint_every=0)
     run_dir = Path(ppo.main(args)["run_dir"])
     config = json.loads((run_dir / "config.json").read_text())
     assert {k: config[k] for k in expected} == expected
@@ -173,7 +149,7 @@ def test_reset_only_steps_of_next_step_autoreset_are_left_out(tmp_path, monkeypa
 
     original = ppo.valid_steps
     monkeypatch.setattr(ppo, "valid_steps", record)
-    args = small_args(tmp_path, env="ThreeSteps-v0", num_steps=8, total_timesteps=32)
+    args = small_ppo_args(tmp_path, env="ThreeSteps-v0", num_steps=8, total_timesteps=32)
     ppo.main(dataclasses.replace(args, gamma=1.0, gae_lambda=1.0, eval_episodes=0))
     # each env: steps 0-2 episode, 3 reset only, 4-6 episode, 7 reset only → 6 of 8 kept
     b_obs, *_, b_returns, _ = batches[0]
@@ -188,7 +164,7 @@ def test_reset_only_steps_of_next_step_autoreset_are_left_out(tmp_path, monkeypa
 
 @pytest.mark.filterwarnings("ignore:.*CartPole-v0 is out of date")
 def test_task_switches_of_a_cycle_trigger_on_task_switch(tmp_path):
-    args = small_args(
+    args = small_ppo_args(
         tmp_path,
         env="cycle:CartPole-v0,CartPole-v1",
         switch_every=64,  # env steps of both copies: one rollout (2 × 32)
@@ -197,7 +173,7 @@ def test_task_switches_of_a_cycle_trigger_on_task_switch(tmp_path):
         plasticity=MethodConfig(fire_every=0),
     )
     summary = ppo.main(args)
-    rows = read_scalars(Path(summary["run_dir"]))
+    rows = run_rows(Path(summary["run_dir"]))
     switches = [row["step"] for row in rows if "charts/task_id" in row]
     assert len(switches) >= 2
     # on_task_switch acts once after the rollout in which a switch began (not after the last)
@@ -207,7 +183,7 @@ def test_task_switches_of_a_cycle_trigger_on_task_switch(tmp_path):
 
 
 def test_normalization_statistics_are_checkpointed_and_resumed(tmp_path):
-    args = small_args(tmp_path, env="Pendulum-v1", normalize=True, eval_every=0)
+    args = small_ppo_args(tmp_path, env="Pendulum-v1", normalize=True, eval_every=0)
     run_dir = Path(ppo.main(args)["run_dir"])
     saved = torch.load(run_dir / "checkpoints" / "step_128.pt", weights_only=False)
     mean, var, count = saved["obs_rms"]

@@ -17,9 +17,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import test_agent_dqn
-import test_agent_sac
 import torch
+from conftest import Planted, small_dqn_args, small_ppo_args, small_sac_args
 from torch import nn
 
 from agents import dqn, ppo, sac
@@ -28,21 +27,15 @@ from agents.cli import UserError, parse_args, run_cli
 from agents.console import Console, scalar_table
 from agents.files import read_checkpoint
 from agents.run import Run
+from experiments.runs import run_rows
 from plasticity import make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dqn_args(tmp_path, **overrides) -> dqn.Args:
-    """test_agent_dqn's short CartPole run, checkpointed every 100 steps, no evaluation."""
-    return test_agent_dqn.small_args(
-        tmp_path, **{"eval_episodes": 0, "checkpoint_every": 100, **overrides}
-    )
-
-
-def rows(run_dir) -> list[dict]:
-    text = (Path(run_dir) / "scalars.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines()]
+    """conftest's short DQN run on CartPole, checkpointed every 100 steps, no evaluation."""
+    return small_dqn_args(tmp_path, **{"eval_episodes": 0, "checkpoint_every": 100, **overrides})
 
 
 def resume(agent, run_dir, *flags):
@@ -81,14 +74,14 @@ def test_a_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
     run_dir = Path(first["run_dir"])
     # as if killed after logging up to 400 but before the checkpoint at 400 was written
     (run_dir / "checkpoints" / "step_400.pt").unlink()
-    assert max(row["step"] for row in rows(run_dir)) == 400
+    assert max(row["step"] for row in run_rows(run_dir)) == 400
     resume(dqn, run_dir, "--total-timesteps", "500")
-    steps = [row["step"] for row in rows(run_dir)]
+    steps = [row["step"] for row in run_rows(run_dir)]
     assert steps == sorted(steps) and steps[-1] == 500  # never backwards
     # metrics at the scheduled steps the agent updates at: not 100 (learning starts after
     # it), 200, 300; the first process's 400 is gone, and the second process refills its
     # buffer until 400, so its first table is at 500
-    sps = [row["step"] for row in rows(run_dir) if "charts/SPS" in row]
+    sps = [row["step"] for row in run_rows(run_dir) if "charts/SPS" in row]
     assert sps == [200, 300, 500]
     events = EventAccumulator(str(run_dir))
     events.Reload()
@@ -130,9 +123,7 @@ def test_keep_checkpoints(tmp_path):
 
 
 def test_a_resume_without_the_buffer_refills_with_the_current_policy(tmp_path, monkeypatch):
-    args = test_agent_sac.small_args(
-        tmp_path, eval_episodes=0, metrics_every=10, checkpoint_every=0
-    )
+    args = small_sac_args(tmp_path, eval_episodes=0, metrics_every=10, checkpoint_every=0)
     run_dir = Path(sac.main(args)["run_dir"])
     random_actions = []
     sample = gym.spaces.Box.sample
@@ -142,7 +133,7 @@ def test_a_resume_without_the_buffer_refills_with_the_current_policy(tmp_path, m
     # a table at every step shows when the updates resume
     resume(sac, run_dir, "--total-timesteps", "360", "--refill-steps", "50", "--metrics-every", "1")
     assert random_actions == []  # the refill acted with the policy, not uniformly at random
-    trained = [row["step"] for row in rows(run_dir) if "losses/qf_loss" in row]
+    trained = [row["step"] for row in run_rows(run_dir) if "losses/qf_loss" in row]
     assert min(step for step in trained if step > 300) == 351  # updates again after 350
 
 
@@ -378,10 +369,10 @@ def test_the_evaluation_records_only_video_episodes(tmp_path):
 
 
 def test_schedules_start_with_the_updates_and_do_not_catch_up(tmp_path):
-    args = test_agent_sac.small_args(tmp_path, method="fire", total_timesteps=320)
+    args = small_sac_args(tmp_path, method="fire", total_timesteps=320)
     args.plasticity.fire_every = 100  # learning starts at 100: FIRE at 200 and 300, not 101
     summary = sac.main(args)
-    fired = [row["step"] for row in rows(summary["run_dir"]) if "critic/fire/total_sfe" in row]
+    fired = [row["step"] for row in run_rows(summary["run_dir"]) if "critic/fire/total_sfe" in row]
     assert fired == [200, 300]
     assert summary["interventions_by_method"] == {"actor": {"fire": 2}, "critic": {"fire": 2}}
 
@@ -415,7 +406,7 @@ def test_a_corrupt_config_and_a_cut_log_line_are_handled(tmp_path):
     with (run_dir / "scalars.jsonl").open("a") as log:
         log.write('{"step": 3')  # a process killed while writing
     resume(dqn, run_dir, "--total-timesteps", "500")
-    assert all(row["step"] <= 500 for row in rows(run_dir))
+    assert all(row["step"] <= 500 for row in run_rows(run_dir))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resumes"][-1]["step"] == 300
     (run_dir / "config.json").write_text("{not json")
@@ -436,7 +427,7 @@ def test_an_agent_called_from_python_leaves_ctrl_c_alone(tmp_path):
 def test_metrics_do_not_change_the_training(tmp_path):
     finals = []
     for every in (25, 0):
-        args = test_agent_sac.small_args(tmp_path / str(every), metrics_every=every)
+        args = small_sac_args(tmp_path / str(every), metrics_every=every)
         summary = sac.main(args)
         state = torch.load(
             Path(summary["run_dir"]) / "checkpoints" / "step_300.pt", weights_only=False
@@ -450,8 +441,6 @@ def test_metrics_do_not_change_the_training(tmp_path):
 
 
 def test_a_planted_checkpoint_is_refused_by_resume_without_running_it(tmp_path):
-    from test_files import Planted
-
     run_dir = Path(dqn.main(dqn_args(tmp_path))["run_dir"])
     target = tmp_path / "created_by_unpickling"
     torch.save(
@@ -558,8 +547,8 @@ def test_a_branch_with_the_parents_method_trains_as_a_resume_would(tmp_path):
         "optimizer": {"q": "carried"},
         "buffer": "saved",
     }
-    parent_rows = [row for row in rows(parent) if row["step"] <= 300]
-    assert rows(child)[: len(parent_rows)] == parent_rows  # the curve starts at step 0
+    parent_rows = [row for row in run_rows(parent) if row["step"] <= 300]
+    assert run_rows(child)[: len(parent_rows)] == parent_rows  # the curve starts at step 0
 
 
 def test_a_branch_runs_its_own_method_from_its_first_update(tmp_path):
@@ -580,7 +569,7 @@ def test_a_branch_runs_its_own_method_from_its_first_update(tmp_path):
         "fire",
     )
     assert fired["interventions"] == {"q": 1}
-    fire_rows = [row["step"] for row in rows(fired["run_dir"]) if "q/fire/total_sfe" in row]
+    fire_rows = [row["step"] for row in run_rows(fired["run_dir"]) if "q/fire/total_sfe" in row]
     assert fire_rows == [302]  # due at the branch step: at the first update (every 2 steps)
     adamo = branch(
         dqn, checkpoint, "--method", "adamo", "--total-timesteps", "400", "--run-name", "adamo"
@@ -635,7 +624,7 @@ def test_metrics_at_an_intervention_step_are_taken_before_it_and_after_it_apart(
     dormant ratio logged is the one the updates left, the recycled network's under its own
     key, and a step without an intervention has no such key."""
     run_dir = dqn.main(dqn_args(tmp_path, method="redo"))["run_dir"]
-    by_step = {row["step"]: row for row in rows(run_dir) if "q/dormant_ratio" in row}
+    by_step = {row["step"]: row for row in run_rows(run_dir) if "q/dormant_ratio" in row}
     assert sorted(by_step) == [200, 300]  # none at the run's last step
     at_recycle, at_end = by_step[200], by_step[300]
     before, after = at_recycle["q/dormant_ratio"], at_recycle["q/after_intervention/dormant_ratio"]
@@ -644,7 +633,7 @@ def test_metrics_at_an_intervention_step_are_taken_before_it_and_after_it_apart(
 
 
 def test_the_start_line_names_each_networks_method_when_they_differ(tmp_path, capsys):
-    args = test_agent_sac.small_args(tmp_path, critic_method="fire", total_timesteps=150)
+    args = small_sac_args(tmp_path, critic_method="fire", total_timesteps=150)
     sac.main(args)
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("sac on Pendulum-v1, methods actor none, critic fire, 150 steps")
@@ -654,8 +643,6 @@ def test_the_start_line_names_each_networks_method_when_they_differ(tmp_path, ca
 def test_metrics_take_the_gradient_norm_the_update_returned(tmp_path, monkeypatch, agent):
     """No metric reads ``.grad`` after the update: under CUDA graphs it is graph memory that
     the next replay (the actor's update, acting) overwrites, so the update returns the norm."""
-    import test_agent_ppo
-
     from plasticity import PlasticityMonitor
 
     passed = []
@@ -667,10 +654,10 @@ def test_metrics_take_the_gradient_norm_the_update_returned(tmp_path, monkeypatc
 
     monkeypatch.setattr(PlasticityMonitor, "measure", recording)
     modules = {
-        "sac": (sac, test_agent_sac),
-        "dqn": (dqn, test_agent_dqn),
-        "ppo": (ppo, test_agent_ppo),
+        "sac": (sac, small_sac_args),
+        "dqn": (dqn, small_dqn_args),
+        "ppo": (ppo, small_ppo_args),
     }
-    module, tests = modules[agent]
-    module.main(tests.small_args(tmp_path, eval_episodes=0))
+    module, small_args = modules[agent]
+    module.main(small_args(tmp_path, eval_episodes=0))
     assert passed and all(isinstance(norm, torch.Tensor) for norm in passed)

@@ -9,40 +9,19 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import small_sac_args
 
 from agents import dqn, sac
 from agents.cli import UserError, parse_args, run_cli
 from agents.environments import evaluate
+from experiments.runs import run_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_args(tmp_path, **overrides) -> sac.Args:
-    settings = dict(
-        env="Pendulum-v1",
-        total_timesteps=300,
-        learning_starts=100,
-        batch_size=32,
-        hidden_size=32,
-        buffer_size=1000,
-        eval_every=0,
-        eval_episodes=1,
-        metrics_every=100,
-        checkpoint_every=150,
-        runs_dir=str(tmp_path / "runs"),
-        device="cpu",
-    )
-    settings.update(overrides)
-    return sac.Args(**settings)
-
-
-def read_scalars(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("method", ["none", "fire", "adamo", "redo", "reset", "parseval"])
 def test_sac_runs_each_method_family_and_writes_its_run(tmp_path, method):
-    args = small_args(tmp_path, method=method)
+    args = small_sac_args(tmp_path, method=method)
     args.plasticity.fire_every = args.plasticity.reset_every = 200
     args.plasticity.redo_every = 150
     summary = sac.main(args)
@@ -54,7 +33,7 @@ def test_sac_runs_each_method_family_and_writes_its_run(tmp_path, method):
     assert json.loads((run_dir / "summary.json").read_text())["sps"] > 0
     assert (run_dir / "checkpoints" / "step_300.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
-    logged = set().union(*(row.keys() for row in read_scalars(run_dir)))
+    logged = set().union(*(row.keys() for row in run_rows(run_dir)))
     assert {"critic/dormant_ratio", "actor/effective_rank", "critic/qf1.2/dfi"} <= logged
     assert {"critic/qf2.2/kfac_eps_rank", "critic/kfac_eps_rank_normalized"} <= logged
     if method in ("fire", "reset"):
@@ -72,7 +51,9 @@ def final_checkpoint(summary: dict) -> dict:
 @pytest.mark.parametrize("method, synced", [("none", False), ("fire", True)])
 def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
     # with tau = 0 the target only changes when an intervention copies the critic into it
-    args = small_args(tmp_path, method=method, total_timesteps=210, tau=0.0, checkpoint_every=200)
+    args = small_sac_args(
+        tmp_path, method=method, total_timesteps=210, tau=0.0, checkpoint_every=200
+    )
     args.plasticity.fire_every = 200  # FIRE right after the update of step 200, checkpointed
     sac.main(args)
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -85,7 +66,7 @@ def test_fire_resyncs_the_target_critic(tmp_path, method, synced):
 def test_the_replay_ratio_counts_env_steps(tmp_path, num_envs, updates_per_step):
     # steps 101..400 are 300 env steps: 300 × updates_per_step critic updates, whatever the
     # number of copies; the actor takes policy_frequency=2 updates every 2nd update (1:1)
-    args = small_args(
+    args = small_sac_args(
         tmp_path,
         num_envs=num_envs,
         updates_per_step=updates_per_step,
@@ -105,7 +86,7 @@ def test_the_replay_ratio_counts_env_steps(tmp_path, num_envs, updates_per_step)
 
 @pytest.mark.parametrize("method, reset", [("fire", True), ("reset", True), ("redo", False)])
 def test_temperature_reset_follows_whole_critic_reinitializations(tmp_path, method, reset):
-    args = small_args(tmp_path, method=method, total_timesteps=210, checkpoint_every=200)
+    args = small_sac_args(tmp_path, method=method, total_timesteps=210, checkpoint_every=200)
     args.plasticity.fire_every = args.plasticity.reset_every = args.plasticity.redo_every = 200
     args.plasticity.redo_tau = 10.0  # every unit counts as dormant: ReDo recycles them all
     summary = sac.main(args)  # the intervention comes with the update of step 200
@@ -120,17 +101,19 @@ def test_temperature_reset_follows_whole_critic_reinitializations(tmp_path, meth
 
 
 def test_resume_continues_the_step_counter(tmp_path):
-    first = sac.main(small_args(tmp_path, total_timesteps=200, checkpoint_every=100))
+    first = sac.main(small_sac_args(tmp_path, total_timesteps=200, checkpoint_every=100))
     run_dir = Path(first["run_dir"])
-    second = sac.main(small_args(tmp_path, total_timesteps=400, resume=str(run_dir)))
+    second = sac.main(small_sac_args(tmp_path, total_timesteps=400, resume=str(run_dir)))
     assert second["run_dir"] == str(run_dir) and second["total_timesteps"] == 400
-    steps = [row["step"] for row in read_scalars(run_dir)]
+    steps = [row["step"] for row in run_rows(run_dir)]
     assert max(steps) > 200 and steps == sorted(steps)
     assert (run_dir / "checkpoints" / "step_400.pt").is_file()
 
 
 def test_resume_takes_the_saved_settings_and_new_flags(tmp_path):
-    args = small_args(tmp_path, total_timesteps=200, checkpoint_every=100, method="fire", gamma=0.9)
+    args = small_sac_args(
+        tmp_path, total_timesteps=200, checkpoint_every=100, method="fire", gamma=0.9
+    )
     args.plasticity.fire_every = 150
     run_dir = sac.main(args)["run_dir"]
     resumed = parse_args(sac.Args, "sac", ["--resume", run_dir, "--total-timesteps", "400"])
@@ -157,7 +140,7 @@ def test_evaluation_videos_are_never_overwritten(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("envs.video.record_episodes", fake_recording)
-    args = small_args(tmp_path, capture_video=True)
+    args = small_sac_args(tmp_path, capture_video=True)
     for _ in range(3):  # e.g. the final evaluation of a run, then of two resumes
         evaluate(args, "run", lambda obs: np.zeros(1, dtype=np.float32), "final")
     assert folders == ["videos/run/final", "videos/run/final_2", "videos/run/final_3"]
@@ -236,7 +219,7 @@ def test_headline_command_runs_on_cpu(tmp_path):
 
 
 def test_task_cycle_triggers_interventions_and_per_task_logging(tmp_path):
-    args = small_args(
+    args = small_sac_args(
         tmp_path,
         env="cycle:humanoid_walk,humanoid_stand",
         switch_every=100,
@@ -246,7 +229,7 @@ def test_task_cycle_triggers_interventions_and_per_task_logging(tmp_path):
     )
     summary = sac.main(args)
     assert summary["interventions"]["critic"] >= 2  # one FIRE per task switch
-    logged = set().union(*(row.keys() for row in read_scalars(Path(summary["run_dir"]))))
+    logged = set().union(*(row.keys() for row in run_rows(Path(summary["run_dir"]))))
     assert {"charts/episodic_return/humanoid_walk", "charts/episodic_return/humanoid_stand"} <= (
         logged
     )
@@ -276,7 +259,7 @@ class NanRewardEnv(gym.Env):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     if "NanReward-v0" not in gym.registry:
         gym.register("NanReward-v0", entry_point=NanRewardEnv)
-    args = small_args(tmp_path, env="NanReward-v0", total_timesteps=400, checkpoint_every=100)
+    args = small_sac_args(tmp_path, env="NanReward-v0", total_timesteps=400, checkpoint_every=100)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: sac.main(args))
     assert exit_info.value.code == 2

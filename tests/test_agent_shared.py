@@ -2,9 +2,7 @@
 episode logging, task-cycle clocks across copies, evaluation."""
 
 import dataclasses
-import json
 import re
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +13,7 @@ from agents import dqn, ppo, sac
 from agents.cli import UserError
 from agents.environments import cycle_states, evaluate, is_atari, make_train_envs
 from agents.episodes import EpisodeTracker
+from experiments.runs import run_rows
 
 
 @pytest.mark.parametrize(
@@ -140,12 +139,8 @@ def test_perturbations_are_reachable_from_the_command_line(tmp_path):
     args.plasticity.fire_every = 0  # FIRE only at the task switches
     summary = dqn.main(args)
     switches = [
-        row for row in read_rows(summary["run_dir"]) if "charts/task_id" in row
+        row for row in run_rows(summary["run_dir"]) if "charts/task_id" in row
     ]  # one task, new permutations: the period advances, the task id stays 0
     assert len(switches) >= 2 and summary["interventions"]["q"] == len(switches)
     with pytest.raises(UserError, match="--permute-actions needs --switch-every"):
         dqn.main(dqn.Args(env="CartPole-v1", permute_actions=True, runs_dir=str(tmp_path)))
-
-
-def read_rows(run_dir: str) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "scalars.jsonl").open()]

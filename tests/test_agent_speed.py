@@ -1,26 +1,23 @@
 """The speed options every agent shares: --compile, --cudagraphs, --matmul-precision."""
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-import test_agent_dqn
-import test_agent_ppo
-import test_agent_sac
 import torch
+from conftest import small_dqn_args, small_ppo_args, small_sac_args
 from torch._inductor import config as inductor_config
 
 from agents import dqn, ppo, sac
 from agents.cli import UserError
 from agents.device import compiler
+from experiments.runs import run_rows
 
 
 def logged_losses(summary: dict) -> dict[str, float]:
-    rows = (Path(summary["run_dir"]) / "scalars.jsonl").read_text().splitlines()
     return {
         key: value
-        for row in map(json.loads, rows)
+        for row in run_rows(summary["run_dir"])
         for key, value in row.items()
         if key.startswith("losses/")
     }
@@ -31,17 +28,17 @@ def logged_losses(summary: dict) -> dict[str, float]:
 CASES = {
     "sac": lambda tmp: (
         sac.main,
-        test_agent_sac.small_args(
+        small_sac_args(
             tmp, total_timesteps=101, metrics_every=101, eval_episodes=0, checkpoint_every=0
         ),
     ),
     "dqn": lambda tmp: (
         dqn.main,
-        test_agent_dqn.small_args(tmp, total_timesteps=102, metrics_every=102),
+        small_dqn_args(tmp, total_timesteps=102, metrics_every=102),
     ),
     "ppo": lambda tmp: (
         ppo.main,
-        test_agent_ppo.small_args(tmp, total_timesteps=64, eval_every=0, eval_episodes=0),
+        small_ppo_args(tmp, total_timesteps=64, eval_every=0, eval_episodes=0),
     ),
 }
 
@@ -61,27 +58,27 @@ def test_compiled_updates_equal_eager_ones(tmp_path, agent):
 
 
 def test_cudagraphs_without_cuda_compile_without_them(tmp_path, capsys):
-    args = test_agent_sac.small_args(tmp_path, cudagraphs=True)
+    args = small_sac_args(tmp_path, cudagraphs=True)
     wrap = compiler(args, torch.device("cpu"))
     assert "--cudagraphs needs a CUDA device" in capsys.readouterr().err
     assert wrap(torch.sin) is not torch.sin  # compiled all the same
 
 
 def test_no_speed_flag_leaves_updates_eager(tmp_path):
-    wrap = compiler(test_agent_sac.small_args(tmp_path), torch.device("cpu"))
+    wrap = compiler(small_sac_args(tmp_path), torch.device("cpu"))
     assert wrap(torch.sin) is torch.sin
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("agents.device.shutil.which", lambda _name: None)
-    args = test_agent_sac.small_args(tmp_path, compile=True)
+    args = small_sac_args(tmp_path, compile=True)
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
         compiler(args, torch.device("cpu"))
 
 
 def test_matmul_precision_is_applied(tmp_path):
     try:
-        args = test_agent_sac.small_args(tmp_path, matmul_precision="medium")
+        args = small_sac_args(tmp_path, matmul_precision="medium")
         compiler(args, torch.device("cpu"))
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
@@ -116,7 +113,7 @@ def test_compiled_updates_with_interventions_end_where_eager_ones_do(tmp_path, m
     match the eager run's."""
     networks = {}
     for mode in ("eager", "compiled"):
-        args = test_agent_dqn.small_args(
+        args = small_dqn_args(
             tmp_path / mode,
             method=method,
             total_timesteps=300,
@@ -145,7 +142,7 @@ def test_ppo_learning_rate_annealing_compiles_no_further_graph(tmp_path):
     def graphs(anneal_lr: bool) -> int:
         torch._dynamo.reset()
         counters.clear()
-        args = test_agent_ppo.small_args(
+        args = small_ppo_args(
             tmp_path / str(anneal_lr), compile=True, anneal_lr=anneal_lr, eval_episodes=0
         )
         ppo.main(dataclasses.replace(args, metrics_every=0, checkpoint_every=0))

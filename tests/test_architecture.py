@@ -4,9 +4,7 @@ import gymnasium as gym
 import pytest
 import torch
 import torch.nn.functional as F
-from test_agent_dqn import small_args as dqn_args
-from test_agent_ppo import small_args as ppo_args
-from test_agent_sac import small_args as sac_args
+from conftest import small_dqn_args, small_ppo_args, small_sac_args
 from torch import nn
 
 from agents import dqn, ppo, sac
@@ -38,14 +36,14 @@ def test_the_next_layers_fan_in_doubles(activation):
 @pytest.mark.parametrize("activation", ["crelu", "dff"])
 def test_every_agent_trains_with_the_activation(tmp_path, activation):
     for main, args in (
-        (sac.main, sac_args(tmp_path / "sac", activation=activation, checkpoint_every=0)),
-        (dqn.main, dqn_args(tmp_path / "dqn", activation=activation)),
-        (ppo.main, ppo_args(tmp_path / "ppo", activation=activation, method="fire")),
+        (sac.main, small_sac_args(tmp_path / "sac", activation=activation, checkpoint_every=0)),
+        (dqn.main, small_dqn_args(tmp_path / "dqn", activation=activation)),
+        (ppo.main, small_ppo_args(tmp_path / "ppo", activation=activation, method="fire")),
     ):
         assert main(args)["status"] == "finished"
 
 
 def test_unit_replacing_methods_refuse_a_doubling_activation(tmp_path):
-    args = sac_args(tmp_path, activation="crelu", method="cbp")
+    args = small_sac_args(tmp_path, activation="crelu", method="cbp")
     with pytest.raises(UserError, match="cbp replaces single units.*--activation crelu"):
         sac.main(args)

@@ -20,7 +20,8 @@ def run_script(*argv: str) -> str:
 
 def test_profile_sac_runs():
     out = run_script(
-        "benchmarks/profile_sac.py",
+        "-m",
+        "benchmarks.profile_sac",
         *("--env", "Pendulum-v1", "--learning-starts", "64", "--skip", "8", "--active", "8"),
     )
     assert "ms in matrix products" in out

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import Planted
 
 from agents.cli import run_cli
 from agents.files import (
@@ -60,16 +61,6 @@ def test_torch_reports_a_full_disk_as_a_runtime_error_with_the_errno_text():
 
 
 # --- reading checkpoints --------------------------------------------------------------------
-
-
-class Planted:
-    """What a crafted checkpoint can hold: unpickling it calls ``open(target, "w")``."""
-
-    def __init__(self, target):
-        self.target = str(target)
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
 
 
 def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):

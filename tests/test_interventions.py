@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mlp, state_is_zero
-from test_isometry import reference_newton_schulz, svd_polar
+from conftest import ConvNet, mlp, reference_newton_schulz, state_is_zero, svd_polar
 from torch import nn
 
 from plasticity import (
@@ -28,23 +27,6 @@ def adam_with_state(net: nn.Module) -> torch.optim.Optimizer:
     out.pow(2).mean().backward()
     opt.step()
     return opt
-
-
-class ConvNet(nn.Module):
-    """A small Nature-CNN-shaped network for (2, 11, 11) inputs: conv, conv, flatten, MLP."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 6, 3, stride=2)  # → (6, 5, 5)
-        self.conv2 = nn.Conv2d(6, 4, 3)  # → (4, 3, 3)
-        self.fc1 = nn.Linear(4 * 3 * 3, 16)
-        self.norm = nn.LayerNorm(16)
-        self.fc2 = nn.Linear(16, 5)
-
-    def forward(self, x):
-        h = F.relu(self.conv1(x))
-        h = F.relu(self.conv2(h)).flatten(1)
-        return self.fc2(F.relu(self.norm(self.fc1(h))))
 
 
 def test_fire_linear_is_muon_scaled_newton_schulz():

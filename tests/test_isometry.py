@@ -2,27 +2,10 @@
 
 import pytest
 import torch
-from conftest import mlp, with_singular_values
+from conftest import mlp, reference_newton_schulz, svd_polar, with_singular_values
 
 from plasticity import deviation_from_isometry, isometry_penalty, newton_schulz, polar
 from plasticity.isometry import isometry_grad, isometry_residual
-
-
-def svd_polar(w: torch.Tensor) -> torch.Tensor:
-    u, _, vh = torch.linalg.svd(w.double(), full_matrices=False)
-    return u @ vh
-
-
-def reference_newton_schulz(w: torch.Tensor, steps: int) -> torch.Tensor:
-    """The FIRE recipe written out for one matrix, in float64."""
-    x = w.double()
-    wide = x.shape[0] < x.shape[1]
-    if wide:
-        x = x.T
-    x = x / (x.norm() + 1e-7)
-    for _ in range(steps):
-        x = 1.5 * x - 0.5 * x @ x.T @ x
-    return x.T if wide else x
 
 
 @pytest.mark.parametrize("shape", [(64, 16), (16, 64), (32, 32)])

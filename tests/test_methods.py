@@ -4,8 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import mlp, normalized_mlp, state_is_zero
-from test_interventions import ConvNet
+from conftest import ConvNet, mlp, normalized_mlp, state_is_zero
 
 from plasticity import METHODS, AdamO, MethodConfig, fire_, l2_penalty, make_method
 

@@ -2,9 +2,7 @@
 
 import pytest
 import torch
-from test_agent_dqn import small_args as dqn_args
-from test_agent_ppo import small_args as ppo_args
-from test_agent_sac import small_args as sac_args
+from conftest import small_dqn_args, small_ppo_args, small_sac_args
 
 from agents import dqn, ppo, sac
 from plasticity.methods import PARTS, PartKind
@@ -48,7 +46,7 @@ def acted(summary, network, method) -> bool:
 
 @pytest.mark.parametrize("method", ACTING)
 def test_sac_trains_200_updates_with_the_method_on_both_networks(tmp_path, method):
-    args = configured(sac_args(tmp_path, method=method, checkpoint_every=0), method)
+    args = configured(small_sac_args(tmp_path, method=method, checkpoint_every=0), method)
     summary = sac.main(args)  # a non-finite loss would stop the run with an error
     assert summary["status"] == "finished" and summary["total_timesteps"] == 300
     assert acted(summary, "actor", method) and acted(summary, "critic", method)
@@ -56,14 +54,14 @@ def test_sac_trains_200_updates_with_the_method_on_both_networks(tmp_path, metho
 
 @pytest.mark.parametrize("method", ACTING)
 def test_sac_takes_the_method_on_the_actor_alone(tmp_path, method):
-    args = configured(sac_args(tmp_path, actor_method=method, checkpoint_every=0), method)
+    args = configured(small_sac_args(tmp_path, actor_method=method, checkpoint_every=0), method)
     summary = sac.main(args)
     assert acted(summary, "actor", method) and not summary["interventions"]["critic"]
 
 
 @pytest.mark.parametrize("method", ACTING)
 def test_dqn_trains_200_updates_with_the_method(tmp_path, method):
-    args = configured(dqn_args(tmp_path, method=method, total_timesteps=500), method)
+    args = configured(small_dqn_args(tmp_path, method=method, total_timesteps=500), method)
     summary = dqn.main(args)
     assert summary["status"] == "finished" and acted(summary, "q", method)
 
@@ -71,7 +69,7 @@ def test_dqn_trains_200_updates_with_the_method(tmp_path, method):
 @pytest.mark.parametrize("method", ACTING)
 def test_ppo_trains_200_updates_with_the_method_on_the_critic_alone(tmp_path, method):
     # 5 iterations of 64 steps, 4 minibatches × 10 epochs each: 200 updates per network
-    args = ppo_args(
+    args = small_ppo_args(
         tmp_path,
         layer_norm=method in ARCHITECTURE,
         critic_method=method,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import report
+from experiments.report import cli
+from experiments.report import figures as report_figures
+from experiments.report.stats import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("rliable", reason='rliable is not installed (pip install -e ".[sweep]")')
@@ -52,7 +54,7 @@ def make_run(
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     """report.py's exit code and stderr lines for ``argv``, in this process."""
-    code = report.cli(argv)
+    code = cli.cli(argv)
     return code, capsys.readouterr().err.splitlines()
 
 
@@ -240,7 +242,7 @@ def test_a_nan_evaluation_drops_that_point_not_the_methods_curve(tmp_path, capsy
 
 
 def test_a_metric_logged_once_is_drawn_as_a_point(tmp_path, monkeypatch):
-    metrics = {f"q/{key}": 0.5 for key in report.METRICS}
+    metrics = {f"q/{key}": 0.5 for key in METRICS}
     make_run(tmp_path, rows=[*eval_rows(), {"step": 150, **metrics}])
     figures = {}
 
@@ -248,10 +250,10 @@ def test_a_metric_logged_once_is_drawn_as_a_point(tmp_path, monkeypatch):
         figures[path.name] = fig
         return path.name
 
-    monkeypatch.setattr(report, "save", keep)
-    report.main([str(tmp_path), *FAST])
+    monkeypatch.setattr(report_figures, "save", keep)
+    cli.main([str(tmp_path), *FAST])
     panels = [ax for ax in figures["metrics_q.png"].get_axes() if ax.get_ylabel()]
-    assert len(panels) == len(report.METRICS)
+    assert len(panels) == len(METRICS)
     for ax in panels:
         points = [line for line in ax.get_lines() if line.get_marker() not in ("None", "")]
         assert [line.get_xydata().tolist() for line in points] == [[[150.0, 0.5]]]
@@ -277,7 +279,7 @@ def period_rows(tasks: list[str]) -> list[dict]:
 def test_periods_of_a_perturbation_stream_are_new_permutations_not_later_visits(tmp_path):
     tasks = ["CartPole-v1"] * 3
     make_run(tmp_path, rows=period_rows(tasks), permute_observations=True, switch_every=100)
-    data = report.main([str(tmp_path), *FAST])
+    data = cli.main([str(tmp_path), *FAST])
     table = data["task_periods"]["CartPole-v1"]["none"]
     assert table["labels"] == ["CartPole-v1", "permutation 2", "permutation 3"]
     assert table["means"] == [10.0, 20.0, 30.0]
@@ -290,7 +292,7 @@ def test_periods_of_a_perturbation_stream_are_new_permutations_not_later_visits(
 def test_periods_of_a_task_cycle_are_visits_of_its_tasks(tmp_path):
     env = "cycle:CartPole-v1,Acrobot-v1"
     make_run(tmp_path, env=env, rows=period_rows(["CartPole-v1", "Acrobot-v1", "CartPole-v1"]))
-    data = report.main([str(tmp_path), *FAST])
+    data = cli.main([str(tmp_path), *FAST])
     assert data["task_periods"][env]["none"]["labels"] == [
         "CartPole-v1",
         "Acrobot-v1",

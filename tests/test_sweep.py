@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import tyro
 
-import report
-import sweep as sw
 from agents.cli import UserError
+from experiments import runs as run_reader
+from experiments.report import cli as report_cli
+from experiments.report import load
+from experiments.sweep import cli, config, driver, execution, records
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -50,8 +52,10 @@ LONG_ARGS = [
 ]  # fmt: skip
 
 
-def make_sweep(runs_dir: Path, name: str, args, methods=("none",), seeds=(1,), **kw) -> sw.Sweep:
-    return sw.Sweep(
+def make_sweep(
+    runs_dir: Path, name: str, args, methods=("none",), seeds=(1,), **kw
+) -> config.Sweep:
+    return config.Sweep(
         name=name,
         runs_dir=runs_dir,
         agents=["dqn"],
@@ -63,7 +67,7 @@ def make_sweep(runs_dir: Path, name: str, args, methods=("none",), seeds=(1,), *
     )
 
 
-def record_of(sweep: sw.Sweep) -> dict:
+def record_of(sweep: config.Sweep) -> dict:
     return json.loads((sweep.dir / "sweep.json").read_text())
 
 
@@ -72,7 +76,7 @@ def ray_session():
     """One local Ray with 2 CPUs for every test of this file (start-up costs seconds)."""
     if not HAS_RAY:
         pytest.skip('ray is not installed (pip install -e ".[sweep]")')
-    ray = sw.init_ray(None, num_cpus=2)
+    ray = driver.init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -83,7 +87,7 @@ def tiny_sweep(ray_session, tmp_path_factory):
     sweep = make_sweep(
         tmp_path_factory.mktemp("runs"), "tiny", TINY_ARGS, methods=("none", "fire"), seeds=(1, 2)
     )
-    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    assert driver.run_sweep(sweep, ["pytest"]) == 0
     return sweep
 
 
@@ -91,13 +95,15 @@ def tiny_sweep(ray_session, tmp_path_factory):
 
 
 def test_grid_values_split_at_commas_but_a_cycle_is_one_env():
-    assert sw.split_list(("humanoid_walk,humanoid_cycle", "cycle:a,b")) == [
+    assert config.split_list(("humanoid_walk,humanoid_cycle", "cycle:a,b")) == [
         "humanoid_walk",
         "humanoid_cycle",
         "cycle:a,b",
     ]
-    assert sw.split_list(["none", "fire,none"]) == ["none", "fire"]
-    assert sw.RunSpec("dqn", "cycle:a,b", "fire+adamo", 3).name == "cycle-a-b__dqn-fire+adamo__3"
+    assert config.split_list(["none", "fire,none"]) == ["none", "fire"]
+    assert (
+        config.RunSpec("dqn", "cycle:a,b", "fire+adamo", 3).name == "cycle-a-b__dqn-fire+adamo__3"
+    )
 
 
 def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
@@ -108,8 +114,8 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
         "[args]\ntotal-timesteps = 1000\npermute-observations = true\nswitch-every = 500\n"
         "capture-video = false\n"
     )
-    args = sw.SweepArgs(file=str(path), method=("reset",), runs_dir=str(tmp_path))
-    sweep = sw.resolve(args, ["--eval-every", "500"])
+    args = config.SweepArgs(file=str(path), method=("reset",), runs_dir=str(tmp_path))
+    sweep = config.resolve(args, ["--eval-every", "500"])
     assert sweep.name == "grid" and sweep.envs == ["CartPole-v1", "Acrobot-v1"]
     assert sweep.methods == ["reset"] and sweep.seeds == [1, 2, 7]
     assert sweep.cpus_per_run == 0.5 and len(sweep.runs()) == 6
@@ -123,7 +129,7 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
         "--eval-every",
         "500",
     ]
-    default = sw.resolve(sw.SweepArgs(agent=("dqn",), env=("CartPole-v1",), seeds=2), [])
+    default = config.resolve(config.SweepArgs(agent=("dqn",), env=("CartPole-v1",), seeds=2), [])
     assert default.name == "dqn_CartPole-v1" and default.seeds == [1, 2]
     assert default.methods == ["none"]
 
@@ -142,37 +148,39 @@ def test_resolve_reads_a_sweep_file_and_flags_win(tmp_path):
     ],
 )
 def test_bad_sweeps_are_refused_with_one_line(args, extra, message):
-    with pytest.raises(sw.SweepError, match=message.replace("(", r"\(")) as err:
-        sw.resolve(sw.SweepArgs(**args), extra)
+    with pytest.raises(config.SweepError, match=message.replace("(", r"\(")) as err:
+        config.resolve(config.SweepArgs(**args), extra)
     assert "\n" not in str(err.value)
 
 
 def test_a_sweep_name_keeps_its_grid_unless_extended_or_forced(tmp_path):
     first = make_sweep(tmp_path, "s", ["--total-timesteps", "100"], methods=("none", "fire"))
-    record = sw.reconcile(first, None, extend=False, force=False)
+    record = records.reconcile(first, None, extend=False, force=False)
     assert record["grid"]["method"] == ["none", "fire"] and record["args"] == first.args
 
     more = make_sweep(tmp_path, "s", first.args, methods=("reset",), seeds=(1, 2))
-    with pytest.raises(sw.SweepError, match="another grid.*--extend"):
-        sw.reconcile(more, json.loads(json.dumps(record)), extend=False, force=False)
-    extended = sw.reconcile(more, json.loads(json.dumps(record)), extend=True, force=False)
+    with pytest.raises(config.SweepError, match="another grid.*--extend"):
+        records.reconcile(more, json.loads(json.dumps(record)), extend=False, force=False)
+    extended = records.reconcile(more, json.loads(json.dumps(record)), extend=True, force=False)
     assert extended["grid"]["method"] == ["none", "fire", "reset"]
     assert extended["grid"]["seed"] == [1, 2] and len(more.runs()) == 6  # the union runs
 
     other_args = make_sweep(tmp_path, "s", ["--total-timesteps", "200"], methods=("none", "fire"))
     for extend in (False, True):
-        with pytest.raises(sw.SweepError, match="other arguments|run arguments"):
-            sw.reconcile(other_args, json.loads(json.dumps(record)), extend=extend, force=False)
-    forced = sw.reconcile(other_args, json.loads(json.dumps(record)), extend=False, force=True)
+        with pytest.raises(config.SweepError, match="other arguments|run arguments"):
+            records.reconcile(
+                other_args, json.loads(json.dumps(record)), extend=extend, force=False
+            )
+    forced = records.reconcile(other_args, json.loads(json.dumps(record)), extend=False, force=True)
     assert forced["args"] == ["--total-timesteps", "200"]
 
 
 def test_error_line_finds_the_message():
-    assert sw.error_line(["noise\n", "error: --env: unknown env 'x'\n", "\n"]) == (
+    assert execution.error_line(["noise\n", "error: --env: unknown env 'x'\n", "\n"]) == (
         "error: --env: unknown env 'x'"
     )
     traceback = ["Traceback (most recent call last):\n", '  File "x.py"\n', "KeyError: 'a'\n"]
-    assert sw.error_line(traceback) == "KeyError: 'a'"
+    assert execution.error_line(traceback) == "KeyError: 'a'"
     tyro_box = [
         "╭─ Unrecognized options ─────────╮\n",
         "│ Unrecognized options: --bogus  │\n",
@@ -180,7 +188,7 @@ def test_error_line_finds_the_message():
         "│ For full helptext, run train.py --help │\n",
         "╰────────────────────────────────╯\n",
     ]
-    assert sw.error_line(tyro_box) == "Unrecognized options: --bogus"
+    assert execution.error_line(tyro_box) == "Unrecognized options: --bogus"
 
 
 def sweep_command(*argv: str, timeout: float = 60, as_user=(), **kw) -> subprocess.CompletedProcess:
@@ -237,8 +245,8 @@ def test_a_bad_sweep_file_is_one_line_before_anything_starts(tmp_path, setting, 
     path = tmp_path / "grid.toml"
     path.write_text("".join(f"{k} = {v}\n" for k, v in {**SMALL_GRID, setting: value}.items()))
     runs = tmp_path / "runs"
-    with pytest.raises((sw.SweepError, UserError), match=message) as err:
-        sw.main(["--file", str(path), "--runs-dir", str(runs), "--dry-run"])
+    with pytest.raises((config.SweepError, UserError), match=message) as err:
+        cli.main(["--file", str(path), "--runs-dir", str(runs), "--dry-run"])
     assert "\n" not in str(err.value) and not runs.exists()
 
 
@@ -248,8 +256,8 @@ def test_an_output_folder_taken_by_a_file_is_one_line(tmp_path, taken):
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text("not a folder")
     argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--name", "s"]
-    with pytest.raises(sw.SweepError, match=f"{file} is a file") as err:
-        sw.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    with pytest.raises(config.SweepError, match=f"{file} is a file") as err:
+        cli.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
     assert "\n" not in str(err.value) and file.read_text() == "not a folder"
 
 
@@ -283,12 +291,14 @@ def test_a_read_only_output_folder_is_one_line():
 
 def test_help_shows_each_default_once(capsys):
     with pytest.raises(SystemExit):
-        tyro.cli(sw.SweepArgs, args=["--help"], prog="sweep.py")
+        tyro.cli(config.SweepArgs, args=["--help"], prog="sweep.py")
     text = " ".join(line.strip("│ ") for line in capsys.readouterr().out.splitlines())
     assert "(default: None)" not in text and "(default: )" not in text
     assert "(default: 3)" in text and "(default: none)" in text and "(default: runs)" in text
     without_default = ("agent", "env", "file")
-    assert text.count("(default") == len(dataclasses.fields(sw.SweepArgs)) - len(without_default)
+    assert text.count("(default") == len(dataclasses.fields(config.SweepArgs)) - len(
+        without_default
+    )
 
 
 def closed_port() -> int:
@@ -311,8 +321,8 @@ def test_an_unreachable_ray_cluster_is_one_line_within_30_s(tmp_path, given_by):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {given_by} {address}: no Ray cluster answers there")
     sweep_dir = tmp_path / "dqn_CartPole-v1"
-    with sw.SweepLock(sweep_dir):  # released
-        assert sw.read_record(sweep_dir) is None  # and nothing recorded: nothing ran
+    with records.SweepLock(sweep_dir):  # released
+        assert records.read_record(sweep_dir) is None  # and nothing recorded: nothing ran
 
 
 # --- sweeps on Ray --------------------------------------------------------------------------
@@ -344,7 +354,7 @@ def test_tiny_sweep_finishes_and_a_rerun_skips_it(tiny_sweep, capsys):
         assert not (run_dir / "train.pid").exists()
     capsys.readouterr()
 
-    assert sw.run_sweep(tiny_sweep, ["pytest", "again"]) == 0
+    assert driver.run_sweep(tiny_sweep, ["pytest", "again"]) == 0
     out = capsys.readouterr().out
     assert "4 finished, 0 to resume, 0 to start" in out and "nothing to do" in out
     for spec in tiny_sweep.runs():
@@ -391,40 +401,42 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
 
     # 1. its process is killed after a checkpoint; no retries: recorded as failed, with why
     def kill_after_checkpoint():
-        pid = wait_for(lambda: sw.checkpoint_steps(run_dir) and running_pid(run_dir, "(start)"))
+        pid = wait_for(
+            lambda: run_reader.checkpoint_steps(run_dir) and running_pid(run_dir, "(start)")
+        )
         os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_after_checkpoint)
     killer.start()
-    assert sw.run_sweep(sweep, ["pytest"]) == 1
+    assert driver.run_sweep(sweep, ["pytest"]) == 1
     killer.join()
     entry = record_of(sweep)["runs"][run_dir.name]
     assert entry["state"] == "failed" and entry["error"] == "killed by signal 9 (SIGKILL)"
-    first_checkpoint = sw.checkpoint_steps(run_dir)[-1]
+    first_checkpoint = run_reader.checkpoint_steps(run_dir)[-1]
     assert not (run_dir / "summary.json").exists()
 
     # 2. the sweep again: the run resumes from its checkpoint; Ctrl-C stops the sweep, the run
     # gets SIGINT and is recorded as interrupted, resumable
     def ctrl_c_after_a_new_checkpoint():
         pid = wait_for(lambda: running_pid(run_dir, "attempt 2 (resume)"))
-        wait_for(lambda: sw.checkpoint_steps(run_dir)[-1] > first_checkpoint)
+        wait_for(lambda: run_reader.checkpoint_steps(run_dir)[-1] > first_checkpoint)
         _thread.interrupt_main()  # what Ctrl-C does to the sweep's process
         return pid
 
     pids = []
     stopper = threading.Thread(target=lambda: pids.append(ctrl_c_after_a_new_checkpoint()))
     stopper.start()
-    assert sw.run_sweep(sweep, ["pytest"]) == 130
+    assert driver.run_sweep(sweep, ["pytest"]) == 130
     stopper.join()
     entry = record_of(sweep)["runs"][run_dir.name]
     assert entry["state"] == "interrupted" and entry["attempts"] == 2
     assert not alive(pids[0]) and not (run_dir / "train.pid").exists()
-    assert not (sweep.dir / sw.STOP_FILE).exists()
-    resumed_from = sw.checkpoint_steps(run_dir)[-1]
+    assert not (sweep.dir / driver.STOP_FILE).exists()
+    resumed_from = run_reader.checkpoint_steps(run_dir)[-1]
     assert resumed_from > first_checkpoint
 
     # 3. and again: it resumes and finishes
-    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    assert driver.run_sweep(sweep, ["pytest"]) == 0
     entry = record_of(sweep)["runs"][run_dir.name]
     assert entry["state"] == "finished" and entry["attempts"] == 3 and entry["error"] is None
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -442,7 +454,7 @@ def test_a_killed_run_resumes_and_a_stopped_sweep_continues(ray_session, tmp_pat
 def test_failed_runs_are_recorded_with_their_error(ray_session, tmp_path, capsys):
     # train.py refuses the run (exit code 2): not retried
     refused = make_sweep(tmp_path, "refused", ["--device", "cpu"], envs=["NoSuchEnv-v0"])
-    assert sw.run_sweep(refused, ["pytest"]) == 1
+    assert driver.run_sweep(refused, ["pytest"]) == 1
     entry = record_of(refused)["runs"]["NoSuchEnv-v0__dqn-none__1"]
     assert entry["state"] == "failed" and entry["attempts"] == 1 and entry["returncode"] == 2
     assert entry["error"].startswith("error: --env: unknown env 'NoSuchEnv-v0'")
@@ -457,7 +469,7 @@ def test_failed_runs_are_recorded_with_their_error(ray_session, tmp_path, capsys
         "raise RuntimeError('boom before the first step')\n"
     )
     crashing = make_sweep(tmp_path, "crashing", ["--x", "1"], max_retries=1, train_script=script)
-    assert sw.run_sweep(crashing, ["pytest"]) == 1
+    assert driver.run_sweep(crashing, ["pytest"]) == 1
     name = crashing.runs()[0].name
     entry = record_of(crashing)["runs"][name]
     assert entry["state"] == "failed" and entry["attempts"] == 2 and entry["returncode"] == 1
@@ -470,9 +482,9 @@ def test_failed_runs_are_recorded_with_their_error(ray_session, tmp_path, capsys
     assert "retry" in out and "failed" in out and "RuntimeError: boom" in out
 
 
-def rows_before(scalars: Path, step: int) -> list[str]:
-    """The lines of ``scalars.jsonl`` logged before ``step``, in their order."""
-    return [line for line in scalars.read_text().splitlines() if json.loads(line)["step"] < step]
+def rows_before(scalars: Path, step: int) -> list[dict]:
+    """The rows of ``scalars.jsonl`` logged before ``step``, in their order."""
+    return [row for row in run_reader.read_rows(scalars) if row["step"] < step]
 
 
 @needs_ray
@@ -493,15 +505,15 @@ def test_a_run_killed_in_its_final_evaluation_is_finished_not_restarted(
         + (rows_before(run_dir / "scalars.jsonl", 600),)
         for run_dir in (deleted, truncated)
     }
-    assert all(sw.checkpoint_steps(run_dir) == [400, 600] for run_dir in before)
+    assert all(run_reader.checkpoint_steps(run_dir) == [400, 600] for run_dir in before)
 
-    assert sw.run_sweep(sweep, ["pytest"], dry_run=True) == 0
+    assert driver.run_sweep(sweep, ["pytest"], dry_run=True) == 0
     out = capsys.readouterr().out
     assert "2 runs: 0 finished, 2 to resume, 0 to start" in out
     assert f"resume  {deleted.name}  (checkpoint at step 600)" in out
     assert f"resume  {truncated.name}  (checkpoint at step 600, unreadable" in out
 
-    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    assert driver.run_sweep(sweep, ["pytest"]) == 0
     for run_dir, (checkpoints, rows) in before.items():
         assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(checkpoints)
         assert (run_dir / "checkpoints" / "step_400.pt").read_bytes() == checkpoints["step_400.pt"]
@@ -540,11 +552,11 @@ def test_a_killed_sweep_leaves_nothing_the_next_start_misreads(ray_session, tmp_
     # what a kill -9 of the sweep left: every run "running" in sweep.json with an attempt;
     # only the first had started (its attempt line, a checkpoint, its train.pid); the third
     # had finished before its end was recorded (its train.pid left behind)
-    record = sw.reconcile(sweep, None, extend=False, force=False)
+    record = records.reconcile(sweep, None, extend=False, force=False)
     for spec in sweep.runs():
         record["runs"][spec.name] = {**dataclasses.asdict(spec), "state": "running", "attempts": 1}
     sweep.dir.mkdir(parents=True)
-    sw.write_record(sweep.dir, record)
+    records.write_record(sweep.dir, record)
     for run_dir in (started, finished):
         (run_dir / "checkpoints").mkdir(parents=True)
         (run_dir / "train.log").write_text("\n# sweep attempt 1 (start) at then on here: ...\n")
@@ -557,20 +569,20 @@ def test_a_killed_sweep_leaves_nothing_the_next_start_misreads(ray_session, tmp_
     )
     # Popen returns once exec has begun; the kernel writes the new command line a moment later
     deadline = time.time() + 30
-    while not sw.trains(trainer.pid, started) and time.time() < deadline:
+    while not records.trains(trainer.pid, started) and time.time() < deadline:
         time.sleep(0.01)
     try:
         for run_dir in (started, finished):
             (run_dir / "train.pid").write_text(str(trainer.pid))
-        with pytest.raises(sw.SweepError, match=f"still trained by process {trainer.pid}"):
-            sw.run_sweep(sweep, ["pytest"])
+        with pytest.raises(config.SweepError, match=f"still trained by process {trainer.pid}"):
+            driver.run_sweep(sweep, ["pytest"])
     finally:
         trainer.kill()
         trainer.wait()
 
     # once it is gone, its train.pid files are stale, and sweep.json says what the folders say
     record = record_of(sweep)
-    sw.recover(sweep, record, sw.plan(sweep))
+    driver.recover(sweep, record, driver.plan(sweep))
     states = [
         (record["runs"][d.name]["state"], record["runs"][d.name]["attempts"])
         for d in (started, queued, finished)
@@ -578,7 +590,7 @@ def test_a_killed_sweep_leaves_nothing_the_next_start_misreads(ray_session, tmp_
     assert states == [("interrupted", 1), ("pending", 0), ("finished", 1)]
     assert not (started / "train.pid").exists() and not (finished / "train.pid").exists()
 
-    assert sw.run_sweep(sweep, ["pytest"]) == 0
+    assert driver.run_sweep(sweep, ["pytest"]) == 0
     runs = record_of(sweep)["runs"]
     assert [runs[d.name]["attempts"] for d in (started, queued, finished)] == [2, 1, 1]
     assert all(entry["state"] == "finished" for entry in runs.values())
@@ -613,7 +625,7 @@ def test_report_statistics_are_rliables(tiny_sweep, tmp_path):
     from rliable import metrics
 
     out = tmp_path / "report"
-    data = report.main(
+    data = report_cli.main(
         [
             str(tiny_sweep.dir),
             "--reps",
@@ -685,7 +697,7 @@ def test_report_on_a_partly_finished_sweep_names_the_missing_runs(tiny_sweep, tm
     shutil.copytree(tiny_sweep.dir, partial)
     (partial / "CartPole-v1__dqn-fire__2" / "summary.json").unlink()
     shutil.rmtree(partial / "CartPole-v1__dqn-none__1")
-    data = report.main([str(partial), "--reps", "100", "--profile-reps", "50"])
+    data = report_cli.main([str(partial), "--reps", "100", "--profile-reps", "50"])
     text = (partial / "report.md").read_text()
     assert data["runs_finished"] == 2 and data["runs_expected"] == 4
     assert "## Missing runs" in text
@@ -705,14 +717,14 @@ def test_scalars_of_a_resumed_run_replace_the_interrupted_attempts_rows(tmp_path
     ]
     path = tmp_path / "scalars.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 400, "eval/epi')
-    scalars = report.read_scalars(path)
+    scalars = run_reader.read_scalars(path)
     steps, values = scalars["eval/episodic_return"]
     assert steps.tolist() == [100, 200, 300] and values.tolist() == [10.0, 20.0, 35.0]
     assert np.isnan(scalars["charts/episodic_return"][1]).all()
 
 
 def test_report_refuses_a_folder_without_runs(tmp_path):
-    with pytest.raises(report.ReportError, match="holds no runs"):
-        report.main([str(tmp_path)])
-    with pytest.raises(report.ReportError, match="is not a folder"):
-        report.main([str(tmp_path / "nope")])
+    with pytest.raises(load.ReportError, match="holds no runs"):
+        report_cli.main([str(tmp_path)])
+    with pytest.raises(load.ReportError, match="is not a folder"):
+        report_cli.main([str(tmp_path / "nope")])

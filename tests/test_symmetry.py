@@ -1,5 +1,6 @@
 """plasticity.symmetry: permutations keep the function, matchers recover known permutations,
-barriers equal a plain loop over α; agents.probes: RL losses and the command on tiny runs."""
+barriers equal a plain loop over α; experiments.symmetry: RL losses and the command on tiny
+runs."""
 
 import copy
 import itertools
@@ -366,7 +367,7 @@ def test_repair_restores_the_interpolated_unit_statistics(two_trained):
     assert plain[0].weight.std() != merged[0].weight.std()
 
 
-# --- agents.probes and the command ----------------------------------------------------------
+# --- experiments.symmetry and the command -------------------------------------------------
 
 
 def tiny_run(agent: str, root, name: str, **overrides) -> None:
@@ -421,7 +422,7 @@ def runs(tmp_path_factory):
     [("dqn1", "q"), ("sac1", "critic"), ("sac1", "actor"), ("ppo1", "critic"), ("ppo1", "actor")],
 )
 def test_probe_losses_are_pure_functions_of_the_parameters(runs, run_name, network):
-    from agents.probes import collect_transitions, load_run, probe_loss
+    from experiments.symmetry import collect_transitions, load_run, probe_loss
 
     run = load_run(runs / run_name)
     batch = collect_transitions(run, 32, seed=3)
@@ -437,7 +438,7 @@ def test_probe_losses_are_pure_functions_of_the_parameters(runs, run_name, netwo
 
 
 def test_probe_batch_comes_from_a_saved_buffer(runs):
-    from agents.probes import collect_transitions, load_run
+    from experiments.symmetry import collect_transitions, load_run
 
     run = load_run(runs / "sac1")
     buffer = run.state["buffer"]
@@ -449,7 +450,7 @@ def test_probe_batch_comes_from_a_saved_buffer(runs):
 def test_loader_reads_either_spelling_of_dqn_keys(runs, tmp_path):
     import shutil
 
-    from agents.probes import load_run
+    from experiments.symmetry import load_run
 
     renamed = tmp_path / "renamed"
     shutil.copytree(runs / "dqn1", renamed)
@@ -464,18 +465,33 @@ def test_loader_reads_either_spelling_of_dqn_keys(runs, tmp_path):
 
 
 def test_interpolated_returns_of_a_run_with_itself(runs):
-    from agents.probes import interpolated_returns, load_run
+    from experiments.symmetry import interpolated_returns, load_run
 
     run = load_run(runs / "dqn1")
     returns = interpolated_returns(run, run, alphas=(0.0, 1.0), episodes=1)
     assert len(returns) == 2 and returns[0] == returns[1] > 0
 
 
+def test_the_library_names_the_command_instead_of_importing_agents():
+    result = subprocess.run(
+        [sys.executable, "-m", "plasticity.symmetry", "runs/A", "runs/B"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: the symmetry command is python -m experiments.symmetry (same arguments); "
+        "plasticity.symmetry is the library"
+    ]
+
+
 def test_command_compares_two_tiny_runs(runs, tmp_path):
     plot = tmp_path / "plot.png"
     before_after = str(runs / "dqn1" / "checkpoints" / "step_150.pt")
     result = subprocess.run(
-        [sys.executable, "-m", "plasticity.symmetry", before_after, str(runs / "dqn2")]
+        [sys.executable, "-m", "experiments.symmetry", before_after, str(runs / "dqn2")]
         + ["--probe", "64", "--plot", str(plot)],
         cwd=ROOT,
         capture_output=True,
@@ -512,7 +528,7 @@ def test_command_compares_two_tiny_runs(runs, tmp_path):
     ],
 )
 def test_command_errors_are_one_line(runs, capsys, argv, message):
-    from agents.probes import main
+    from experiments.symmetry import main
 
     paths = [
         str(runs / arg) if not arg.startswith("-") and i < 2 else arg for i, arg in enumerate(argv)
@@ -571,7 +587,7 @@ def test_seeds_study_runs_at_a_tiny_scale(tmp_path):
 
 
 def test_command_without_matplotlib_still_prints_the_numbers(runs, tmp_path, capsys, monkeypatch):
-    from agents.probes import main
+    from experiments.symmetry import main
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     plot = tmp_path / "plot.png"
@@ -810,7 +826,7 @@ def test_repair_refuses_a_hidden_layer_without_bias():
 
 
 def test_command_prints_the_relative_return_barrier(runs, capsys):
-    from agents.probes import main
+    from experiments.symmetry import main
 
     main([str(runs / "dqn1"), str(runs / "dqn2"), "--probe", "32", "--returns", "1"])
     out = capsys.readouterr().out

@@ -1,16 +1,14 @@
-"""benchmarks/warm_start_rl.py on synthetic sweeps: scores, the difference to fresh agents."""
+"""benchmarks.warm_start_rl on synthetic sweeps: scores, the difference to fresh agents."""
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rliable")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import warm_start_rl  # noqa: E402
+from benchmarks import warm_start_rl  # noqa: E402  (after the skip: it needs rliable)
 
 
 def make_run(

@@ -6,7 +6,7 @@
 # FIRE + AdamO: FIRE at the switch, AdamO throughout). The runs live in benchmarks/results/evidence/ (git keeps their config, summary and
 # logged scalars, not checkpoints), so the sweep, run again here or on a fresh clone, skips the
 # finished runs and continues the others. Then the table and figure:
-#   python benchmarks/warm_start_rl.py benchmarks/results/evidence/warm_start \
+#   python -m benchmarks.warm_start_rl benchmarks/results/evidence/warm_start \
 #       benchmarks/results/evidence/fresh_start --out benchmarks/results/warm_start_minatar \
 #       --allow-mixed-commits   # the committed runs span several commits (the table lists them)
 set -euo pipefail

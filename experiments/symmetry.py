@@ -1,7 +1,7 @@
 """Symmetry diagnostics of RL runs: networks from checkpoints, frozen probe batches, RL losses.
 
-The reinforcement-learning side of :mod:`plasticity.symmetry` (which may not import agents or
-envs):
+The reinforcement-learning side of :mod:`plasticity.symmetry` (which imports neither agents nor
+envs, so the command that rebuilds runs lives here):
 
 - :func:`load_run`: a run's networks rebuilt from its ``config.json`` and one checkpoint;
 - :func:`collect_transitions`: a frozen probe batch, from the checkpoint's replay buffer when it
@@ -14,8 +14,8 @@ envs):
 - :func:`main`: the command, which prints the identifiability gap and the unaligned and aligned
   barriers between two runs (or two checkpoints of one run) and plots them::
 
-    python -m plasticity.symmetry runs/A runs/B [--network critic] [--probe 512]
-    python -m plasticity.symmetry runs/A/checkpoints/step_100000.pt runs/A   # before/after
+    python -m experiments.symmetry runs/A runs/B [--network critic] [--probe 512]
+    python -m experiments.symmetry runs/A/checkpoints/step_100000.pt runs/A   # before/after
 
 A path is a run folder (its latest checkpoint) or a checkpoint file ``<run>/checkpoints/
 step_<N>.pt``. Network ``A`` is the reference: the probe batch comes from its policy and the
@@ -44,6 +44,7 @@ from agents.cli import UserError, run_cli, user_errors
 from agents.dqn import greedy_td_target
 from agents.environments import env_spaces, evaluate, nonstationary_options
 from agents.files import read_checkpoint
+from agents.run import checkpoint_files
 from agents.sac import soft_td_target
 from plasticity import MethodConfig
 from plasticity.symmetry import (
@@ -99,17 +100,13 @@ class RunCheckpoint:
         return f"{self.run_dir.name}@{self.step}"
 
 
-def _step_of(path: Path) -> int:
-    return int(path.stem.removeprefix("step_"))
-
-
 def checkpoint_file(path: str | Path) -> tuple[Path, Path]:
     """``(run folder, checkpoint file)`` for a run folder (latest checkpoint) or a checkpoint."""
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} is not a run folder (no config.json)")
-        found = sorted(path.glob("checkpoints/step_*.pt"), key=_step_of)
+        found = checkpoint_files(path)
         if not found:
             raise UserError(f"run {path} has no checkpoint (checkpoints/step_<N>.pt)")
         return path, found[-1]
@@ -504,7 +501,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(
-        prog="python -m plasticity.symmetry",
+        prog="python -m experiments.symmetry",
         description="Compare one network of two runs (or two checkpoints of one run): neuron "
         "identifiability and the loss barrier along the straight line between them, unaligned "
         "and after matching B's units onto A's.",
@@ -690,7 +687,7 @@ def compare(options: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m plasticity.symmetry A B [...]`` (also ``python -m agents.probes``)."""
+    """``python -m experiments.symmetry A B [...]``."""
     options = parse_args(argv)
     run_cli(lambda: compare(options))
 
