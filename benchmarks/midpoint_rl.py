@@ -29,7 +29,7 @@ commits or from a dirty tree (one line, exit code 2) unless ``--allow-mixed-comm
 given, and then lists each commit's runs. Resumed runs are listed with how their replay buffer
 came back.
 
-Run: ``python benchmarks/midpoint_rl.py benchmarks/results/evidence/midpoint --out
+Run: ``python -m benchmarks.midpoint_rl benchmarks/results/evidence/midpoint --out
 benchmarks/results/midpoint_minatar`` (writes ``.md``, ``.json`` and ``.png``).
 """
 
@@ -44,9 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # report.py, from a checkout
-import report  # noqa: E402
-from benchmarks._stats import (  # noqa: E402
+from benchmarks._stats import (
     curve_ci,
     fmt,
     fmt_p,
@@ -59,6 +57,10 @@ from benchmarks._stats import (  # noqa: E402
     welch_difference,
     write_result_json,
 )
+from experiments.report.figures import colors, draw_band, pyplot, save
+from experiments.report.load import RunData, read_run
+from experiments.report.markdown import jsonable
+from experiments.runs import UnreadableFile, read_json
 
 EVAL = "eval/episodic_return"
 BEFORE, AFTER = 15_000, 10_000
@@ -91,7 +93,7 @@ def family(methods: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def evaluations(run: report.RunData) -> tuple[np.ndarray, np.ndarray]:
+def evaluations(run: RunData) -> tuple[np.ndarray, np.ndarray]:
     steps, values = run.scalars.get(EVAL, (np.zeros(0, int), np.zeros(0)))
     return np.asarray(steps), np.asarray(values, dtype=float)
 
@@ -111,7 +113,7 @@ def recovery(steps, values, t: int, level: float, horizon: int) -> tuple[int, bo
     return horizon - t, False
 
 
-def measures(run: report.RunData, steps_at: list[int], total: int) -> dict[str, float]:
+def measures(run: RunData, steps_at: list[int], total: int) -> dict[str, float]:
     """The four measures of one run for interventions at ``steps_at`` (see the module)."""
     steps, values = evaluations(run)
     dips, times, recovered = [], [], 0
@@ -131,17 +133,17 @@ def measures(run: report.RunData, steps_at: list[int], total: int) -> dict[str, 
     }
 
 
-def load(folder: Path) -> dict[tuple[str, str], dict[int, report.RunData]]:
+def load(folder: Path) -> dict[tuple[str, str], dict[int, RunData]]:
     """The finished runs of the folder by (group, method) and seed; other folders are named
     on stderr and left out."""
-    runs: dict[tuple[str, str], dict[int, report.RunData]] = {}
+    runs: dict[tuple[str, str], dict[int, RunData]] = {}
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         match = RUN_NAME.match(run_dir.name)
         if not match:
             continue
         try:
-            run = report.read_run(run_dir)
-        except report.UnreadableFile as err:
+            run = read_run(run_dir)
+        except UnreadableFile as err:
             print(f"left out {run_dir.name}: {err}", file=sys.stderr)
             continue
         if not run.finished:
@@ -228,7 +230,7 @@ def analyse(argv: list[str] | None) -> dict:
     if not parents:
         raise Refused(f"{args.runs} holds no finished parent-none-s<seed> run: run the grid first")
     provenance = {
-        run.name: run_provenance(report.read_json(run.dir / "config.json") or {})
+        run.name: run_provenance(read_json(run.dir / "config.json") or {})
         for by_seed in runs.values()
         for run in by_seed.values()
     }
@@ -240,7 +242,7 @@ def analyse(argv: list[str] | None) -> dict:
         )
     total = int(next(iter(parents.values())).summary["total_timesteps"])
     result = {
-        "command": shlex.join(["python", "benchmarks/midpoint_rl.py", *argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.midpoint_rl", *argv]),
         "env": next(iter(parents.values())).env,
         "total_timesteps": total,
         "windows": {"before": BEFORE, "after": AFTER},
@@ -256,7 +258,7 @@ def analyse(argv: list[str] | None) -> dict:
         if analysed is not None:
             result["protocols"][protocol] = analysed
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_result_json(args.out.with_suffix(".json"), report.jsonable(result))
+    write_result_json(args.out.with_suffix(".json"), jsonable(result))
     plot(result, args.out.with_suffix(".png"))
     args.out.with_suffix(".md").write_text(markdown(result))
     print(args.out.with_suffix(".md").read_text())
@@ -327,16 +329,16 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    plt = report.pyplot()
+    plt = pyplot()
     protocols = result["protocols"]
     fig, axes = plt.subplots(1, max(len(protocols), 1), figsize=(6 * max(len(protocols), 1), 4))
     axes = np.atleast_1d(axes)
     for ax, (protocol, data) in zip(axes, protocols.items(), strict=False):
-        colors = report.colors(list(data["curves"]))
+        palette = colors(list(data["curves"]))
         for group, curve in data["curves"].items():
-            report.draw_band(
+            draw_band(
                 ax, curve["steps"], curve["mean"], curve["low"], curve["high"],
-                colors[group], group, 1.5, 0.12,
+                palette[group], group, 1.5, 0.12,
             )  # fmt: skip
         for t in data["interventions"]:
             ax.axvline(t, color="grey", lw=0.8, ls=":")
@@ -345,7 +347,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("evaluation return")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    report.save(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def test_ppo_applies_the_rules_of_every_update_after_each_minibatch(tmp_path, me
             return original(self, step, inputs)
 
         monkeypatch.setattr(part, "after_update", counted)
-    args = ppo_args(
+    args = small_ppo_args(
         tmp_path,
         layer_norm=method in ARCHITECTURE,
         critic_method=f"{method}+fire",

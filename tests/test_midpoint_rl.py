@@ -1,14 +1,13 @@
 """benchmarks/midpoint_rl.py on a synthetic grid with known dips, recoveries and finals."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import midpoint_rl  # noqa: E402
+from benchmarks import midpoint_rl
+from benchmarks.evidence import midpoint_minatar
 
 STEPS = range(5_000, 100_001, 5_000)
 
@@ -102,9 +101,6 @@ def test_a_grid_of_several_commits_is_refused_unless_allowed(tmp_path, capsys):
 
 
 def test_the_grid_plans_parents_first_and_its_flags_parse(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "evidence"))
-    import midpoint_minatar
-
     from agents import dqn
     from agents.cli import parse_args
 

@@ -21,12 +21,12 @@ reinitialization" (arXiv 2602.08040, section 5). Two protocols:
 ``benchmarks/results/evidence/midpoint``) as ``<protocol>-<method>-s<seed>``, two at a time by
 default. The command is resumable: a finished run is skipped, a stopped one resumed from its
 checkpoint (``train.py --resume``), a folder without a checkpoint started again. The analysis
-is ``benchmarks/midpoint_rl.py``. Run it from a clean checkout of one commit (every run
+is ``python -m benchmarks.midpoint_rl``. Run it from a clean checkout of one commit (every run
 records the commit it ran on, and the analysis refuses a grid that mixes commits)::
 
-    python benchmarks/evidence/midpoint_minatar.py --protocol midpoint --seeds 8
-    python benchmarks/evidence/midpoint_minatar.py --protocol periodic --seeds 8
-    python benchmarks/evidence/midpoint_minatar.py --dry-run   # the plan, nothing run
+    python -m benchmarks.evidence.midpoint_minatar --protocol midpoint --seeds 8
+    python -m benchmarks.evidence.midpoint_minatar --protocol periodic --seeds 8
+    python -m benchmarks.evidence.midpoint_minatar --dry-run   # the plan, nothing run
 
 Flags it does not know go to every ``train.py`` (the tests shorten ``--learning-starts``).
 
