@@ -94,8 +94,9 @@ def spectral_penalty(
     normalization (arXiv 1802.05957). An estimate already in ``vectors`` is refined in place
     (``copy_``): the same tensor across calls, so a compiled or CUDA-graphed update that calls
     this reads and writes memory it was given, never an output of its own previous replay. A
-    missing estimate, or one whose length no longer fits its layer, is drawn afresh. The
-    estimate is detached; the gradient flows through ``σ = ‖W v‖``.
+    missing estimate, or one whose length no longer fits its layer, is drawn afresh; one on
+    another device or dtype than its layer is moved there. The estimate is detached; the
+    gradient flows through ``σ = ‖W v‖``.
     """
     terms = []
     for name, layer in hidden_layers(module, heads):
@@ -103,6 +104,8 @@ def spectral_penalty(
         v = vectors.get(name)
         if v is None or v.shape != w.shape[1:]:
             v = vectors[name] = _random_unit(w)
+        elif v.device != w.device or v.dtype != w.dtype:  # the network moved since
+            v = vectors[name] = v.to(w.device, w.dtype)
         with torch.no_grad():
             wd = w.detach()
             estimate = v
