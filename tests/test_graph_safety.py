@@ -174,8 +174,9 @@ class Optimizers:
         self.seen: dict[int, torch.optim.Optimizer] = {}
 
     def __enter__(self):
-        hook = register_optimizer_step_post_hook
-        self.handle = hook(lambda optimizer, *_: self.seen.setdefault(id(optimizer), optimizer))
+        self.handle = register_optimizer_step_post_hook(
+            lambda optimizer, *_: self.seen.setdefault(id(optimizer), optimizer)
+        )
         return self
 
     def __exit__(self, *_):
