@@ -266,6 +266,16 @@ def valid_steps(valid: torch.Tensor, *rollout: torch.Tensor) -> list[torch.Tenso
     return [x.flatten(0, 1)[keep] for x in rollout]
 
 
+def any_size(*minibatch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``minibatch`` with its first dimension marked dynamic for ``torch.compile``: the sizes
+    vary with the reset-only steps left out of a rollout, so the compiled update is traced
+    for any size at once instead of again at the first rollout with an episode end (under
+    ``--cudagraphs`` each new size is still recorded as a graph of its own)."""
+    for tensor in minibatch:
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+    return minibatch
+
+
 def check(args: Args) -> None:
     check_settings(
         args,
@@ -570,12 +580,14 @@ def main(args: Args) -> dict:
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
                 mb_obs = b_obs[mb_inds]
                 *losses, diverged, actor_grad_norm, critic_grad_norm = update(
-                    mb_obs,
-                    b_actions[mb_inds],
-                    b_logprobs[mb_inds],
-                    b_advantages[mb_inds],
-                    b_returns[mb_inds],
-                    b_values[mb_inds],
+                    *any_size(
+                        mb_obs,
+                        b_actions[mb_inds],
+                        b_logprobs[mb_inds],
+                        b_advantages[mb_inds],
+                        b_returns[mb_inds],
+                        b_values[mb_inds],
+                    )
                 )
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = losses
                 torch.logical_or(nonfinite, diverged, out=nonfinite)

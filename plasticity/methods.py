@@ -74,6 +74,7 @@ from plasticity.regularizers import (
     l2_init_penalty,
     l2_penalty,
     parseval_penalty,
+    random_unit_vectors,
     spectral_penalty,
 )
 from plasticity.schedule import At, Every
@@ -1052,7 +1053,13 @@ class Parseval(MethodPart):
 @register
 class Spectral(MethodPart):
     """Spectral regularization (Lewandowski et al. 2024): λ·Σ(σ_max^k − 1)², with σ_max from
-    power-iteration vectors kept between updates (and in checkpoints)."""
+    power-iteration vectors kept between updates (and in checkpoints).
+
+    The vectors are state the update owns: allocated once, when the method is attached, and
+    refined in place by every penalty call (a checkpoint's are copied into them), so compiled
+    updates and their CUDA graphs keep reading and writing the same memory. They are marked
+    static addresses, as torch marks an optimizer's state: a CUDA graph may then mutate them
+    (it skips graphs that mutate other inputs)."""
 
     name = "spectral"
     kind = PartKind.PENALTY
@@ -1060,7 +1067,9 @@ class Spectral(MethodPart):
 
     def __init__(self, handle):
         super().__init__(handle)
-        self.vectors: dict[str, torch.Tensor] = {}
+        self.vectors = random_unit_vectors(handle.network, handle.heads)
+        for vector in self.vectors.values():
+            torch._dynamo.mark_static_address(vector)
 
     def penalty(self, loss):
         cfg, handle = self.config, self.handle
@@ -1069,10 +1078,16 @@ class Spectral(MethodPart):
         )
 
     def state_dict(self):
-        return {"spectral_vectors": dict(self.vectors)}
+        return {"spectral_vectors": {k: v.detach().clone() for k, v in self.vectors.items()}}
 
     def load_state_dict(self, state):
-        self.vectors = dict(state.get("spectral_vectors", {}))
+        # the layout since the first checkpoints: one vector per layer name ({} when saved
+        # before the first update, which keeps the vectors drawn at attach time)
+        for name, saved in state.get("spectral_vectors", {}).items():
+            vector = self.vectors.get(name)
+            if vector is not None and vector.shape == saved.shape:
+                with torch.no_grad():
+                    vector.copy_(saved)
 
 
 @register

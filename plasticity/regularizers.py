@@ -65,6 +65,19 @@ def parseval_penalty(
     return torch.stack(terms).sum() if terms else _zero(module)
 
 
+def random_unit_vectors(
+    module: nn.Module, heads: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """A random unit vector per hidden layer, as long as the layer's (flattened) input: the
+    starting estimates :func:`spectral_penalty` refines, allocated once by whoever keeps them."""
+    return {name: _random_unit(layer.weight) for name, layer in hidden_layers(module, heads)}
+
+
+def _random_unit(weight: torch.Tensor) -> torch.Tensor:
+    columns = weight[0].numel()
+    return F.normalize(torch.randn(columns, dtype=weight.dtype, device=weight.device), dim=0)
+
+
 def spectral_penalty(
     module: nn.Module,
     vectors: dict[str, torch.Tensor],
@@ -76,22 +89,33 @@ def spectral_penalty(
 
     Spectral regularization (Lewandowski et al., ICLR 2025, arXiv 2406.06811) keeps each
     layer's largest singular value near 1. ``vectors`` holds one right singular vector estimate
-    per layer and is updated in place (pass the same dict every call, start with ``{}``), so one
-    power iteration per step suffices, as in spectral normalization (arXiv 1802.05957). The
-    estimate is detached; the gradient flows through ``σ = ‖W v‖``.
+    per layer (pass the same dict every call: start with ``{}`` or
+    :func:`random_unit_vectors`), so one power iteration per step suffices, as in spectral
+    normalization (arXiv 1802.05957). An estimate already in ``vectors`` is refined in place
+    (``copy_``): the same tensor across calls, so a compiled or CUDA-graphed update that calls
+    this reads and writes memory it was given, never an output of its own previous replay. A
+    missing estimate, or one whose length no longer fits its layer, is drawn afresh; one on
+    another device or dtype than its layer is moved there. The estimate is detached; the
+    gradient flows through ``σ = ‖W v‖``.
     """
     terms = []
     for name, layer in hidden_layers(module, heads):
         w = layer.weight.reshape(layer.weight.shape[0], -1)
         v = vectors.get(name)
-        if v is None or v.shape[0] != w.shape[1]:
-            v = F.normalize(torch.randn(w.shape[1], dtype=w.dtype, device=w.device), dim=0)
+        if v is None or v.shape != w.shape[1:]:
+            v = vectors[name] = _random_unit(w)
+        elif v.device != w.device or v.dtype != w.dtype:  # the network moved since
+            v = vectors[name] = v.to(w.device, w.dtype)
         with torch.no_grad():
             wd = w.detach()
+            estimate = v
             for _ in range(power_iterations):
-                v = F.normalize(wd.T @ (wd @ v), dim=0)
-        vectors[name] = v
-        sigma = torch.linalg.vector_norm(w @ v)
+                estimate = F.normalize(wd.T @ (wd @ estimate), dim=0)
+            if estimate is not v:
+                v.copy_(estimate)
+        # σ through the new estimate, not through v: autograd keeps it for the backward pass,
+        # and v is overwritten at the next call
+        sigma = torch.linalg.vector_norm(w @ estimate)
         terms.append((sigma**exponent - 1.0) ** 2)
     return torch.stack(terms).sum() if terms else _zero(module)
 

@@ -19,7 +19,7 @@ from plasticity import (
     spectral_penalty,
 )
 from plasticity.metrics import effective_rank
-from plasticity.regularizers import differentiable_effective_rank
+from plasticity.regularizers import differentiable_effective_rank, random_unit_vectors
 
 
 def test_l2_init_penalty_hand_computed():
@@ -63,6 +63,16 @@ def test_spectral_penalty_tracks_the_largest_singular_value():
     torch.testing.assert_close(penalty.detach(), expected, rtol=1e-4, atol=1e-6)
     penalty.backward()
     assert net[0].weight.grad is not None and net[4].weight.grad is None  # head excluded
+
+
+def test_spectral_penalty_keeps_its_estimates_when_the_network_changes_dtype():
+    net = mlp((6, 10, 12, 2))
+    vectors = random_unit_vectors(net)
+    float64 = {name: v.double() for name, v in vectors.items()}
+    net.double()
+    penalty = spectral_penalty(net, vectors)
+    assert all(v.dtype == torch.float64 for v in vectors.values())
+    torch.testing.assert_close(penalty, spectral_penalty(net, float64), rtol=0, atol=0)
 
 
 def test_differentiable_effective_rank_matches_the_metric():
