@@ -14,12 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import test_agent_dqn
-import test_agent_ppo
-import test_agent_sac
 import torch
 import torch.nn.functional as F
-from conftest import mlp
+from conftest import mlp, small_dqn_args, small_ppo_args, small_sac_args
 from torch._dynamo.utils import counters
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -139,17 +136,17 @@ def test_spectral_checkpoints_of_the_dict_layout_load():
 AGENTS = {
     "sac": (
         sac,
-        lambda tmp, **kw: test_agent_sac.small_args(
+        lambda tmp, **kw: small_sac_args(
             tmp, total_timesteps=240, checkpoint_every=0, eval_episodes=0, **kw
         ),
     ),
     "dqn": (
         dqn,
-        lambda tmp, **kw: test_agent_dqn.small_args(tmp, total_timesteps=300, **kw),
+        lambda tmp, **kw: small_dqn_args(tmp, total_timesteps=300, **kw),
     ),
     "ppo": (
         ppo,
-        lambda tmp, **kw: test_agent_ppo.small_args(
+        lambda tmp, **kw: small_ppo_args(
             tmp, total_timesteps=256, checkpoint_every=0, eval_every=0, eval_episodes=0, **kw
         ),
     ),
