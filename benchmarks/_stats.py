@@ -114,6 +114,28 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
     return {name: adjusted[name] for name in pvalues}
 
 
+def compare_by_seed(
+    a: dict[int, float], b: dict[int, float], level: float = 0.95
+) -> dict[str, float | dict]:
+    """Two groups' values keyed by seed, compared both ways: :func:`welch_difference` of the
+    groups, with ``"paired"`` holding :func:`paired_difference` over the seeds both have (for
+    groups whose runs of a seed share its randomness up to where they differ)."""
+    shared = sorted(set(a) & set(b))
+    test = welch_difference(list(a.values()), list(b.values()), level)
+    test["paired"] = paired_difference([a[s] for s in shared], [b[s] for s in shared], level)
+    return test
+
+
+def holm_family(tests: dict[str, dict]) -> None:
+    """Add ``holm_p`` to each of a family's :func:`compare_by_seed` results, in place: Holm
+    over the family's Welch p-values, and separately over its paired p-values (under
+    ``"paired"``)."""
+    for pick in (lambda t: t, lambda t: t["paired"]):
+        adjusted = holm({name: pick(t)["p"] for name, t in tests.items()})
+        for name, t in tests.items():
+            pick(t)["holm_p"] = adjusted[name]
+
+
 def curve_ci(curves: Sequence[Sequence[float]], level: float = 0.95):
     """Pointwise mean and t-interval of equally long curves (one per seed): three arrays
     ``(mean, low, high)``; a point where fewer than two seeds are finite has NaN bounds."""

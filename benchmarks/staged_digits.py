@@ -62,12 +62,11 @@ import torch
 from agents.run import git_commit
 from benchmarks._stats import (
     DIRTY,
+    compare_by_seed,
     fmt,
     fmt_p,
-    holm,
+    holm_family,
     mean_ci,
-    paired_difference,
-    welch_difference,
     write_result_json,
 )
 from benchmarks._supervised import (
@@ -215,28 +214,22 @@ def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
     """Per method the measures' means with t-intervals; for each comparison of the family the
     Welch difference (primary) and the paired difference over shared seeds, each with its
     p-value and Holm-adjusted p-value over the family."""
-    by_seed = {(r["method"], r["seed"]): measures(r) for r in runs}
-    seeds = sorted({r["seed"] for r in runs})
-    values = {
-        m: {key: [by_seed[m, s][key] for s in seeds if (m, s) in by_seed] for key in MEASURES}
-        for m in cfg.methods
+    by_method: dict[str, dict[str, dict[int, float]]] = {
+        m: {key: {} for key in MEASURES} for m in cfg.methods
     }
-    summary = {m: {key: mean_ci(v) for key, v in per.items()} for m, per in values.items()}
+    for r in runs:
+        for key, value in measures(r).items():
+            by_method[r["method"]][key][r["seed"]] = value
+    summary = {
+        m: {key: mean_ci(list(v.values())) for key, v in per.items()}
+        for m, per in by_method.items()
+    }
     tests = {}
     for name in comparisons:
         a, b = name.split(" − ")
-        shared = [s for s in seeds if (a, s) in by_seed and (b, s) in by_seed]
         for key in MEASURES:
-            test = welch_difference(values[a][key], values[b][key])
-            test["paired"] = paired_difference(
-                [by_seed[a, s][key] for s in shared], [by_seed[b, s][key] for s in shared]
-            )
-            tests[f"{key}: {name}"] = test
-    for kind in ("welch", "paired"):
-        pick = (lambda t: t) if kind == "welch" else (lambda t: t["paired"])
-        adjusted = holm({name: pick(t)["p"] for name, t in tests.items()})
-        for name, t in tests.items():
-            pick(t)["holm_p"] = adjusted[name]
+            tests[f"{key}: {name}"] = compare_by_seed(by_method[a][key], by_method[b][key])
+    holm_family(tests)
     return {"summary": summary, "comparisons": tests}
 
 
