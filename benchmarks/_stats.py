@@ -136,6 +136,29 @@ def holm_family(tests: dict[str, dict]) -> None:
             pick(t)["holm_p"] = adjusted[name]
 
 
+def family_table(
+    tests: dict[str, dict], comparisons: list[str], measures: dict[str, str], paired: bool
+) -> list[str]:
+    """Markdown rows of a family of :func:`compare_by_seed` results named ``"<measure>:
+    <comparison>"``: per measure (key → label) the difference [95% CI], p and Holm p, Welch's
+    or (``paired``) the paired ones."""
+    lines = [
+        "| comparison | "
+        + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in measures.values())
+        + " |",
+        "|---|" + "---|---|---|" * len(measures),
+    ]
+    for name in comparisons:
+        cells = []
+        for key in measures:
+            t = tests[f"{key}: {name}"]
+            t = t["paired"] if paired else t
+            cells += [f"{t['mean']:+.3g} [{t['low']:+.3g}, {t['high']:+.3g}]"]
+            cells += [fmt_p(t["p"]), fmt_p(t["holm_p"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def curve_ci(curves: Sequence[Sequence[float]], level: float = 0.95):
     """Pointwise mean and t-interval of equally long curves (one per seed): three arrays
     ``(mean, low, high)``; a point where fewer than two seeds are finite has NaN bounds."""

@@ -63,8 +63,8 @@ from agents.run import git_commit
 from benchmarks._stats import (
     DIRTY,
     compare_by_seed,
+    family_table,
     fmt,
-    fmt_p,
     holm_family,
     mean_ci,
     write_result_json,
@@ -233,26 +233,6 @@ def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
     return {"summary": summary, "comparisons": tests}
 
 
-def comparison_table(analysis: dict, comparisons: list[str], paired: bool) -> list[str]:
-    """The family's rows: per measure the difference [95% CI], p and Holm p, Welch's or the
-    paired ones."""
-    lines = [
-        "| comparison | "
-        + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in MEASURES.values())
-        + " |",
-        "|---|" + "---|---|---|" * len(MEASURES),
-    ]
-    for name in comparisons:
-        cells = []
-        for key in MEASURES:
-            t = analysis["comparisons"][f"{key}: {name}"]
-            t = t["paired"] if paired else t
-            cells += [f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"]
-            cells += [fmt_p(t["p"]), fmt_p(t["holm_p"])]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def markdown(analysis: dict, cfg: Config, comparisons: list[str], commit: str) -> str:
     lines = [
         f"Digits arriving in {cfg.stages} stages, {cfg.updates_per_stage} updates per stage, "
@@ -273,13 +253,13 @@ def markdown(analysis: dict, cfg: Config, comparisons: list[str], commit: str) -
         "95% interval, two-sided p and Holm-adjusted p over the family (a claim holds for the "
         "family at 5% when its Holm p ≤ 0.05).",
         "",
-        *comparison_table(analysis, comparisons, paired=False),
+        *family_table(analysis["comparisons"], comparisons, MEASURES, paired=False),
         "",
         "The same family paired by seed (a seed's methods share the split, the chunk order, the "
         "initial network and the minibatch draws): the mean per-seed difference, its paired "
         "95% interval, p and Holm p.",
         "",
-        *comparison_table(analysis, comparisons, paired=True),
+        *family_table(analysis["comparisons"], comparisons, MEASURES, paired=True),
     ]
     return "\n".join(lines) + "\n"
 
