@@ -58,7 +58,14 @@ def write_run(folder, seed, returns, every, branch_step, commit=COMMIT):
 
 
 SCALE = sac_midpoint.Scale(
-    env="x", total=1000, seeds=2, eval_every=100, eval_episodes=1, dip_window=200, flags=()
+    env="x",
+    total=1000,
+    seeds=2,
+    eval_every=100,
+    eval_episodes=1,
+    dip_window=200,
+    checkpoint_every=1000,
+    flags=(),
 )
 BEFORE = [1.0, 2.0, 6.0, 8.0, 10.0]  # steps 100..500: before the midpoint, mean of 3 = 8
 AFTER = {  # steps 600..1000

@@ -33,8 +33,9 @@ branches of a seed share their parent, so the paired interval over seeds is give
 
 Scales (``--scale``): ``reduced`` (the default, for a GPU) is ``humanoid_walk`` (HumanoidBench
 ``h1-walk-v0`` when ``humanoid_bench`` is installed, else the project's HumanoidBench-style H1,
-``docs/environments.md``), 500k agent steps with an action repeat of 2 (the paper's), the
-interventions at 250k, one update per step (the paper: 2) and 5 seeds; ``tiny`` is a CPU
+``docs/environments.md``), 500k agent steps with an action repeat of 2 (1M simulator steps,
+as the paper's 1M environment steps), the interventions at 250k, one update per agent step
+(the paper: 2, so half its updates) and 5 seeds; ``tiny`` is a CPU
 smoke run of the same pipeline (400 steps, the midpoint at 200, small networks, 2 seeds).
 
 Run: ``python benchmarks/evidence/sac_midpoint.py [--scale tiny] [--jobs N] [-- train.py
@@ -98,6 +99,8 @@ class Scale:
     eval_episodes: int
     dip_window: int
     """steps after the midpoint in which the dip is looked for"""
+    checkpoint_every: int
+    """a branch's checkpoint period (with its replay buffer, so that a resume is exact)"""
     flags: tuple[str, ...]
     """further train.py settings of every run"""
 
@@ -114,6 +117,7 @@ SCALES = {
         eval_every=10_000,
         eval_episodes=5,
         dip_window=50_000,
+        checkpoint_every=50_000,
         flags=("--action-repeat", "2", "--metrics-every", "10000"),
     ),
     "tiny": Scale(
@@ -123,6 +127,7 @@ SCALES = {
         eval_every=50,
         eval_episodes=1,
         dip_window=100,
+        checkpoint_every=400,
         flags=(
             "--learning-starts",
             "50",
@@ -175,8 +180,8 @@ def commands(scale: Scale, runs: Path, methods: list[str], seeds: list[int], ext
             start = ["--agent", "sac", "--branch-from", str(checkpoint), "--method", method]
             if method in AT_FLAG:
                 start += [AT_FLAG[method], str(scale.midpoint)]
-            start += [*PERIODS_OFF, "--total-timesteps", str(scale.total), "--no-save-buffer"]
-            start += ["--checkpoint-every", str(scale.total), "--keep-checkpoints", "1"]
+            start += [*PERIODS_OFF, "--total-timesteps", str(scale.total)]
+            start += ["--checkpoint-every", str(scale.checkpoint_every), "--keep-checkpoints", "1"]
             start += ["--runs-dir", str(run_dir.parent), "--run-name", run_dir.name, *common]
             branches.append(resume_or(run_dir, "sac", start))
     return [c for c in parents if c], [c for c in branches if c]
