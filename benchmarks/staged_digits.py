@@ -19,8 +19,8 @@ handle, as in the paper's continual setting where the interventions act at each 
 - DASH at each boundary too, after the new stage's first update (the registry's DASH shrinks
   with the gradient average of the updates since the switch, so it needs one);
 - ReDo, a periodic recycler, recycles once per boundary and nowhere else: its period is set
-  to one stage and the handle counts updates from 0, so its check falls on the first update of
-  every new stage (probe: that update's minibatch of the enlarged data). Its RL period (1,000
+  to one stage and the script numbers the updates it passes the handle from 0, so its check
+  falls on the first update of every new stage (probe: that update's minibatch of the enlarged data). Its RL period (1,000
   updates) has no meaning here, and acting where the others act keeps the drop comparable;
 - Parseval and L2-init as penalties at every update, CBP after every update with the
   authors' supervised setting (Continual ImageNet: ρ 3e-4, maturity 100, η 0.99; the
