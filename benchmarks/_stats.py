@@ -137,11 +137,15 @@ def holm_family(tests: dict[str, dict]) -> None:
 
 
 def family_table(
-    tests: dict[str, dict], comparisons: list[str], measures: dict[str, str], paired: bool
+    tests: dict[str, dict],
+    comparisons: list[str],
+    measures: dict[str, str],
+    paired: bool,
+    number: str = "+.3g",
 ) -> list[str]:
     """Markdown rows of a family of :func:`compare_by_seed` results named ``"<measure>:
-    <comparison>"``: per measure (key → label) the difference [95% CI], p and Holm p, Welch's
-    or (``paired``) the paired ones."""
+    <comparison>"``: per measure (key → label) the difference [95% CI] (each in the format
+    ``number``), p and Holm p, Welch's or (``paired``) the paired ones."""
     lines = [
         "| comparison | "
         + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in measures.values())
@@ -153,7 +157,7 @@ def family_table(
         for key in measures:
             t = tests[f"{key}: {name}"]
             t = t["paired"] if paired else t
-            cells += [f"{t['mean']:+.3g} [{t['low']:+.3g}, {t['high']:+.3g}]"]
+            cells += [f"{t['mean']:{number}} [{t['low']:{number}}, {t['high']:{number}}]"]
             cells += [fmt_p(t["p"]), fmt_p(t["holm_p"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

@@ -20,8 +20,9 @@ handle, as in the paper's continual setting where the interventions act at each 
   with the gradient average of the updates since the switch, so it needs one);
 - ReDo, a periodic recycler, recycles once per boundary and nowhere else: its period is set
   to one stage and the script numbers the updates it passes the handle from 0, so its check
-  falls on the first update of every new stage (probe: that update's minibatch of the enlarged data). Its RL period (1,000
-  updates) has no meaning here, and acting where the others act keeps the drop comparable;
+  falls on the first update of every new stage (probe: that update's minibatch of the
+  enlarged data). Its RL period (1,000 updates) has no meaning here, and acting where the
+  others act keeps the drop comparable;
 - Parseval and L2-init as penalties at every update, CBP after every update with the
   authors' supervised setting (Continual ImageNet: ρ 3e-4, maturity 100, η 0.99; the
   registry's RL maturity of 10,000 updates would never let a unit mature in this stream).
@@ -253,13 +254,13 @@ def markdown(analysis: dict, cfg: Config, comparisons: list[str], commit: str) -
         "95% interval, two-sided p and Holm-adjusted p over the family (a claim holds for the "
         "family at 5% when its Holm p ≤ 0.05).",
         "",
-        *family_table(analysis["comparisons"], comparisons, MEASURES, paired=False),
+        *family_table(analysis["comparisons"], comparisons, MEASURES, False, "+.3f"),
         "",
         "The same family paired by seed (a seed's methods share the split, the chunk order, the "
         "initial network and the minibatch draws): the mean per-seed difference, its paired "
         "95% interval, p and Holm p.",
         "",
-        *family_table(analysis["comparisons"], comparisons, MEASURES, paired=True),
+        *family_table(analysis["comparisons"], comparisons, MEASURES, True, "+.3f"),
     ]
     return "\n".join(lines) + "\n"
 
