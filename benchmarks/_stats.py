@@ -114,6 +114,55 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
     return {name: adjusted[name] for name in pvalues}
 
 
+def compare_by_seed(
+    a: dict[int, float], b: dict[int, float], level: float = 0.95
+) -> dict[str, float | dict]:
+    """Two groups' values keyed by seed, compared both ways: :func:`welch_difference` of the
+    groups, with ``"paired"`` holding :func:`paired_difference` over the seeds both have (for
+    groups whose runs of a seed share its randomness up to where they differ)."""
+    shared = sorted(set(a) & set(b))
+    test = welch_difference(list(a.values()), list(b.values()), level)
+    test["paired"] = paired_difference([a[s] for s in shared], [b[s] for s in shared], level)
+    return test
+
+
+def holm_family(tests: dict[str, dict]) -> None:
+    """Add ``holm_p`` to each of a family's :func:`compare_by_seed` results, in place: Holm
+    over the family's Welch p-values, and separately over its paired p-values (under
+    ``"paired"``)."""
+    for pick in (lambda t: t, lambda t: t["paired"]):
+        adjusted = holm({name: pick(t)["p"] for name, t in tests.items()})
+        for name, t in tests.items():
+            pick(t)["holm_p"] = adjusted[name]
+
+
+def family_table(
+    tests: dict[str, dict],
+    comparisons: list[str],
+    measures: dict[str, str],
+    paired: bool,
+    number: str = "+.3g",
+) -> list[str]:
+    """Markdown rows of a family of :func:`compare_by_seed` results named ``"<measure>:
+    <comparison>"``: per measure (key → label) the difference [95% CI] (each in the format
+    ``number``), p and Holm p, Welch's or (``paired``) the paired ones."""
+    lines = [
+        "| comparison | "
+        + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in measures.values())
+        + " |",
+        "|---|" + "---|---|---|" * len(measures),
+    ]
+    for name in comparisons:
+        cells = []
+        for key in measures:
+            t = tests[f"{key}: {name}"]
+            t = t["paired"] if paired else t
+            cells += [f"{t['mean']:{number}} [{t['low']:{number}}, {t['high']:{number}}]"]
+            cells += [fmt_p(t["p"]), fmt_p(t["holm_p"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def curve_ci(curves: Sequence[Sequence[float]], level: float = 0.95):
     """Pointwise mean and t-interval of equally long curves (one per seed): three arrays
     ``(mean, low, high)``; a point where fewer than two seeds are finite has NaN bounds."""

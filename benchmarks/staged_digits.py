@@ -13,26 +13,40 @@ Data and learner: scikit-learn's digits (``benchmarks/_supervised.py``), per see
 64-256-256-10 ReLU MLP of the digits warm start, Adam (lr 1e-3, batch 64, gradient norm
 clipped at 0.5, as the FIRE paper's vision code), ``--updates-per-stage`` updates per stage on
 minibatches drawn from the data seen so far. Methods act through :func:`plasticity.make_method`'s
-handle: FIRE, reset and shrink & perturb at each boundary (``on_task_switch``; their periods
-off), penalties (Parseval, L2-init) at every update, ReDo on its own period; any method added
-to the registry later (DASH, CBP) acts as its parts say.
+handle, as in the paper's continual setting where the interventions act at each boundary:
+
+- FIRE, reset and shrink & perturb at each boundary (``on_task_switch``; their periods off);
+- DASH at each boundary too, after the new stage's first update (the registry's DASH shrinks
+  with the gradient average of the updates since the switch, so it needs one);
+- ReDo, a periodic recycler, recycles once per boundary and nowhere else: its period is set
+  to one stage and the script numbers the updates it passes the handle from 0, so its check
+  falls on the first update of every new stage (probe: that update's minibatch of the
+  enlarged data). Its RL period (1,000 updates) has no meaning here, and acting where the
+  others act keeps the drop comparable;
+- Parseval and L2-init as penalties at every update, CBP after every update with the
+  authors' supervised setting (Continual ImageNet: ρ 3e-4, maturity 100, η 0.99; the
+  registry's RL maturity of 10,000 updates would never let a unit mature in this stream).
 
 Measured on the held-out test set, per run:
 
 - **drop**: test accuracy at the end of stage k minus test accuracy right after boundary k's
-  intervention (before any update of stage k + 1), averaged over the boundaries (positive:
-  accuracy lost; exactly 0 for ``none``, whose weights the boundary does not touch);
+  intervention (before any update of stage k + 1; for DASH and ReDo, which act after that
+  stage's first update, right after it), averaged over the boundaries (positive: accuracy
+  lost; exactly 0 for ``none``, whose weights the boundary does not touch);
 - **final**: test accuracy at the end of the last stage;
 - **average**: test accuracy at the end of each stage, averaged over the stages.
 
 Statistics (``benchmarks/_stats.py``): per method the mean and 95% t-interval over seeds; the
 family of comparisons is named by :func:`family` from the method list before anything runs
 (FIRE against every other method, every other method against ``none``, each on the three
-measures), each a difference of means with Welch's 95% interval (the methods of a seed share
-the split, the chunks and the initial network, but not the training before a boundary, so no
-pairing is assumed) and its two-sided p-value, and Holm-adjusted p-values over the family.
+measures), each a difference of means with Welch's 95% interval (primary) and its two-sided
+p-value, with Holm-adjusted p-values over the family. The methods of a seed share the split,
+the chunk order, the initial network and the minibatch draws, so the paired interval of the
+per-seed differences is reported beside it (its own Holm adjustment over the same family).
 
-Run: ``python -m benchmarks.staged_digits`` (8 seeds; ``--quick`` for a smoke run). Writes
+Run: ``python -m benchmarks.staged_digits`` (8 seeds; ``--quick`` for a smoke run). The result
+file records the commit it ran on; a tree with uncommitted changes is refused unless
+``--allow-dirty`` is given (then the commit is recorded with ``+dirty``). Writes
 ``benchmarks/results/<out>.{json,md,png}``; bad input is one line on stderr and exit code 2.
 """
 
@@ -46,8 +60,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.run import git_commit
 from benchmarks._plots import pyplot
-from benchmarks._stats import fmt, fmt_p, holm, mean_ci, welch_difference, write_result_json
+from benchmarks._stats import (
+    DIRTY,
+    compare_by_seed,
+    family_table,
+    fmt,
+    holm_family,
+    mean_ci,
+    write_result_json,
+)
 from benchmarks._supervised import (
     BOUNDARY_ONLY,
     accuracy,
@@ -74,6 +97,12 @@ PROTOCOL_METHODS = (
 )
 """The methods of the issue's protocol; those the registry does not have yet are left out."""
 
+ACT_AFTER_FIRST_UPDATE = ("dash", "redo")
+"""Parts whose boundary action follows the new stage's first update (see the docstring)."""
+
+CBP_SUPERVISED = {"cbp_replacement_rate": 3e-4, "cbp_maturity": 100, "cbp_decay": 0.99}
+"""CBP's setting for supervised streams in the authors' Continual ImageNet configuration."""
+
 MEASURES = {
     "drop": "drop at a boundary",
     "final": "final test accuracy",
@@ -81,10 +110,16 @@ MEASURES = {
 }
 
 
+def method_settings(updates_per_stage: int) -> dict:
+    """The settings every method is made with: interventions at the boundaries only (ReDo's
+    period one stage), CBP's supervised setting."""
+    return {**BOUNDARY_ONLY, "redo_every": updates_per_stage, **CBP_SUPERVISED}
+
+
 def accepted(method: str) -> bool:
     """Whether :func:`plasticity.make_method` knows ``method``."""
     try:
-        make_method(method, **BOUNDARY_ONLY)
+        make_method(method, **method_settings(1))
     except ValueError:
         return False
     return True
@@ -94,8 +129,9 @@ def accepted(method: str) -> bool:
 class Config:
     stages: int = 10
     """chunks the training set arrives in (one stage each)"""
-    updates_per_stage: int = 300
-    """Adam updates in every stage, whatever its data"""
+    updates_per_stage: int = 600
+    """Adam updates in every stage, whatever its data (600: ~30 epochs of the full training
+    set in the last stage, ~300 of the first chunk in the first)"""
     width: int = 256
     batch_size: int = 64
     lr: float = 1e-3
@@ -125,7 +161,8 @@ def run(method: str, cfg: Config, seed: int) -> dict:
     chunks = np.array_split(order, cfg.stages)
     torch.manual_seed(seed)
     net = digits_mlp(cfg.width)
-    handle = make_method(method, **BOUNDARY_ONLY).attach(net, lr=cfg.lr)
+    handle = make_method(method, **method_settings(cfg.updates_per_stage)).attach(net, lr=cfg.lr)
+    acts_late = any(part.name in ACT_AFTER_FIRST_UPDATE for part in handle.parts)
     batches = torch.Generator().manual_seed(seed + 1)
     step, stages = 0, []
     curve = [accuracy(net, x_test, y_test)]
@@ -139,16 +176,20 @@ def run(method: str, cfg: Config, seed: int) -> dict:
             handle.on_task_switch(inputs=x_train[seen[:256]])
             record["after_boundary"] = accuracy(net, x_test, y_test)
             curve.append(record["after_boundary"])
-        for _ in range(cfg.updates_per_stage):
+        for i in range(cfg.updates_per_stage):
             idx = seen[torch.randint(0, len(seen), (cfg.batch_size,), generator=batches)]
-            step += 1
+            # counted from 0, so that a period of one stage falls on each stage's first update
             update(net, handle, x_train[idx], y_train[idx], step, cfg.clip)
+            step += 1
+            if k > 0 and i == 0:
+                record["after_first_update"] = accuracy(net, x_test, y_test)
             if step % cfg.eval_every == 0:
                 curve.append(accuracy(net, x_test, y_test))
         record["end"] = accuracy(net, x_test, y_test)
         record["train"] = accuracy(net, x_train[seen], y_train[seen])
         stages.append(record)
-    drops = [a["end"] - b["after_boundary"] for a, b in zip(stages, stages[1:], strict=False)]
+    after = "after_first_update" if acts_late else "after_boundary"
+    drops = [a["end"] - b[after] for a, b in zip(stages, stages[1:], strict=False)]
     return {
         "method": method,
         "seed": seed,
@@ -171,31 +212,34 @@ def measures(result: dict) -> dict[str, float]:
 
 
 def analyse(runs: list[dict], cfg: Config, comparisons: list[str]) -> dict:
-    """Per method the measures' means with t-intervals; the family's Welch differences with
-    their p-values and Holm-adjusted p-values."""
-    per_run = [(r["method"], measures(r)) for r in runs]
-    values = {
-        m: {key: [v[key] for method, v in per_run if method == m] for key in MEASURES}
-        for m in cfg.methods
+    """Per method the measures' means with t-intervals; for each comparison of the family the
+    Welch difference (primary) and the paired difference over shared seeds, each with its
+    p-value and Holm-adjusted p-value over the family."""
+    by_method: dict[str, dict[str, dict[int, float]]] = {
+        m: {key: {} for key in MEASURES} for m in cfg.methods
     }
-    summary = {m: {key: mean_ci(v) for key, v in per.items()} for m, per in values.items()}
+    for r in runs:
+        for key, value in measures(r).items():
+            by_method[r["method"]][key][r["seed"]] = value
+    summary = {
+        m: {key: mean_ci(list(v.values())) for key, v in per.items()}
+        for m, per in by_method.items()
+    }
     tests = {}
     for name in comparisons:
         a, b = name.split(" − ")
         for key in MEASURES:
-            tests[f"{key}: {name}"] = welch_difference(values[a][key], values[b][key])
-    adjusted = holm({name: t["p"] for name, t in tests.items()})
-    for name, t in tests.items():
-        t["holm_p"] = adjusted[name]
+            tests[f"{key}: {name}"] = compare_by_seed(by_method[a][key], by_method[b][key])
+    holm_family(tests)
     return {"summary": summary, "comparisons": tests}
 
 
-def markdown(analysis: dict, cfg: Config, comparisons: list[str]) -> str:
-    n = cfg.seeds
+def markdown(analysis: dict, cfg: Config, comparisons: list[str], commit: str) -> str:
     lines = [
         f"Digits arriving in {cfg.stages} stages, {cfg.updates_per_stage} updates per stage, "
-        f"{n} seeds; test accuracy, mean ± 95% t-interval half-width over seeds. Drop: end of a "
-        "stage minus right after the next boundary's intervention, averaged over the "
+        f"{cfg.seeds} seeds, commit {commit}; test accuracy, mean ± 95% t-interval half-width "
+        "over seeds. Drop: end of a stage minus right after the next boundary's intervention "
+        f"(DASH, ReDo: after the new stage's first update), averaged over the "
         f"{cfg.stages - 1} boundaries (positive: accuracy lost).",
         "",
         "| method | " + " | ".join(MEASURES.values()) + " |",
@@ -210,18 +254,14 @@ def markdown(analysis: dict, cfg: Config, comparisons: list[str]) -> str:
         "95% interval, two-sided p and Holm-adjusted p over the family (a claim holds for the "
         "family at 5% when its Holm p ≤ 0.05).",
         "",
-        "| comparison | "
-        + " | ".join(f"{label}: difference [95% CI] | p | Holm p" for label in MEASURES)
-        + " |",
-        "|---|" + "---|---|---|" * len(MEASURES),
+        *family_table(analysis["comparisons"], comparisons, MEASURES, False, "+.3f"),
+        "",
+        "The same family paired by seed (a seed's methods share the split, the chunk order, the "
+        "initial network and the minibatch draws): the mean per-seed difference, its paired "
+        "95% interval, p and Holm p.",
+        "",
+        *family_table(analysis["comparisons"], comparisons, MEASURES, True, "+.3f"),
     ]
-    for name in comparisons:
-        cells = []
-        for key in MEASURES:
-            t = analysis["comparisons"][f"{key}: {name}"]
-            interval = f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
-            cells += [interval, fmt_p(t["p"]), fmt_p(t["holm_p"])]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="comma-separated methods (default: those of "
         f"{', '.join(PROTOCOL_METHODS)} that the registry has)",
     )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run on a tree with uncommitted changes (the result records the commit +dirty)",
+    )
     parser.add_argument("--out", default="staged_digits", help="result file stem")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the result files")
     args = parser.parse_args(argv)
@@ -300,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
     for method in cfg.methods:
         if not accepted(method):
             refuse(f"--methods: {method!r} is not a registered method; see plasticity.METHODS")
+    commit = git_commit() or "unknown"
+    if commit.endswith(DIRTY) and not args.allow_dirty:
+        refuse("the tree has uncommitted changes: commit them, or pass --allow-dirty")
     comparisons = family(cfg.methods)  # named before anything runs
     print(f"family ({len(comparisons)} comparisons × {len(MEASURES)} measures): "
           + "; ".join(comparisons), flush=True)  # fmt: skip
@@ -319,9 +367,15 @@ def main(argv: list[str] | None = None) -> dict:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     out = results / args.out
-    content = {"config": asdict(cfg), "family": comparisons, **analysis, "runs": runs}
+    content = {
+        "commit": commit,
+        "config": asdict(cfg),
+        "family": comparisons,
+        **analysis,
+        "runs": runs,
+    }
     write_result_json(out.with_suffix(".json"), content)
-    table = markdown(analysis, cfg, comparisons)
+    table = markdown(analysis, cfg, comparisons, commit)
     out.with_suffix(".md").write_text(table)
     plot(runs, cfg, out.with_suffix(".png"))
     print()

@@ -11,6 +11,7 @@ from benchmarks import staged_digits  # noqa: E402
 
 def test_two_stages_and_their_boundary(tmp_path):
     args = ["--seeds", "2", "--stages", "2", "--updates-per-stage", "100", "--width", "32"]
+    args += ["--allow-dirty"]  # the tests run on whatever tree they are in
     staged_digits.main([*args, "--methods", "none,fire,reset", "--results", str(tmp_path)])
     data = json.loads((tmp_path / "staged_digits.json").read_text())
     assert data["family"] == ["fire − none", "fire − reset", "reset − none"]
@@ -38,8 +39,48 @@ def test_two_stages_and_their_boundary(tmp_path):
     drop = tests["drop: reset − none"]
     mean_reset = sum(runs["reset", s]["drops"][0] for s in (0, 1)) / 2
     assert drop["mean"] == pytest.approx(mean_reset, abs=1e-5)  # the file keeps 6 digits
+    # paired by seed: the mean of the per-seed differences, here of final accuracies
+    final = tests["final: fire − reset"]["paired"]
+    per_seed = [runs["fire", s]["stages"][-1]["end"] - runs["reset", s]["stages"][-1]["end"]
+                for s in (0, 1)]  # fmt: skip
+    assert final["n"] == 2 and final["mean"] == pytest.approx(sum(per_seed) / 2, abs=1e-5)
+    assert data["commit"] and "| fire − reset |" in (tmp_path / "staged_digits.md").read_text()
     assert "| `reset` |" in (tmp_path / "staged_digits.md").read_text()
     assert (tmp_path / "staged_digits.png").stat().st_size > 0
+
+
+def test_dash_and_redo_act_once_per_boundary_after_its_first_update(tmp_path):
+    args = ["--seeds", "1", "--stages", "3", "--updates-per-stage", "50", "--width", "32"]
+    data = staged_digits.main(
+        [*args, "--methods", "none,dash,redo", "--allow-dirty", "--results", str(tmp_path)]
+    )
+    runs = {r["method"]: r for r in data["runs"]}
+    # DASH shrinks once at each of the two boundaries, not before and not on a period
+    assert runs["dash"]["interventions"] == 2
+    # ReDo checks once per boundary: at most two recycling passes in 150 updates
+    assert runs["redo"]["interventions"] <= 2
+    for method in ("dash", "redo"):
+        stages = runs[method]["stages"]
+        # their drop is measured after the new stage's first update, where they act
+        expected = [
+            a["end"] - b["after_first_update"] for a, b in zip(stages, stages[1:], strict=False)
+        ]
+        assert runs[method]["drops"] == pytest.approx(expected, abs=1e-5)
+    # before that update nothing has touched DASH's weights: the accuracy is the stage's end
+    first, second, _ = runs["dash"]["stages"]
+    assert second["after_boundary"] == pytest.approx(first["end"], abs=1e-6)
+
+
+def test_a_dirty_tree_is_refused_unless_allowed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(staged_digits, "git_commit", lambda: "0123abc+dirty")
+    with pytest.raises(SystemExit) as exit_info:
+        staged_digits.main(["--quick", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "uncommitted changes" in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    args = ["--quick", "--seeds", "1", "--methods", "none", "--allow-dirty"]
+    data = staged_digits.main([*args, "--results", str(tmp_path)])
+    assert data["commit"] == "0123abc+dirty"
 
 
 @pytest.mark.parametrize(

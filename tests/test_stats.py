@@ -8,8 +8,10 @@ import pytest
 from scipy import stats
 
 from benchmarks._stats import (
+    compare_by_seed,
     fmt_p,
     holm,
+    holm_family,
     paired_difference,
     provenance_problem,
     run_provenance,
@@ -73,6 +75,23 @@ def test_holm_matches_a_worked_example():
 
 def config(commit, *resumes):
     return {"resolved": {"git_commit": commit}, "resumes": list(resumes)}
+
+
+def test_compare_by_seed_pairs_only_the_shared_seeds_and_holm_adjusts_both_ways():
+    a = dict(zip([1, 2, 3, 4, 5], A, strict=True))
+    b = dict(zip([2, 3, 4, 5, 6], B[:5], strict=True))  # seeds 2-5 shared
+    test = compare_by_seed(a, b)
+    welch = stats.ttest_ind(A, B[:5], equal_var=False)
+    assert test["p"] == pytest.approx(welch.pvalue) and test["n_a"] == test["n_b"] == 5
+    paired = stats.ttest_rel(A[1:], B[:4])  # seed 2 is A[1] and B[0], …
+    assert test["paired"]["n"] == 4 and test["paired"]["p"] == pytest.approx(paired.pvalue)
+    other = compare_by_seed(b, a)
+    family = {"a − b": test, "b − a": other}
+    holm_family(family)
+    # two tests of equal p: each adjusted to twice its p, Welch's and the paired ones apart
+    assert test["holm_p"] == pytest.approx(min(1.0, 2 * welch.pvalue))
+    assert test["paired"]["holm_p"] == pytest.approx(min(1.0, 2 * paired.pvalue))
+    assert other["paired"]["holm_p"] == pytest.approx(test["paired"]["holm_p"])
 
 
 def test_run_provenance_reads_commits_and_resumes():
