@@ -16,7 +16,9 @@ What a callback cannot do: penalties (the parts of kind ``PartKind.PENALTY``: ``
 computes inside ``train()``; use AdamO, the decoupled form of the isometry penalty, instead.
 Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``). ``nap`` needs a
 policy that normalizes before its nonlinearities. A plasticity injection lives in forward hooks
-and the callback's handles: ``model.save`` does not keep it.
+and the callback's handles: ``model.save`` does not keep it. The effective-rank ascent (``er``)
+cannot see SB3's minibatches or epochs either: it runs every ``er_every`` env steps on a probe
+batch from the model's buffer (``er_schedule`` 'steps'), at our RL agents' ``er_lr`` 1e-6.
 
 On a CPU, pin torch's threads before building the model (``torch.set_num_threads(1)``, as
 ``train.py``'s ``--threads`` does by default): SB3's small networks on a few shared cores run
@@ -49,7 +51,14 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from plasticity._layers import named_layers, reinitialized_copy
 from plasticity.interventions import InterventionReport
-from plasticity.methods import MethodHandle, MethodPart, PartKind, is_announced, make_method
+from plasticity.methods import (
+    ER_LR_RL,
+    MethodHandle,
+    MethodPart,
+    PartKind,
+    is_announced,
+    make_method,
+)
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, isometry_parameters
 from plasticity.schedule import Every
@@ -273,7 +282,12 @@ class PlasticityCallback(BaseCallback):
         **settings,
     ):
         super().__init__(verbose)
-        self.method = make_method(method, **settings)
+        if settings.get("er_schedule", "steps") != "steps":
+            raise ValueError(
+                f"er_schedule {settings['er_schedule']!r} needs SB3's minibatches, which a "
+                "callback cannot see; use er_schedule='steps' (every er_every env steps)"
+            )
+        self.method = make_method(method, **{"er_schedule": "steps", "er_lr": ER_LR_RL, **settings})
         parts = self.method.part_classes
         penalties = [part.name for part in parts if part.kind is PartKind.PENALTY]
         if penalties:
