@@ -91,6 +91,7 @@ class MethodConfig:
 
     Periods (``*_every``) count the ``step`` the training loop passes to ``after_update``
     (environment steps in this project's agents); 0 turns the periodic intervention off.
+    ``er_every`` is the exception: it counts updates (see ``er_schedule``).
     Step lists (``*_at``) name single steps of the same counter, e.g. the midpoint of a run.
     :func:`make_method` checks every field (:meth:`validate`).
     """
@@ -731,8 +732,9 @@ class MethodHandle:
     ) -> list[InterventionReport]:
         """Run the interventions due at ``step``; returns their reports (empty when none ran).
 
-        ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
-        ``er_l2`` when they are due; or a function returning one, called only then.
+        ``inputs`` is a probe batch (the network's arguments), needed by ``redo`` when it is
+        due (and by ``er``, ``er_l2``: see :class:`EffectiveRankAscent`); or a function
+        returning one, called only then.
         """
         self.step = max(self.step, step)
         reports = [report for part in self.parts for report in part.after_update(step, inputs)]
