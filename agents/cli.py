@@ -29,7 +29,7 @@ from agents.errors import TrainingDiverged, UserError
 from agents.files import disk_full_message
 from agents.networks import widening
 from plasticity import MethodConfig, MethodHandle, make_method
-from plasticity.methods import parse_method
+from plasticity.methods import ER_LR_RL, parse_method
 
 
 @contextmanager
@@ -195,6 +195,24 @@ def fill_unset(args, defaults: dict):
     return dataclasses.replace(args, **unset)
 
 
+RL_METHOD_DEFAULTS = {"er_lr": ER_LR_RL}
+"""Method settings whose unset value means one thing in RL and another in the library's
+supervised use: the effective-rank ascent's step (the authors' PPO value, not their MNIST one)."""
+
+SETTINGS_ADDED = {"er_schedule": "steps", "er_features": "all"}
+"""Method settings added after runs were saved, each with the value that keeps what such a run
+did: a resumed run goes on as it started (the effective-rank ascent on the probe batch every
+``er_every`` env steps, convolutions ranked too, as before issue 23)."""
+
+
+def with_rl_method_defaults(args, **agent_defaults):
+    """``args`` with the method settings still unset given their RL values
+    (:data:`RL_METHOD_DEFAULTS`, then the agent's own ``agent_defaults``), before the run
+    folder records the config."""
+    defaults = {**RL_METHOD_DEFAULTS, **agent_defaults}
+    return dataclasses.replace(args, plasticity=fill_unset(args.plasticity, defaults))
+
+
 def check_settings(
     args: CommonArgs,
     positive: Iterable[str] = (),
@@ -314,6 +332,8 @@ def parse_args(
             # settings retired since the run was saved (er_weight_decay) are left behind
             known = {f.name for f in dataclasses.fields(MethodConfig)}
             plasticity = {k: v for k, v in saved.get("plasticity", {}).items() if k in known}
+            if resume:
+                plasticity = {**SETTINGS_ADDED, **plasticity}
             default = args_class(
                 **values,
                 plasticity=MethodConfig() if branch_from else MethodConfig(**plasticity),

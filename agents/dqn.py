@@ -41,6 +41,7 @@ from agents.cli import (
     method_parts,
     parse_args,
     run_cli,
+    with_rl_method_defaults,
 )
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
@@ -234,7 +235,7 @@ def main(args: Args) -> dict:
         defaults = MINATAR_DEFAULTS if small else IMAGE_DEFAULTS
     else:
         defaults = VECTOR_DEFAULTS
-    args = fill_unset(args, defaults)
+    args = with_rl_method_defaults(fill_unset(args, defaults))
     if image and "fire" in method_parts(args, "q"):
         args = dataclasses.replace(args, plasticity=fill_unset(args.plasticity, PAPER_FIRE))
     check(args)
@@ -364,6 +365,8 @@ def main(args: Args) -> dict:
                 data_obs = batch[0]
                 loss, q_mean, diverged, grad_norm = update(*batch)
                 torch.logical_or(nonfinite, diverged, out=nonfinite)
+                # each update's minibatch, for the methods that count updates (er)
+                intervened(q_plasticity.after_minibatch(data_obs))
             measuring = life.metrics_due(global_step, nonfinite)
             if measuring:  # before this step's interventions
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}

@@ -17,6 +17,10 @@ surrogate and clipped value loss, annealed learning rate. What this file changes
 - interventions (``after_update``, ``on_task_switch``) run between iterations, after the
   update epochs and never in the middle of a rollout, so stored log-probabilities stay those
   of the policy that acted.
+- ER + L2 as its authors' PPO runs it (arXiv 2509.22335, lop-jax ``rlopt``): the
+  effective-rank ascent once per epoch on the rollout's observations, before that epoch's
+  minibatches (``er_schedule`` 'epochs', at ``er_lr`` 1e-6), and the coupled L2's gradient
+  added after the gradient-norm clip, not clipped with the task gradient.
 
     python train.py --agent ppo --env CartPole-v1 --method fire
 """
@@ -41,6 +45,7 @@ from agents.cli import (
     fill_unset,
     parse_args,
     run_cli,
+    with_rl_method_defaults,
 )
 from agents.device import compiler, configure
 from agents.environments import env_spaces, make_train_envs, resolved_settings
@@ -300,7 +305,8 @@ def main(args: Args) -> dict:
         if is_image(obs_space):
             small = min(obs_space.shape[1:]) < NATURE_MIN_SIZE
             defaults = MINATAR_DEFAULTS if small else ATARI_DEFAULTS
-    args = fill_unset(args, defaults)
+    # the effective-rank ascent once per epoch on the rollout, as its authors' PPO
+    args = with_rl_method_defaults(fill_unset(args, defaults), er_schedule="epochs")
     check(args)
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:
@@ -468,7 +474,8 @@ def main(args: Args) -> dict:
 
     def update(obs, actions, old_logprobs, advantages, returns, old_values):
         """One minibatch update of actor and critic: their losses (with the methods'
-        penalties) backpropagated once, the joint gradient norm clipped, both optimizers
+        penalties) backpropagated once, the joint gradient norm clipped, the coupled L2's
+        gradient added after the clip (as the ER + L2 authors' optax chain), both optimizers
         stepped. Returns the losses and diagnostics, detached, whether the loss was NaN/Inf and
         each network's (clipped) gradient norm: every value the loop reads (see
         agents/sac.py)."""
@@ -476,14 +483,15 @@ def main(args: Args) -> dict:
             obs, actions, old_logprobs, advantages, returns, old_values
         )
         actor_loss = pg_loss - args.ent_coef * entropy_loss
-        actor_loss = actor_loss + actor_plasticity.penalty(actor_loss)
+        actor_loss = actor_loss + actor_plasticity.penalty(actor_loss, decay=False)
         critic_loss = args.vf_coef * v_loss
-        critic_loss = critic_loss + critic_plasticity.penalty(critic_loss)
+        critic_loss = critic_loss + critic_plasticity.penalty(critic_loss, decay=False)
         for handle in handles.values():
             handle.optimizer.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()
         nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
         for handle in handles.values():
+            handle.add_decay_gradient()
             handle.optimizer.step()
         losses = (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
         return (
@@ -577,6 +585,8 @@ def main(args: Args) -> dict:
         n = b_obs.shape[0]
         clipfracs = []
         for _epoch in range(args.update_epochs):
+            for name, handle in handles.items():  # the effective-rank ascent's epoch schedule
+                intervened(name, handle.before_epoch(inputs=b_obs))
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
                 mb_obs = b_obs[mb_inds]
                 *losses, diverged, actor_grad_norm, critic_grad_norm = update(
@@ -594,8 +604,10 @@ def main(args: Args) -> dict:
                 clipfracs.append(clipfrac)
                 # the rules of every gradient step (CBP, SNR, NaP, C-CHAIN's reference batch), as
                 # their authors' PPO: called with the iteration's env step, their own counters
-                # count these calls (CBP's ages) or the minibatch's samples (SNR's)
+                # count these calls (CBP's ages) or the minibatch's samples (SNR's); and the
+                # minibatches the effective-rank ascent keeps
                 for name, handle in handles.items():
+                    intervened(name, handle.after_minibatch(inputs=mb_obs))
                     intervened(name, handle.after_update(global_step, mb_obs, every_update=True))
 
             if args.target_kl is not None and approx_kl > args.target_kl:

@@ -34,6 +34,7 @@ from agents.cli import (
     check_settings,
     parse_args,
     run_cli,
+    with_rl_method_defaults,
 )
 from agents.device import compiler, configure
 from agents.environments import make_train_envs, resolved_settings
@@ -201,6 +202,7 @@ def main(args: Args) -> dict:
         rates=RATES,
         fractions=("gamma", "tau"),
     )
+    args = with_rl_method_defaults(args)
     device = configure(args)
 
     envs = make_train_envs(args, action_repeat=args.action_repeat)
@@ -402,12 +404,15 @@ def main(args: Args) -> dict:
                 data_obs, data_act = batch[0], batch[1]
                 qf_loss, qf1_mean, diverged, critic_grad_norm = update_critic(*batch)
                 torch.logical_or(nonfinite, diverged, out=nonfinite)
+                # each update's minibatch, for the methods that count updates (er)
+                intervened("critic", critic_plasticity.after_minibatch((data_obs, data_act)))
                 if update % args.policy_frequency == 0:  # TD3 delayed update support
                     # the actor loss needs dQ/da only: skip the critic's weight gradients
                     critic.requires_grad_(False)
                     for _ in range(args.policy_frequency):
                         actor_loss, diverged, actor_grad_norm = update_actor(data_obs)
                         torch.logical_or(nonfinite, diverged, out=nonfinite)
+                        intervened("actor", actor_plasticity.after_minibatch(data_obs))
                     critic.requires_grad_(True)
                 if update % args.target_network_frequency == 0:
                     update_target()

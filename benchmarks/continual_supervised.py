@@ -474,6 +474,11 @@ def parse_setting(key: str, value: str):
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{key} takes true or false, got {value!r}")
         return value.lower() in ("true", "1")
+    if default is None:  # unset by default (er_lr, er_schedule, fire_linear): a number or a choice
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return type(default)(value)
 
 

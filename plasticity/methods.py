@@ -14,6 +14,14 @@ network the parts make a :class:`MethodHandle` that a training loop uses in thre
     handle.after_update(step, inputs=obs)      # 2. scheduled interventions
     handle.on_task_switch(inputs=obs)          # 3. when the environment changed
 
+A loop that takes several updates between two ``after_update`` calls (DQN every
+``train_frequency`` steps, SAC at a replay ratio above one, PPO's epochs) also reports each
+update with ``handle.after_minibatch(inputs=batch)`` and, in PPO, each epoch's start with
+``handle.before_epoch(inputs=rollout)``: the effective-rank ascent counts updates and ranks
+their minibatches, as its authors' code does. A loop that clips the gradient norm takes the
+coupled L2 out of the loss (``penalty(loss, decay=False)``) and adds its gradient after the
+clip (``add_decay_gradient()``), as the ER + L2 authors' optax chain does.
+
 After an intervention that changes what the network computes (FIRE, reset, shrink & perturb)
 the handle resets the optimizer state of the whole network (``clear_optimizer``; in place, so
 captured CUDA graphs stay valid) and copies the network into its target networks. ReDo resets
@@ -87,6 +95,7 @@ class MethodConfig:
 
     Periods (``*_every``) count the ``step`` the training loop passes to ``after_update``
     (environment steps in this project's agents); 0 turns the periodic intervention off.
+    ``er_every`` is the exception: it counts updates (see ``er_schedule``).
     Step lists (``*_at``) name single steps of the same counter, e.g. the midpoint of a run.
     :func:`make_method` checks every field (:meth:`validate`).
     """
@@ -170,9 +179,25 @@ class MethodConfig:
     spectral_exponent: int = 2
     """spectral regularization exponent k"""
     er_every: int = 100
-    """er, er_l2: steps between effective-rank ascent steps (needs a probe batch)"""
-    er_lr: float = 1e-2
-    """er, er_l2: SGD step size of the effective-rank ascent (the authors use 4e-6 in PPO)"""
+    """er, er_l2: updates between effective-rank ascent steps, each ascent on those updates'
+    minibatches concatenated (the authors' er_batch, 100 in their supervised runs); env steps
+    between ascents on the probe batch under er_schedule 'steps'; unused under 'epochs'"""
+    er_lr: float | None = None
+    """er, er_l2: SGD step size of the effective-rank ascent. Unset: 1e-2, the authors'
+    permuted MNIST (ER_LR_SUPERVISED); our RL agents and the SB3 callback set 1e-6, the
+    authors' Slippery-Ant PPO with L2 (ER_LR_RL; they tried 1e-5 to 1e-7)"""
+    er_schedule: Literal["updates", "epochs", "steps"] | None = None
+    """er, er_l2: when the ascent runs. 'updates': every er_every updates, on their minibatches
+    concatenated (the authors' supervised code; fed by after_minibatch, or by after_update in
+    a loop that updates once per call); 'epochs': at the start of every PPO epoch, on the whole
+    rollout (the authors' PPO; fed by before_epoch); 'steps': every er_every steps of
+    after_update, on its probe batch (this project's schedule before issue 23). Unset:
+    'updates', except in our PPO ('epochs') and the SB3 callback ('steps': it sees no
+    minibatch)"""
+    er_features: Literal["dense", "all"] = "dense"
+    """er, er_l2: whose features are ranked: the hidden Linear layers' ('dense', as the
+    authors' ConvNet ranks its fully connected features only) or the convolutions' too,
+    spatially averaged ('all')"""
     injection_every: int = 0
     """injection period in steps (0 = off: injection then acts at injection_at steps and task
     switches)"""
@@ -277,6 +302,9 @@ class Check:
 
 
 NONNEGATIVE = Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+NONNEGATIVE_OR_UNSET = Check(
+    lambda v: v is None or (_is_number(v) and v >= 0), "a finite number >= 0 (or unset)"
+)
 POSITIVE = Check(lambda v: _is_number(v) and v > 0, "a finite number > 0")
 FRACTION = Check(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 PERIOD = Check(lambda v: _is_int(v) and v >= 0, "0 (off) or a positive integer number of steps")
@@ -329,6 +357,10 @@ class MethodPart:
     """whether its ``after_update`` is a rule of every gradient step (CBP, SNR, NaP, C-CHAIN's
     reference batch), which a loop with several updates between its intervention points (PPO's
     minibatches) calls after each update; the others act at those points"""
+    decay: ClassVar[bool] = False
+    """a penalty whose gradient a loop that clips gradients adds after the clip
+    (:meth:`MethodHandle.add_decay_gradient`), as optax's ``add_decayed_weights`` after
+    ``clip_by_global_norm`` does: the coupled L2 of ER + L2"""
 
     def __init__(self, handle: MethodHandle):
         self.handle = handle
@@ -367,6 +399,14 @@ class MethodPart:
 
     def on_task_switch(self, inputs: Inputs | None) -> list:
         """Act at a task switch; the :class:`InterventionReport` of each action."""
+        return []
+
+    def after_minibatch(self, inputs: Inputs) -> list:
+        """Act after one update on the minibatch ``inputs``; the reports of each action."""
+        return []
+
+    def before_epoch(self, inputs: Inputs) -> list:
+        """Act at the start of an epoch over ``inputs`` (PPO's rollout); the reports."""
         return []
 
     def state_dict(self) -> dict:
@@ -682,17 +722,30 @@ class MethodHandle:
 
     # --- 1. penalty -----------------------------------------------------------------------
 
-    def penalty(self, loss: torch.Tensor | None = None) -> torch.Tensor:
+    def penalty(self, loss: torch.Tensor | None = None, decay: bool = True) -> torch.Tensor:
         """The method's loss term for this network (a 0-dim tensor; zero when it has none).
 
         ``loss``: the training loss the term is added to, for penalties scaled to it (C-CHAIN's
-        adaptive coefficient; without it, that keeps its initial value)."""
+        adaptive coefficient; without it, that keeps its initial value). ``decay=False``
+        leaves out the coupled L2 (``l2``, ``er_l2``): for a loop that clips the gradient and
+        then adds that term's gradient with :meth:`add_decay_gradient`."""
         total = next(self.network.parameters()).new_zeros(())
         for part in self.parts:
-            term = part.penalty(loss)
+            term = part.penalty(loss) if decay or not part.decay else None
             if term is not None:
                 total = total + term
         return total
+
+    def add_decay_gradient(self) -> None:
+        """Add the gradient of the coupled L2 (``2λθ``, the parts :meth:`penalty` leaves out
+        with ``decay=False``) to the network's ``.grad``: after the loop clipped the task
+        gradient, before the optimizer step. The ER + L2 authors' optax chain does this
+        (``clip_by_global_norm``, then ``add_decayed_weights``, then Adam; arXiv 2509.22335),
+        so the decay is never scaled down with a large task gradient. Nothing when the method
+        has no such part."""
+        terms = [part.penalty(None) for part in self.parts if part.decay]
+        if terms:
+            torch.stack(terms).sum().backward()
 
     # --- 2. scheduled interventions -------------------------------------------------------
 
@@ -715,12 +768,13 @@ class MethodHandle:
     ) -> list[InterventionReport]:
         """Run the interventions due at ``step``; returns their reports (empty when none ran).
 
-        ``inputs`` is a probe batch (the network's arguments), needed by ``redo``, ``er`` and
-        ``er_l2`` when they are due; or a function returning one, called only then.
-        ``every_update``: which parts act: all (None, for a loop that calls this after every
-        update), only the rules of every gradient step (True: ``MethodPart.every_update``) or
-        only the others (False): a loop that takes several updates between its intervention
-        points (PPO) calls it with True after each update and with False at those points.
+        ``inputs`` is a probe batch (the network's arguments), needed by ``redo`` when it is
+        due (and by ``er``, ``er_l2``: see :class:`EffectiveRankAscent`); or a function
+        returning one, called only then. ``every_update``: which parts act: all (None, for a
+        loop that calls this after every update), only the rules of every gradient step (True:
+        ``MethodPart.every_update``) or only the others (False): a loop that takes several
+        updates between its intervention points (PPO) calls it with True after each update
+        and with False at those points.
         """
         self.step = max(self.step, step)
         parts = [p for p in self.parts if every_update in (None, p.every_update)]
@@ -731,6 +785,23 @@ class MethodHandle:
     def on_task_switch(self, inputs: Inputs | None = None) -> list[InterventionReport]:
         """Run the interventions configured to act at a task switch; returns their reports."""
         reports = [report for part in self.parts for report in part.on_task_switch(inputs)]
+        self._count(reports)
+        return reports
+
+    def after_minibatch(self, inputs: Inputs) -> list[InterventionReport]:
+        """Report one update on the minibatch ``inputs`` (the network's arguments); returns the
+        reports of what acted (the effective-rank ascent under ``er_schedule`` 'updates',
+        every ``er_every`` calls). A loop that calls :meth:`after_update` after every single
+        update need not call this: the ascent then counts those calls."""
+        reports = [report for part in self.parts for report in part.after_minibatch(inputs)]
+        self._count(reports)
+        return reports
+
+    def before_epoch(self, inputs: Inputs) -> list[InterventionReport]:
+        """Report the start of an epoch over ``inputs`` (PPO: the rollout's observations, before
+        its minibatch updates); returns the reports of what acted (the effective-rank ascent
+        under ``er_schedule`` 'epochs', as its authors' PPO ascends once per epoch)."""
+        reports = [report for part in self.parts for report in part.before_epoch(inputs)]
         self._count(reports)
         return reports
 
@@ -1025,10 +1096,11 @@ class L2Init(MethodPart):
 
 @register
 class L2(MethodPart):
-    """Coupled L2: λ‖θ‖² in the loss."""
+    """Coupled L2: λ‖θ‖² in the loss (or its gradient added after the clip: ``decay``)."""
 
     name = "l2"
     kind = PartKind.PENALTY
+    decay = True
     settings = {"l2_coef": NONNEGATIVE}
 
     def penalty(self, loss):
@@ -1090,27 +1162,110 @@ class Spectral(MethodPart):
                     vector.copy_(saved)
 
 
+ER_LR_SUPERVISED = 1e-2
+"""``er_lr`` when unset: the ER + L2 authors' permuted-MNIST ascent step (arXiv 2509.22335;
+lop-jax ``permuted_mnist/config.py``)."""
+
+ER_LR_RL = 1e-6
+"""``er_lr`` of our RL agents and the SB3 callback: the ER + L2 authors' Slippery-Ant PPO with
+L2 (lop-jax ``rlopt/scripts/hyperparams/nonstationary/hessian/l2_er_hessian.py``; their sweep
+tried 1e-5 to 1e-7, and ER alone ran at 1e-7)."""
+
+
 @register
 class EffectiveRankAscent(ScheduledIntervention):
-    """Effective-rank ascent: an SGD step raising the features' effective rank every
-    ``er_every`` steps (a regularizer step, not a reinitialization)."""
+    """Effective-rank ascent (arXiv 2509.22335): an SGD step raising the mean effective rank of
+    the hidden features (:func:`plasticity.effective_rank_ascent_`), a regularizer step, not a
+    reinitialization. When, and on which inputs, follows ``er_schedule``, as its authors' code:
+
+    - ``updates``: after every ``er_every`` updates, on those updates' minibatches
+      concatenated (lop-jax's supervised loops, ``er_batch`` 100). The minibatches come from
+      :meth:`MethodHandle.after_minibatch`; a loop that never calls it but calls
+      ``after_update`` after every update counts those calls instead. The ones since the last
+      ascent are kept (inputs only) and saved in checkpoints.
+    - ``epochs``: at the start of every epoch, on the inputs of
+      :meth:`MethodHandle.before_epoch` (lop-jax's PPO: once per epoch on the whole rollout).
+    - ``steps``: every ``er_every`` steps of ``after_update``, on its probe batch.
+    """
 
     name = "er"
     every = "er_every"
-    settings = {"er_every": PERIOD, "er_lr": NONNEGATIVE}
+    settings = {
+        "er_every": PERIOD,
+        "er_lr": NONNEGATIVE_OR_UNSET,
+        "er_schedule": CHOICE,
+        "er_features": CHOICE,
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.pending: list[tuple[torch.Tensor, ...]] = []
+        """the inputs of each update since the last ascent (``updates``)"""
+        self.fed = False
+        """whether the loop reports its updates through after_minibatch / before_epoch"""
+
+    @property
+    def schedule(self) -> str:
+        """``er_schedule`` (unset: 'updates')."""
+        return self.config.er_schedule or "updates"
+
+    def schedules(self, start):
+        return super().schedules(start) if self.schedule == "steps" else {}
+
+    def after_update(self, step, inputs):
+        if self.schedule == "steps":
+            return super().after_update(step, inputs)
+        if self.schedule == "epochs" and not self.fed:
+            raise ValueError(
+                "er_schedule 'epochs' ascends at each epoch's start: call "
+                "handle.before_epoch(inputs) there, or choose er_schedule 'updates'"
+            )
+        if self.fed:  # the loop reports its updates itself
+            return []
+        return self.count(self.handle.probe(inputs, self.name))
+
+    def after_minibatch(self, inputs):
+        self.fed = True
+        return self.count(inputs) if self.schedule == "updates" else []
+
+    def before_epoch(self, inputs):
+        self.fed = True
+        return [self.intervene(inputs)] if self.schedule == "epochs" else []
+
+    def count(self, inputs: Inputs) -> list[InterventionReport]:
+        """Keep one update's inputs; ascend on all kept ones when ``er_every`` are."""
+        every = self.config.er_every
+        if every == 0:
+            return []
+        args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+        self.pending.append(tuple(a.detach() for a in args))
+        if len(self.pending) < every:
+            return []
+        batch = tuple(torch.cat(parts) for parts in zip(*self.pending, strict=True))
+        self.pending = []
+        return [self.intervene(batch)]
 
     def intervene(self, inputs):
-        handle = self.handle
+        cfg, handle = self.config, self.handle
         erank = effective_rank_ascent_(
             handle.network,
             handle.probe(inputs, self.name),
-            self.config.er_lr,
+            ER_LR_SUPERVISED if cfg.er_lr is None else cfg.er_lr,
             handle.heads,
             handle.activation,
+            cfg.er_features,
         )
         return InterventionReport(
             "er_ascent", {"features": {"mean_erank": erank}}, reinitialized=False
         )
+
+    def state_dict(self):
+        return {"er_pending": [list(args) for args in self.pending]}
+
+    def load_state_dict(self, state):
+        # states saved before the update count have none: the count starts afresh
+        device = next(self.handle.network.parameters()).device
+        self.pending = [tuple(a.to(device) for a in args) for args in state.get("er_pending", [])]
 
 
 @register

@@ -7,6 +7,7 @@ isometry penalty itself lives in :mod:`plasticity.isometry`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -135,28 +136,40 @@ def effective_rank_ascent_(
     lr: float,
     heads: Iterable[str] | None = None,
     activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
+    features: Literal["dense", "all"] = "dense",
 ) -> float:
     """One SGD ascent step on ``mean_l erank(Φ_l)`` over the hidden layers' features, in place.
 
     The effective-rank half of ER + L2 ("Spectral Collapse Drives Loss of Plasticity",
     arXiv 2509.22335): keeping feature rank high keeps the K-FAC input factor, and so the
-    curvature, from collapsing; the L2 half is :func:`l2_penalty`. The step uses
-    plain SGD and leaves the training optimizer's state alone. Returns the mean effective rank
-    before the step.
+    curvature, from collapsing; the L2 half is :func:`l2_penalty`. ``Φ_l`` is the activation of
+    a hidden layer's output on ``inputs``. ``features``: which layers count, the hidden Linear
+    layers (``"dense"``: the authors' ConvNet ranks its fully connected features only) or the
+    convolutions too, their maps averaged over space (``"all"``). The step uses plain SGD and
+    leaves the training optimizer's state alone. Returns the mean effective rank before the
+    step.
     """
-    features: list[torch.Tensor] = []
-    hooks = [
-        layer.register_forward_hook(lambda _m, _a, out: features.append(activation(out)))
+    layers = [
+        layer
         for _, layer in hidden_layers(module, heads)
+        if features == "all" or isinstance(layer, nn.Linear)
+    ]
+    if not layers:
+        kind = "hidden layer" if features == "all" else "hidden Linear layer"
+        raise ValueError(
+            f"{type(module).__name__} has no {kind} whose features the effective-rank ascent "
+            "could rank"
+            + ("; set er_features='all' to rank its convolutions" if features == "dense" else "")
+        )
+    ranked: list[torch.Tensor] = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, _a, out: ranked.append(activation(out)))
+        for layer in layers
     ]
     try:
         with torch.enable_grad():
             call_module(module, inputs)
-            if not features:
-                raise ValueError(
-                    f"{type(module).__name__} has no hidden layer whose features could be ranked"
-                )
-            objective = torch.stack([differentiable_effective_rank(f) for f in features]).mean()
+            objective = torch.stack([differentiable_effective_rank(f) for f in ranked]).mean()
             params = [p for p in module.parameters() if p.requires_grad]
             grads = torch.autograd.grad(objective, params, allow_unused=True)
     finally:

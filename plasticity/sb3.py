@@ -17,7 +17,9 @@ computes inside ``train()``; use AdamO, the decoupled form of the isometry penal
 Nor can it build an optimizer SB3 builds in its policy (``muon``, ``trac``); ``kron`` works
 with a model built with ``policy_kwargs={"optimizer_class": Kron}``. ``nap`` needs a policy
 that normalizes before its nonlinearities. A plasticity injection lives in forward hooks and
-the callback's handles: ``model.save`` does not keep it.
+the callback's handles: ``model.save`` does not keep it. The effective-rank ascent (``er``)
+cannot see SB3's minibatches or epochs either: it runs every ``er_every`` env steps on a probe
+batch from the model's buffer (``er_schedule`` 'steps'), at our RL agents' ``er_lr`` 1e-6.
 
 Our agents' ``--layer-norm`` and ``--activation`` (``relu``, ``crelu``, ``dff``) are policy
 arguments of the classes :func:`architecture_policy` gives (SAC, DQN, PPO, A2C)::
@@ -59,7 +61,14 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from plasticity._layers import named_layers, reinitialized_copy
 from plasticity.architecture import NONLINEARITIES, hidden_block, widening
 from plasticity.interventions import InterventionReport
-from plasticity.methods import MethodHandle, MethodPart, PartKind, is_announced, make_method
+from plasticity.methods import (
+    ER_LR_RL,
+    MethodHandle,
+    MethodPart,
+    PartKind,
+    is_announced,
+    make_method,
+)
 from plasticity.metrics import PlasticityMonitor
 from plasticity.optim import AdamO, isometry_parameters
 from plasticity.schedule import Every
@@ -410,7 +419,12 @@ class PlasticityCallback(BaseCallback):
         **settings,
     ):
         super().__init__(verbose)
-        self.method = make_method(method, **settings)
+        if settings.get("er_schedule", "steps") != "steps":
+            raise ValueError(
+                f"er_schedule {settings['er_schedule']!r} needs SB3's minibatches, which a "
+                "callback cannot see; use er_schedule='steps' (every er_every env steps)"
+            )
+        self.method = make_method(method, **{"er_schedule": "steps", "er_lr": ER_LR_RL, **settings})
         parts = self.method.part_classes
         penalties = [part.name for part in parts if part.kind is PartKind.PENALTY]
         if penalties:

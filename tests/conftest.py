@@ -186,3 +186,21 @@ class ConvNet(nn.Module):
         h = F.relu(self.conv1(x))
         h = F.relu(self.conv2(h)).flatten(1)
         return self.fc2(F.relu(self.norm(self.fc1(h))))
+
+
+def small_sb3_sac(**policy_kwargs):
+    """A small Stable-Baselines3 SAC on Pendulum (skips the test without SB3)."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import SAC
+
+    from envs import make_env
+
+    return SAC(
+        "MlpPolicy",
+        make_env("Pendulum-v1"),
+        learning_starts=50,
+        batch_size=32,
+        policy_kwargs={"net_arch": [32, 32], **policy_kwargs},
+        seed=0,
+        device="cpu",
+    )

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import small_dqn_args, small_ppo_args, small_sac_args
+from conftest import small_dqn_args, small_ppo_args, small_sac_args, small_sb3_sac
 
 from agents import dqn, ppo, sac
 from plasticity.methods import PARTS, PartKind
@@ -18,10 +18,12 @@ ACTING = {
     "nap": {},
     "snr": {"snr_tau_init": 64},
     "c_chain": {"c_chain_start": 50, "c_chain_window": 100},
+    "er": {"er_every": 20},
+    "er_l2": {"er_every": 20},
 }
 ARCHITECTURE = {"nap": {"layer_norm": True}}
 """what a method needs of the agents' networks"""
-OPTIMIZERS = [name for name in ACTING if PARTS[name].kind is PartKind.OPTIMIZER]
+OPTIMIZERS = [name for name in ACTING if name in PARTS and PARTS[name].kind is PartKind.OPTIMIZER]
 
 
 def configured(args, method):
@@ -32,10 +34,10 @@ def configured(args, method):
     return args
 
 
-UNCOUNTED = {"muon", "trac", "kron", "nap", "c_chain"}
-"""methods that report no intervention to count (optimizers, a projection, a penalty): for
-them a run that finished, with finite losses, is the check"""
-PENALTIES = [name for name in ACTING if PARTS[name].kind is PartKind.PENALTY]
+UNCOUNTED = {"muon", "trac", "kron", "nap", "c_chain", "er", "er_l2"}
+"""methods that report no intervention to count (optimizers, a projection, a penalty, a
+regularizer's ascent step): for them a run that finished, with finite losses, is the check"""
+PENALTIES = [name for name in ACTING if name in PARTS and PARTS[name].kind is PartKind.PENALTY]
 
 
 def acted(summary, network, method) -> bool:
@@ -122,31 +124,14 @@ def test_ppo_applies_the_rules_of_every_update_after_each_minibatch(tmp_path, me
     assert calls["fire"] == [64]  # not at the run's last step
 
 
-def small_sac(**policy_kwargs):
-    pytest.importorskip("stable_baselines3")
-    from stable_baselines3 import SAC
-
-    from envs import make_env
-
-    return SAC(
-        "MlpPolicy",
-        make_env("Pendulum-v1"),
-        learning_starts=50,
-        batch_size=32,
-        policy_kwargs={"net_arch": [32, 32], **policy_kwargs},
-        seed=0,
-        device="cpu",
-    )
-
-
 @pytest.mark.parametrize(
     "method",
-    [name for name in ACTING if name not in (*OPTIMIZERS, *PENALTIES, *ARCHITECTURE)],
+    [name for name in ACTING if name not in (*OPTIMIZERS, *PENALTIES, *ARCHITECTURE, *UNCOUNTED)],
 )
 def test_the_sb3_callback_applies_the_method(method):
     from plasticity.sb3 import PlasticityCallback
 
-    model = small_sac()
+    model = small_sb3_sac()
     callback = PlasticityCallback(method, **ACTING[method])
     model.learn(200, callback=callback)
     assert callback.interventions > 0
@@ -160,14 +145,14 @@ def test_the_sb3_callback_refuses_an_optimizer_it_cannot_build(method):
     wanted = PARTS[method].optimizer_class
     refusal = f"needs {wanted.__name__} optimizers" if wanted else "builds its own optimizer"
     with pytest.raises(ValueError, match=f"method '{method}' {refusal}"):
-        small_sac().learn(10, callback=PlasticityCallback(method))
+        small_sb3_sac().learn(10, callback=PlasticityCallback(method))
 
 
 def test_the_sb3_callback_takes_kron_on_a_model_built_with_it():
     from plasticity.kron import Kron
     from plasticity.sb3 import PlasticityCallback
 
-    model = small_sac(optimizer_class=Kron)
+    model = small_sb3_sac(optimizer_class=Kron)
     model.learn(100, callback=PlasticityCallback("kron+redo", redo_every=60))
     for optimizer in (model.actor.optimizer, model.critic.optimizer):
         assert isinstance(optimizer, Kron) and optimizer.state  # it took SAC's steps
@@ -178,7 +163,7 @@ def test_the_sb3_callback_refuses_nap_on_a_network_without_normalization():
     from plasticity.sb3 import PlasticityCallback
 
     with pytest.raises(ValueError, match="has no normalization layer"):
-        small_sac().learn(10, callback=PlasticityCallback("nap"))
+        small_sb3_sac().learn(10, callback=PlasticityCallback("nap"))
 
 
 @pytest.mark.parametrize("method", PENALTIES)

@@ -130,3 +130,11 @@ def test_continual_supervised_resume_extends_methods_but_keeps_the_setting():
     assert extends(saved, more)  # a new method, with its own network
     assert not extends(saved, {**more, "tasks": 30})  # another setting
     assert not extends(saved, {**more, "layer_norm": ["fire", "nap"]})  # a run's network changed
+
+
+def test_method_settings_unset_by_default_parse_as_numbers_or_choices():
+    from benchmarks.continual_supervised import parse_setting
+
+    assert parse_setting("er_lr", "0.001") == 0.001
+    assert parse_setting("er_schedule", "steps") == "steps"
+    assert parse_setting("er_every", "7") == 7
