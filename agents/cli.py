@@ -166,6 +166,22 @@ class CommonArgs:
     wandb_entity: str | None = None
     """the Weights & Biases entity (team) of --track"""
 
+    # the agents' operations on their settings (module functions below)
+
+    def check(self, **ranges) -> None:
+        """:func:`check_settings` of these settings with the agent's ``ranges``."""
+        check_settings(self, **ranges)
+
+    def with_defaults(self, defaults: dict | None = None, **method_defaults):
+        """These settings with the unset ones from ``defaults`` (:func:`fill_unset`) and the
+        unset method settings given their RL values, then ``method_defaults``
+        (:func:`with_rl_method_defaults`)."""
+        return with_rl_method_defaults(fill_unset(self, defaults or {}), **method_defaults)
+
+    def method_parts(self, network: str) -> tuple[str, ...]:
+        """:func:`method_parts` of the method these settings name for ``network``."""
+        return method_parts(self, network)
+
 
 @dataclass
 class OffPolicyArgs(CommonArgs):
@@ -395,6 +411,12 @@ class StopSignals:
 
 STOP = StopSignals()
 """The command's stop request; :class:`agents.lifecycle.Lifecycle` reads it."""
+
+
+def run_agent(main: Callable, args_class: type, agent: str) -> None:
+    """``python -m agents.<agent>``: ``main`` of the settings parsed from the command line,
+    under :func:`run_cli`."""
+    run_cli(lambda: main(parse_args(args_class, agent)))
 
 
 def run_cli(main: Callable[[], dict | None]) -> None:

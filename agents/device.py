@@ -27,12 +27,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def configure(args: CommonArgs) -> torch.device:
-    """The run's device, with torch's CPU threads set and every random generator seeded."""
+def configure(args: CommonArgs) -> tuple[torch.device, Callable[[Callable], Callable]]:
+    """The run's device, with torch's CPU threads set and every random generator seeded, and
+    what wraps the agent's update and acting functions (:func:`compiler`)."""
     device = resolve_device(args.device)
     set_threads(args.threads)
     seed_everything(args.seed, args.torch_deterministic)
-    return device
+    return device, compiler(args, device)
 
 
 def set_threads(threads: int) -> None:

@@ -21,7 +21,6 @@ gets metrics, checkpoints, evaluation and ``--resume`` as in ``agents/sac.py``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,26 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.checkpoints import checkpoint_state, learning_gate, restore_checkpoint
-from agents.cli import (
-    OffPolicyArgs,
-    UserError,
-    attach_method,
-    check_settings,
-    fill_unset,
-    method_parts,
-    parse_args,
-    run_cli,
-    with_rl_method_defaults,
-)
-from agents.device import compiler, configure
-from agents.environments import make_train_envs, resolved_settings
-from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
+from agents.cli import OffPolicyArgs, UserError, run_agent
+from agents.device import configure
+from agents.environments import make_train_envs
+from agents.lifecycle import Lifecycle
+from agents.networks import NATURE_MIN_SIZE, image_torso
+from agents.plastic import PlasticNetwork
 from agents.replay import ReplayBuffer
-from agents.run import Run
-from plasticity import PlasticityMonitor
+from plasticity.architecture import hidden_block, widening
 from plasticity.metrics import gradient_norm
 from plasticity.schedule import Every
 
@@ -204,8 +191,7 @@ POSITIVE_SETTINGS = (
 
 
 def check(args: Args) -> None:
-    check_settings(
-        args,
+    args.check(
         positive=POSITIVE_SETTINGS,
         non_negative=("learning_starts", "refill_steps"),
         rates=("learning_rate", "adam_eps"),
@@ -215,7 +201,7 @@ def check(args: Args) -> None:
 
 def main(args: Args) -> dict:
     check(args)
-    device = configure(args)
+    device, compiled = configure(args)
 
     envs = make_train_envs(args)
     action_space, obs_space = envs.single_action_space, envs.single_observation_space
@@ -235,9 +221,9 @@ def main(args: Args) -> dict:
         defaults = MINATAR_DEFAULTS if small else IMAGE_DEFAULTS
     else:
         defaults = VECTOR_DEFAULTS
-    args = with_rl_method_defaults(fill_unset(args, defaults))
-    if image and "fire" in method_parts(args, "q"):
-        args = dataclasses.replace(args, plasticity=fill_unset(args.plasticity, PAPER_FIRE))
+    args = args.with_defaults(defaults)
+    if image and "fire" in args.method_parts("q"):
+        args = args.with_defaults(**PAPER_FIRE)
     check(args)
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
@@ -246,45 +232,24 @@ def main(args: Args) -> dict:
         device
     )
     target_network = copy.deepcopy(q_network)
-    q_plasticity = attach_method(
+    q_plasticity = PlasticNetwork(
         args,
         "q",
         q_network,
         args.learning_rate,
-        targets=[target_network],
         heads=q_network.heads,
+        targets={"q_target": target_network},
         eps=args.adam_eps,
     )
-    q_monitor = PlasticityMonitor(q_network, heads=q_network.heads, name="q")
-    compiled = compiler(args, device)
-    # after the checks above, so a refused command writes nothing
-    run = Run("dqn", args, resolved_settings(args, device, envs))
-
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     rb = ReplayBuffer(
         args.buffer_size, obs_space.shape, obs_dtype, (), torch.long, device, args.num_envs
     )
-    global_step, state = 0, None
-    networks = {"q": q_network, "q_target": target_network}
-    handles = {"q": q_plasticity}
-    tracker = EpisodeTracker()
-    if run.source is not None:  # --resume or --branch-from
-        state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
-        global_step = state["step"]
-    gate = learning_gate(args, handles.values(), state)  # when the updates (re)start
-
-    def checkpoint(step: int) -> None:
-        buffer = rb if args.save_buffer else None
-        state = checkpoint_state(networks, handles, envs, tracker.period, buffer, gate)
-        run.save_checkpoint(step, state)
 
     def policy(obs: np.ndarray) -> int:
         with torch.no_grad():
             obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]
             return int(q_network(obs_t).argmax(1).item()) + action_start
-
-    def intervened(reports) -> None:
-        life.log_interventions(global_step, "q", reports)
 
     @torch.no_grad()
     def td_target(rew, next_obs, term):
@@ -307,21 +272,18 @@ def main(args: Args) -> dict:
     def act(obs):
         return q_network(obs).argmax(1)
 
-    def q_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
+    def q_curvature(batch) -> dict[str, float]:
         """The Q-network's K-FAC ε-ranks under its TD loss on this batch (targets fixed)."""
-        target = td_target(rew, next_obs, term)
-        return curvature(
-            "q", q_network, lambda net: loss_fn(net(obs).gather(1, act[:, None]).squeeze(1), target)
+        target = td_target(batch.rewards, batch.next_obs, batch.terminations)
+        actions = batch.actions[:, None]
+        return q_plasticity.curvature(
+            lambda net: loss_fn(net(batch.obs).gather(1, actions).squeeze(1), target)
         )
 
     update, act = compiled(update), compiled(act)
 
-    life = Lifecycle(
-        args, run, tracker, policy, checkpoint, handles, global_step, args.total_timesteps
-    )
-    if state is not None and "buffer" not in state:
-        life.say(gate.refill_notice(global_step))
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    life = Lifecycle(args, "dqn", envs, policy, [q_plasticity], buffer=rb)
+    global_step = life.start_step
     updates_due = Every(args.train_frequency, start=global_step)
     target_due = Every(args.target_network_frequency, start=global_step)
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
@@ -345,29 +307,21 @@ def main(args: Args) -> dict:
         obs = next_obs
         global_step += args.num_envs
 
-        switched = life.episodes(global_step, infos)
-        if switched and rb.size > 0 and life.intervening(global_step):
-            probe = rb.sample(args.batch_size)
-            run.log(global_step, q_curvature(*probe))  # as the switch begins
-            intervened(q_plasticity.on_task_switch(inputs=probe[0]))
-            if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
-                rb.clear()
-                gate.pause(global_step, args.learning_starts)
+        if life.episodes(global_step, infos):  # a task switch began
+            life.switch_task(global_step, q_curvature)
 
         # ALGO LOGIC: training: --updates-per-step updates every train_frequency env steps
         # (also with num_envs > 1), a replay ratio of updates_per_step / train_frequency
         updates = updates_due.crossings(global_step) * args.updates_per_step
         update_target = target_due.due(global_step)
-        if gate.open(global_step):
-            life.training(global_step)
+        if life.learning(global_step):
             for _ in range(updates):
                 batch = rb.sample(args.batch_size)
-                data_obs = batch[0]
                 loss, q_mean, diverged, grad_norm = update(*batch)
-                torch.logical_or(nonfinite, diverged, out=nonfinite)
+                life.note_nonfinite(diverged)
                 # each update's minibatch, for the methods that count updates (er)
-                intervened(q_plasticity.after_minibatch(data_obs))
-            measuring = life.metrics_due(global_step, nonfinite)
+                q_plasticity.after_minibatch(batch.obs)
+            measuring = life.metrics_due(global_step)
             if measuring:  # before this step's interventions
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
                 if loss is not None:
@@ -375,11 +329,11 @@ def main(args: Args) -> dict:
                     scalars["losses/q_values"] = q_mean.item()
                 else:
                     batch = rb.sample(args.batch_size)
-                scalars.update(prefixed("q", q_monitor.measure(batch[0], grad_norm)))
-                scalars.update(q_curvature(*batch))
+                scalars.update(q_plasticity.measure(batch.obs, grad_norm))
+                scalars.update(q_curvature(batch))
 
             if updates and life.intervening(global_step):
-                intervened(q_plasticity.after_update(global_step, inputs=data_obs))
+                q_plasticity.after_update(global_step, inputs=batch.obs)
 
             # update target network
             if update_target:
@@ -388,17 +342,14 @@ def main(args: Args) -> dict:
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
 
-            if measuring:
-                if life.intervened_at == global_step:
-                    after = q_monitor.measure(batch[0], grad_norm)
-                    scalars.update(after_intervention(prefixed("q", after)))
+            if measuring:  # also measured again after an intervention at this step
                 life.log_metrics(global_step, scalars)
 
-        life.after_step(global_step, nonfinite)
+        life.after_step(global_step)
 
     envs.close()
-    return life.finish(global_step, nonfinite)
+    return life.finish(global_step)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parse_args(Args, "dqn")))
+    run_agent(main, Args, "dqn")

@@ -1,43 +1,59 @@
 """Everything around an agent's algorithm, behind a few calls, so each agent file reads as its
 algorithm::
 
-    life = Lifecycle(args, run, tracker, policy, checkpoint, handles, start_step, total_steps)
+    life = Lifecycle(args, "dqn", envs, policy, [q_plasticity], buffer=rb)
+    global_step = life.start_step                  # 0, or the step of the checkpoint resumed
     while life.running(global_step):
         ...                                        # act, step the envs
-        switched = life.episodes(global_step, infos)   # log episodes; did the task switch?
-        ...                                        # update the networks
-        if life.metrics_due(global_step, nonfinite):
+        if life.episodes(global_step, infos):      # log episodes; did a task switch begin?
+            life.switch_task(global_step, probe)   # off-policy: probe, on_task_switch, buffer
+        if life.learning(global_step):             # off-policy: the learning gate
+            ...                                    # update the networks
+            life.note_nonfinite(diverged)
+        if life.metrics_due(global_step):
             life.log_metrics(global_step, scalars)
-        life.after_step(global_step, nonfinite)    # evaluation, checkpoint when due
+        life.after_step(global_step)               # evaluation, checkpoint when due
     envs.close()
-    return life.finish(global_step, nonfinite)
+    return life.finish(global_step)
 
-It owns the cadences (``--metrics-every``, ``--eval-every``, ``--checkpoint-every``, each a
+It owns the run folder (:class:`agents.run.Run`), checkpoints (the registered
+:class:`agents.plastic.PlasticNetwork` s, their targets and handles, the replay buffer with
+``--save-buffer``, the learning gate, the agent's ``extras``) and starting from one
+(``--resume``, ``--branch-from``: :func:`agents.checkpoints.restore_checkpoint`), the cadences
+(``--metrics-every``, ``--eval-every``, ``--checkpoint-every``, each a
 :class:`plasticity.schedule.Every`), the console (progress, evaluation lines, metric tables),
 the clocks (``sps``, ``train_sps``, wall time), a clean stop on Ctrl-C or SIGTERM (the loop
 ends, a checkpoint and a summary marked ``interrupted`` are written; a second Ctrl-C stops at
-once), the divergence check (a NaN/Inf loss flag read before each checkpoint, so the last
-checkpoint written is a good one), and the final checkpoint, evaluation and ``summary.json``.
+once), the divergence check (a NaN/Inf loss flag kept on the device, read before each
+checkpoint, so the last checkpoint written is a good one), and the final checkpoint,
+evaluation and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from agents.cli import STOP, CommonArgs, TrainingDiverged
+from agents.checkpoints import checkpoint_state, learning_gate, restore_checkpoint
+from agents.cli import STOP, CommonArgs, TrainingDiverged, user_errors
 from agents.console import Console
-from agents.environments import evaluate, video_folder
+from agents.environments import evaluate, resolved_settings, video_folder
 from agents.episodes import EpisodeTracker, mean_or_nan
+from agents.replay import ReplayBuffer, Transitions
 from agents.run import Run
 from plasticity import InterventionReport, MethodHandle
 from plasticity.methods import is_announced
 from plasticity.metrics import kfac_eps_ranks
 from plasticity.schedule import Every
+
+if TYPE_CHECKING:
+    from agents.plastic import PlasticNetwork
 
 STEADY_AFTER = 100
 """env steps after the first update before ``train_sps`` starts counting (compilation)"""
@@ -86,44 +102,104 @@ def curvature(name: str, network: nn.Module, loss_fn) -> dict[str, float]:
 
 
 class Lifecycle:
-    """Bookkeeping of one training run (see the module docstring).
+    """Bookkeeping of one training run of ``agent`` (see the module docstring).
 
-    ``policy(obs) -> action`` is the deterministic policy evaluated; ``checkpoint(step)``
-    writes the agent's checkpoint; ``handles`` maps network names (``actor``, ``critic``,
-    ``q``) to their method handles, whose interventions the summary counts; ``eval_kwargs`` go
-    to the evaluation env (SAC's ``action_repeat``). A stop asked for by Ctrl-C or SIGTERM
-    reaches the loop through :data:`agents.cli.STOP` (installed by the command line).
+    Creating it creates the run folder (after the agent's checks, so a refused command writes
+    nothing), restores the checkpoint the run starts from, if any (before the first
+    ``envs.reset``), and opens the logs. ``policy(obs) -> action`` is the deterministic policy
+    evaluated; ``networks`` are the agent's networks with their methods, registered here (their
+    interventions are logged at :attr:`step`); ``buffer`` is an off-policy agent's replay
+    buffer (with it come the learning gate, the refill after a resume without the buffer and
+    :meth:`switch_task`); ``extras`` are the agent's own checkpoint entries (objects with
+    ``state_dict()``, merged into the checkpoint, and ``load_state_dict(checkpoint)``);
+    ``total_steps`` is where the run ends (default ``--total-timesteps``); ``eval_kwargs`` go to
+    the evaluation env (SAC's ``action_repeat``). A stop asked for by Ctrl-C or SIGTERM reaches
+    the loop through :data:`agents.cli.STOP` (installed by the command line).
     """
 
     def __init__(
         self,
         args: CommonArgs,
-        run: Run,
-        tracker: EpisodeTracker,
+        agent: str,
+        envs: gym.vector.VectorEnv,
         policy: Callable[[np.ndarray], np.ndarray],
-        checkpoint: Callable[[int], None],
-        handles: dict[str, MethodHandle],
-        start_step: int,
-        total_steps: int,
+        networks: list[PlasticNetwork],
+        *,
+        buffer: ReplayBuffer | None = None,
+        extras: tuple = (),
+        total_steps: int | None = None,
         **eval_kwargs,
     ):
-        self.args, self.run, self.tracker = args, run, tracker
-        self.policy, self.checkpoint, self.handles = policy, checkpoint, handles
-        self.total_steps = total_steps
+        self.args, self.envs, self.policy = args, envs, policy
+        self.networks, self.buffer, self.extras = networks, buffer, extras
+        self.handles = {network.name: network.handle for network in networks}
+        self.total_steps = args.total_timesteps if total_steps is None else total_steps
         self.eval_kwargs = eval_kwargs
+        self.device = next(networks[0].network.parameters()).device
+        self.tracker = EpisodeTracker()
+        self.run = run = Run(agent, args, resolved_settings(args, self.device, envs))
+        restored = self._restore() if run.source is not None else None
+        start_step = 0 if restored is None else restored["step"]
+        self.gate = None
+        if buffer is not None:  # when the updates (re)start
+            self.gate = learning_gate(args, self.handles.values(), restored)
         self.metrics = Every(args.metrics_every, start=start_step)
         self.evaluations = Every(args.eval_every, start=start_step)
         self.checkpoints = Every(args.checkpoint_every, start=start_step)
         self.start_step, self.start_time = start_step, time.perf_counter()
         self.first_update: int | None = None
         self.loop_step = start_step  # the step at the top of the current loop iteration
+        self.step = start_step  # the step the loop reached: where interventions are logged
         self.intervened_at: int | None = None  # the last step an intervention rewrote weights
         self.train_clock: tuple[int, float] | None = None
         self.eval_returns: list[float] = []
+        # a loss went NaN/Inf: a flag on the device, read at log and checkpoint points only
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        for network in networks:
+            network.life = self
         run.open()
-        self.console = Console(args.verbose, total_steps, start_step)
-        self.say(start_line(args, run, start_step, handles))
+        self.console = Console(args.verbose, self.total_steps, start_step)
+        self.say(start_line(args, run, start_step, self.handles))
+        if restored is not None and buffer is not None and "buffer" not in restored:
+            self.say(self.gate.refill_notice(start_step))
         self.stop = STOP
+
+    def _checkpointed_networks(self) -> dict[str, nn.Module]:
+        return {k: v for network in self.networks for k, v in network.checkpointed().items()}
+
+    def _restore(self) -> dict:
+        """Load the checkpoint this run starts from (see :func:`restore_checkpoint`), and the
+        agent's extras from it; the checkpoint."""
+        state = restore_checkpoint(
+            self.run,
+            self.args,
+            self.device,
+            self._checkpointed_networks(),
+            self.handles,
+            self.envs,
+            self.tracker,
+            self.buffer,
+            total_steps=self.total_steps,
+        )
+        with user_errors(self.run.origin):
+            for extra in self.extras:
+                extra.load_state_dict(state)
+        return state
+
+    def checkpoint(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (what :meth:`_restore` reads)."""
+        save_buffer = self.buffer is not None and self.args.save_buffer
+        state = checkpoint_state(
+            self._checkpointed_networks(),
+            self.handles,
+            self.envs,
+            self.tracker.period,
+            self.buffer if save_buffer else None,
+            self.gate,
+        )
+        for extra in self.extras:
+            state.update(extra.state_dict())
+        self.run.save_checkpoint(step, state)
 
     def say(self, text: str) -> None:
         """A line on the console, clear of the progress bar (shown at every verbosity)."""
@@ -140,9 +216,34 @@ class Lifecycle:
 
     def episodes(self, step: int, infos: dict) -> bool:
         """Log the episodes that ended at ``step``; whether a task switch began."""
+        self.step = step
         rows, switched = self.tracker.update(infos)
         self.run.log_rows(step, rows)
         return switched
+
+    def switch_task(self, step: int, curvature: Callable[[Transitions], dict]) -> None:
+        """An off-policy agent's task switch, begun at ``step``: on a probe batch from the
+        replay buffer, the ``curvature`` ranks as the switch begins are logged and each network's
+        ``on_task_switch`` runs; with ``--clear-buffer-on-switch`` the buffer is emptied and the
+        updates pause for ``--learning-starts`` new steps (a warm start: only the networks carry
+        over). Nothing on an empty buffer or at the run's last step."""
+        if self.buffer.size == 0 or not self.intervening(step):
+            return
+        probe = self.buffer.sample(self.args.batch_size)
+        self.run.log(step, curvature(probe))
+        for network in self.networks:
+            network.on_task_switch(inputs=network.batch_inputs(probe))
+        if self.args.clear_buffer_on_switch:
+            self.buffer.clear()
+            self.gate.pause(step, self.args.learning_starts)
+
+    def learning(self, step: int) -> bool:
+        """Whether an off-policy agent updates at ``step`` (its learning gate is open); if so,
+        :meth:`training` is told."""
+        if not self.gate.open(step):
+            return False
+        self.training(step)
+        return True
 
     def log_interventions(self, step: int, network: str, reports: list[InterventionReport]):
         """Log what ``network``'s method did at ``step`` (every report) and say on the console
@@ -170,29 +271,45 @@ class Lifecycle:
         if self.train_clock is None and step >= self.first_update + STEADY_AFTER:
             self.train_clock = (step, time.perf_counter())
 
-    def metrics_due(self, step: int, nonfinite: torch.Tensor) -> bool:
+    def note_nonfinite(self, diverged: torch.Tensor) -> None:
+        """Keep an update's NaN/Inf flag (a device tensor, not read here: no sync)."""
+        torch.logical_or(self.nonfinite, diverged, out=self.nonfinite)
+
+    def metrics_due(self, step: int) -> bool:
         """Whether plasticity metrics are due at ``step``; if so, first stop the run when a
-        loss went NaN/Inf (the agent's ``nonfinite`` flag): the metrics would fail on it."""
+        loss went NaN/Inf (:meth:`note_nonfinite`): the metrics would fail on it."""
         if not self.metrics.due(step):
             return False
-        self.raise_if_diverged(step, nonfinite)
+        self.raise_if_diverged(step)
         return True
 
     def sps(self, step: int) -> float:
         """Env steps per second since this process started training."""
         return (step - self.start_step) / max(time.perf_counter() - self.start_time, 1e-9)
 
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` at ``step`` (not shown on the console)."""
+        self.run.log(step, scalars)
+
     def log_metrics(self, step: int, scalars: dict[str, float]) -> None:
-        """Log ``scalars`` at ``step`` and show them on the console."""
+        """Log ``scalars`` at ``step`` and show them on the console. When an intervention
+        rewrote weights at ``step``, each network measured this step
+        (:meth:`PlasticNetwork.measure`) is measured again, on the same inputs, under
+        ``<network>/after_intervention/``: ``scalars``, measured before the step's
+        interventions, then hold both images."""
+        for network in self.networks:
+            if network.measured is not None and self.intervened_at == step:
+                scalars.update(after_intervention(network.measure(*network.measured)))
+            network.measured = None
         self.run.log(step, scalars)
         self.console.metrics(step, scalars)
 
-    def after_step(self, step: int, nonfinite: torch.Tensor) -> None:
+    def after_step(self, step: int) -> None:
         """Evaluate and checkpoint when due (the final ones are :meth:`finish`'s)."""
         if self.evaluations.due(step) and self.args.eval_episodes and step < self.total_steps:
             self.evaluate(step, f"step_{step}")
         if self.checkpoints.due(step) and step < self.total_steps:
-            self.raise_if_diverged(step, nonfinite)
+            self.raise_if_diverged(step)
             self.checkpoint(step)
 
     def evaluate(self, step: int, tag: str) -> list[float]:
@@ -211,10 +328,10 @@ class Lifecycle:
         self.console.evaluation(step, self.eval_returns, video)
         return self.eval_returns
 
-    def raise_if_diverged(self, step: int, nonfinite: torch.Tensor) -> None:
+    def raise_if_diverged(self, step: int) -> None:
         """Stop the run when a loss was NaN/Inf (a flag kept on the device, read only here):
         the summary says so, and the last checkpoint written, from before, is kept."""
-        if not bool(nonfinite):
+        if not bool(self.nonfinite):
             return
         latest = self.run.latest_checkpoint()
         if latest is not None:
@@ -229,7 +346,7 @@ class Lifecycle:
 
     # --- the end --------------------------------------------------------------------------
 
-    def finish(self, step: int, nonfinite: torch.Tensor, **extra) -> dict:
+    def finish(self, step: int, **extra) -> dict:
         """Final checkpoint and evaluation, ``summary.json``; returns the summary.
 
         A stopped run (Ctrl-C, SIGTERM) is checkpointed and summarized as ``interrupted``,
@@ -237,7 +354,7 @@ class Lifecycle:
         """
         end_time = time.perf_counter()
         self.console.close()
-        self.raise_if_diverged(step, nonfinite)
+        self.raise_if_diverged(step)
         self.checkpoint(step)
         status = "finished" if self.stop.requested is None else "interrupted"
         if status == "finished" and self.args.eval_episodes:

@@ -36,24 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from agents.checkpoints import checkpoint_state, restore_checkpoint
-from agents.cli import (
-    CommonArgs,
-    UserError,
-    attach_method,
-    check_settings,
-    fill_unset,
-    parse_args,
-    run_cli,
-    with_rl_method_defaults,
-)
-from agents.device import compiler, configure
-from agents.environments import env_spaces, make_train_envs, resolved_settings
-from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed
-from agents.networks import NATURE_MIN_SIZE, hidden_block, image_torso, widening
-from agents.run import Run
-from plasticity import PlasticityMonitor
+from agents.cli import CommonArgs, UserError, run_agent
+from agents.device import configure
+from agents.environments import env_spaces, make_train_envs
+from agents.lifecycle import Lifecycle
+from agents.networks import NATURE_MIN_SIZE, image_torso
+from agents.plastic import PlasticNetwork
+from plasticity.architecture import hidden_block, widening
 from plasticity.metrics import gradient_norm
 
 
@@ -281,9 +270,41 @@ def any_size(*minibatch: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return minibatch
 
 
+class SavedNormalization:
+    """The running statistics of ``--normalize`` (observations, returns; ``None`` without it)
+    in checkpoints, as ``obs_rms`` and ``return_rms``: tensors and floats, which
+    ``weights_only`` loading reads (older checkpoints hold NumPy arrays)."""
+
+    def __init__(self, obs_rms, return_rms):
+        self.statistics = {"obs_rms": obs_rms, "return_rms": return_rms}
+        self.normalize = obs_rms is not None
+
+    def state_dict(self) -> dict:
+        if not self.normalize:
+            return {}
+        state = {}
+        for key, rms in self.statistics.items():
+            mean, var = (torch.as_tensor(np.asarray(x)) for x in (rms.mean, rms.var))
+            state[key] = (mean, var, float(rms.count))
+        return state
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        if self.normalize != ("obs_rms" in checkpoint):
+            raise ValueError(
+                f"that run was trained {'without' if self.normalize else 'with'} --normalize; "
+                "continue it the same way"
+            )
+        if not self.normalize:
+            return
+        for key, rms in self.statistics.items():
+            mean, var, count = checkpoint[key]
+            rms.mean = torch.as_tensor(mean).cpu().numpy().astype(np.float64)
+            rms.var = torch.as_tensor(var).cpu().numpy().astype(np.float64)
+            rms.count = float(count)
+
+
 def check(args: Args) -> None:
-    check_settings(
-        args,
+    args.check(
         positive=("num_steps", "num_minibatches", "update_epochs", "hidden_size"),
         rates=("learning_rate", "clip_coef", "max_grad_norm", "target_kl"),
         weights=("ent_coef", "vf_coef"),
@@ -293,7 +314,7 @@ def check(args: Args) -> None:
 
 def main(args: Args) -> dict:
     check(args)
-    device = configure(args)
+    device, compiled = configure(args)
     obs_space, action_space = env_spaces(args)
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
@@ -306,7 +327,7 @@ def main(args: Args) -> dict:
             small = min(obs_space.shape[1:]) < NATURE_MIN_SIZE
             defaults = MINATAR_DEFAULTS if small else ATARI_DEFAULTS
     # the effective-rank ascent once per epoch on the rollout, as its authors' PPO
-    args = with_rl_method_defaults(fill_unset(args, defaults), er_schedule="epochs")
+    args = args.with_defaults(defaults, er_schedule="epochs")
     check(args)
     batch_size = args.num_envs * args.num_steps
     if batch_size < args.num_minibatches:
@@ -344,74 +365,16 @@ def main(args: Args) -> dict:
 
     actor, critic = new_actor(), new_critic()
     activation = hidden_activation(obs_space, args.activation)
-    actor_plasticity = attach_method(
-        args,
-        "actor",
-        actor,
-        args.learning_rate,
-        heads=Actor.heads,
-        fresh=new_actor,
-        activation=activation,
-        eps=1e-5,
+    settings = {"activation": activation, "eps": 1e-5}
+    actor_plasticity = PlasticNetwork(
+        args, "actor", actor, args.learning_rate, heads=Actor.heads, fresh=new_actor, **settings
     )
-    critic_plasticity = attach_method(
-        args,
-        "critic",
-        critic,
-        args.learning_rate,
-        heads=Critic.heads,
-        fresh=new_critic,
-        activation=activation,
-        eps=1e-5,
+    critic_plasticity = PlasticNetwork(
+        args, "critic", critic, args.learning_rate, heads=Critic.heads, fresh=new_critic, **settings
     )
-    monitor_settings = {"activation": activation}
-    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, name="actor", **monitor_settings)
-    critic_monitor = PlasticityMonitor(
-        critic, heads=Critic.heads, name="critic", **monitor_settings
-    )
-    compiled = compiler(args, device)
-    # after the checks above, so a refused command writes nothing
-    run = Run("ppo", args, resolved_settings(args, device, envs))
-
-    global_step = 0
-    networks = {"actor": actor, "critic": critic}
+    handles = (actor_plasticity, critic_plasticity)
     # gradient norm clipped jointly; interventions rewrite parameters in place, so it stays valid
     parameters = [*actor.parameters(), *critic.parameters()]
-    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
-    tracker = EpisodeTracker()
-    if run.source is not None:  # --resume or --branch-from
-        state = restore_checkpoint(
-            run,
-            args,
-            device,
-            networks,
-            handles,
-            envs,
-            tracker,
-            total_steps=num_iterations * batch_size,
-        )
-        if args.normalize != ("obs_rms" in state):
-            raise UserError(
-                f"{run.origin}: that run was trained "
-                f"{'without' if args.normalize else 'with'} --normalize; continue it the same way"
-            )
-        if args.normalize:
-            for rms, (mean, var, count) in (
-                (obs_rms, state["obs_rms"]),
-                (return_rms, state["return_rms"]),
-            ):  # tensors (older checkpoints: NumPy arrays)
-                rms.mean = torch.as_tensor(mean).cpu().numpy().astype(np.float64)
-                rms.var = torch.as_tensor(var).cpu().numpy().astype(np.float64)
-                rms.count = float(count)
-        global_step = state["step"]
-
-    def checkpoint(step: int) -> None:
-        state = checkpoint_state(networks, handles, envs, tracker.period)
-        if args.normalize:  # as tensors and floats: weights_only loading reads them
-            for key, rms in (("obs_rms", obs_rms), ("return_rms", return_rms)):
-                mean, var = (torch.as_tensor(np.asarray(x)) for x in (rms.mean, rms.var))
-                state[key] = (mean, var, float(rms.count))
-        run.save_checkpoint(step, state)
 
     low = torch.as_tensor(getattr(action_space, "low", 0), dtype=torch.float32, device=device)
     high = torch.as_tensor(getattr(action_space, "high", 0), dtype=torch.float32, device=device)
@@ -425,17 +388,6 @@ def main(args: Args) -> dict:
             if not discrete:
                 action = action.clamp(low, high)
             return action.cpu().numpy()
-
-    def intervened(name: str, reports) -> None:
-        life.log_interventions(global_step, name, reports)
-
-    def network_metrics(obs) -> dict[str, float]:
-        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor),
-        with the gradient norms the last update returned."""
-        return {
-            **prefixed("actor", actor_monitor.measure(obs, actor_grad_norm)),
-            **prefixed("critic", critic_monitor.measure(obs, critic_grad_norm)),
-        }
 
     def ppo_losses(obs, actions, old_logprobs, advantages, returns, old_values):
         """Clipped surrogate, (clipped) value loss and entropy of a minibatch, with the
@@ -486,11 +438,11 @@ def main(args: Args) -> dict:
         actor_loss = actor_loss + actor_plasticity.penalty(actor_loss, decay=False)
         critic_loss = args.vf_coef * v_loss
         critic_loss = critic_loss + critic_plasticity.penalty(critic_loss, decay=False)
-        for handle in handles.values():
+        for handle in handles:
             handle.optimizer.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()
         nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
-        for handle in handles.values():
+        for handle in handles:
             handle.add_decay_gradient()
             handle.optimizer.step()
         losses = (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
@@ -503,7 +455,7 @@ def main(args: Args) -> dict:
 
     def critic_curvature(obs, returns) -> dict[str, float]:
         """The critic's K-FAC ε-ranks under its value loss on a minibatch."""
-        return curvature("critic", critic, lambda net: 0.5 * ((net(obs) - returns) ** 2).mean())
+        return critic_plasticity.curvature(lambda net: 0.5 * ((net(obs) - returns) ** 2).mean())
 
     @torch.no_grad()
     def act(obs):
@@ -529,16 +481,23 @@ def main(args: Args) -> dict:
     valid = torch.zeros((T, N), dtype=torch.bool, device=device)
     values = torch.zeros((T + 1, N), device=device)
 
-    total_steps = num_iterations * batch_size
-    life = Lifecycle(args, run, tracker, policy, checkpoint, handles, global_step, total_steps)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    life = Lifecycle(
+        args,
+        "ppo",
+        envs,
+        policy,
+        list(handles),
+        extras=[SavedNormalization(obs_rms, return_rms)],
+        total_steps=num_iterations * batch_size,
+    )
+    global_step = life.start_step
     next_obs_np, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     next_obs = torch.as_tensor(next_obs_np, device=device)
     prev_done = torch.zeros(N, dtype=torch.bool, device=device)
     # each group's rate as a tensor, annealed in place: a compiled update reads it as an input
     # instead of specializing on (and recompiling for) every new Python float; each group is
     # annealed from its own rate (Muon's hidden matrices train at a multiple of the network's)
-    groups = [group for handle in handles.values() for group in handle.optimizer.param_groups]
+    groups = [group for handle in handles for group in handle.optimizer.param_groups]
     initial_rates = [float(group["lr"]) for group in groups]
     for group in groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
@@ -585,8 +544,8 @@ def main(args: Args) -> dict:
         n = b_obs.shape[0]
         clipfracs = []
         for _epoch in range(args.update_epochs):
-            for name, handle in handles.items():  # the effective-rank ascent's epoch schedule
-                intervened(name, handle.before_epoch(inputs=b_obs))
+            for handle in handles:  # the effective-rank ascent's epoch schedule
+                handle.before_epoch(inputs=b_obs)
             for mb_inds in torch.randperm(n, device=device).tensor_split(args.num_minibatches):
                 mb_obs = b_obs[mb_inds]
                 *losses, diverged, actor_grad_norm, critic_grad_norm = update(
@@ -600,33 +559,37 @@ def main(args: Args) -> dict:
                     )
                 )
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = losses
-                torch.logical_or(nonfinite, diverged, out=nonfinite)
+                life.note_nonfinite(diverged)
                 clipfracs.append(clipfrac)
                 # the rules of every gradient step (CBP, SNR, NaP, C-CHAIN's reference batch), as
                 # their authors' PPO: called with the iteration's env step, their own counters
                 # count these calls (CBP's ages) or the minibatch's samples (SNR's); and the
                 # minibatches the effective-rank ascent keeps
-                for name, handle in handles.items():
-                    intervened(name, handle.after_minibatch(inputs=mb_obs))
-                    intervened(name, handle.after_update(global_step, mb_obs, every_update=True))
+                for handle in handles:
+                    handle.after_minibatch(inputs=mb_obs)
+                    handle.after_update(global_step, mb_obs, every_update=True)
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        measuring = life.metrics_due(global_step, nonfinite)
+        measuring = life.metrics_due(global_step)
         if measuring:  # before this iteration's interventions
-            metrics = {**network_metrics(mb_obs), **critic_curvature(mb_obs, b_returns[mb_inds])}
+            metrics = {
+                **actor_plasticity.measure(mb_obs, actor_grad_norm),
+                **critic_plasticity.measure(mb_obs, critic_grad_norm),
+                **critic_curvature(mb_obs, b_returns[mb_inds]),
+            }
 
         # interventions between iterations: scheduled ones, then those of a task switch
         if switched and life.intervening(global_step):  # the critic's curvature as it begins
-            run.log(global_step, critic_curvature(mb_obs, b_returns[mb_inds]))
-        for name, handle in handles.items():
+            life.log(global_step, critic_curvature(mb_obs, b_returns[mb_inds]))
+        for handle in handles:
             if life.intervening(global_step):
-                intervened(name, handle.after_update(global_step, mb_obs, every_update=False))
+                handle.after_update(global_step, mb_obs, every_update=False)
                 if switched:
-                    intervened(name, handle.on_task_switch(inputs=mb_obs))
+                    handle.on_task_switch(inputs=mb_obs)
 
-        life.raise_if_diverged(global_step, nonfinite)
+        life.raise_if_diverged(global_step)
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -641,19 +604,18 @@ def main(args: Args) -> dict:
             "losses/explained_variance": explained_var,
             "charts/SPS": life.sps(global_step),
         }
-        # the losses every iteration, the plasticity metrics on their cadence
+        # the losses every iteration, the plasticity metrics on their cadence (measured again
+        # after an intervention at this step)
         if measuring:
             scalars.update(metrics)
-            if life.intervened_at == global_step:
-                scalars.update(after_intervention(network_metrics(mb_obs)))
             life.log_metrics(global_step, scalars)
         else:
-            run.log(global_step, scalars)
-        life.after_step(global_step, nonfinite)
+            life.log(global_step, scalars)
+        life.after_step(global_step)
 
     envs.close()
-    return life.finish(global_step, nonfinite)
+    return life.finish(global_step)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parse_args(Args, "ppo")))
+    run_agent(main, Args, "ppo")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations")
 STAGING_SLOTS = 4
 """host staging rows in flight: a slot is written again only after its copy has finished"""
+
+
+class Transitions(NamedTuple):
+    """A sampled minibatch, one row per transition; in the order the agents' updates take it."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminations: torch.Tensor
 
 
 class ReplayBuffer:
@@ -111,9 +123,9 @@ class ReplayBuffer:
         """Forget every transition (the storage stays allocated)."""
         self.position = self.size = 0
 
-    def sample(self, batch_size: int):
+    def sample(self, batch_size: int) -> Transitions:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return (
+        return Transitions(
             self.obs[idx],
             self.actions[idx],
             self.rewards[idx],

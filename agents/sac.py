@@ -21,29 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.checkpoints import (
-    checkpoint_state,
-    learning_gate,
-    load_optimizer,
-    restore_checkpoint,
-)
-from agents.cli import (
-    OffPolicyArgs,
-    UserError,
-    attach_method,
-    check_settings,
-    parse_args,
-    run_cli,
-    with_rl_method_defaults,
-)
-from agents.device import compiler, configure
-from agents.environments import make_train_envs, resolved_settings
-from agents.episodes import EpisodeTracker
-from agents.lifecycle import Lifecycle, after_intervention, curvature, prefixed, rng_kept
-from agents.networks import NONLINEARITIES, hidden_block, normalization, widening
+from agents.checkpoints import load_optimizer
+from agents.cli import OffPolicyArgs, UserError, run_agent
+from agents.device import configure
+from agents.environments import make_train_envs
+from agents.lifecycle import Lifecycle, rng_kept
+from agents.plastic import PlasticNetwork
 from agents.replay import ReplayBuffer
-from agents.run import Run
-from plasticity import PlasticityMonitor, clear_optimizer_state_
+from plasticity import clear_optimizer_state_
+from plasticity.architecture import NONLINEARITIES, hidden_block, normalization, widening
 from plasticity.metrics import gradient_norm
 from plasticity.optim import fused_adam_available
 
@@ -182,6 +168,31 @@ def soft_td_target(actor, critic_target, alpha, gamma, rew, next_obs, term) -> t
     return rew + (1 - term) * gamma * (min_next_q - alpha * next_log_pi)
 
 
+class Temperature:
+    """SAC's entropy temperature α = exp(log α), learned by its own Adam when autotuned; both
+    are checkpointed (``log_alpha``, ``a_optimizer``)."""
+
+    def __init__(self, alpha: float, lr: float, device: torch.device):
+        self.initial = float(np.log(alpha))
+        self.log_alpha = torch.full((), self.initial, device=device, requires_grad=True)
+        fused = fused_adam_available([self.log_alpha])
+        self.optimizer = torch.optim.Adam([self.log_alpha], lr=lr, fused=fused)
+
+    def reset(self) -> None:
+        """α back to its initial value, its Adam state cleared."""
+        with torch.no_grad():
+            self.log_alpha.fill_(self.initial)
+        clear_optimizer_state_(self.optimizer, [self.log_alpha])
+
+    def state_dict(self) -> dict:
+        return {"log_alpha": self.log_alpha.detach(), "a_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        with torch.no_grad():
+            self.log_alpha.copy_(checkpoint["log_alpha"])
+        load_optimizer(self.optimizer, checkpoint["a_optimizer"])
+
+
 POSITIVE_SETTINGS = (
     "buffer_size",
     "batch_size",
@@ -195,15 +206,14 @@ RATES = ("policy_lr", "q_lr", "alpha")
 
 
 def main(args: Args) -> dict:
-    check_settings(
-        args,
+    args.check(
         positive=POSITIVE_SETTINGS,
         non_negative=("learning_starts", "refill_steps"),
         rates=RATES,
         fractions=("gamma", "tau"),
     )
-    args = with_rl_method_defaults(args)
-    device = configure(args)
+    args = args.with_defaults()
+    device, compiled = configure(args)
 
     envs = make_train_envs(args, action_repeat=args.action_repeat)
     if not isinstance(envs.single_action_space, gym.spaces.Box):
@@ -220,22 +230,20 @@ def main(args: Args) -> dict:
     critic_target = copy.deepcopy(critic)
     # interventions rewrite parameters in place, so these lists stay valid for the whole run
     critic_params, target_params = list(critic.parameters()), list(critic_target.parameters())
-    actor_plasticity = attach_method(args, "actor", actor, args.policy_lr, heads=Actor.heads)
-    critic_plasticity = attach_method(
-        args, "critic", critic, args.q_lr, heads=critic.heads, targets=[critic_target]
+    actor_plasticity = PlasticNetwork(args, "actor", actor, args.policy_lr, heads=Actor.heads)
+    critic_plasticity = PlasticNetwork(
+        args,
+        "critic",
+        critic,
+        args.q_lr,
+        heads=critic.heads,
+        targets={"critic_target": critic_target},
+        batch_inputs=lambda batch: (batch.obs, batch.actions),
     )
-    actor_monitor = PlasticityMonitor(actor, heads=Actor.heads, name="actor")
-    critic_monitor = PlasticityMonitor(critic, heads=critic.heads, name="critic")
-    compiled = compiler(args, device)
-    # after the checks above, so a refused command writes nothing
-    run = Run("sac", args, resolved_settings(args, device, envs))
 
     target_entropy = -float(act_dim)
-    log_alpha = torch.full((), float(np.log(args.alpha)), device=device, requires_grad=True)
-    a_optimizer = torch.optim.Adam(
-        [log_alpha], lr=args.q_lr, fused=fused_adam_available([log_alpha])
-    )
-
+    temperature = Temperature(args.alpha, args.q_lr, device)
+    log_alpha, a_optimizer = temperature.log_alpha, temperature.optimizer
     rb = ReplayBuffer(
         args.buffer_size,
         (obs_dim,),
@@ -245,41 +253,20 @@ def main(args: Args) -> dict:
         device,
         max_rows=args.num_envs,
     )
-    global_step, state = 0, None
-    networks = {"actor": actor, "critic": critic, "critic_target": critic_target}
-    handles = {"actor": actor_plasticity, "critic": critic_plasticity}
-    tracker = EpisodeTracker()
-    if run.source is not None:  # --resume or --branch-from
-        state = restore_checkpoint(run, args, device, networks, handles, envs, tracker, rb)
-        global_step = state["step"]
-        with torch.no_grad():
-            log_alpha.copy_(state["log_alpha"])
-        load_optimizer(a_optimizer, state["a_optimizer"])
-    gate = learning_gate(args, handles.values(), state)  # when the updates (re)start
-
-    def checkpoint(step: int) -> None:
-        buffer = rb if args.save_buffer else None
-        state = checkpoint_state(networks, handles, envs, tracker.period, buffer, gate)
-        state.update(log_alpha=log_alpha.detach(), a_optimizer=a_optimizer.state_dict())
-        run.save_checkpoint(step, state)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
             return actor.get_action(obs_t)[2][0].cpu().numpy()
 
-    def intervened(name: str, reports) -> None:
-        life.log_interventions(global_step, name, reports)
-        if name == "critic" and args.reset_alpha_on_intervention:
-            reset_temperature_after(reports)
-
     def reset_temperature_after(reports) -> None:
         """The FIRE paper's SAC: α back to its initial value, and its Adam state cleared, when
         the whole critic was reinitialized (not after ReDo's recycling of single units)."""
         if critic_plasticity.rewrote_network(reports):
-            with torch.no_grad():
-                log_alpha.fill_(float(np.log(args.alpha)))
-            clear_optimizer_state_(a_optimizer, [log_alpha])
+            temperature.reset()
+
+    if args.reset_alpha_on_intervention:
+        critic_plasticity.follow_interventions(reset_temperature_after)
 
     @torch.no_grad()
     def td_target(rew, next_obs, term):
@@ -322,21 +309,13 @@ def main(args: Args) -> dict:
             a_optimizer.step()
         return actor_loss.detach(), ~torch.isfinite(actor_loss), grad_norm
 
-    def critic_curvature(obs, act, rew, next_obs, term) -> dict[str, float]:
+    def critic_curvature(batch) -> dict[str, float]:
         """The critic's K-FAC ε-ranks under its TD loss on this batch (targets held fixed)."""
         with rng_kept(device):  # the target's action noise: the training's stream stays as is
-            target = td_target(rew, next_obs, term)
-        return curvature(
-            "critic", critic, lambda net: sum(F.mse_loss(q, target) for q in net(obs, act))
+            target = td_target(batch.rewards, batch.next_obs, batch.terminations)
+        return critic_plasticity.curvature(
+            lambda net: sum(F.mse_loss(q, target) for q in net(batch.obs, batch.actions))
         )
-
-    def network_metrics(obs, act) -> dict[str, float]:
-        """Both networks' plasticity metrics on a batch (see plasticity.PlasticityMonitor),
-        with the gradient norms the last updates returned."""
-        return {
-            **prefixed("actor", actor_monitor.measure(obs, actor_grad_norm)),
-            **prefixed("critic", critic_monitor.measure((obs, act), critic_grad_norm)),
-        }
 
     def update_target():
         with torch.no_grad():
@@ -354,18 +333,15 @@ def main(args: Args) -> dict:
 
     life = Lifecycle(
         args,
-        run,
-        tracker,
+        "sac",
+        envs,
         policy,
-        checkpoint,
-        handles,
-        global_step,
-        args.total_timesteps,
+        [actor_plasticity, critic_plasticity],
+        buffer=rb,
+        extras=[temperature],
         action_repeat=args.action_repeat,
     )
-    if state is not None and "buffer" not in state:
-        life.say(gate.refill_notice(global_step))
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log points only
+    global_step = life.start_step
     obs, _ = envs.reset(seed=args.seed + global_step)  # resumed: new episodes
     done = np.zeros(args.num_envs, dtype=bool)
     actor_loss = actor_grad_norm = critic_grad_norm = torch.zeros((), device=device)
@@ -383,41 +359,32 @@ def main(args: Args) -> dict:
         obs = next_obs
         global_step += args.num_envs
 
-        switched = life.episodes(global_step, infos)
-        if switched and rb.size > 0 and life.intervening(global_step):
-            probe = rb.sample(args.batch_size)
-            run.log(global_step, critic_curvature(*probe))  # as the switch begins
-            intervened("actor", actor_plasticity.on_task_switch(inputs=probe[0]))
-            intervened("critic", critic_plasticity.on_task_switch(inputs=probe[:2]))
-            if args.clear_buffer_on_switch:  # a warm start: only the networks carry over
-                rb.clear()
-                gate.pause(global_step, args.learning_starts)
+        if life.episodes(global_step, infos):  # a task switch began
+            life.switch_task(global_step, critic_curvature)
 
         # ALGO LOGIC: training. --updates-per-step updates per env step (replay ratio), so
         # updates_per_step × num_envs per vector step; the delays count updates, as CleanRL's
         # count its one update per step
-        if gate.open(global_step):
-            life.training(global_step)
+        if life.learning(global_step):
             first_update = (global_step - args.num_envs) * args.updates_per_step
             for update in range(first_update + 1, global_step * args.updates_per_step + 1):
                 batch = rb.sample(args.batch_size)
-                data_obs, data_act = batch[0], batch[1]
                 qf_loss, qf1_mean, diverged, critic_grad_norm = update_critic(*batch)
-                torch.logical_or(nonfinite, diverged, out=nonfinite)
+                life.note_nonfinite(diverged)
                 # each update's minibatch, for the methods that count updates (er)
-                intervened("critic", critic_plasticity.after_minibatch((data_obs, data_act)))
+                critic_plasticity.after_minibatch((batch.obs, batch.actions))
                 if update % args.policy_frequency == 0:  # TD3 delayed update support
                     # the actor loss needs dQ/da only: skip the critic's weight gradients
                     critic.requires_grad_(False)
                     for _ in range(args.policy_frequency):
-                        actor_loss, diverged, actor_grad_norm = update_actor(data_obs)
-                        torch.logical_or(nonfinite, diverged, out=nonfinite)
-                        intervened("actor", actor_plasticity.after_minibatch(data_obs))
+                        actor_loss, diverged, actor_grad_norm = update_actor(batch.obs)
+                        life.note_nonfinite(diverged)
+                        actor_plasticity.after_minibatch(batch.obs)
                     critic.requires_grad_(True)
                 if update % args.target_network_frequency == 0:
                     update_target()
 
-            measuring = life.metrics_due(global_step, nonfinite)
+            measuring = life.metrics_due(global_step)
             if measuring:  # before this step's interventions
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
@@ -425,25 +392,23 @@ def main(args: Args) -> dict:
                     "losses/actor_loss": actor_loss.item(),
                     "losses/alpha": log_alpha.exp().item(),
                     "charts/SPS": life.sps(global_step),
-                    **network_metrics(data_obs, data_act),
-                    **critic_curvature(*batch),
+                    **actor_plasticity.measure(batch.obs, actor_grad_norm),
+                    **critic_plasticity.measure((batch.obs, batch.actions), critic_grad_norm),
+                    **critic_curvature(batch),
                 }
 
             if life.intervening(global_step):
-                intervened("actor", actor_plasticity.after_update(global_step, inputs=data_obs))
-                critic_inputs = (data_obs, data_act)
-                intervened("critic", critic_plasticity.after_update(global_step, critic_inputs))
+                actor_plasticity.after_update(global_step, inputs=batch.obs)
+                critic_plasticity.after_update(global_step, (batch.obs, batch.actions))
 
-            if measuring:
-                if life.intervened_at == global_step:
-                    scalars.update(after_intervention(network_metrics(data_obs, data_act)))
+            if measuring:  # also measured again after an intervention at this step
                 life.log_metrics(global_step, scalars)
 
-        life.after_step(global_step, nonfinite)
+        life.after_step(global_step)
 
     envs.close()
-    return life.finish(global_step, nonfinite)
+    return life.finish(global_step)
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parse_args(Args, "sac")))
+    run_agent(main, Args, "sac")

@@ -20,7 +20,7 @@ from conftest import mlp, small_dqn_args, small_ppo_args, small_sac_args
 from torch._dynamo.utils import counters
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from agents import dqn, ppo, sac
+from agents import device, dqn, ppo, sac
 from plasticity import make_method
 
 
@@ -210,7 +210,7 @@ def test_metrics_read_only_what_the_updates_return(tmp_path, monkeypatch, agent)
     for poisoned in (False, True):
         with Optimizers() as optimizers:
             wrap = optimizers.poisoning if poisoned else lambda fn: fn
-            monkeypatch.setattr(module, "compiler", lambda _args, _device, wrap=wrap: wrap)
+            monkeypatch.setattr(device, "compiler", lambda _args, _device, wrap=wrap: wrap)
             settings = agent_args(agent, tmp_path / str(poisoned), "fire+adamo+spectral")
             runs[poisoned] = scalars(module.main(settings))
     assert runs[True] == runs[False]
@@ -250,7 +250,7 @@ def test_updates_compile_no_graph_after_warmup(tmp_path, monkeypatch, agent):
     nothing that changes between updates reaches them as a Python value."""
     module, _ = AGENTS[agent]
     graphs = LateGraphs(warmup=3)
-    monkeypatch.setattr(module, "compiler", lambda _args, _device: graphs)
+    monkeypatch.setattr(device, "compiler", lambda _args, _device: graphs)
     torch._dynamo.reset()
     counters.clear()
     args = agent_args(agent, tmp_path, "fire+adamo+spectral", metrics_every=0)
