@@ -199,11 +199,10 @@ def check(args: Args) -> None:
     )
 
 
-def main(args: Args) -> dict:
-    check(args)
-    device, compiled = configure(args)
-
-    envs = make_train_envs(args)
+def resolved_args(args: Args, envs: gym.vector.VectorEnv) -> Args:
+    """The run's settings on ``envs``: those left unset take the defaults of its kind of
+    observation (FIRE those of the FIRE paper's DQN on images), before the run folder records
+    them; checked. A UserError, the envs closed, for an env DQN cannot train on."""
     action_space, obs_space = envs.single_action_space, envs.single_observation_space
     if not isinstance(action_space, gym.spaces.Discrete):
         envs.close()
@@ -215,7 +214,6 @@ def main(args: Args) -> dict:
         envs.close()
         raise UserError(f"DQN needs array (Box) observations, {args.env} has {obs_space}")
     image = len(obs_space.shape) == 3
-    # per-kind defaults, resolved before the run folder records the config
     if image:
         small = min(obs_space.shape[1:]) < NATURE_MIN_SIZE
         defaults = MINATAR_DEFAULTS if small else IMAGE_DEFAULTS
@@ -225,6 +223,16 @@ def main(args: Args) -> dict:
     if image and "fire" in args.method_parts("q"):
         args = args.with_defaults(**PAPER_FIRE)
     check(args)
+    return args
+
+
+def main(args: Args) -> dict:
+    check(args)
+    device, compiled = configure(args)
+
+    envs = make_train_envs(args)
+    args = resolved_args(args, envs)
+    action_space, obs_space = envs.single_action_space, envs.single_observation_space
     loss_fn = F.smooth_l1_loss if args.td_loss == "huber" else F.mse_loss
     n_actions, action_start = int(action_space.n), int(action_space.start)
 
@@ -321,8 +329,7 @@ def main(args: Args) -> dict:
                 life.note_nonfinite(diverged)
                 # each update's minibatch, for the methods that count updates (er)
                 q_plasticity.after_minibatch(batch.obs)
-            measuring = life.metrics_due(global_step)
-            if measuring:  # before this step's interventions
+            if life.metrics_due(global_step):  # before this step's interventions
                 scalars = {"charts/epsilon": epsilon, "charts/SPS": life.sps(global_step)}
                 if loss is not None:
                     scalars["losses/td_loss"] = loss.item()
@@ -331,6 +338,7 @@ def main(args: Args) -> dict:
                     batch = rb.sample(args.batch_size)
                 scalars.update(q_plasticity.measure(batch.obs, grad_norm))
                 scalars.update(q_curvature(batch))
+                life.log_metrics(global_step, scalars)  # written after the interventions
 
             if updates and life.intervening(global_step):
                 q_plasticity.after_update(global_step, inputs=batch.obs)
@@ -341,9 +349,6 @@ def main(args: Args) -> dict:
                     torch._foreach_lerp_(
                         list(target_network.parameters()), list(q_network.parameters()), args.tau
                     )
-
-            if measuring:  # also measured again after an intervention at this step
-                life.log_metrics(global_step, scalars)
 
         life.after_step(global_step)
 

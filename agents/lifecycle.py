@@ -10,9 +10,10 @@ algorithm::
         if life.learning(global_step):             # off-policy: the learning gate
             ...                                    # update the networks
             life.note_nonfinite(diverged)
-        if life.metrics_due(global_step):
+        if life.metrics_due(global_step):          # measured before the interventions
             life.log_metrics(global_step, scalars)
-        life.after_step(global_step)               # evaluation, checkpoint when due
+        ...                                        # the step's interventions
+        life.after_step(global_step)               # scalars logged; evaluation, checkpoint
     envs.close()
     return life.finish(global_step)
 
@@ -153,6 +154,8 @@ class Lifecycle:
         self.intervened_at: int | None = None  # the last step an intervention rewrote weights
         self.train_clock: tuple[int, float] | None = None
         self.eval_returns: list[float] = []
+        self.measured_at: int | None = None  # the last step metrics were due at
+        self.pending: tuple[int, dict[str, float]] | None = None  # scalars to write
         # a loss went NaN/Inf: a flag on the device, read at log and checkpoint points only
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for network in networks:
@@ -281,6 +284,7 @@ class Lifecycle:
         if not self.metrics.due(step):
             return False
         self.raise_if_diverged(step)
+        self.measured_at = step
         return True
 
     def sps(self, step: int) -> float:
@@ -288,24 +292,35 @@ class Lifecycle:
         return (step - self.start_step) / max(time.perf_counter() - self.start_time, 1e-9)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        """Log ``scalars`` at ``step`` (not shown on the console)."""
+        """Log ``scalars`` at ``step`` now (not shown on the console)."""
         self.run.log(step, scalars)
 
     def log_metrics(self, step: int, scalars: dict[str, float]) -> None:
-        """Log ``scalars`` at ``step`` and show them on the console. When an intervention
-        rewrote weights at ``step``, each network measured this step
+        """The losses and metrics of ``step``, measured before its interventions (those of a
+        step proper: a method that acts at every metrics step, ReDo's recycling, would
+        otherwise log only its own after-image). Written by :meth:`after_step`, once the step's
+        interventions ran, and shown on the console when metrics were due at ``step``; when an
+        intervention rewrote weights at ``step``, each network measured at it
         (:meth:`PlasticNetwork.measure`) is measured again, on the same inputs, under
-        ``<network>/after_intervention/``: ``scalars``, measured before the step's
-        interventions, then hold both images."""
+        ``<network>/after_intervention/``."""
+        self.pending = (step, scalars)
+
+    def _write_pending(self) -> None:
+        if self.pending is None:
+            return
+        (step, scalars), self.pending = self.pending, None
         for network in self.networks:
             if network.measured is not None and self.intervened_at == step:
                 scalars.update(after_intervention(network.measure(*network.measured)))
             network.measured = None
         self.run.log(step, scalars)
-        self.console.metrics(step, scalars)
+        if self.measured_at == step:
+            self.console.metrics(step, scalars)
 
     def after_step(self, step: int) -> None:
-        """Evaluate and checkpoint when due (the final ones are :meth:`finish`'s)."""
+        """Write the step's scalars (:meth:`log_metrics`); evaluate and checkpoint when due
+        (the final ones are :meth:`finish`'s)."""
+        self._write_pending()
         if self.evaluations.due(step) and self.args.eval_episodes and step < self.total_steps:
             self.evaluate(step, f"step_{step}")
         if self.checkpoints.due(step) and step < self.total_steps:

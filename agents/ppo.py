@@ -312,13 +312,12 @@ def check(args: Args) -> None:
     )
 
 
-def main(args: Args) -> dict:
-    check(args)
-    device, compiled = configure(args)
-    obs_space, action_space = env_spaces(args)
+def resolved_args(args: Args, obs_space: gym.Space, action_space: gym.Space) -> Args:
+    """The run's settings on an env of these spaces: those left unset take the defaults of its
+    kind, before the run folder records them; checked, and a UserError for an env or a rollout
+    PPO cannot train on."""
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise UserError(f"PPO needs Discrete or Box actions, {args.env} has {action_space}")
-    # per-kind defaults, resolved before the run folder records the config
     if isinstance(action_space, gym.spaces.Box):
         defaults = CONTINUOUS_DEFAULTS
     else:
@@ -335,14 +334,23 @@ def main(args: Args) -> dict:
             f"num_envs × num_steps = {batch_size} is smaller than --num-minibatches "
             f"{args.num_minibatches}; raise --num-steps"
         )
-    num_iterations = args.total_timesteps // batch_size
-    if num_iterations < 1:
+    if args.total_timesteps < batch_size:
         raise UserError(
             f"--total-timesteps {args.total_timesteps} is less than one rollout "
             f"(num_envs × num_steps = {batch_size}); raise it or lower --num-steps"
         )
     if args.normalize and is_image(obs_space):
         raise UserError("--normalize is for vector observations; drop it for image envs")
+    return args
+
+
+def main(args: Args) -> dict:
+    check(args)
+    device, compiled = configure(args)
+    obs_space, action_space = env_spaces(args)
+    args = resolved_args(args, obs_space, action_space)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
 
     envs = make_train_envs(args)
     discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -604,13 +612,10 @@ def main(args: Args) -> dict:
             "losses/explained_variance": explained_var,
             "charts/SPS": life.sps(global_step),
         }
-        # the losses every iteration, the plasticity metrics on their cadence (measured again
-        # after an intervention at this step)
+        # the losses every iteration, the plasticity metrics on their cadence
         if measuring:
             scalars.update(metrics)
-            life.log_metrics(global_step, scalars)
-        else:
-            life.log(global_step, scalars)
+        life.log_metrics(global_step, scalars)
         life.after_step(global_step)
 
     envs.close()

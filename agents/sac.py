@@ -205,22 +205,32 @@ POSITIVE_SETTINGS = (
 RATES = ("policy_lr", "q_lr", "alpha")
 
 
-def main(args: Args) -> dict:
+def check(args: Args) -> None:
     args.check(
         positive=POSITIVE_SETTINGS,
         non_negative=("learning_starts", "refill_steps"),
         rates=RATES,
         fractions=("gamma", "tau"),
     )
-    args = args.with_defaults()
-    device, compiled = configure(args)
 
-    envs = make_train_envs(args, action_repeat=args.action_repeat)
+
+def resolved_args(args: Args, envs: gym.vector.VectorEnv) -> Args:
+    """The run's settings on ``envs``, the method's RL defaults filled in; a UserError for an
+    env without continuous actions."""
     if not isinstance(envs.single_action_space, gym.spaces.Box):
         raise UserError(
             f"SAC needs continuous (Box) actions, {args.env} has {envs.single_action_space}; "
             "use --agent dqn or --agent ppo"
         )
+    return args.with_defaults()
+
+
+def main(args: Args) -> dict:
+    check(args)
+    device, compiled = configure(args)
+
+    envs = make_train_envs(args, action_repeat=args.action_repeat)
+    args = resolved_args(args, envs)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
 
@@ -384,8 +394,7 @@ def main(args: Args) -> dict:
                 if update % args.target_network_frequency == 0:
                     update_target()
 
-            measuring = life.metrics_due(global_step)
-            if measuring:  # before this step's interventions
+            if life.metrics_due(global_step):  # before this step's interventions, logged after
                 scalars = {
                     "losses/qf_loss": qf_loss.item() / 2,
                     "losses/qf1_values": qf1_mean.item(),
@@ -396,13 +405,11 @@ def main(args: Args) -> dict:
                     **critic_plasticity.measure((batch.obs, batch.actions), critic_grad_norm),
                     **critic_curvature(batch),
                 }
+                life.log_metrics(global_step, scalars)
 
             if life.intervening(global_step):
                 actor_plasticity.after_update(global_step, inputs=batch.obs)
                 critic_plasticity.after_update(global_step, (batch.obs, batch.actions))
-
-            if measuring:  # also measured again after an intervention at this step
-                life.log_metrics(global_step, scalars)
 
         life.after_step(global_step)
 
