@@ -33,7 +33,7 @@ evaluation and ``summary.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
@@ -127,7 +127,7 @@ class Lifecycle:
         networks: list[PlasticNetwork],
         *,
         buffer: ReplayBuffer | None = None,
-        extras: tuple = (),
+        extras: Sequence = (),
         total_steps: int | None = None,
         **eval_kwargs,
     ):
