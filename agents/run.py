@@ -105,6 +105,8 @@ class Run:
             history = [*saved.get("resumes", []), resume]
             original = saved.get("resolved", config["resolved"])
             self.config = {**config, "resolved": original, "resumes": history}
+            if "branch" in saved:  # a resumed branch still records where it came from
+                self.config["branch"] = saved["branch"]
             self.source = self.latest_checkpoint()
         else:
             self.dir = self._new_folder(agent, args)

@@ -598,6 +598,18 @@ def test_adams_moments_go_into_adamo_parameter_by_parameter():
     assert carry_optimizer_state(muon, saved, net) == "fresh"
 
 
+def test_a_resumed_branch_keeps_its_branch_record(tmp_path):
+    parent = Path(dqn.main(dqn_args(tmp_path, save_buffer=True, run_name="p"))["run_dir"])
+    child = branch(
+        dqn, parent / "checkpoints" / "step_300.pt", "--method", "fire", "--fire-at", "300",
+        "--total-timesteps", "450", "--checkpoint-every", "150", "--run-name", "c",
+    )  # fmt: skip
+    record = json.loads(Path(child["run_dir"], "config.json").read_text())["branch"]
+    resumed = resume(dqn, child["run_dir"], "--total-timesteps", "600")
+    config = json.loads(Path(resumed["run_dir"], "config.json").read_text())
+    assert config["branch"] == record and len(config["resumes"]) == 1
+
+
 def test_a_branch_that_cannot_carry_over_is_refused_and_writes_nothing(tmp_path):
     runs = tmp_path / "runs"
     parent = Path(dqn.main(dqn_args(runs, run_name="p"))["run_dir"])  # no saved buffer
