@@ -712,7 +712,7 @@ def grid_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     probing = argparse.ArgumentParser(add_help=False)
-    probing.add_argument("--probe", type=int, help="probe transitions (1024; seeds, grid: 256)")
+    probing.add_argument("--probe", type=int, help="probe transitions (1024; seeds: 256)")
     probing.add_argument("--alphas", type=int, help="points on each path (21; seeds, grid: 11)")
     probing.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
     probing.add_argument("--out", default=str(RESULTS), help="folder of the results")
@@ -735,7 +735,7 @@ def main() -> None:
     grid = studies.add_parser("grid", parents=[probing], help="pairs of seeds of a trained grid")
     grid.add_argument("runs_dir", metavar="RUNS_DIR", help="the runs folder of midpoint_minatar")
     grid.add_argument("--pairs", type=int, default=4, help="seed pairs (1 and 2, 3 and 4, …)")
-    grid.set_defaults(probe=256, alphas=11)
+    grid.set_defaults(probe=1_024, alphas=11)
     options = parser.parse_args()
     if options.study in ("seeds", "grid") and options.pairs < 1:
         parser.error("--pairs must be at least 1")
