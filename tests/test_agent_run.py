@@ -26,7 +26,7 @@ from agents.checkpoints import carry_optimizer_state
 from agents.cli import UserError, parse_args, run_cli
 from agents.console import Console, scalar_table
 from agents.files import read_checkpoint
-from agents.run import Run
+from agents.run import Run, git_commit
 from experiments.runs import run_rows
 from plasticity import make_method
 
@@ -673,3 +673,21 @@ def test_metrics_take_the_gradient_norm_the_update_returned(tmp_path, monkeypatc
     module, small_args = modules[agent]
     module.main(small_args(tmp_path, eval_episodes=0))
     assert passed and all(isinstance(norm, torch.Tensor) for norm in passed)
+
+
+def test_the_commit_is_dirty_with_changed_or_new_code_not_with_new_results(tmp_path):
+    git = lambda *cmd: subprocess.run(["git", *cmd], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "agent.py").write_text("x = 1\n")
+    git("add", "agent.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("+dirty")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "scalars.jsonl").write_text("{}\n")  # a run's files: still clean
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "helper.py").write_text("y = 2\n")  # new code a run could import
+    assert git_commit(tmp_path) == clean + "+dirty"
+    (tmp_path / "helper.py").unlink()
+    (tmp_path / "agent.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"
