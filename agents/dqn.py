@@ -272,6 +272,7 @@ def main(args: Args) -> dict:
         loss = td_loss + q_plasticity.penalty(td_loss)
         q_plasticity.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        q_plasticity.after_backward()
         q_plasticity.optimizer.step()
         grad_norm = gradient_norm(q_network.parameters())
         return loss.detach(), q_taken.detach().mean(), ~torch.isfinite(loss), grad_norm

@@ -452,6 +452,7 @@ def main(args: Args) -> dict:
         nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
         for handle in handles:
             handle.add_decay_gradient()
+            handle.after_backward()
             handle.optimizer.step()
         losses = (pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac)
         return (

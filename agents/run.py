@@ -47,14 +47,18 @@ def jsonable(value):
     return value
 
 
-def git_commit() -> str | None:
-    """The project's git commit (``+dirty`` with uncommitted changes); None outside a checkout."""
+def git_commit(root: Path = ROOT) -> str | None:
+    """The project's git commit, ``+dirty`` when a tracked file has uncommitted changes or a
+    Python file is not tracked (new code a run may import); None outside a checkout. Other
+    untracked files (run folders, results) leave it clean."""
     try:
         run = lambda *cmd: subprocess.run(  # noqa: E731
-            ["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
+            ["git", *cmd], cwd=root, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         commit = run("rev-parse", "HEAD")
-        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        changed = run("status", "--porcelain", "--untracked-files=no")
+        new_code = run("status", "--porcelain", "--untracked-files=all", "--", "*.py")
+        return commit + ("+dirty" if changed or new_code else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -105,6 +109,8 @@ class Run:
             history = [*saved.get("resumes", []), resume]
             original = saved.get("resolved", config["resolved"])
             self.config = {**config, "resolved": original, "resumes": history}
+            if "branch" in saved:  # a resumed branch still records where it came from
+                self.config["branch"] = saved["branch"]
             self.source = self.latest_checkpoint()
         else:
             self.dir = self._new_folder(agent, args)

@@ -295,6 +295,7 @@ def main(args: Args) -> dict:
         qf_loss = qf_loss + critic_plasticity.penalty(qf_loss)
         critic_plasticity.optimizer.zero_grad(set_to_none=True)
         qf_loss.backward()
+        critic_plasticity.after_backward()
         critic_plasticity.optimizer.step()
         grad_norm = gradient_norm(critic.parameters())
         return qf_loss.detach(), qf_values[0].detach().mean(), ~torch.isfinite(qf_loss), grad_norm
@@ -310,6 +311,7 @@ def main(args: Args) -> dict:
         actor_loss = policy_loss + actor_plasticity.penalty(policy_loss)
         actor_plasticity.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
+        actor_plasticity.after_backward()
         actor_plasticity.optimizer.step()
         grad_norm = gradient_norm(actor.parameters())
         if args.autotune:

@@ -265,7 +265,9 @@ def provenance_problem(runs: dict[str, dict]) -> str | None:
         parts.append(f"{len(dirty)} ran on a tree with uncommitted changes")
     if unknown:
         parts.append("some recorded no commit")
-    return f"the {len(runs)} runs of this grid {', '.join(parts)}"
+    if len(commits) > 1:  # "the 12 runs of this grid come from 3 commits, 2 ran on …"
+        return f"the {len(runs)} runs of this grid {', '.join(parts)}"
+    return f"of the {len(runs)} runs of this grid, {', '.join(parts)}"
 
 
 def runs_by_commit(runs: dict[str, dict]) -> dict[str, list[str]]:

@@ -39,6 +39,7 @@ def update(
     loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(net.parameters(), clip)
+    handle.after_backward()
     handle.optimizer.step()
     handle.after_update(step, inputs=inputs)
     return loss

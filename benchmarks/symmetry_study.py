@@ -25,6 +25,17 @@ method, ``--pairs`` pairs of seeds (1 and 2, 3 and 4, …), each pair compared a
 checkpoint (several points of training, before and after the intervention). Writes
 ``symmetry_seeds.json`` and ``symmetry_seeds.md``; ``--scale`` multiplies every step count.
 
+``grid RUNS_DIR``: the same question at real scale, on a grid trained already by
+``benchmarks.evidence.midpoint_minatar`` (DQN's conv Q-network on MinAtar Space Invaders): the
+parents ``parent-none-s<seed>`` at the midpoint (before any intervention) and at the end, and
+each branch ``midpoint-<method>-s<seed>`` at the end, for seed pairs 1 and 2, 3 and 4, … where
+both runs have finished. The steps come from the parents' ``config.json`` (midpoint:
+``total_timesteps / 2``, where the grid branches). Per method and step: the mean over pairs
+and its 95% t-interval; per method, the paired difference from ``none`` at the end (same pair
+of seeds) of the identified rate and of the correlation gap, Holm over those comparisons.
+Methods whose Q-network cannot be rebuilt from its checkpoint alone are skipped, with the
+reason. Reads the runs only; writes ``symmetry_grid.json`` and ``symmetry_grid.md``.
+
 For every pair of networks: the identifiability report (mean Pearson correlation of matched
 units under the optimal permutation, the identity and random permutations; the fraction of
 units identified with B's unit of the same index, with one unit of B under the optimal pairing,
@@ -39,6 +50,8 @@ import argparse
 import copy
 import itertools
 import json
+import math
+import re
 import shlex
 import sys
 import tempfile
@@ -50,7 +63,18 @@ import numpy as np
 import torch
 
 from agents import dqn, sac
+from agents.cli import UserError, run_cli
 from benchmarks._plots import pyplot
+from benchmarks._stats import (
+    fmt,
+    fmt_p,
+    holm,
+    mean_ci,
+    paired_difference,
+    provenance_problem,
+    run_provenance,
+    write_result_json,
+)
 from experiments.symmetry import (
     RunCheckpoint,
     collect_transitions,
@@ -424,43 +448,311 @@ def seeds_table(rows: list[dict], schedules: dict[str, Schedule]) -> str:
     return "\n".join(lines)
 
 
+# --- grid: a trained midpoint grid (benchmarks.evidence.midpoint_minatar) ---------------------
+
+GRID_FIRST_METHODS = ("fire", "reset", "shrink_perturb")
+# the paired differences from none at the end: the Holm family is these × the compared methods
+GRID_DIFFERENCES = {"identified": "identified rate", "gap": "correlation gap"}
+# per (method, step): the measures summarized over pairs
+GRID_MEASURES = (
+    "identified", "identified_chance", "identified_matched",
+    "corr_optimal", "corr_identity", "corr_random", "gap",
+)  # fmt: skip
+BARRIERS = ("unaligned", "activation", "weight")
+
+
+def grid_run_dir(runs_dir: Path, method: str, seed: int) -> Path:
+    name = f"parent-none-s{seed}" if method == "none" else f"midpoint-{method}-s{seed}"
+    return runs_dir / name
+
+
+def unfinished(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be compared yet (missing, or not finished), or None."""
+    if not run_dir.is_dir():
+        return f"{run_dir.name} does not exist"
+    try:
+        status = json.loads((run_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return None if status == "finished" else f"{run_dir.name} has not finished"
+
+
+def grid_methods(runs_dir: Path) -> list[str]:
+    """The midpoint branches' methods found in ``runs_dir``: FIRE, reset, shrink & perturb
+    first, the others after in name order."""
+    found = {
+        match[1]
+        for path in runs_dir.iterdir()
+        if path.is_dir() and (match := re.fullmatch(r"midpoint-(.+)-s\d+", path.name))
+    }
+    first = [m for m in GRID_FIRST_METHODS if m in found]
+    return first + sorted(found - set(first))
+
+
+def grid_steps(runs_dir: Path, seeds: list[int]) -> tuple[int, int]:
+    """(midpoint, end) from the parents' ``config.json``: where the grid branches, and
+    ``total_timesteps``; every parent present must agree."""
+    totals = {}
+    for seed in seeds:
+        config = grid_run_dir(runs_dir, "none", seed) / "config.json"
+        if config.is_file():
+            totals[seed] = json.loads(config.read_text())["total_timesteps"]
+    if not totals:
+        raise UserError(
+            f"{runs_dir} holds no parent-none-s<seed>/config.json for seeds {seeds[0]}–"
+            f"{seeds[-1]}; point grid at the runs folder of midpoint_minatar"
+        )
+    if len(set(totals.values())) > 1:
+        raise UserError(f"the parents in {runs_dir} ran different step counts: {totals}")
+    total = next(iter(totals.values()))
+    return total // 2, total
+
+
+def outside_the_network(run: RunCheckpoint) -> str | None:
+    """Why ``run``'s Q-network, rebuilt from its parameters, is not the function the agent
+    computed (None when it is): plasticity injection adds a frozen head offset through a
+    forward hook, saved in the method's state, not in the network's parameters."""
+    offsets = run.state.get("plasticity", {}).get("q", {}).get("injection_offsets")
+    if offsets:
+        return (
+            "its Q-network adds a frozen head offset (plasticity injection) kept outside the "
+            "network's parameters, which load_run does not rebuild, so its losses and "
+            "barriers would be another function's"
+        )
+    return None
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean and 95% t-interval over pairs of every measure of :func:`compare`'s rows (one per
+    pair): identifiability, per hidden layer the input dimension and coherence (each pair's
+    mean of its two networks), each barrier's peak and relative height."""
+    summary = {key: mean_ci([r[key] for r in rows]) for key in GRID_MEASURES}
+    layers = rows[0]["subspace_a"]
+    for key in ("dimension", "coherence"):
+        summary[key] = {
+            name: mean_ci(
+                [(r["subspace_a"][name][key] + r["subspace_b"][name][key]) / 2 for r in rows]
+            )
+            for name in layers
+        }
+    summary["inputs"] = {name: layer["inputs"] for name, layer in layers.items()}
+    for label in BARRIERS:
+        summary[label] = {
+            key: mean_ci([r[label][key] for r in rows]) for key in ("peak", "relative")
+        }
+    return summary
+
+
+def grid_differences(rows: list[dict], methods: list[str], end: int) -> dict[str, dict]:
+    """Per compared method and measure of :data:`GRID_DIFFERENCES`, the paired difference
+    method − none at the end over the seed pairs both have, Holm over the whole family."""
+    at_end = {(r["method"], tuple(r["seeds"])): r for r in rows if r["step"] == end}
+    tests = {}
+    for method, key in itertools.product(methods, GRID_DIFFERENCES):
+        pairs = sorted(s for m, s in at_end if m == method and ("none", s) in at_end)
+        test = paired_difference(
+            [at_end[method, s][key] for s in pairs], [at_end["none", s][key] for s in pairs]
+        )
+        tests[f"{key}: {method} − none"] = {**test, "pairs": [list(s) for s in pairs]}
+    adjusted = holm({name: t["p"] for name, t in tests.items()})
+    for name, test in tests.items():
+        test["holm_p"] = adjusted[name]
+    return tests
+
+
+def grid_study(options) -> None:
+    """A trained midpoint grid's Q-networks compared across seeds (the module docstring)."""
+    runs_dir = Path(options.runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"{runs_dir} is not a folder; give the runs folder of midpoint_minatar")
+    seed_pairs = [(2 * p + 1, 2 * p + 2) for p in range(options.pairs)]
+    midpoint, end = grid_steps(runs_dir, [s for pair in seed_pairs for s in pair])
+    methods = grid_methods(runs_dir)
+    groups = [("none", midpoint), ("none", end)] + [(m, end) for m in methods]
+    start = time.perf_counter()
+    rows, skipped, excluded, used = [], [], {}, {}
+    for (method, step), (seed_a, seed_b) in itertools.product(groups, seed_pairs):
+        if method in excluded:
+            continue
+        dirs = [grid_run_dir(runs_dir, method, s) for s in (seed_a, seed_b)]
+        why = next(filter(None, map(unfinished, dirs)), None)
+        files = [checkpoint(d, step) for d in dirs]
+        if why is None and not all(f.is_file() for f in files):
+            why = f"no checkpoint at step {step}"
+        if why is None:
+            run_a, run_b = map(load_run, files)
+            why = outside_the_network(run_a) or outside_the_network(run_b)
+            if why is not None:
+                excluded[method] = why
+                continue
+        if why is not None:
+            skipped.append({"method": method, "step": step, "seeds": [seed_a, seed_b], "why": why})
+            continue
+        used.update({d.name: d for d in dirs})
+        began = time.perf_counter()
+        batch = collect_transitions(run_a, options.probe, options.seed)
+        row = compare(run_a, run_b, batch, options, "q")
+        rows.append(
+            {"method": method, "step": step, "seeds": [seed_a, seed_b]}
+            | {"seconds": time.perf_counter() - began, **row}
+        )
+        print(
+            f"{method} @{step} seeds {seed_a},{seed_b}: identified {row['identified']:.3f} "
+            f"(chance {row['identified_chance']:.3f}), gap {row['gap']:.3f}, "
+            f"{rows[-1]['seconds']:.1f} s",
+            flush=True,
+        )
+    compared = [m for m in methods if m not in excluded]
+    summaries = []
+    for method, step in groups:
+        group = [r for r in rows if (r["method"], r["step"]) == (method, step)]
+        if group:
+            summaries.append(
+                {"method": method, "step": step, "pairs": len(group)} | summarize(group)
+            )
+    provenance = {
+        name: run_provenance(json.loads((d / "config.json").read_text()))
+        for name, d in sorted(used.items())
+    }
+    result = {
+        "command": shlex.join(["python", "-m", "benchmarks.symmetry_study", *sys.argv[1:]]),
+        "setting": {
+            "runs_dir": str(runs_dir),
+            "midpoint": midpoint,
+            "end": end,
+            "network": "q",
+            "seed_pairs": [list(p) for p in seed_pairs],
+            "probe_transitions": options.probe,
+            "probe": f"{options.probe} transitions drawn (seed {options.seed}) from A's saved "
+            "replay buffer at that step; loss: A's TD loss with targets fixed by A's target "
+            "network",
+            "alphas": options.alphas,
+        },
+        "provenance_problem": provenance_problem(provenance) if provenance else None,
+        "methods_skipped": excluded,
+        "pairs_skipped": skipped,
+        "total_seconds": time.perf_counter() - start,
+        "summaries": summaries,
+        "differences": grid_differences(rows, compared, end),
+        "rows": rows,
+    }
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_result_json(out / "symmetry_grid.json", result)
+    markdown = grid_markdown(result)
+    (out / "symmetry_grid.md").write_text(markdown)
+    print(markdown)
+    print(f"{result['total_seconds']:.0f} s; wrote {out / 'symmetry_grid.json'} and .md")
+
+
+def grid_markdown(result: dict) -> str:
+    """The grid study as markdown: how it was made, the per-group table, the differences."""
+    setting = result["setting"]
+    midpoint, end = setting["midpoint"], setting["end"]
+    pairs = ", ".join(f"{a} and {b}" for a, b in setting["seed_pairs"])
+    lines = [
+        f"`{result['command']}` ({result['total_seconds']:.0f} s, one thread)",
+        "",
+        f"DQN Q-networks of `{setting['runs_dir']}`: the parents (`none`) at step {midpoint} "
+        f"(before any intervention) and {end}, each midpoint branch at {end}; seed pairs "
+        f"{pairs} where both runs have finished; probe: {setting['probe']}; "
+        f"{setting['alphas']} points per path. Mean ± 95% t half-width over pairs.",
+        "",
+    ]
+    if result["provenance_problem"]:
+        lines += [f"Provenance: {result['provenance_problem']}.", ""]
+    lines += [
+        "| method | step | pairs | identified: same index / chance / matched "
+        "| correlation identity / optimal / random | gap "
+        "| input dimension at 90% (of inputs) per hidden layer | peak: unaligned / weight-matched "
+        "| relative %: unaligned / weight-matched |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in result["summaries"]:
+        identified = " / ".join(
+            fmt(s[k]) for k in ("identified", "identified_chance", "identified_matched")
+        )
+        corr = " / ".join(fmt(s[k], 2) for k in ("corr_identity", "corr_optimal", "corr_random"))
+        dims = "; ".join(
+            f"{name}: {fmt(value, 1)} ({s['inputs'][name]})"
+            for name, value in s["dimension"].items()
+        )
+        peaks = " / ".join(fmt(s[label]["peak"], 3) for label in ("unaligned", "weight"))
+        relative = " / ".join(fmt(s[label]["relative"], 0) for label in ("unaligned", "weight"))
+        when = "before" if s["step"] <= midpoint else "end"
+        lines.append(
+            f"| {s['method']} | {s['step']} ({when}) | {s['pairs']} | {identified} | {corr} "
+            f"| {fmt(s['gap'])} | {dims} | {peaks} | {relative} |"
+        )
+    lines += [
+        "",
+        f"Paired by seed pair, method − none at step {end}; Holm over the "
+        f"{len(result['differences'])} comparisons:",
+        "",
+        "| comparison | pairs | difference [95% CI] | p | Holm p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in result["differences"].items():
+        interval = (
+            f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
+            if math.isfinite(t["low"])
+            else (f"{t['mean']:+.3f}" if math.isfinite(t["mean"]) else "–")
+        )
+        lines.append(f"| {name} | {t['n']} | {interval} | {fmt_p(t['p'])} | {fmt_p(t['holm_p'])} |")
+    skipped = [f"- `{m}`: {why}." for m, why in result["methods_skipped"].items()]
+    skipped += [
+        f"- `{s['method']}` at {s['step']}, seeds {s['seeds'][0]} and {s['seeds'][1]}: {s['why']}."
+        for s in result["pairs_skipped"]
+    ]
+    if skipped:
+        lines += ["", "Not compared:", "", *skipped]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--hidden", type=int, help="SAC's hidden size (256; seeds: 64)")
-    shared.add_argument("--probe", type=int, help="probe transitions (1024; seeds: 256)")
-    shared.add_argument("--alphas", type=int, help="points on each path (21; seeds: 11)")
-    shared.add_argument("--episodes", type=int, default=5, help="evaluation episodes per run")
-    shared.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
-    shared.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
-    shared.add_argument("--out", default=str(RESULTS), help="folder of the results")
+    probing = argparse.ArgumentParser(add_help=False)
+    probing.add_argument("--probe", type=int, help="probe transitions (1024; seeds: 256)")
+    probing.add_argument("--alphas", type=int, help="points on each path (21; seeds, grid: 11)")
+    probing.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
+    probing.add_argument("--out", default=str(RESULTS), help="folder of the results")
+    training = argparse.ArgumentParser(add_help=False, parents=[probing])
+    training.add_argument("--hidden", type=int, help="SAC's hidden size (256; seeds: 64)")
+    training.add_argument("--episodes", type=int, default=5, help="evaluation episodes per run")
+    training.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
     studies = parser.add_subparsers(dest="study", required=True)
-    one = studies.add_parser("intervention", parents=[shared], help="one seed through FIRE etc.")
+    one = studies.add_parser("intervention", parents=[training], help="one seed through FIRE etc.")
     one.add_argument("--steps", type=int, default=7_500)
     one.add_argument("--intervene-at", type=int, default=5_000)
     one.add_argument("--learning-starts", type=int, default=1_000)
     one.set_defaults(hidden=256, probe=1_024, alphas=21)
-    many = studies.add_parser("seeds", parents=[shared], help="pairs of seeds, several steps")
+    many = studies.add_parser("seeds", parents=[training], help="pairs of seeds, several steps")
     many.add_argument("--agents", nargs="+", choices=sorted(AGENTS), default=["sac", "dqn"])
     many.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     many.add_argument("--pairs", type=int, default=2, help="pairs of seeds (1 and 2, 3 and 4, …)")
     many.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     many.set_defaults(hidden=64, probe=256, alphas=11)
+    grid = studies.add_parser("grid", parents=[probing], help="pairs of seeds of a trained grid")
+    grid.add_argument("runs_dir", metavar="RUNS_DIR", help="the runs folder of midpoint_minatar")
+    grid.add_argument("--pairs", type=int, default=4, help="seed pairs (1 and 2, 3 and 4, …)")
+    grid.set_defaults(probe=1_024, alphas=11)
     options = parser.parse_args()
+    if options.study in ("seeds", "grid") and options.pairs < 1:
+        parser.error("--pairs must be at least 1")
     if options.study == "intervention":
         if not options.intervene_at < options.steps < 2 * options.intervene_at:
             parser.error("need intervene-at < steps < 2 × intervene-at (one intervention)")
-    elif options.pairs < 1:
-        parser.error("--pairs must be at least 1")
     elif (
-        min(
+        options.study == "seeds"
+        and min(
             SEEDS_SCHEDULES[agent].scaled(options.scale).learning_starts for agent in options.agents
         )
         < 10
     ):
         parser.error(f"--scale {options.scale} leaves under 10 steps before learning; raise it")
     torch.set_num_threads(1)
-    (intervention_study if options.study == "intervention" else seeds_study)(options)
+    study = {"intervention": intervention_study, "seeds": seeds_study, "grid": grid_study}
+    run_cli(lambda: study[options.study](options))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,17 @@ def _shrunk_parameters(module: nn.Module, exclude: Iterable[str] | None):
                 yield name, kind, param
 
 
+def descent_buffers(
+    module: nn.Module, exclude: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Zero running averages ``G`` for every weight and bias DASH shrinks, by parameter name,
+    to be updated in place by :func:`accumulate_descent_`."""
+    return {
+        f"{name}.{kind}": torch.zeros_like(param)
+        for name, kind, param in _shrunk_parameters(module, exclude)
+    }
+
+
 @torch.no_grad()
 def accumulate_descent_(
     average: dict[str, torch.Tensor],
@@ -44,7 +55,8 @@ def accumulate_descent_(
     alpha: float = 0.3,
     exclude: Iterable[str] | None = None,
 ) -> None:
-    """Fold the gradients now in ``module``'s ``.grad`` into ``average`` (by parameter name):
+    """Fold the gradients now in ``module``'s ``.grad`` into ``average`` (by parameter name;
+    missing entries are created, those of :func:`descent_buffers` updated in place):
     ``G ← (1 − α)·G + α·(−∇)``; parameters without a gradient are skipped."""
     for name, kind, param in _shrunk_parameters(module, exclude):
         if param.grad is None:
@@ -75,7 +87,8 @@ def dash_(
 ) -> InterventionReport:
     """Shrink every Linear and Conv weight and bias of ``module`` by :func:`shrink_factors`
     against the averaged descent direction ``average`` (:func:`accumulate_descent_`), then
-    empty ``average``. A parameter with no gradient averaged yet has cosine 0: shrunk by λ."""
+    zero ``average`` in place. A parameter with no gradient averaged yet has cosine 0: shrunk
+    by λ."""
     report = InterventionReport("dash")
     for name, kind, param in _shrunk_parameters(module, exclude):
         descent = average.get(f"{name}.{kind}", torch.zeros_like(param))
@@ -86,5 +99,6 @@ def dash_(
         metrics[f"{kind}_mean_factor"] = float(factors.mean())
         if kind == "weight":
             metrics["sfe"] = float(squared_frobenius_error(before, param))
-    average.clear()
+    for buffer in average.values():
+        buffer.zero_()
     return report

@@ -10,7 +10,9 @@ network the parts make a :class:`MethodHandle` that a training loop uses in thre
     handle = make_method("fire+adamo", fire_every=100_000).attach(critic, lr=3e-4,
                                                                   targets=[critic_target])
     loss = td_loss + handle.penalty(td_loss)   # 1. regularizer term (0 when none)
-    handle.optimizer.zero_grad(); loss.backward(); handle.optimizer.step()
+    handle.optimizer.zero_grad(); loss.backward()
+    handle.after_backward()                    # rules that read the gradients (DASH's)
+    handle.optimizer.step()
     handle.after_update(step, inputs=obs)      # 2. scheduled interventions
     handle.on_task_switch(inputs=obs)          # 3. when the environment changed
 
@@ -52,7 +54,7 @@ from torch import nn
 from plasticity._layers import Inputs, hidden_layers, select_layers
 from plasticity.churn import AdaptiveCoefficient, churn
 from plasticity.continual_backprop import continual_backprop_
-from plasticity.dash import accumulate_descent_, dash_
+from plasticity.dash import accumulate_descent_, dash_, descent_buffers
 from plasticity.injection import attach_offsets, inject_
 from plasticity.interventions import (
     InterventionReport,
@@ -393,6 +395,12 @@ class MethodPart:
         """The part's schedules by checkpoint key, counting from ``start``."""
         return {}
 
+    def after_backward(self) -> None:
+        """Read this update's gradients, after ``backward()`` and before the optimizer step,
+        inside the update (so that nothing outside an update reads a gradient: under CUDA
+        graphs those live in the graph's memory). DASH's running average of the descent
+        direction is such a rule."""
+
     def after_update(self, step: int, inputs: Inputs | Callable[[], Inputs] | None) -> list:
         """Act after the update at ``step``; the :class:`InterventionReport` of each action."""
         return []
@@ -665,6 +673,9 @@ class MethodHandle:
         self.interventions = 0
         self.interventions_by_method: Counter[str] = Counter()
         self.parts = tuple(part(self) for part in method.part_classes)
+        self._gradient_readers = tuple(
+            p for p in self.parts if type(p).after_backward is not MethodPart.after_backward
+        )
         # the step the training loop reached: where schedules missing from an old checkpoint
         # resume from
         self.step = start_step
@@ -759,6 +770,13 @@ class MethodHandle:
         self.step = step
         for schedule in self.schedules.values():
             schedule.skip_to(step)
+
+    def after_backward(self) -> None:
+        """Let the parts read this update's gradients (:meth:`MethodPart.after_backward`):
+        call it inside the update, after ``loss.backward()`` and any clipping, before
+        ``optimizer.step()``."""
+        for part in self._gradient_readers:
+            part.after_backward()
 
     def after_update(
         self,
@@ -1379,12 +1397,19 @@ class Dash(ScheduledIntervention):
 
     def __init__(self, handle):
         super().__init__(handle)
-        self.descent: dict[str, torch.Tensor] = {}
+        # G per weight and bias, allocated once and updated in place inside the updates (a
+        # captured graph keeps reading the same tensors)
+        self.descent = descent_buffers(handle.network, handle.exclude)
+        for buffer in self.descent.values():
+            torch._dynamo.mark_static_address(buffer)
         self.after_switch = False  # a shrink is due after the next update
 
+    def after_backward(self):
+        accumulate_descent_(
+            self.descent, self.handle.network, self.config.dash_alpha, self.handle.exclude
+        )
+
     def after_update(self, step, inputs):
-        handle = self.handle
-        accumulate_descent_(self.descent, handle.network, self.config.dash_alpha, handle.exclude)
         scheduled = super().after_update(step, inputs)
         if self.after_switch and not scheduled:
             scheduled = [self.intervene(inputs)]
@@ -1393,7 +1418,8 @@ class Dash(ScheduledIntervention):
 
     def on_task_switch(self, inputs):
         if self.config.dash_on_task_switch:
-            self.descent.clear()  # G over the new task's updates only
+            for buffer in self.descent.values():  # G over the new task's updates only
+                buffer.zero_()
             self.after_switch = True
         return []
 
@@ -1402,10 +1428,21 @@ class Dash(ScheduledIntervention):
         return dash_(handle.network, self.descent, self.config.dash_lambda, handle.exclude)
 
     def state_dict(self):
-        return {"dash_descent": self.descent, "dash_after_switch": self.after_switch}
+        return {
+            "dash_descent": {k: v.detach().clone() for k, v in self.descent.items()},
+            "dash_after_switch": self.after_switch,
+        }
 
+    @torch.no_grad()
     def load_state_dict(self, state):
-        self.descent = dict(state.get("dash_descent", {}))
+        # checkpoints before the buffers were allocated up front hold only the tensors that
+        # had a gradient since the last shrink; the others are zero, as they were then
+        saved = state.get("dash_descent", {})
+        for key, buffer in self.descent.items():
+            if key in saved:
+                buffer.copy_(saved[key])
+            else:
+                buffer.zero_()
         self.after_switch = bool(state.get("dash_after_switch", False))
 
 

@@ -553,6 +553,9 @@ class PlasticityCallback(BaseCallback):
             handle = self.handles[name]
             # the probe is drawn only for an intervention that needs one (ReDo, ER): sampling
             # at every step would cost a batch and shift numpy's random stream, SB3's too
+            # the gradients of SB3's last update are still in .grad: rules that read them
+            # (DASH's average) read them here, outside SB3's train()
+            handle.after_backward()
             self._log_reports(name, handle.after_update(step, inputs=partial(self._probe, network)))
             if task_switch:
                 self._log_reports(name, handle.on_task_switch(inputs=self._probe(network)))

@@ -26,7 +26,7 @@ from agents.checkpoints import carry_optimizer_state
 from agents.cli import UserError, parse_args, run_cli
 from agents.console import Console, scalar_table
 from agents.files import read_checkpoint
-from agents.run import Run
+from agents.run import Run, git_commit
 from experiments.runs import run_rows
 from plasticity import make_method
 
@@ -598,6 +598,18 @@ def test_adams_moments_go_into_adamo_parameter_by_parameter():
     assert carry_optimizer_state(muon, saved, net) == "fresh"
 
 
+def test_a_resumed_branch_keeps_its_branch_record(tmp_path):
+    parent = Path(dqn.main(dqn_args(tmp_path, save_buffer=True, run_name="p"))["run_dir"])
+    child = branch(
+        dqn, parent / "checkpoints" / "step_300.pt", "--method", "fire", "--fire-at", "300",
+        "--total-timesteps", "450", "--checkpoint-every", "150", "--run-name", "c",
+    )  # fmt: skip
+    record = json.loads(Path(child["run_dir"], "config.json").read_text())["branch"]
+    resumed = resume(dqn, child["run_dir"], "--total-timesteps", "600")
+    config = json.loads(Path(resumed["run_dir"], "config.json").read_text())
+    assert config["branch"] == record and len(config["resumes"]) == 1
+
+
 def test_a_branch_that_cannot_carry_over_is_refused_and_writes_nothing(tmp_path):
     runs = tmp_path / "runs"
     parent = Path(dqn.main(dqn_args(runs, run_name="p"))["run_dir"])  # no saved buffer
@@ -661,3 +673,21 @@ def test_metrics_take_the_gradient_norm_the_update_returned(tmp_path, monkeypatc
     module, small_args = modules[agent]
     module.main(small_args(tmp_path, eval_episodes=0))
     assert passed and all(isinstance(norm, torch.Tensor) for norm in passed)
+
+
+def test_the_commit_is_dirty_with_changed_or_new_code_not_with_new_results(tmp_path):
+    git = lambda *cmd: subprocess.run(["git", *cmd], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "agent.py").write_text("x = 1\n")
+    git("add", "agent.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("+dirty")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "scalars.jsonl").write_text("{}\n")  # a run's files: still clean
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "helper.py").write_text("y = 2\n")  # new code a run could import
+    assert git_commit(tmp_path) == clean + "+dirty"
+    (tmp_path / "helper.py").unlink()
+    (tmp_path / "agent.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"

@@ -21,6 +21,7 @@ def test_shrink_factor_per_row_on_a_hand_made_pair():
     net[0].weight.grad = torch.tensor([[-2.0, 0.0], [-1.0, -1.0], [1.0, 1.0]])
     net[0].bias.grad = torch.tensor([-1.0, -1.0, 0.0])
     handle.on_task_switch()
+    handle.after_backward()  # as an update does, between backward() and the optimizer step
     (report,) = handle.after_update(1)
     # rows: G aligned with W (cos 1), at 45° (cos 1/√2), opposite (cos -1: clamped to λ)
     expected_rows = torch.tensor([1.0, 1 / math.sqrt(2), 0.3])
@@ -51,13 +52,39 @@ def test_descent_averages_over_updates_and_restarts_at_each_shrink():
         handle.optimizer.zero_grad()
         net(x).pow(2).mean().backward()
         grads.append(net[0].weight.grad.clone())
+        handle.after_backward()
         handle.optimizer.step()
         if step < 3:
             assert not handle.after_update(step)
             expected = sum(-0.5 * 0.5 ** (len(grads) - 1 - k) * g for k, g in enumerate(grads))
             torch.testing.assert_close(handle.parts[0].descent["0.weight"], expected)
+    buffers = dict(handle.parts[0].descent)
     assert [r.method for r in handle.after_update(3)] == ["dash"]
-    assert handle.parts[0].descent == {}
+    descent = handle.parts[0].descent
+    assert all(descent[k] is buffers[k] and not descent[k].any() for k in buffers)  # in place
+
+
+def test_the_average_is_read_inside_the_update_not_after_it():
+    """G folds each update's own gradients at after_backward: gradients that change after the
+    optimizer step (another loss's backward, as SAC's actor loss reaches the critic) do not
+    enter it, and after_update reads no gradient at all."""
+    net = mlp()
+    handle = make_method("dash", dash_every=0, dash_alpha=1.0).attach(net, lr=1e-3)
+    handle.optimizer.zero_grad()
+    net(torch.randn(16, 8)).pow(2).mean().backward()
+    own = net[0].weight.grad.clone()
+    handle.after_backward()
+    handle.optimizer.step()
+    net[0].weight.grad.fill_(float("nan"))  # what a replayed graph could leave there
+    assert handle.after_update(1) == []
+    torch.testing.assert_close(handle.parts[0].descent["0.weight"], -own)
+
+
+def test_a_checkpoint_without_some_buffers_loads_them_as_zero():
+    handle = make_method("dash").attach(mlp(), lr=1e-3)
+    handle.parts[0].descent["0.weight"].fill_(1.0)
+    handle.parts[0].load_state_dict({"dash_descent": {}})  # saved before any gradient
+    assert not any(buffer.any() for buffer in handle.parts[0].descent.values())
 
 
 def test_a_task_switch_shrinks_after_the_next_update_only():

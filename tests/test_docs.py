@@ -51,7 +51,7 @@ def test_the_readme_is_a_front_page_with_both_commands():
 
 # --- the commands the pages show ----------------------------------------------------------------
 
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", re.M | re.S)  # in a list item too
 CODE_SPAN = re.compile(r"`((?:[A-Z_]+=\S+ )*python [^`]+)`")
 PLACEHOLDER = re.compile(r"[<>{}]|\.\.\.|…")
 

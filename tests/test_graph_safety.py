@@ -200,23 +200,41 @@ def scalars(summary) -> list[dict]:
     return [{k: v for k, v in json.loads(row).items() if not k.startswith(timing)} for row in rows]
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
-def test_metrics_read_only_what_the_updates_return(tmp_path, monkeypatch, agent):
-    """Every ``.grad`` set to NaN after each update (what a CUDA graph's next replay may do
-    to them): the logged losses, metrics and gradient norms, before and after FIRE, are those
-    of a run that leaves them alone."""
+def poisoned_and_clean_runs(tmp_path, monkeypatch, agent, method, **settings):
+    """The scalars of a run with every ``.grad`` set to NaN after each update (what a CUDA
+    graph's next replay may do to them), and of the same run without."""
     module, _ = AGENTS[agent]
     runs = {}
     for poisoned in (False, True):
         with Optimizers() as optimizers:
             wrap = optimizers.poisoning if poisoned else lambda fn: fn
             monkeypatch.setattr(device, "compiler", lambda _args, _device, wrap=wrap: wrap)
-            settings = agent_args(agent, tmp_path / str(poisoned), "fire+adamo+spectral")
-            runs[poisoned] = scalars(module.main(settings))
+            args = agent_args(agent, tmp_path / str(poisoned), method)
+            for name, value in settings.items():
+                setattr(args.plasticity, name, value)
+            runs[poisoned] = scalars(module.main(args))
+    return runs
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_metrics_read_only_what_the_updates_return(tmp_path, monkeypatch, agent):
+    """With the gradients poisoned after each update, the logged losses, metrics and gradient
+    norms, before and after FIRE, are those of a run that leaves them alone."""
+    runs = poisoned_and_clean_runs(tmp_path, monkeypatch, agent, "fire+adamo+spectral")
     assert runs[True] == runs[False]
     norms = [v for row in runs[False] for k, v in row.items() if k.endswith("grad_norm")]
     assert norms and all(0 < v < float("inf") for v in norms)
     assert any("/after_intervention/" in k for row in runs[False] for k in row), runs
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_dash_reads_the_gradients_inside_the_update(tmp_path, monkeypatch, agent):
+    """DASH's running average folds each update's gradients inside the update
+    (``after_backward``), so poisoned gradients after it change nothing, its shrink included."""
+    shrink_at = [FIRE_AT[agent]]
+    runs = poisoned_and_clean_runs(tmp_path, monkeypatch, agent, "dash", dash_at=shrink_at)
+    assert runs[True] == runs[False]
+    assert any("dash" in k for row in runs[False] for k in row)  # it shrank
 
 
 class LateGraphs:

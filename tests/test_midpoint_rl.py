@@ -1,4 +1,5 @@
-"""benchmarks/midpoint_rl.py on a synthetic grid with known dips, recoveries and finals."""
+"""benchmarks/midpoint_rl.py (and its measures, benchmarks/_midpoint.py) on a synthetic grid
+with known dips, recoveries and finals; the plan of benchmarks/evidence/midpoint_minatar.py."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import midpoint_rl
+from benchmarks import _midpoint, midpoint_rl
 from benchmarks.evidence import midpoint_minatar
 
 STEPS = range(5_000, 100_001, 5_000)
@@ -41,23 +42,17 @@ def grid(folder: Path, seeds: int = 4, commit_of=lambda name: "c0ffee") -> None:
             make_run(folder, name, seed, evals, commit_of(name))
 
 
-class Curve:
-    """A run with only evaluations, as midpoint_rl reads them."""
-
-    def __init__(self, steps, values):
-        self.scalars = {"eval/episodic_return": (steps, values)}
-
-
 def test_measures_of_a_known_dip_and_recovery():
     steps = np.array(list(STEPS))
     values = np.where(steps <= 50_000, 10.0, 0.0) + np.where(steps >= 70_000, 12.0, 0.0)
-    m = midpoint_rl.measures(Curve(steps, values), [50_000], 100_000)
+    windows = (midpoint_rl.BEFORE, midpoint_rl.AFTER)
+    m = _midpoint.measures((steps, values), [50_000], 100_000, *windows)
     assert m["dip"] == -10.0  # 0 after against 10 before
     assert m["recovery"] == 20_000 and m["recovered"] == 1.0  # 12 at 70k: back above 10
     assert m["auc_after"] == pytest.approx(np.mean(values[steps > 50_000]))
     assert m["final"] == 12.0
-    drop = Curve(steps, np.where(steps <= 50_000, 10.0, 0.0))
-    periodic = midpoint_rl.measures(drop, [25_000, 50_000, 75_000], 100_000)
+    drop = (steps, np.where(steps <= 50_000, 10.0, 0.0))
+    periodic = _midpoint.measures(drop, [25_000, 50_000, 75_000], 100_000, *windows)
     # 25k: level 10, 10 again at 30k; 50k: never back to 10 before the next intervention
     # (the whole 25k counted); 75k: level 0, reached at 80k
     assert periodic["recovery"] == pytest.approx((5_000 + 25_000 + 5_000) / 3)
@@ -65,9 +60,10 @@ def test_measures_of_a_known_dip_and_recovery():
 
 
 def test_the_family_is_named_from_the_methods_alone():
-    assert list(midpoint_rl.family(("fire", "reset", "cbp"))) == [
+    assert list(_midpoint.family(("fire", "reset", "cbp"))) == [
         "fire − none", "reset − none", "cbp − none", "fire − reset", "fire − cbp",
     ]  # fmt: skip
+    assert list(_midpoint.family(("reset", "cbp"))) == ["reset − none", "cbp − none"]
 
 
 def test_a_synthetic_grid_gives_the_planted_differences(tmp_path):
@@ -104,23 +100,26 @@ def test_the_grid_plans_parents_first_and_its_flags_parse(tmp_path):
     from agents import dqn
     from agents.cli import parse_args
 
-    runs = midpoint_minatar.plan(["midpoint", "periodic"], [1, 2], 100_000)
+    common = midpoint_minatar.common_flags(100_000, 5_000)
+    runs = midpoint_minatar.plan(["midpoint", "periodic"], [1, 2], 100_000, tmp_path, common)
     assert [r.name for r in runs[:2]] == ["parent-none-s1", "parent-none-s2"]
     assert len(runs) == 2 + 2 * 6 + 2 * 3
-    assert all(r.parent is None for r in runs[:2]) and all(r.parent for r in runs[2:])
+    assert all(r.parent is None for r in runs[:2])
+    assert all(r.parent == f"parent-none-s{r.name[-1]}" for r in runs[2:])
     sp = next(r for r in runs if r.name == "midpoint-shrink_perturb-s2")
-    assert "parent-none-s2/checkpoints/step_50000.pt" in sp.argv
+    assert str(tmp_path / "parent-none-s2/checkpoints/step_50000.pt") in sp.argv
     periodic = next(r for r in runs if r.name == "periodic-fire-s1")
-    assert "parent-none-s1/checkpoints/step_25000.pt" in periodic.argv
-    common = midpoint_minatar.common_flags(100_000, 5_000)
-    for run in runs:  # every run's flags parse (the branch source aside, checked at start)
+    assert str(tmp_path / "parent-none-s1/checkpoints/step_25000.pt") in periodic.argv
+    action, argv = sp.next_step()  # the command of a run not started yet: its folder last
+    assert action == "start" and argv[-4:] == ["--runs-dir", str(tmp_path), "--run-name", sp.name]
+
+    def parsed(run):  # every run's flags parse (the branch source aside, checked at start)
         flags = [a for a in run.argv if not a.endswith(".pt") and a != "--branch-from"]
-        args = parse_args(dqn.Args, "dqn", [*common[2:], *flags])
-        assert args.total_timesteps == 100_000
-    sp_args = parse_args(dqn.Args, "dqn", [a for a in sp.argv if not a.endswith(".pt")][1:])
-    config = sp_args.plasticity  # the FIRE paper's SR-DQN form
+        return parse_args(dqn.Args, "dqn", flags)
+
+    assert all(parsed(run).total_timesteps == 100_000 for run in runs)
+    config = parsed(sp).plasticity  # the FIRE paper's SR-DQN form
     assert (config.shrink, config.perturb, config.perturb_target) == (0.2, 0.8, "initial")
     assert (config.shrink_perturb_linear, config.clear_optimizer) == ("initial", "none")
     assert config.shrink_perturb_at == [50_000] and config.shrink_perturb_every == 0
-    fire = parse_args(dqn.Args, "dqn", [a for a in periodic.argv if not a.endswith(".pt")][1:])
-    assert fire.plasticity.fire_at == [25_000, 50_000, 75_000]
+    assert parsed(periodic).plasticity.fire_at == [25_000, 50_000, 75_000]

@@ -29,21 +29,18 @@ def test_the_family_is_named_from_the_settings():
 
 def test_the_tiny_cycle_switches_games_and_methods_act_at_each_switch(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out" / "revisit"
-    args = ["--scale", "tiny", "--seeds", "2", "--methods", "none,fire", "--runs", str(runs)]
+    args = ["--scale", "tiny", "--seeds", "1", "--methods", "none,fire", "--runs", str(runs)]
     result = revisit.main([*args, "--out", str(out), "--allow-mixed-commits"])
     scale = revisit.SCALES["tiny"]
-    for seed in (1, 2):
-        for method, switches in (("none", 0), ("fire", scale.visits - 1)):
-            folder = runs / method / f"seed_{seed}"
-            config = json.loads((folder / "config.json").read_text())
-            assert (
-                config["env"] == "cycle:" + ",".join(GAMES) and not config["clear_buffer_on_switch"]
-            )
-            summary = json.loads((folder / "summary.json").read_text())
-            assert summary["interventions"] == {"q": switches}
-            # every visit was evaluated
-            visits = result["runs"][method][seed]["visits"]
-            assert len(visits) == scale.visits and all(v["auc"] == v["auc"] for v in visits)
+    for method, switches in (("none", 0), ("fire", scale.visits - 1)):
+        folder = runs / method / "seed_1"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["env"] == "cycle:" + ",".join(GAMES) and not config["clear_buffer_on_switch"]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["interventions"] == {"q": switches}
+        # every visit was evaluated
+        visits = result["runs"][method][1]["visits"]
+        assert len(visits) == scale.visits and all(v["auc"] == v["auc"] for v in visits)
     assert result["games"] == GAMES * 2
     assert set(result["comparisons"]) == {
         f"{key}: {name}" for key in revisit.MEASURES for name in result["family"]
@@ -54,10 +51,12 @@ def test_the_tiny_cycle_switches_games_and_methods_act_at_each_switch(tmp_path):
 
 def write_run(folder, seed, returns, every, commit="a" * 40):
     folder.mkdir(parents=True)
-    config = {"seed": seed, "resolved": {"git_commit": commit}}
+    config = {"agent": "dqn", "env": "cycle:" + ",".join(GAMES), "method": folder.parent.name,
+              "seed": seed, "resolved": {"git_commit": commit}}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
     rows = [{"step": every * (i + 1), "eval/episodic_return": r} for i, r in enumerate(returns)]
     (folder / "scalars.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "summary.json").write_text(json.dumps({"status": "finished"}))
 
 
 SCALE = revisit.Scale(switch_every=400, visits=4, seeds=2, eval_every=100, eval_episodes=1,
@@ -92,6 +91,15 @@ def test_runs_of_two_commits_are_refused_unless_allowed(tmp_path):
         revisit.analyse(tmp_path, ["none"], GAMES, SCALE, allow_mixed=False)
     result = revisit.analyse(tmp_path, ["none"], GAMES, SCALE, allow_mixed=True)
     assert "2 commits" in revisit.markdown(result, "cmd")
+
+
+def test_an_unfinished_run_is_left_out_and_named(tmp_path, capsys):
+    write_run(tmp_path / "none" / "seed_1", 1, RETURNS["none"], 100)
+    write_run(tmp_path / "none" / "seed_2", 2, RETURNS["none"], 100)
+    (tmp_path / "none" / "seed_2" / "summary.json").write_text('{"status": "interrupted"}')
+    result = revisit.analyse(tmp_path, ["none"], GAMES, SCALE, allow_mixed=False)
+    assert list(result["runs"]["none"]) == [1]
+    assert "left out none/seed_2: not finished" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""benchmarks/evidence/sac_midpoint.py: the tiny grid end to end on the CPU (parents with
-their buffer, branches from the midpoint checkpoint, the analysis), and the analysis on
-synthetic run folders whose measures are known."""
+"""benchmarks/evidence/sac_midpoint.py: the tiny grid end to end on the CPU (a parent with its
+buffer, branches from its midpoint checkpoint, the analysis, a second call that trains
+nothing), and the analysis on synthetic run folders whose measures are known."""
 
 import json
 
@@ -8,51 +8,55 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mujoco")
+from benchmarks import _rl_grid  # noqa: E402
 from benchmarks._rl_grid import Refused  # noqa: E402
 from benchmarks.evidence import sac_midpoint  # noqa: E402
+from experiments.runs import read_scalars  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def test_the_tiny_grid_branches_every_seed_at_its_midpoint(tmp_path, monkeypatch):
+def test_the_tiny_grid_branches_at_its_midpoint_and_a_second_call_trains_nothing(
+    tmp_path, monkeypatch
+):
     runs, out = tmp_path / "runs", tmp_path / "out" / "sac"
-    args = ["--scale", "tiny", "--seeds", "2", "--methods", "none,fire", "--runs", str(runs)]
+    args = ["--scale", "tiny", "--seeds", "1", "--methods", "none,fire", "--runs", str(runs)]
     args += ["--out", str(out), "--allow-mixed-commits"]  # the tests run on any tree
     result = sac_midpoint.main(args)
     mid = sac_midpoint.SCALES["tiny"].midpoint
-    for seed in (1, 2):
-        parent = json.loads((runs / "parent" / f"seed_{seed}" / "config.json").read_text())
-        assert parent["save_buffer"] and parent["total_timesteps"] == mid
-        for method in ("none", "fire"):
-            run_dir = runs / method / f"seed_{seed}"
-            config = json.loads((run_dir / "config.json").read_text())
-            assert config["branch"]["step"] == mid and config["branch"]["buffer"] == "saved"
-            summary = json.loads((run_dir / "summary.json").read_text())
-            assert summary["interventions"] == (
-                {"actor": 1, "critic": 1} if method == "fire" else {"actor": 0, "critic": 0}
-            )
-        # the branches of a seed share the parent's evaluations up to the midpoint
-        curves = [result["branches"][m][seed]["curve"] for m in ("none", "fire")]
-        before = [[v for s, v in zip(*c, strict=True) if s <= mid] for c in curves]
-        assert before[0] == before[1] and len(before[0]) >= 3
-    assert result["family"] == ["fire − none"]
-    assert set(result["comparisons"]) == {f"{k}: fire − none" for k in sac_midpoint.MEASURES}
-    assert "| `fire` | 2 |" in out.with_suffix(".md").read_text()
+    parent = json.loads((runs / "parent" / "seed_1" / "config.json").read_text())
+    assert parent["save_buffer"] and parent["total_timesteps"] == mid
+    before = []
+    for method in ("none", "fire"):
+        run_dir = runs / method / "seed_1"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["branch"]["step"] == mid and config["branch"]["buffer"] == "saved"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["interventions"] == (
+            {"actor": 1, "critic": 1} if method == "fire" else {"actor": 0, "critic": 0}
+        )
+        steps, values = read_scalars(run_dir / "scalars.jsonl")["eval/episodic_return"]
+        before.append(values[steps <= mid].tolist())
+    # the branches share the parent's evaluations up to the midpoint
+    assert before[0] == before[1] and len(before[0]) >= 2
+    data = result["protocols"]["midpoint"]
+    assert data["interventions"] == [mid] and data["seeds"] == {"none": [1], "fire": [1]}
+    assert list(data["comparisons"]["dip"]) == ["fire − none"]
+    assert "| fire | 1 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 0
-    # run again: every run has finished, so nothing trains
-    trained = []
-    monkeypatch.setattr(sac_midpoint, "train", lambda cmds, *_: trained.extend(cmds))
+    # every run has finished: a second call trains nothing
+    monkeypatch.setattr(_rl_grid, "train_here", lambda *a: pytest.fail(f"trained {a}"))
     sac_midpoint.main(args)
-    assert trained == []
 
 
-def write_run(folder, seed, returns, every, branch_step, commit=COMMIT):
+def write_run(folder, method, seed, returns, branch_step, commit=COMMIT):
     folder.mkdir(parents=True)
-    config = {"seed": seed, "resolved": {"git_commit": commit}}
+    config = {"agent": "sac", "env": "x", "method": method, "seed": seed,
+              "resolved": {"git_commit": commit}}  # fmt: skip
     if branch_step is not None:
         config["branch"] = {"step": branch_step, "buffer": "saved"}
     (folder / "config.json").write_text(json.dumps(config))
-    rows = [{"step": every * (i + 1), "eval/episodic_return": r} for i, r in enumerate(returns)]
+    rows = [{"step": 100 * (i + 1), "eval/episodic_return": r} for i, r in enumerate(returns)]
     (folder / "scalars.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "summary.json").write_text(json.dumps({"status": "finished"}))
 
@@ -63,11 +67,11 @@ SCALE = sac_midpoint.Scale(
     seeds=2,
     eval_every=100,
     eval_episodes=1,
-    dip_window=200,
+    windows=(300, 200),
     checkpoint_every=1000,
     flags=(),
 )
-BEFORE = [1.0, 2.0, 6.0, 8.0, 10.0]  # steps 100..500: before the midpoint, mean of 3 = 8
+BEFORE = [1.0, 2.0, 6.0, 8.0, 10.0]  # steps 100..500: the level of (200, 500] is 8
 AFTER = {  # steps 600..1000
     "none": [9.0, 10.0, 11.0, 12.0, 12.0],
     "fire": [2.0, 3.0, 4.0, 6.0, 6.0],
@@ -76,34 +80,35 @@ AFTER = {  # steps 600..1000
 
 def synthetic_grid(root):
     for seed in (1, 2):
-        write_run(root / "parent" / f"seed_{seed}", seed, BEFORE, 100, None)
+        write_run(root / "parent" / f"seed_{seed}", "none", seed, BEFORE, None)
         for method, after in AFTER.items():
             returns = BEFORE + [v + seed for v in after]  # seed 2 one higher after
-            write_run(root / method / f"seed_{seed}", seed, returns, 100, 500)
+            write_run(root / method / f"seed_{seed}", method, seed, returns, 500)
 
 
 def test_the_measures_of_synthetic_branches(tmp_path):
     synthetic_grid(tmp_path)
     result = sac_midpoint.analyse(tmp_path, ["none", "fire"], SCALE, allow_mixed=False)
-    none, fire = result["branches"]["none"], result["branches"]["fire"]
-    assert none[1]["before"] == fire[1]["before"] == pytest.approx(8.0)
-    # dip: 8 minus the lowest evaluation at steps 600 and 700
-    assert none[1]["dip"] == pytest.approx(8 - 10) and fire[2]["dip"] == pytest.approx(8 - 4)
-    # none is back above 8 at its first evaluation after the midpoint (step 600)
-    assert none[1]["recovery"] == 100 and none[1]["recovered"]
-    # FIRE's seed 1 (3, 4, 5, 7, 7) never reaches 8: censored at the second half's 500 steps;
-    # its seed 2 (4, 5, 6, 8, 8) reaches it at step 900
-    assert fire[1]["recovery"] == 500 and not fire[1]["recovered"]
-    assert fire[2]["recovery"] == 400 and fire[2]["recovered"]
-    assert result["summary"]["fire"]["recovered"] == 1
-    assert fire[1]["auc_after"] == pytest.approx(np.mean(AFTER["fire"]) + 1)
-    assert fire[2]["final"] == pytest.approx(np.mean(AFTER["fire"][-3:]) + 2)
-    test = result["comparisons"]["auc_after: fire − none"]
-    assert test["paired"]["mean"] == pytest.approx(np.mean(AFTER["fire"]) - np.mean(AFTER["none"]))
+    data = result["protocols"]["midpoint"]
+    groups, comparisons = data["groups"], data["comparisons"]
+    # dip: the mean of steps 600 and 700 minus 8; none's seeds 2.5 and 3.5, FIRE's -4.5, -3.5
+    assert groups["none"]["dip"]["mean"] == pytest.approx(3.0)
+    assert groups["fire"]["dip"]["mean"] == pytest.approx(-4.0)
+    # none is back at 8 at its first evaluation after the midpoint; FIRE's seed 1 (3, 4, 5, 7,
+    # 7) never is (censored at the second half's 500 steps), its seed 2 (4, 5, 6, 8, 8) at 900
+    assert groups["none"]["recovery"]["mean"] == 100 and groups["none"]["recovered"] == 1.0
+    assert groups["fire"]["recovery"]["mean"] == pytest.approx((500 + 400) / 2)
+    assert groups["fire"]["recovered"] == 0.5
+    assert groups["fire"]["auc_after"]["mean"] == pytest.approx(np.mean(AFTER["fire"]) + 1.5)
+    assert groups["fire"]["final"]["mean"] == pytest.approx(np.mean(AFTER["fire"][-3:]) + 1.5)
+    auc = comparisons["auc_after"]["fire − none"]
+    assert auc["paired"]["mean"] == pytest.approx(np.mean(AFTER["fire"]) - np.mean(AFTER["none"]))
+    assert auc["paired"]["half"] == pytest.approx(0.0, abs=1e-9)  # the same gap in both seeds
     assert result["provenance"]["problem"] is None
+    assert set(result["provenance"]["runs_by_commit"][COMMIT]) >= {"parent/seed_1", "fire/seed_2"}
 
 
-def test_a_grid_of_two_commits_or_a_foreign_branch_is_refused(tmp_path, capsys):
+def test_a_grid_of_two_commits_or_a_foreign_branch_is_refused(tmp_path):
     synthetic_grid(tmp_path)
     config = tmp_path / "fire" / "seed_2" / "config.json"
     data = json.loads(config.read_text())
@@ -112,7 +117,7 @@ def test_a_grid_of_two_commits_or_a_foreign_branch_is_refused(tmp_path, capsys):
     with pytest.raises(Refused, match="come from 2 commits"):
         sac_midpoint.analyse(tmp_path, ["none", "fire"], SCALE, allow_mixed=False)
     mixed = sac_midpoint.analyse(tmp_path, ["none", "fire"], SCALE, allow_mixed=True)
-    assert "2 commits" in sac_midpoint.markdown(mixed, "cmd")
+    assert "come from 2 commits" in sac_midpoint.markdown({"command": "cmd", **mixed})
     data["branch"]["step"] = 400
     config.write_text(json.dumps(data))
     with pytest.raises(Refused, match="did not branch at step 500 with its parent's replay"):

@@ -127,6 +127,8 @@ def test_provenance_problem_names_what_differs():
     mixed = {**one, "r3": run_provenance(config("bbb+dirty"))}
     line = provenance_problem(mixed)
     assert "3 runs" in line and "2 commits" in line and "1 ran on a tree with uncommitted" in line
+    dirty_only = provenance_problem({"a": run_provenance({"resolved": {"git_commit": "c+dirty"}})})
+    assert dirty_only == "of the 1 runs of this grid, 1 ran on a tree with uncommitted changes"
     assert runs_by_commit(mixed) == {"aaa": ["r1", "r2"], "bbb+dirty": ["r3"]}
     dirty = {"r1": run_provenance(config("aaa+dirty"))}
     assert "uncommitted" in provenance_problem(dirty)

@@ -27,17 +27,19 @@ over the family (for the within-run comparisons the paired interval is the one t
 Runs from several commits or a dirty tree are refused unless ``--allow-mixed-commits``.
 
 Scales: ``reduced`` (the grid to run): 100k steps a visit, 4 visits, 5 seeds, evaluation every
-5k steps over 10 episodes; ``tiny``: a CPU smoke run of the pipeline (300 steps a visit, 2
-seeds, small buffer). Run: ``python benchmarks/evidence/minatar_revisit.py [--scale tiny]
-[--jobs N] [-- train.py flags]``; finished runs are skipped, unfinished ones resumed;
-``--analyse-only`` reads the runs. Writes ``<out>.{md,json,png}``; bad input is one line on
-stderr and exit code 2.
+5k steps over 10 episodes; ``tiny``: a CPU smoke run of the pipeline (200 steps a visit, 2
+seeds, small buffer). Run: ``python -m benchmarks.evidence.minatar_revisit [--scale tiny]
+[--jobs N] [-- train.py flags]``. ``benchmarks/_rl_grid.py`` runs the grid: ``--jobs 1`` (the
+default) one run after another in this process, more as that many train.py processes, each
+writing ``<run>.out`` beside its folder (kept when it fails); finished runs are skipped,
+stopped ones resumed from their checkpoint, ones without a checkpoint started again.
+``--analyse-only`` reads the finished runs. Writes ``<out>.{md,json,png}``; bad input is one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from dataclasses import asdict, dataclass
@@ -45,26 +47,21 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks._rl_grid import (  # noqa: E402
+from benchmarks._rl_grid import (
     ALLOW_MIXED,
+    GridRun,
     Refused,
     between,
+    complete,
     eval_curve,
+    finished_run,
     provenance,
-    provenance_line,
-    resume_or,
+    provenance_lines,
+    refusing,
     split_extra,
-    train,
     write_outputs,
 )
-from benchmarks._stats import (  # noqa: E402
-    compare_by_seed,
-    family_table,
-    fmt,
-    holm_family,
-    mean_ci,
-)
+from benchmarks._stats import compare_by_seed, family_table, fmt, holm_family, mean_ci
 
 METHODS = ("none", "fire", "reset")
 GAMES = ("minatar_breakout", "minatar_space_invaders")
@@ -99,7 +96,7 @@ SCALES = {
         flags=(*COMMON, "--metrics-every", "10000", "--checkpoint-every", "50000"),
     ),
     "tiny": Scale(
-        switch_every=300,
+        switch_every=200,
         visits=4,
         seeds=2,
         eval_every=100,
@@ -138,26 +135,18 @@ def family(methods: list[str], games: list[str], visits: int) -> list[str]:
     return names
 
 
-def run_dir(runs: Path, method: str, seed: int) -> Path:
-    return runs / method / f"seed_{seed}"
-
-
-def commands(scale: Scale, runs: Path, methods, games, seeds, extra) -> list[list[str]]:
-    """The train.py argument lists still to run."""
-    out = []
+def plan(scale: Scale, runs: Path, methods, games, seeds, extra) -> list[GridRun]:
+    """The grid's runs (:class:`benchmarks._rl_grid.GridRun`): a cycle per method and seed."""
+    grid = []
     for seed in seeds:
         for method in methods:
-            folder = run_dir(runs, method, seed)
-            start = ["--agent", "dqn", "--env", "cycle:" + ",".join(games), "--method", method]
-            start += ["--seed", str(seed), "--total-timesteps", str(scale.total)]
-            start += ["--switch-every", str(scale.switch_every)]
-            start += ["--eval-every", str(scale.eval_every)]
-            start += ["--eval-episodes", str(scale.eval_episodes), *scale.flags]
-            start += ["--runs-dir", str(folder.parent), "--run-name", folder.name, *extra]
-            command = resume_or(folder, "dqn", start)
-            if command:
-                out.append(command)
-    return out
+            argv = ("--env", "cycle:" + ",".join(games), "--method", method, "--seed", str(seed))
+            argv += ("--total-timesteps", str(scale.total))
+            argv += ("--switch-every", str(scale.switch_every))
+            argv += ("--eval-every", str(scale.eval_every))
+            argv += ("--eval-episodes", str(scale.eval_episodes), *scale.flags, *extra)
+            grid.append(GridRun(runs, f"{method}/seed_{seed}", "dqn", argv))
+    return grid
 
 
 def visit_measures(curve, switch_every: int, visits: int) -> list[dict[str, float]]:
@@ -180,24 +169,21 @@ def visit_measures(curve, switch_every: int, visits: int) -> list[dict[str, floa
 def analyse(runs: Path, methods, games, scale: Scale, allow_mixed: bool) -> dict:
     comparisons = family(methods, games, scale.visits)  # named before any result is read
     per_run: dict = {m: {} for m in methods}
+    run_dirs = {}
     for method in methods:
         for folder in sorted((runs / method).glob("seed_*")):
-            config = json.loads((folder / "config.json").read_text())
-            curve = eval_curve(folder)
-            per_run[method][config["seed"]] = {
+            run = finished_run(folder, f"{method}/{folder.name}")
+            if run is None:
+                continue
+            curve = eval_curve(run)
+            per_run[method][run.seed] = {
                 "curve": [curve[0].tolist(), curve[1].tolist()],
                 "visits": visit_measures(curve, scale.switch_every, scale.visits),
             }
-    if not any(per_run.values()):
-        raise Refused(f"{runs} holds no run of {', '.join(methods)}: run the grid first")
-    code = provenance(
-        {
-            f"{m}, seed {s}": run_dir(runs, m, s) / "config.json"
-            for m in methods
-            for s in per_run[m]
-        },
-        allow_mixed,
-    )
+            run_dirs[f"{method}/{folder.name}"] = folder
+    if not run_dirs:
+        raise Refused(f"{runs} holds no finished run of {', '.join(methods)}: run the grid first")
+    code = provenance(run_dirs, allow_mixed)
 
     def values(method: str, visit: int, key: str) -> dict[int, float]:
         return {s: r["visits"][visit - 1][key] for s, r in per_run[method].items()}
@@ -264,7 +250,7 @@ def markdown(result: dict, command: str) -> str:
         "",
         *family_table(tests, comparisons, MEASURES, paired=True),
         "",
-        provenance_line(result["provenance"]),
+        *provenance_lines(result["provenance"]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -296,11 +282,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except Refused as err:
-        print(f"minatar_revisit.py: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return refusing("minatar_revisit", lambda: run(sys.argv[1:] if argv is None else argv))
 
 
 def run(argv: list[str]) -> dict:
@@ -333,10 +315,9 @@ def run(argv: list[str]) -> dict:
     if not seeds:
         raise Refused(f"--seeds {args.seeds}: run at least one seed")
     if not args.analyse_only:
-        todo = commands(scale, args.runs, methods, games, seeds, extra)
-        train(todo, args.jobs, args.runs / "logs")
+        complete(plan(scale, args.runs, methods, games, seeds, extra), args.jobs)
     result = analyse(args.runs, methods, games, scale, args.allow_mixed_commits)
-    command = shlex.join(["python", "benchmarks/evidence/minatar_revisit.py", *argv])
+    command = shlex.join(["python", "-m", "benchmarks.evidence.minatar_revisit", *argv])
     result["command"] = command
     write_outputs(args.out, result, markdown(result, command), lambda path: plot(result, path))
     return result
