@@ -15,7 +15,7 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from agents import sac
+from agents import lifecycle, sac
 
 
 def main() -> None:
@@ -34,14 +34,14 @@ def main() -> None:
         schedule=schedule(wait=args.learning_starts + args.skip, warmup=10, active=args.active),
     )
 
-    class SteppingTracker(sac.EpisodeTracker):
+    class SteppingTracker(lifecycle.EpisodeTracker):
         """The agent's episode tracker, which it calls once per env step: the profiler's clock."""
 
         def update(self, infos):
             prof.step()
             return super().update(infos)
 
-    sac.EpisodeTracker = SteppingTracker
+    lifecycle.EpisodeTracker = SteppingTracker  # the run's lifecycle makes the tracker
     with tempfile.TemporaryDirectory() as runs:
         run_args = sac.Args(
             env=args.env,
