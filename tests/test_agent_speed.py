@@ -49,6 +49,9 @@ def test_compiled_updates_equal_eager_ones(tmp_path, agent):
     _, compiled_args = CASES[agent](tmp_path / "compiled")
     compiled_args.compile = True
     eager = logged_losses(main(eager_args))
+    # graphs another test compiled from the same update functions (same code, guards that
+    # pass) would be reused here, compiled without the setting below: compile afresh
+    torch._dynamo.reset()
     # compiled code draws SAC's action noise from its own generator unless told otherwise
     with inductor_config.patch(fallback_random=True):
         compiled = logged_losses(main(compiled_args))
