@@ -1,6 +1,6 @@
 """DQN on MinAtar games visited in turn, each more than once: is a game learned slower when it
 comes back, and does FIRE at each switch keep more of the earlier visit than a reset?
-(issue 24, item 3; prepared, not yet run.)
+(issue 24, item 3.)
 
 One run cycles through the games of ``--games`` (Breakout, Space Invaders) for ``--visits``
 periods of ``switch_every`` steps (breakout → space_invaders → breakout → space_invaders),
@@ -26,8 +26,10 @@ switches). Each on the three measures; Welch's interval and the paired one, each
 over the family (for the within-run comparisons the paired interval is the one to read).
 Runs from several commits or a dirty tree are refused unless ``--allow-mixed-commits``.
 
-Scales: ``reduced`` (the grid to run): 100k steps a visit, 4 visits, 5 seeds, evaluation every
-5k steps over 10 episodes; ``tiny``: a CPU smoke run of the pipeline (200 steps a visit, 2
+Scales: ``reduced`` (the full grid, about 3.5 hours on two cores): 100k steps a visit, 4
+visits, 5 seeds, evaluation every 5k steps over 10 episodes; ``small`` (the grid that ran, an
+hour): 50k steps a visit, 3 visits (Breakout's second visit is the one compared), 5 seeds, the
+same evaluation; ``tiny``: a CPU smoke run of the pipeline (200 steps a visit, 2
 seeds, small buffer). Run: ``python -m benchmarks.evidence.minatar_revisit [--scale tiny]
 [--jobs N] [-- train.py flags]``. ``benchmarks/_rl_grid.py`` runs the grid: ``--jobs 1`` (the
 default) one run after another in this process, more as that many train.py processes, each
@@ -94,6 +96,15 @@ SCALES = {
         eval_every=5_000,
         eval_episodes=10,
         flags=(*COMMON, "--metrics-every", "10000", "--checkpoint-every", "50000"),
+    ),
+    # one sitting on two cores (about an hour): Breakout, Space Invaders, Breakout again
+    "small": Scale(
+        switch_every=50_000,
+        visits=3,
+        seeds=5,
+        eval_every=5_000,
+        eval_episodes=10,
+        flags=(*COMMON, "--metrics-every", "10000", "--checkpoint-every", "25000"),
     ),
     "tiny": Scale(
         switch_every=200,
