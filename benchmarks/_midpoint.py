@@ -18,7 +18,8 @@ From a run's evaluation returns, the steps ``T`` of its interventions and two wi
 - **final**: the mean of the last three evaluations.
 
 The comparisons are named from the methods alone, before any result is read
-(:func:`family`): each method against ``none``, and FIRE against each other method. Every
+(:func:`family`): each method against ``none``, and FIRE (or the protocol's :data:`FOCUS`)
+against each other method. Every
 method of a seed shares that seed's pre-intervention phase, so the primary interval is the
 paired t-interval over seeds; Welch's interval of the two groups is given beside it. Each
 measure is one family of comparisons, Holm–Bonferroni adjusted over the paired p-values
@@ -54,10 +55,19 @@ LABELS = {
 PROTOCOLS = {
     "midpoint": ("fire", "reset", "shrink_perturb", "injection", "cbp", "fire+adamo"),
     "periodic": ("fire", "reset", "shrink_perturb"),
+    "every_layer": ("fire_every_layer", "fire", "reset"),
 }
 """The DQN MinAtar grid's protocols and their methods besides ``none``
-(``benchmarks/evidence/midpoint_minatar.py`` runs them, ``benchmarks/midpoint_rl.py`` reads
-them)."""
+(``benchmarks/evidence/midpoint_minatar.py`` runs the first two, ``benchmarks/midpoint_rl.py``
+reads them). ``every_layer`` is the follow-up named after the midpoint results: FIRE on every
+layer at the midpoint (``--fire-linear fire``, runs ``midpoint-fire_every_layer-s<seed>``)
+against ``none`` and the midpoint's FIRE (its DQN form) and reset."""
+
+RUN_GROUP = {"every_layer": "midpoint"}
+"""The protocols whose runs are another protocol's (by their run names' prefix)."""
+
+FOCUS = {"every_layer": "fire_every_layer"}
+"""The method a protocol compares with each other one (``fire`` where not named)."""
 
 Curve = tuple[np.ndarray, np.ndarray]
 """A run's evaluation steps (ascending) and returns."""
@@ -68,15 +78,18 @@ def intervention_steps(protocol: str, total: int) -> list[int]:
     the midpoint, or each quarter; its branches start from the parent's checkpoint at the
     first."""
     quarter = total // 4
-    return [2 * quarter] if protocol == "midpoint" else [quarter, 2 * quarter, 3 * quarter]
+    if RUN_GROUP.get(protocol, protocol) == "midpoint":
+        return [2 * quarter]
+    return [quarter, 2 * quarter, 3 * quarter]
 
 
-def family(methods: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+def family(methods: tuple[str, ...], focus: str = "fire") -> dict[str, tuple[str, str]]:
     """The comparisons of a protocol, from its methods besides ``none`` alone: ``"a − b"`` →
-    (a, b), every method against ``none``, then FIRE (when it ran) against each other one."""
+    (a, b), every method against ``none``, then ``focus`` (when it ran) against each other
+    one."""
     out = {f"{m} − none": (m, "none") for m in methods}
-    if "fire" in methods:
-        out.update({f"fire − {m}": ("fire", m) for m in methods if m != "fire"})
+    if focus in methods:
+        out.update({f"{focus} − {m}": (focus, m) for m in methods if m != focus})
     return out
 
 
@@ -123,14 +136,15 @@ def analyse(
     total: int,
     windows: tuple[int, int],
     eval_every: int,
+    focus: str = "fire",
 ) -> dict:
     """One protocol: per group (``none`` and each method: seed → curve) the measures' means
-    and the share recovered, the family's comparisons (paired, Welch beside, Holm per measure)
-    and the mean curves on the evaluation steps (every ``eval_every``). ``windows``: (before,
-    after) of the dip."""
+    and the share recovered, the family's comparisons (paired, Welch beside, Holm per measure;
+    ``focus`` against each other method) and the mean curves on the evaluation steps (every
+    ``eval_every``). ``windows``: (before, after) of the dip."""
     values = {g: {s: measures(c, steps_at, total, *windows) for s, c in by_seed.items()}
               for g, by_seed in groups.items()}  # fmt: skip
-    comparisons = family(tuple(g for g in groups if g != "none"))
+    comparisons = family(tuple(g for g in groups if g != "none"), focus)
     result: dict = {"interventions": steps_at, "seeds": {}, "groups": {}, "comparisons": {}}
     for group, by_seed in values.items():
         result["seeds"][group] = sorted(by_seed)

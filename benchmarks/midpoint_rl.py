@@ -3,12 +3,14 @@ paper's RL protocol at small scale (``benchmarks/evidence/midpoint_minatar.py``)
 
 Every seed's ``none`` run (``parent-none-s<seed>``) is the parent of that seed's branches
 (``<protocol>-<method>-s<seed>``), which apply their method to the parent's checkpoint: at the
-midpoint (``midpoint``) or at each quarter (``periodic``). From each run's evaluation returns
-(every 5k steps, 10 episodes, ε 0) and the protocol's intervention steps, the four measures
-of ``benchmarks/_midpoint.py`` (dip, recovery, AUC after, final), the dip's windows the 15k
-steps up to an intervention and the 10k steps after it, and their family of comparisons (each
-method against ``none``, FIRE against each other method; paired over seeds, Welch beside it,
-Holm per measure), named before any result is read.
+midpoint (``midpoint``) or at each quarter (``periodic``); ``every_layer`` is the follow-up
+comparing FIRE on every layer at the midpoint with the midpoint's FIRE and reset. From each
+run's evaluation returns (every 5k steps, 10 episodes, ε 0) and the protocol's intervention
+steps, the four measures of ``benchmarks/_midpoint.py`` (dip, recovery, AUC after, final),
+the dip's windows the 15k steps up to an intervention and the 10k steps after it, and their
+family of comparisons (each method against ``none``, FIRE, or the follow-up's focus, against
+each other method; paired over seeds, Welch beside it, Holm per measure), named before any
+result is read.
 
 The grid's runs must come from one clean commit: the analysis refuses runs from several
 commits or from a dirty tree (one line, exit code 2) unless ``--allow-mixed-commits`` is
@@ -60,15 +62,19 @@ def load(folder: Path) -> dict[tuple[str, str], dict[int, RunData]]:
 
 def analyse_protocol(protocol: str, runs: dict, total: int) -> dict | None:
     """:func:`benchmarks._midpoint.analyse` of one protocol's runs and their parents; None
-    when it has no finished branch."""
+    when it has no finished branch (a follow-up reading another protocol's runs: none of its
+    focus method)."""
     methods = _midpoint.PROTOCOLS[protocol]
+    group = _midpoint.RUN_GROUP.get(protocol, protocol)
+    focus = _midpoint.FOCUS.get(protocol, "fire")
     groups = {"none": runs.get(("parent", "none"), {})}
-    groups.update({m: runs.get((protocol, m), {}) for m in methods})
-    if not any(groups[m] for m in methods):
+    groups.update({m: runs.get((group, m), {}) for m in methods})
+    own = methods if group == protocol else (focus,)  # a follow-up needs runs of its own
+    if not any(groups[m] for m in own):
         return None
     curves = {g: {s: eval_curve(r) for s, r in by_seed.items()} for g, by_seed in groups.items()}
     steps_at = _midpoint.intervention_steps(protocol, total)
-    return _midpoint.analyse(curves, steps_at, total, (BEFORE, AFTER), EVAL_EVERY)
+    return _midpoint.analyse(curves, steps_at, total, (BEFORE, AFTER), EVAL_EVERY, focus)
 
 
 def main(argv: list[str] | None = None) -> dict:

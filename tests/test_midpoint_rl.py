@@ -64,6 +64,34 @@ def test_the_family_is_named_from_the_methods_alone():
         "fire − none", "reset − none", "cbp − none", "fire − reset", "fire − cbp",
     ]  # fmt: skip
     assert list(_midpoint.family(("reset", "cbp"))) == ["reset − none", "cbp − none"]
+    assert list(_midpoint.family(("fire_every_layer", "fire"), focus="fire_every_layer")) == [
+        "fire_every_layer − none", "fire − none", "fire_every_layer − fire",
+    ]  # fmt: skip
+
+
+def test_the_every_layer_follow_up_reads_the_midpoint_runs_and_compares_its_focus(tmp_path):
+    grid(tmp_path / "runs")
+    before = midpoint_rl.main([str(tmp_path / "runs"), "--out", str(tmp_path / "a")])
+    assert "every_layer" not in before["protocols"]  # no run of its own: not analysed
+    rng = np.random.default_rng(2)
+    for seed in range(1, 5):  # dips by 1 where the midpoint's FIRE dips by 4
+        evals = {s: s / 5_000 + rng.normal(0, 1) - 1.0 * (50_000 < s <= 60_000) for s in STEPS}
+        make_run(tmp_path / "runs", f"midpoint-fire_every_layer-s{seed}", seed, evals)
+    result = midpoint_rl.main([str(tmp_path / "runs"), "--out", str(tmp_path / "b")])
+    follow_up = result["protocols"]["every_layer"]
+    assert follow_up["interventions"] == [50_000]
+    assert set(follow_up["groups"]) == {"none", "fire_every_layer", "fire", "reset"}
+    dip = follow_up["comparisons"]["dip"]
+    assert list(dip) == [
+        "fire_every_layer − none", "fire − none", "reset − none",
+        "fire_every_layer − fire", "fire_every_layer − reset",
+    ]  # fmt: skip
+    assert dip["fire_every_layer − fire"]["paired"]["mean"] > 0  # a smaller dip than FIRE's
+    # the midpoint protocol's family is unchanged by the follow-up's runs
+    assert (
+        result["protocols"]["midpoint"]["comparisons"]
+        == before["protocols"]["midpoint"]["comparisons"]
+    )
 
 
 def test_a_synthetic_grid_gives_the_planted_differences(tmp_path):
