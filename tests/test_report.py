@@ -109,6 +109,25 @@ def test_an_unreadable_sweep_json_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
 
 
+def test_a_baseline_the_sweep_did_not_run_is_one_line(tmp_path, capsys):
+    make_run(tmp_path, "fire")
+    make_run(tmp_path, "reset")
+    code, err = run_cli([str(tmp_path), "--baseline", "nope", *FAST], capsys)
+    assert code == 2 and err == [
+        f"error: --baseline nope: no finished run of that method in {tmp_path}; name one of "
+        "fire, reset"
+    ]
+    assert not (tmp_path / "report.md").exists()
+    # without --baseline a sweep that did not run `none` is reported, with no comparison
+    code, err = run_cli([str(tmp_path), *FAST], capsys)
+    assert code == 0 and (tmp_path / "report.md").exists()
+    (by_method,) = json.loads((tmp_path / "report.json").read_text())["final_return"].values()
+    assert not any("poi" in entry for entry in by_method.values())
+    code, _ = run_cli([str(tmp_path), "--baseline", "fire", *FAST], capsys)
+    (by_method,) = json.loads((tmp_path / "report.json").read_text())["final_return"].values()
+    assert code == 0 and "poi" in by_method["reset"] and "poi" not in by_method["fire"]
+
+
 def make_folder(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.mkdir()

@@ -8,7 +8,8 @@ reads the run folders of a sweep (``sweep.json`` when there is one, each run's
 
 - final evaluation return per env and method: mean, median, IQM (interquartile mean) with 95%
   stratified-bootstrap confidence intervals, performance profiles and the probability of
-  improvement of each method over ``--baseline`` (default ``none``). The statistics are those
+  improvement of each method over ``--baseline`` (default ``none`` when the sweep ran it; a
+  method it did not run is refused). The statistics are those
   of Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice" (arXiv
   2108.13264), computed by their library ``rliable``. rliable draws its bootstrap resamples
   from numpy's global random generator: each estimate here seeds it with ``--seed`` first, so

@@ -45,8 +45,9 @@ class ReportArgs:
 
     sweep_dir: tyro.conf.Positional[str]
     """the sweep folder: runs/<sweep_name>"""
-    baseline: str = "none"
-    """the method the others are compared with (probability of improvement)"""
+    baseline: str | None = None
+    """the method the others are compared with (probability of improvement); default ``none``
+    when the sweep ran it, else no comparison"""
     reps: int = 50_000
     """bootstrap resamples of the final-return CIs (rliable's default)"""
     profile_reps: int = 2_000
@@ -65,7 +66,13 @@ def build(args: ReportArgs) -> dict:
     record, runs, missing = load_sweep(sweep_dir)
     out = writable_folder(Path(args.out) if args.out else sweep_dir)
     finished = [run for run in runs if run.finished]
-    methods = method_order(record, finished or runs, args.baseline)
+    baseline = "none" if args.baseline is None else args.baseline
+    methods = method_order(record, finished or runs, baseline)
+    if args.baseline is not None and finished and args.baseline not in methods:
+        raise ReportError(
+            f"--baseline {args.baseline}: no finished run of that method in {sweep_dir}; "
+            f"name one of {', '.join(methods)}"
+        )
     envs = list(dict.fromkeys(run.env for run in finished))
     groups = {
         env: {m: [r for r in finished if r.env == env and label(r, finished) == m] for m in methods}
@@ -85,7 +92,7 @@ def build(args: ReportArgs) -> dict:
             if run.scalars.unreadable_lines
         },
         "methods": methods,
-        "baseline": args.baseline,
+        "baseline": baseline,
         "reps": args.reps,
         "profile_reps": args.profile_reps,
         "seed": args.seed,
@@ -106,7 +113,7 @@ def build(args: ReportArgs) -> dict:
             report["no_final_return"].extend(bad)
             scores[env][method] = values[np.isfinite(values)]
         report["final_return"][env] = final_return_stats(
-            scores[env], args.baseline, args.reps, args.profile_reps, args.seed
+            scores[env], baseline, args.reps, args.profile_reps, args.seed
         )
     figures = report["figures"]
     figures["final_return"] = plot_final_returns(report["final_return"], methods, out)
