@@ -325,6 +325,34 @@ def test_an_unreachable_ray_cluster_is_one_line_within_30_s(tmp_path, given_by):
         assert records.read_record(sweep_dir) is None  # and nothing recorded: nothing ran
 
 
+@needs_ray
+def test_address_auto_naming_a_stopped_cluster_is_one_line_within_30_s(tmp_path):
+    # `ray start` wrote this machine's cluster address to ray_current_cluster; the cluster stopped
+    address = f"127.0.0.1:{closed_port()}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address + "\n")
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--runs-dir", str(tmp_path)]
+    environment = {**os.environ, "RAY_TMPDIR": str(tmp_path)}
+    environment.pop("RAY_ADDRESS", None)
+    result = sweep_command(
+        *argv, "--address", "auto", "--", *TINY_ARGS, timeout=30, env=environment
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    # Ray names the loopback by this machine's IP address
+    port = address.rpartition(":")[2]
+    assert line.startswith("error: --address auto → ")
+    assert f":{port}: no Ray cluster answers there" in line
+    (tmp_path / "ray" / "ray_current_cluster").unlink()  # no cluster was ever started here
+    result = sweep_command(
+        *argv, "--address", "auto", "--", *TINY_ARGS, timeout=30, env=environment
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: --address auto: no Ray cluster was started on this machine; start one (ray start "
+        "--head) or name its address"
+    ]
+
+
 # --- sweeps on Ray --------------------------------------------------------------------------
 
 

@@ -104,9 +104,28 @@ def cluster_address(given: str | None) -> tuple[str | None, str]:
     return None, ""
 
 
+def auto_address(origin: str) -> str:
+    """The address ``auto`` stands for, found as ray.init finds it: the cluster ``ray start``
+    started last on this machine (the address it wrote to ``ray_current_cluster`` in Ray's
+    temporary folder). A one-line SweepError when there is none. A file left by a cluster that
+    has stopped names an address where nothing answers, which :func:`check_reachable` then
+    reports instead of ray.init retrying for minutes."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray that moved it: leave ``auto`` to ray.init
+        return "auto"
+    try:
+        return canonicalize_bootstrap_address("auto") or "auto"
+    except ConnectionError:
+        raise SweepError(
+            f"{origin} auto: no Ray cluster was started on this machine; start one (ray start "
+            "--head) or name its address"
+        ) from None
+
+
 def check_reachable(address: str, origin: str) -> None:
     """A one-line SweepError when nothing answers at ``host:port`` (or ``ray://host:port``):
-    ray.init would retry for many minutes. ``auto`` is left to Ray to find."""
+    ray.init would retry for many minutes. ``auto`` is resolved first (:func:`auto_address`)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return
@@ -140,7 +159,10 @@ def init_ray(address: str | None, num_cpus: int | None, origin: str = "--address
     import logging
 
     if address is not None:
-        check_reachable(address, origin)
+        if address == "auto":
+            check_reachable(auto_address(origin), f"{origin} auto →")
+        else:
+            check_reachable(address, origin)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as err:
