@@ -384,6 +384,20 @@ def seeds_study(options) -> None:
     print(f"{result['total_seconds']:.0f} s; wrote {out / 'symmetry_seeds.json'} and .md")
 
 
+def render_seeds(path: Path) -> None:
+    """The markdown of a saved seeds study, rewritten beside it (its tables and tests come from
+    the JSON's rows alone)."""
+    try:
+        result = json.loads(path.read_text())
+        markdown = seeds_markdown(result)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(
+            f"{path}: not a seeds study's results ({err}); pass a symmetry_seeds.json"
+        ) from None
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
 def _mean(values) -> float:
     return float(np.mean(list(values)))
 
@@ -405,7 +419,24 @@ def seeds_markdown(result: dict) -> str:
         f"{setting['probe_transitions']} transitions from {setting['probe']}; "
         f"{setting['alphas']} points per path. Means over the pairs.\n\n"
         f"{seeds_table(result['rows'], schedules)}\n"
+        + "".join(
+            f"\n{agent}: " + "\n".join(differences_table(tests, schedules[agent].steps)) + "\n"
+            for agent, tests in seeds_differences(result["rows"], schedules).items()
+        )
     )
+
+
+def seeds_differences(rows: list[dict], schedules: dict[str, Schedule]) -> dict[str, dict]:
+    """Per agent with a method besides ``none``: :func:`grid_differences` (the grid's family,
+    method − none on the identified rate and the correlation gap, Holm over the agent's
+    comparisons) at its last checkpoint."""
+    found = {}
+    for agent, schedule in schedules.items():
+        ours = [r for r in rows if r["agent"] == agent]
+        methods = list(dict.fromkeys(r["method"] for r in ours if r["method"] != "none"))
+        if methods and any(r["method"] == "none" for r in ours):
+            found[agent] = grid_differences(ours, methods, schedule.steps)
+    return found
 
 
 def seeds_table(rows: list[dict], schedules: dict[str, Schedule]) -> str:
@@ -560,6 +591,25 @@ def grid_differences(rows: list[dict], methods: list[str], end: int) -> dict[str
     return tests
 
 
+def differences_table(differences: dict[str, dict], end: int) -> list[str]:
+    """Markdown lines of :func:`grid_differences`' tests."""
+    lines = [
+        f"Paired by seed pair, method − none at step {end}; Holm over the "
+        f"{len(differences)} comparisons:",
+        "",
+        "| comparison | pairs | difference [95% CI] | p | Holm p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in differences.items():
+        interval = (
+            f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
+            if math.isfinite(t["low"])
+            else (f"{t['mean']:+.3f}" if math.isfinite(t["mean"]) else "–")
+        )
+        lines.append(f"| {name} | {t['n']} | {interval} | {fmt_p(t['p'])} | {fmt_p(t['holm_p'])} |")
+    return lines
+
+
 def grid_study(options) -> None:
     """A trained midpoint grid's Q-networks compared across seeds (the module docstring)."""
     runs_dir = Path(options.runs_dir)
@@ -684,21 +734,7 @@ def grid_markdown(result: dict) -> str:
             f"| {s['method']} | {s['step']} ({when}) | {s['pairs']} | {identified} | {corr} "
             f"| {fmt(s['gap'])} | {dims} | {peaks} | {relative} |"
         )
-    lines += [
-        "",
-        f"Paired by seed pair, method − none at step {end}; Holm over the "
-        f"{len(result['differences'])} comparisons:",
-        "",
-        "| comparison | pairs | difference [95% CI] | p | Holm p |",
-        "|---|---|---|---|---|",
-    ]
-    for name, t in result["differences"].items():
-        interval = (
-            f"{t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
-            if math.isfinite(t["low"])
-            else (f"{t['mean']:+.3f}" if math.isfinite(t["mean"]) else "–")
-        )
-        lines.append(f"| {name} | {t['n']} | {interval} | {fmt_p(t['p'])} | {fmt_p(t['holm_p'])} |")
+    lines += ["", *differences_table(result["differences"], end)]
     skipped = [f"- `{m}`: {why}." for m, why in result["methods_skipped"].items()]
     skipped += [
         f"- `{s['method']}` at {s['step']}, seeds {s['seeds'][0]} and {s['seeds'][1]}: {s['why']}."
@@ -731,6 +767,11 @@ def main() -> None:
     many.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     many.add_argument("--pairs", type=int, default=2, help="pairs of seeds (1 and 2, 3 and 4, …)")
     many.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
+    many.add_argument(
+        "--render",
+        metavar="JSON",
+        help="rewrite the .md beside a saved symmetry_seeds.json, train none",
+    )
     many.set_defaults(hidden=64, probe=256, alphas=11)
     grid = studies.add_parser("grid", parents=[probing], help="pairs of seeds of a trained grid")
     grid.add_argument("runs_dir", metavar="RUNS_DIR", help="the runs folder of midpoint_minatar")
@@ -751,6 +792,9 @@ def main() -> None:
     ):
         parser.error(f"--scale {options.scale} leaves under 10 steps before learning; raise it")
     torch.set_num_threads(1)
+    if options.study == "seeds" and options.render:
+        run_cli(lambda: render_seeds(Path(options.render)))
+        return
     study = {"intervention": intervention_study, "seeds": seeds_study, "grid": grid_study}
     run_cli(lambda: study[options.study](options))
 

@@ -123,3 +123,47 @@ def test_grid_refuses_a_folder_without_parents(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "parent-none-s<seed>" in result.stderr
+
+
+def seeds_row(method: str, seeds: list[int], step: int, gap: float) -> dict:
+    space = {"network.0": {"dimension": 2, "inputs": 4}}
+    barrier = {"peak": 1.0, "relative": 10.0}
+    return {
+        "agent": "sac", "method": method, "seeds": seeds, "step": step, "gap": gap,
+        "identified": 0.0, "identified_chance": 0.01, "identified_matched": 0.1,
+        "corr_identity": 0.1, "corr_optimal": 0.1 + gap, "corr_random": 0.1,
+        "subspace_a": space, "subspace_b": space, "unaligned": barrier, "weight": barrier,
+    }  # fmt: skip
+
+
+def test_seeds_render_adds_the_paired_family_at_the_last_checkpoint(tmp_path):
+    from benchmarks import symmetry_study
+
+    schedule = {"env": "Pendulum-v1", "network": "critic", "steps": 200, "learning_starts": 50,
+                "intervene_at": 125, "checkpoint_every": 100}  # fmt: skip
+    gaps = {("none", 1): 0.5, ("none", 3): 0.6, ("fire", 1): 0.6, ("fire", 3): 0.8}
+    rows = [seeds_row(m, [s, s + 1], step, g + (step == 100)) for (m, s), g in gaps.items()
+            for step in (100, 200)]  # fmt: skip
+    result = {
+        "command": "python -m benchmarks.symmetry_study seeds", "total_seconds": 1.0,
+        "setting": {"schedules": {"sac": schedule}, "sac_hidden_size": 64, "alphas": 3,
+                    "seed_pairs": [[1, 2], [3, 4]], "probe_transitions": 8, "probe": "a probe"},
+        "rows": rows,
+    }  # fmt: skip
+    path = tmp_path / "symmetry_seeds.json"
+    path.write_text(json.dumps(result))
+    symmetry_study.render_seeds(path)
+    text = path.with_suffix(".md").read_text()
+    assert (
+        "sac: Paired by seed pair, method − none at step 200; Holm over the 2 comparisons:" in text
+    )
+    # at step 200 the gap differs by 0.1 and 0.2 (step 100's +1 on every run cancels in pairs)
+    assert "| gap: fire − none | 2 | +0.150 [" in text
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.symmetry_study", "seeds", "--render", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "not a seeds study's results" in done.stderr
