@@ -7,9 +7,10 @@ From a run's evaluation returns, the steps ``T`` of its interventions and two wi
 (``before``, ``after``, in steps), four measures (:func:`measures`):
 
 - **dip**: the mean evaluation in the ``after`` steps after each intervention minus the mean
-  in the ``before`` steps up to it (the intervention's step included, evaluated before it
-  acts), averaged over ``T``: what the intervention costs at once (``none`` measures the same
-  windows, its natural drift);
+  in the ``before`` steps up to it (the branch point's step included, as the parent evaluated
+  it before the branch acted; a later intervention's step left out, as the run evaluated it
+  after acting: :func:`measures`), averaged over ``T``: what the intervention costs at once
+  (``none`` measures the same windows, its natural drift);
 - **recovery**: steps from each intervention until an evaluation first reaches the level of
   the ``before`` steps before it, averaged over ``T``; a run that never gets back before the
   next intervention (or the end) counts the whole interval, and the share that did is kept;
@@ -111,10 +112,15 @@ def recovery(curve: Curve, t: int, level: float, horizon: int) -> tuple[int, boo
 
 def measures(curve: Curve, steps_at: list[int], total: int, before: int, after: int) -> dict:
     """The four measures of one run (see the module) for interventions at ``steps_at`` in a
-    run of ``total`` steps, and ``recovered``: the share of its interventions recovered from."""
+    run of ``total`` steps, and ``recovered``: the share of its interventions recovered from.
+
+    The first intervention is the branch point: the branch acts one step after the parent's
+    evaluation at ``t``, which therefore counts as before. A later one acts inside the run,
+    before that step's evaluation (an agent evaluates after the step's updates and
+    interventions), so the evaluation at ``t`` is left out of its "before" window."""
     dips, times, recovered = [], [], 0
     for i, t in enumerate(steps_at):
-        level = window_mean(curve, t - before, t)
+        level = window_mean(curve, t - before, t if i == 0 else t - 1)
         dips.append(window_mean(curve, t, t + after) - level)
         horizon = steps_at[i + 1] if i + 1 < len(steps_at) else total
         time, back = recovery(curve, t, level, horizon)

@@ -59,6 +59,19 @@ def test_measures_of_a_known_dip_and_recovery():
     assert periodic["recovered"] == pytest.approx(2 / 3)
 
 
+def test_an_in_run_interventions_own_evaluation_is_not_counted_before_it():
+    # a run branched at 25k that acts again at 50k: its evaluation at 50k comes after acting
+    steps = np.array(list(STEPS))
+    values = np.where((steps == 50_000) | (steps == 55_000), 0.0, 10.0)
+    windows = (midpoint_rl.BEFORE, midpoint_rl.AFTER)
+    m = _midpoint.measures((steps, values), [25_000, 50_000], 100_000, *windows)
+    # 25k: no dip; 50k: level 10 (40k, 45k), after 0 and 10 (55k, 60k): dip -5
+    assert m["dip"] == pytest.approx((0.0 - 5.0) / 2)
+    # the branch point's own evaluation (the parent's) counts before it
+    branch = (steps, np.where(steps == 25_000, 40.0, 10.0))
+    assert _midpoint.measures(branch, [25_000], 100_000, *windows)["dip"] == pytest.approx(-10.0)
+
+
 def test_the_family_is_named_from_the_methods_alone():
     assert list(_midpoint.family(("fire", "reset", "cbp"))) == [
         "fire − none", "reset − none", "cbp − none", "fire − reset", "fire − cbp",
