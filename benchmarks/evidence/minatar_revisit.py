@@ -27,16 +27,16 @@ over the family (for the within-run comparisons the paired interval is the one t
 Runs from several commits or a dirty tree are refused unless ``--allow-mixed-commits``.
 
 Scales: ``reduced`` (the full grid, about 3.5 hours on two cores): 100k steps a visit, 4
-visits, 5 seeds, evaluation every 5k steps over 10 episodes; ``small`` (the grid that ran, an
-hour): 50k steps a visit, 3 visits (Breakout's second visit is the one compared), 5 seeds, the
-same evaluation; ``tiny``: a CPU smoke run of the pipeline (200 steps a visit, 2
-seeds, small buffer). Run: ``python -m benchmarks.evidence.minatar_revisit [--scale tiny]
-[--jobs N] [-- train.py flags]``. ``benchmarks/_rl_grid.py`` runs the grid: ``--jobs 1`` (the
-default) one run after another in this process, more as that many train.py processes, each
-writing ``<run>.out`` beside its folder (kept when it fails); finished runs are skipped,
-stopped ones resumed from their checkpoint, ones without a checkpoint started again.
-``--analyse-only`` reads the finished runs. Writes ``<out>.{md,json,png}``; bad input is one
-line on stderr and exit code 2.
+visits, 5 seeds, evaluation every 5k steps over 10 episodes; ``small`` (about an hour on an
+idle machine; the grid committed ran it with ``--seeds 3``): 50k steps a visit, 3 visits
+(Breakout's second visit is the one compared), 5 seeds, the same evaluation; ``tiny``: a CPU
+smoke run of the pipeline (200 steps a visit, 2 seeds, small buffer). Run: ``python -m
+benchmarks.evidence.minatar_revisit [--scale tiny] [--jobs N] [-- train.py flags]``.
+``benchmarks/_rl_grid.py`` runs the grid: ``--jobs 1`` (the default) one run after another in
+this process, more as that many train.py processes, each writing ``<run>.out`` beside its
+folder (kept when it fails); finished runs are skipped, stopped ones resumed from their
+checkpoint, ones without a checkpoint started again. ``--analyse-only`` reads the finished
+runs. Writes ``<out>.{md,json,png}``; bad input is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations

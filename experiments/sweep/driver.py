@@ -125,7 +125,8 @@ def auto_address(origin: str) -> str:
 
 def check_reachable(address: str, origin: str) -> None:
     """A one-line SweepError when nothing answers at ``host:port`` (or ``ray://host:port``):
-    ray.init would retry for many minutes. ``auto`` is resolved first (:func:`auto_address`)."""
+    ray.init would retry for many minutes. An address without a port (``auto``) is not
+    checked here: :func:`init_ray` resolves ``auto`` with :func:`auto_address` first."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return
