@@ -153,6 +153,11 @@ class CommonArgs:
     cudagraphs: bool = False
     """on CUDA, also replay the compiled updates as CUDA graphs (implies --compile; on the CPU
     it compiles without graphs, with a notice)"""
+    whole_graph: bool = False
+    """capture each update (forward, backward, optimizer step) as one CUDA graph with
+    torch.cuda.graph (AdamO's isometry step on the host around it; optimizers other than
+    Adam and AdamO: --cudagraphs instead); on the CPU, run eagerly and check at every call that
+    a replay would run what eager runs (slow: a check, not a speed path)"""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """float32 matmuls (torch.set_float32_matmul_precision): high = TF32 on CUDA, medium =
     bfloat16 on CPUs with AVX512-BF16 or AMX; highest keeps full float32"""

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from agents.cli import CommonArgs, UserError
+from agents.capture import WholeGraph, fallback_words
+from agents.cli import CommonArgs, UserError, method_parts
+from plasticity import make_method
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,6 +64,8 @@ def compiler(args: CommonArgs, device: torch.device) -> Callable[[Callable], Cal
     optimizer state in place, so compiled code and graphs stay valid across them.
     """
     torch.set_float32_matmul_precision(args.matmul_precision)
+    if args.whole_graph:
+        return whole_graph(args, device)
     compiling = args.compile or args.cudagraphs
     if compiling and device.type == "cpu" and not any(map(shutil.which, ("g++", "c++", "clang++"))):
         raise UserError(
@@ -92,3 +96,30 @@ def graphed(fn: Callable) -> Callable:
         return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, compiled_fn(*args))
 
     return call
+
+
+def whole_graph(args: CommonArgs, device: torch.device) -> Callable[[Callable], Callable]:
+    """``--whole-graph``: each function a :class:`agents.capture.WholeGraph`; what cannot be
+    captured runs as ``--cudagraphs`` runs it on CUDA, eagerly on the CPU."""
+    if args.compile or args.cudagraphs:
+        raise UserError(
+            "--whole-graph captures the updates without torch.compile: leave out --compile "
+            "and --cudagraphs"
+        )
+    fallback = graphed if device.type == "cuda" else (lambda fn: fn)
+    held_back = sorted(
+        {
+            part.name
+            for network in ("actor", "critic", "q")
+            for part in make_method("+".join(method_parts(args, network)) or "none").part_classes
+            if not part.captured_whole
+        }
+    )
+    if held_back:
+        print(
+            f"--whole-graph: {', '.join(held_back)} keeps tensors an update reads at changing "
+            f"addresses; the updates run {fallback_words(device)}",
+            file=sys.stderr,
+        )
+        return fallback
+    return lambda fn: WholeGraph(fn, device, fallback)

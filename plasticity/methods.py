@@ -359,6 +359,10 @@ class MethodPart:
     """whether its ``after_update`` is a rule of every gradient step (CBP, SNR, NaP, C-CHAIN's
     reference batch), which a loop with several updates between its intervention points (PPO's
     minibatches) calls after each update; the others act at those points"""
+    captured_whole: ClassVar[bool] = True
+    """whether an update with this part may be captured whole as one CUDA graph
+    (``--whole-graph``): every tensor its penalty and ``after_backward`` read between updates
+    stays at one address and shape (``tests/test_whole_graph.py`` checks each part)"""
     decay: ClassVar[bool] = False
     """a penalty whose gradient a loop that clips gradients adds after the clip
     (:meth:`MethodHandle.add_decay_gradient`), as optax's ``add_decayed_weights`` after
@@ -1644,6 +1648,8 @@ class ChurnReduction(MethodPart):
     name = "c_chain"
     kind = PartKind.PENALTY
     every_update = True
+    # the reference batch is reallocated when the batch size changes (PPO's minibatches)
+    captured_whole = False
     settings = {
         "c_chain_coef": NONNEGATIVE,
         "c_chain_target": NONNEGATIVE,

@@ -8,6 +8,7 @@ is not divided by ``√v̂``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -114,7 +115,9 @@ class AdamO(torch.optim.Optimizer):
 
     # Inside a compiled update (torch.compile, CUDA graphs) this step runs eagerly beside the
     # graph: its isometry schedule is a host counter and the multi-tensor path groups tensors
-    # by their step on the host, neither of which a graph can hold.
+    # by their step on the host, neither of which a graph can hold. An update captured whole
+    # (torch.cuda.graph) holds the fused Adam part only: DeferredIsometry takes the isometry
+    # step on the host around each replay.
     @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure=None):
@@ -127,20 +130,28 @@ class AdamO(torch.optim.Optimizer):
             self._step_group(group)
         return loss
 
-    def _step_group(self, group: dict) -> None:
-        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+    @staticmethod
+    def _isometry_params(group: dict) -> list[torch.Tensor]:
+        """The parameters of ``group`` that take this step's isometry step: those its
+        ``iso_mask`` marks (all, without one) that have a gradient."""
         iso_mask = group.get("iso_mask") or [True] * len(group["params"])
         if len(iso_mask) != len(group["params"]):
             raise ValueError(
                 f"iso_mask has {len(iso_mask)} entries for a group of {len(group['params'])} "
                 "parameters: give one bool per parameter"
             )
-        iso_params = []
-        for p, takes_iso in zip(group["params"], iso_mask, strict=True):
+        return [
+            p
+            for p, takes_iso in zip(group["params"], iso_mask, strict=True)
+            if takes_iso and p.grad is not None
+        ]
+
+    def _step_group(self, group: dict) -> None:
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        iso_params = self._isometry_params(group)
+        for p in group["params"]:
             if p.grad is None:
                 continue
-            if takes_iso:
-                iso_params.append(p)
             if p.grad.is_sparse:
                 raise RuntimeError("AdamO does not support sparse gradients; use dense ones")
             state = self.state[p]
@@ -164,7 +175,8 @@ class AdamO(torch.optim.Optimizer):
         torch._foreach_add_(steps, 1.0)
 
         # The isometry gradient is taken at θ_{t-1}, before any part of this step moves θ.
-        iso_updates = self._isometry_updates(group, iso_params, self.state)
+        deferred = getattr(self, "isometry_deferred", False)
+        iso_updates = [] if deferred else self._isometry_updates(group, iso_params, self.state)
 
         if group["fused"]:
             torch._fused_adamw_(
@@ -261,6 +273,53 @@ class AdamO(torch.optim.Optimizer):
                 grad.mul_(rate_sum)
             updates.append((p, grad))
         return updates
+
+
+class DeferredIsometry:
+    """The isometry steps of ``optimizers`` (:class:`AdamO`) taken on the host, around an
+    update that runs without its Python code (a replayed CUDA graph).
+
+    Inside :meth:`outside`, ``AdamO.step`` takes its Adam part only; :meth:`around` an update
+    computes each due isometry step before it (at the weights before the update, as the step
+    does) and applies it after, counting each parameter's window on the host as the step does.
+    For an update whose parameters get gradients every call, the arithmetic is the step's:
+    ``tests/test_optim.py`` checks it bit for bit.
+    """
+
+    def __init__(self, optimizers: Iterable[AdamO]):
+        self.optimizers: list[AdamO] = list(optimizers)
+
+    def add(self, optimizer: AdamO) -> None:
+        if optimizer not in self.optimizers:
+            self.optimizers.append(optimizer)
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """``AdamO.step`` leaves the isometry step out while inside."""
+        for optimizer in self.optimizers:
+            optimizer.isometry_deferred = True
+        try:
+            yield
+        finally:
+            for optimizer in self.optimizers:
+                optimizer.isometry_deferred = False
+
+    @contextlib.contextmanager
+    def around(self) -> Iterator[None]:
+        """The due isometry steps computed on entry and applied on exit."""
+        with torch.no_grad():
+            pending = [
+                (p, update, group["iso_coef"])
+                for optimizer in self.optimizers
+                for group in optimizer.param_groups
+                for p, update in optimizer._isometry_updates(
+                    group, optimizer._isometry_params(group), optimizer.state
+                )
+            ]
+        yield
+        with torch.no_grad():
+            for p, update, coef in pending:
+                p.add_(update, alpha=-coef)
 
 
 def _finite(value) -> bool:

@@ -1,0 +1,275 @@
+"""Each update captured whole as one CUDA graph (``--whole-graph``), and the check of it.
+
+A CUDA graph replays the kernels that one call of a function launched, on the same memory;
+none of the Python code runs again. ``torch.cuda.graph`` captures forward, backward and
+optimizer step of an update in one graph (the whole-network capture of torch's CUDA graphs
+notes; LeanRL's ``CudaGraphModule`` wraps the same mechanism), where ``torch.compile`` splits
+an update into several graphs (see docs/gpu.md). A replay is right only if every later call
+would have launched the same kernels, with the same non-tensor arguments, on the same
+long-lived tensors (parameters, optimizer state, a method's buffers): a Python value that
+changes between calls (a host counter, a learning rate as a float) is frozen at capture time,
+and the update then trains wrongly without any error.
+
+:class:`OpStream` makes that checkable on any device: it records the operators a call
+dispatches, each with its arguments' shapes and dtypes, its non-tensor arguments and, for
+each tensor that the call did not produce itself, its address. Two calls whose streams are
+equal launch the same work on the same memory. :class:`WholeGraph` captures on CUDA and, on
+the CPU, runs each call eagerly and compares its stream with the first captured call's: the
+same run, the same numbers as eager, with an error at the first call a graph would have
+replayed wrongly.
+
+Optimizers: ``torch.optim.Adam``/``AdamW`` are switched to ``capturable`` on CUDA (their step
+counts live on the device); :class:`plasticity.AdamO`'s isometry step, whose schedule is a
+host counter, is taken on the host around each replay (:class:`plasticity.optim.
+DeferredIsometry`, the same arithmetic); any other optimizer is not captured, and the update
+falls back to ``--cudagraphs``' compiled graphs with a notice.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map_only
+
+from agents.errors import UserError
+from plasticity.optim import AdamO, DeferredIsometry
+
+_PLAIN_VALUES = (
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    torch.dtype,
+    torch.device,
+    torch.layout,
+    torch.memory_format,
+)
+
+
+def fallback_words(device: torch.device) -> str:
+    """How a function that cannot be captured whole runs instead on ``device``."""
+    return "as --cudagraphs compiles it" if device.type == "cuda" else "eagerly, unchecked"
+
+
+class ReplayMismatch(UserError):
+    """A call launched other work than the captured call: a replay would run the wrong one."""
+
+
+class OpStream(TorchDispatchMode):
+    """The operators dispatched while active, as comparable records (see the module doc).
+
+    A tensor argument is named by where it came from: the index of the operator of this call
+    that produced it (in place or not), or, for one the call did not produce, its address
+    (``data_ptr``): a parameter, an optimizer's moment, a captured input.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple] = []
+        self._producer: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "profiler":  # record_function's markers launch no kernel
+            return func(*args, **kwargs)
+        leaves, _ = tree_flatten((args, kwargs))
+        record = (str(func), tuple(self._describe(leaf) for leaf in leaves))
+        out = func(*args, **kwargs)
+        index = len(self.ops)
+        self.ops.append(record)
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self._producer[tensor.data_ptr()] = index
+        return out
+
+    def _describe(self, leaf) -> tuple:
+        if isinstance(leaf, torch.Tensor):
+            ptr = leaf.data_ptr()
+            source = ("op", self._producer[ptr]) if ptr in self._producer else ("at", ptr)
+            return (
+                "tensor",
+                tuple(leaf.shape),
+                leaf.stride(),
+                leaf.dtype,
+                leaf.device.type,
+                source,
+            )
+        if leaf is None or isinstance(leaf, _PLAIN_VALUES):
+            return ("value", repr(leaf))
+        return ("value", type(leaf).__name__)  # an opaque object: its address says nothing
+
+
+def first_difference(expected: list[tuple], got: list[tuple]) -> str:
+    """Where two op streams part, in words."""
+    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
+        if a == b:
+            continue
+        if a[0] != b[0] or len(a[1]) != len(b[1]):
+            return f"operator {i} was {a[0]}, now {b[0]}"
+        j = next(j for j, (was, now) in enumerate(zip(a[1], b[1], strict=True)) if was != now)
+        return (
+            f"operator {i} ({a[0]}), argument {j}: {_argument(a[1][j])} at capture, "
+            f"now {_argument(b[1][j])}"
+        )
+    common = min(len(expected), len(got))
+    longer, which = (got, "this call") if len(got) > common else (expected, "the capture")
+    return f"{which} ran {len(longer) - common} more operator(s), from {longer[common][0]}"
+
+
+def _argument(description: tuple) -> str:
+    if description[0] == "value":
+        return description[1]
+    _, shape, _, dtype, device, (kind, where) = description
+    origin = f"made by operator {where}" if kind == "op" else f"kept at {where:#x}"
+    return f"a {device} {dtype} tensor of shape {list(shape)}, {origin}"
+
+
+@dataclass
+class _Capture:
+    """One captured signature (the shapes and dtypes of the call's tensors)."""
+
+    eager_calls: int = 0
+    static_args: tuple = ()
+    outputs: object = None
+    graph: torch.cuda.CUDAGraph | None = None
+    ops: list[tuple] = field(default_factory=list)
+
+
+class WholeGraph:
+    """``fn`` (an update or acting function of tensors) replayed as one CUDA graph per input
+    signature; on the CPU, the check of that (see the module doc).
+
+    The first ``warmup`` calls of each signature run eagerly (on CUDA on a side stream, as
+    capture needs): they create the optimizers' state, and the last one shows which optimizers
+    the function steps. The next call is captured; its inputs are copied into tensors the
+    graph keeps, and so are those of every later call. Outputs are copied out of the graph's
+    memory, which the next replay overwrites. ``fallback`` wraps ``fn`` instead when one of
+    its optimizers cannot be captured.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        device: torch.device,
+        fallback: Callable[[Callable], Callable],
+        warmup: int = 3,
+    ):
+        self.fn, self.device, self.fallback, self.warmup = fn, device, fallback, warmup
+        self.captures: dict[tuple, _Capture] = {}
+        self.replays = 0  # calls served by a capture (checked ones on the CPU)
+        self.deferred = DeferredIsometry([])
+        self.replaced: Callable | None = None
+
+    def __call__(self, *args):
+        if self.replaced is not None:
+            return self.replaced(*args)
+        signature = tuple((tuple(a.shape), a.dtype) for a in args)
+        capture = self.captures.setdefault(signature, _Capture())
+        if capture.eager_calls < self.warmup:
+            capture.eager_calls += 1
+            if capture.eager_calls < self.warmup:
+                return self._eager(args)
+            optimizers, outputs = self._stepped_optimizers(args)
+            refused = self._prepare(optimizers)
+            if refused:
+                print(
+                    f"--whole-graph: {self.fn.__name__} steps {refused}, which cannot be "
+                    f"captured; it runs {fallback_words(self.device)}",
+                    file=sys.stderr,
+                )
+                self.replaced = self.fallback(self.fn)
+            return outputs
+        if capture.graph is None and not capture.ops:
+            return self._capture(capture, args)
+        for static, value in zip(capture.static_args, args, strict=True):
+            static.copy_(value)
+        return self._replay(capture)
+
+    # --- eager calls ------------------------------------------------------------------------
+
+    def _eager(self, args):
+        if self.device.type != "cuda":
+            return self.fn(*args)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            outputs = self.fn(*args)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        return outputs
+
+    def _stepped_optimizers(self, args) -> tuple[list[torch.optim.Optimizer], object]:
+        stepped: list[torch.optim.Optimizer] = []
+
+        def note(optimizer, *_):
+            if optimizer not in stepped:
+                stepped.append(optimizer)
+
+        hook = register_optimizer_step_pre_hook(note)
+        try:
+            outputs = self._eager(args)
+        finally:
+            hook.remove()
+        return stepped, outputs
+
+    def _prepare(self, optimizers: list[torch.optim.Optimizer]) -> str:
+        """Make ``optimizers`` capturable; the names of those that cannot be ('' if none)."""
+        refused = sorted(
+            {
+                type(o).__name__
+                for o in optimizers
+                if type(o) not in (torch.optim.Adam, torch.optim.AdamW, AdamO)
+                or (isinstance(o, AdamO) and not all(g["fused"] for g in o.param_groups))
+            }
+        )
+        if refused:
+            return ", ".join(refused)
+        for optimizer in optimizers:
+            if isinstance(optimizer, AdamO):
+                self.deferred.add(optimizer)
+            elif self.device.type == "cuda":
+                for group in optimizer.param_groups:
+                    group["capturable"] = True
+        return ""
+
+    # --- capture and replay -----------------------------------------------------------------
+
+    def _capture(self, capture: _Capture, args):
+        capture.static_args = tuple(a.clone() for a in args)
+        if self.device.type == "cuda":
+            capture.graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize(self.device)
+            with self.deferred.outside(), torch.cuda.graph(capture.graph):
+                capture.outputs = self.fn(*capture.static_args)
+            return self._replay(capture)
+        recorder = OpStream()
+        with self.deferred.around(), self.deferred.outside(), recorder:
+            capture.outputs = self.fn(*capture.static_args)
+        capture.ops = recorder.ops
+        return _copied(capture.outputs)
+
+    def _replay(self, capture: _Capture):
+        self.replays += 1
+        if capture.graph is not None:
+            with self.deferred.around():
+                capture.graph.replay()
+            return _copied(capture.outputs)
+        recorder = OpStream()
+        with self.deferred.around(), self.deferred.outside(), recorder:
+            capture.outputs = self.fn(*capture.static_args)
+        if recorder.ops != capture.ops:
+            raise ReplayMismatch(
+                f"{self.fn.__name__} launched other work than its captured call, which a CUDA "
+                f"graph would replay instead ({first_difference(capture.ops, recorder.ops)}); "
+                "run it without --whole-graph"
+            )
+        return _copied(capture.outputs)
+
+
+def _copied(outputs):
+    return tree_map_only(torch.Tensor, torch.clone, outputs)
