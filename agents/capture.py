@@ -57,8 +57,25 @@ def fallback_words(device: torch.device) -> str:
     return "as --cudagraphs compiles it" if device.type == "cuda" else "eagerly, unchecked"
 
 
-class ReplayMismatch(UserError):
+class NotCapturable(UserError):
+    """A function that a CUDA graph cannot replay correctly (one line for the user)."""
+
+
+class ReplayMismatch(NotCapturable):
     """A call launched other work than the captured call: a replay would run the wrong one."""
+
+
+class HostRead(NotCapturable):
+    """The function reads a tensor's value on the host, which a capture refuses."""
+
+
+HOST_READS = {
+    "aten._local_scalar_dense.default": ".item(), float(), bool() or a Python if on a tensor",
+    "aten.nonzero.default": "nonzero() or a boolean mask's indexing (a shape the values decide)",
+    "aten.masked_select.default": "masked_select() (a shape the values decide)",
+    "aten.equal.default": "torch.equal()",
+}
+"""Operators that bring a device value to the host, with what in Python calls them."""
 
 
 class OpStream(TorchDispatchMode):
@@ -201,7 +218,7 @@ class WholeGraph:
         with torch.cuda.stream(side):
             outputs = self.fn(*args)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        return outputs
+        return _copied(outputs)  # on the caller's stream, after the side stream's work
 
     def _stepped_optimizers(self, args) -> tuple[list[torch.optim.Optimizer], object]:
         stepped: list[torch.optim.Optimizer] = []
@@ -223,8 +240,9 @@ class WholeGraph:
             {
                 type(o).__name__
                 for o in optimizers
+                # fused: the step counts live on the device, as a capture needs
                 if type(o) not in (torch.optim.Adam, torch.optim.AdamW, AdamO)
-                or (isinstance(o, AdamO) and not all(g["fused"] for g in o.param_groups))
+                or not all(g["fused"] for g in o.param_groups)
             }
         )
         if refused:
@@ -251,6 +269,13 @@ class WholeGraph:
         with self.deferred.around(), self.deferred.outside(), recorder:
             capture.outputs = self.fn(*capture.static_args)
         capture.ops = recorder.ops
+        reads = [name for name, _ in capture.ops if name in HOST_READS]
+        if reads:
+            raise HostRead(
+                f"{self.fn.__name__} reads a tensor's value on the host ({reads[0]}: "
+                f"{HOST_READS[reads[0]]}), which a CUDA graph cannot capture; run it without "
+                "--whole-graph"
+            )
         return _copied(capture.outputs)
 
     def _replay(self, capture: _Capture):

@@ -19,7 +19,8 @@ def ours(
     method: str = "none",
     plasticity=None,
 ) -> float:
-    """Steady steps/s of our SAC; ``variant``: eager, compile or cudagraphs; ``method`` with
+    """Steady steps/s of our SAC; ``variant``: eager, compile, cudagraphs or whole_graph
+    (``--whole-graph``; on the CPU its check, not a speed path); ``method`` with
     its ``plasticity`` settings (a ``MethodConfig``; default: the defaults)."""
     from agents import sac
     from plasticity import MethodConfig
@@ -39,6 +40,7 @@ def ours(
             threads=torch.get_num_threads(),
             compile=variant == "compile",
             cudagraphs=variant == "cudagraphs",
+            whole_graph=variant == "whole_graph",
             matmul_precision=torch.get_float32_matmul_precision(),
             method=method,
             plasticity=plasticity or MethodConfig(),

@@ -1,24 +1,29 @@
 """Does the GPU path work, and how fast is it? One command that answers both.
 
 **Correctness.** For each agent (SAC, DQN, PPO) × method (``spectral``, ``fire+adamo``; see
-:data:`METHODS`) × mode (eager, ``--compile``, and on CUDA ``--cudagraphs``), a short run on a
-fixed seed (with FIRE at its midpoint where the method has it). A compiled run passes when it
-ends at the eager run's network parameters (relative to their norm, ``--rtol``; the runs are
-short, see :data:`STEPS`), when a run twice as long compiles no more graphs (no recompilation
-after warm-up: Dynamo's ``unique_graphs`` counter), and when torch logged no skipped CUDA graph
-("skipping cudagraphs ...", a partition run without a graph).
+:data:`METHODS`) × mode (``--compile``, ``--whole-graph``, and on CUDA ``--cudagraphs``), a
+short run on a fixed seed (with FIRE at its midpoint where the method has it), against the
+eager run. A run passes when it ends at the eager run's network parameters (relative to their
+norm, ``--rtol``; the runs are short, see :data:`STEPS`), when a run twice as long compiles no
+more graphs (no recompilation after warm-up: Dynamo's ``unique_graphs`` counter; none at all
+for ``--whole-graph``, which does not use Dynamo), when torch logged no skipped CUDA graph
+("skipping cudagraphs ...", a partition run without a graph), and when it raised nothing (a
+failing row records the error and the others still run). On the CPU ``--whole-graph`` is its
+check (each call's operators against the captured call's).
 
 **Speed** (``--speed``): steady env steps/s and updates/s of SAC on ``--env`` (Humanoid-v5) at
-``--updates-per-step`` 1, 4, 16: ours eager, ours compiled (``--cudagraphs`` on CUDA,
-``--compile`` on the CPU) and Stable-Baselines3 side by side in the same run (through
-``benchmarks/sps.py``), then what FIRE + AdamO and AdamO at ``iso_every=1`` cost over
-``none`` in the compiled mode at one update per step.
+``--updates-per-step`` 1, 4, 16: ours eager, ours compiled (``--cudagraphs`` and
+``--whole-graph`` on CUDA, ``--compile`` on the CPU) and Stable-Baselines3 side by side in the
+same run (through ``benchmarks/sps.py``; ``--speed-steps`` env steps at one update per step,
+fewer at more, at least 300), then what FIRE + AdamO and AdamO at ``iso_every=1`` cost over
+``none`` in the fastest compiled mode (``--whole-graph`` on CUDA) at one update per step.
 
 Run on a GPU machine (about 8 minutes on one H100-class GPU, compilation included)::
 
     python -m benchmarks.gpu_check --speed
 
-On a CPU it runs the eager and ``--compile`` parts. Writes ``benchmarks/results/gpu_check.json``
+``--modes`` and ``--agents`` pick a part of the grid. On a CPU it runs the eager,
+``--compile`` and ``--whole-graph`` (checked) parts. Writes ``benchmarks/results/gpu_check.json``
 and ``.md`` (``--out`` to change the stem).
 """
 
@@ -43,6 +48,8 @@ STEPS = {"sac": 120, "dqn": 400, "ppo": 256}
 """Env steps of a correctness run: short, since the runs act on their env, so that a
 float-level difference between kernels fed back through the collected data grows (SAC on
 Pendulum: 4e-7 of the parameters' norm after 240 steps, 1e-2 after 400 in one case)."""
+MODES = ("compile", "cudagraphs", "whole_graph")
+"""Compiled modes of the correctness rows, each against the eager run."""
 METHODS = ("spectral", "fire+adamo")
 """Methods of the correctness runs. ``spectral`` runs every path of ``none`` (the compiled
 optimizer step) plus a penalty whose state the graphs mutate: on CUDA, torch skips a CUDA
@@ -101,6 +108,7 @@ def agent_run(agent: str, method: str, mode: str, steps: int, device: str, runs:
         device=device,
         compile=mode == "compile",
         cudagraphs=mode == "cudagraphs",
+        whole_graph=mode == "whole_graph",
         verbose=0,
     )
     args.plasticity.fire_at = [steps // 2]
@@ -146,49 +154,54 @@ def correctness(agents, methods, modes, steps, device: str, rtol: float) -> list
                     )
                     for mode in modes:
                         start = time.perf_counter()
-                        with SkippedGraphs().installed() as skipped:
-                            networks, graphs, count = agent_run(
-                                agent, method, mode, agent_steps, device, runs
-                            )
-                            _, graphs_longer, _ = agent_run(
-                                agent, method, mode, 2 * agent_steps, device, runs
-                            )
-                        error = relative_error(eager, networks)
-                        rows.append(
-                            {
-                                "agent": agent,
-                                "method": method,
-                                "mode": mode,
-                                "interventions": count,
-                                "same_interventions": count == eager_count,
-                                "relative_error": error,
-                                "graphs": graphs,
-                                "graphs_twice_as_long": graphs_longer,
-                                "skipped_graphs": skipped.messages,
-                                "passed": error <= rtol
+                        row = {"agent": agent, "method": method, "mode": mode}
+                        try:
+                            with SkippedGraphs().installed() as skipped:
+                                networks, graphs, count = agent_run(
+                                    agent, method, mode, agent_steps, device, runs
+                                )
+                                _, graphs_longer, _ = agent_run(
+                                    agent, method, mode, 2 * agent_steps, device, runs
+                                )
+                        except Exception as error:  # one failing mode must not end the grid
+                            row.update(error=f"{type(error).__name__}: {error}", passed=False)
+                        else:
+                            error = relative_error(eager, networks)
+                            row.update(
+                                interventions=count,
+                                same_interventions=count == eager_count,
+                                relative_error=error,
+                                graphs=graphs,
+                                graphs_twice_as_long=graphs_longer,
+                                skipped_graphs=skipped.messages,
+                                passed=error <= rtol
                                 and graphs == graphs_longer
                                 and not skipped.messages
                                 and count == eager_count,
-                                "seconds": time.perf_counter() - start,
-                            }
-                        )
-                        print(json.dumps(rows[-1]), flush=True)
+                            )
+                        row["seconds"] = time.perf_counter() - start
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
     return rows
 
 
-def speed(env: str, device: str, mode: str, updates: list[int], steps: int) -> dict:
-    """SAC's steady env steps/s (and updates/s) against SB3, and the methods' cost."""
+def speed(env: str, device: str, modes: list[str], updates: list[int], steps: int) -> dict:
+    """SAC's steady env steps/s (and updates/s) against SB3 in each compiled mode of
+    ``modes``, and the methods' cost in the last of them."""
     from benchmarks._sac_speed import ours, sb3_sac
     from plasticity import MethodConfig
 
     rows = []
+    variants = ["eager", *modes]
     for k in updates:
-        row = {"updates_per_step": k}
-        for variant in ("eager", mode):
-            row[variant] = ours(env, 1000, steps, device, variant, k)
-        row["sb3"] = sb3_sac(env, 1000, steps, device, k)
-        row[f"{mode}_over_sb3"] = row[mode] / row["sb3"]
-        row["updates_per_s"] = {v: row[v] * k for v in ("eager", mode, "sb3")}
+        k_steps = max(300, steps // k)  # the timed window starts 100 steps in
+        row = {"updates_per_step": k, "steps": k_steps}
+        for variant in variants:
+            row[variant] = ours(env, 1000, k_steps, device, variant, k)
+        row["sb3"] = sb3_sac(env, 1000, k_steps, device, k)
+        for mode in modes:
+            row[f"{mode}_over_sb3"] = row[mode] / row["sb3"]
+        row["updates_per_s"] = {v: row[v] * k for v in (*variants, "sb3")}
         rows.append(row)
         print(json.dumps(row), flush=True)
     costs = {}
@@ -197,7 +210,7 @@ def speed(env: str, device: str, mode: str, updates: list[int], steps: int) -> d
         ("fire+adamo", "fire+adamo", MethodConfig()),
         ("adamo iso_every=1", "adamo", MethodConfig(iso_every=1)),
     ):
-        costs[name] = ours(env, 1000, steps, device, mode, 1, method=method, plasticity=config)
+        costs[name] = ours(env, 1000, steps, device, modes[-1], 1, method=method, plasticity=config)
     return {
         "by_updates_per_step": rows,
         "methods_steps_per_s": costs,
@@ -215,6 +228,12 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["correctness"]:
+        if "error" in row:
+            lines.append(
+                f"| {row['agent']} | `{row['method']}` | {row['mode']} | **no**: "
+                f"{row['error'].splitlines()[0][:200]} | | | | |"
+            )
+            continue
         lines.append(
             f"| {row['agent']} | `{row['method']}` | {row['mode']} | "
             f"{'yes' if row['passed'] else '**no**'} | {row['relative_error']:.1e} | "
@@ -223,20 +242,33 @@ def markdown(result: dict) -> str:
         )
     if result.get("speed"):
         speed_result = result["speed"]
-        mode = result["compiled_mode"]
+        modes = result["speed_modes"]
         lines += [
             "",
             f"SAC on {result['env']}, steady env steps/s:",
             "",
-            f"| updates/step | ours eager | ours {mode} | SB3 | {mode} / SB3 |",
-            "|---|---|---|---|---|",
+            "| updates/step | ours eager | "
+            + " | ".join(f"ours {m}" for m in modes)
+            + " | SB3 | "
+            + " | ".join(f"{m} / SB3" for m in modes)
+            + " |",
+            "|---|---|" + "---|" * (2 * len(modes) + 1),
         ]
         for row in speed_result["by_updates_per_step"]:
             lines.append(
-                f"| {row['updates_per_step']} | {row['eager']:.0f} | {row[mode]:.0f} | "
-                f"{row['sb3']:.0f} | {row[f'{mode}_over_sb3']:.2f}× |"
+                f"| {row['updates_per_step']} | {row['eager']:.0f} | "
+                + " | ".join(f"{row[m]:.0f}" for m in modes)
+                + f" | {row['sb3']:.0f} | "
+                + " | ".join(f"{row[f'{m}_over_sb3']:.2f}×" for m in modes)
+                + " |"
             )
-        lines += ["", "| method | steps/s | relative to none |", "|---|---|---|"]
+        lines += [
+            "",
+            f"Methods in {modes[-1]}, one update per step:",
+            "",
+            "| method | steps/s | relative to none |",
+            "|---|---|---|",
+        ]
         for name, value in speed_result["methods_steps_per_s"].items():
             relative = speed_result["relative_to_none"][name]
             lines.append(f"| `{name}` | {value:.0f} | {relative:.3f} |")
@@ -247,6 +279,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=AGENTS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        help="compiled modes of the correctness rows (default: compile, whole_graph, and on "
+        "CUDA cudagraphs)",
+    )
     parser.add_argument(
         "--steps",
         type=int,
@@ -264,17 +303,19 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--steps must be at least 8: the runs need room for learning and FIRE")
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    modes = ["compile", "cudagraphs"] if device == "cuda" else ["compile"]
-    compiled_mode = modes[-1]
+    if "cudagraphs" in (args.modes or ()) and device != "cuda":
+        parser.error("--modes cudagraphs needs a CUDA device")
+    modes = args.modes or (list(MODES) if device == "cuda" else ["compile", "whole_graph"])
+    speed_modes = ["cudagraphs", "whole_graph"] if device == "cuda" else ["compile"]
     rows = correctness(args.agents, args.methods, modes, args.steps, device, args.rtol)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "command": " ".join(["python -m benchmarks.gpu_check", *(argv or sys.argv[1:])]),
-        "compiled_mode": compiled_mode,
+        "speed_modes": speed_modes,
         "env": args.env,
         "correctness": rows,
-        "speed": speed(args.env, device, compiled_mode, args.updates_per_step, args.speed_steps)
+        "speed": speed(args.env, device, speed_modes, args.updates_per_step, args.speed_steps)
         if args.speed
         else None,
     }

@@ -7,11 +7,12 @@ env steps/s from 100 updates after ``learning_starts`` on (random-action warm-up
 compilation of ``--compile`` excluded). ``--matmul-precision`` applies to both agents.
 
 On a CUDA machine it times ours eager, ours ``--cudagraphs`` (each update compiled and replayed
-as CUDA graphs) and SB3 in one run; ``--updates-per-step 1 4 16`` repeats the comparison at
+as CUDA graphs), ours ``--whole-graph`` (each update one CUDA graph) and SB3 in one run;
+``--updates-per-step 1 4 16`` repeats the comparison at
 higher replay ratios (SB3's ``gradient_steps``) and reports updates/s too.
 
 Run: ``python -m benchmarks.sps`` (``--env``, ``--steps``, ``--threads``, ``--device``,
-``--variants eager,compile,cudagraphs,sb3``, ``--updates-per-step``,
+``--variants eager,compile,cudagraphs,whole_graph,sb3``, ``--updates-per-step``,
 ``--matmul-precision``). Needs the ``humanoid`` extra for Humanoid-v5 and stable-baselines3.
 Appends to ``benchmarks/results/sps.jsonl``.
 """
@@ -42,8 +43,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated: eager, compile, cudagraphs, sb3 (default: eager,sb3 on the "
-        "CPU; eager,cudagraphs,sb3 on CUDA)",
+        help="comma-separated: eager, compile, cudagraphs, whole_graph, sb3 (default: "
+        "eager,sb3 on the CPU; eager,cudagraphs,whole_graph,sb3 on CUDA)",
     )
     parser.add_argument(
         "--updates-per-step",
@@ -65,7 +66,9 @@ def main() -> None:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    variants = args.variants or ("eager,cudagraphs,sb3" if device == "cuda" else "eager,sb3")
+    variants = args.variants or (
+        "eager,cudagraphs,whole_graph,sb3" if device == "cuda" else "eager,sb3"
+    )
     variants = variants.split(",")
 
     import stable_baselines3

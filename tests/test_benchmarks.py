@@ -59,16 +59,22 @@ def test_atari_vector_sps_times_both_paths(tmp_path):
 
 
 def test_gpu_check_compares_compiled_runs_with_eager_ones(tmp_path):
-    """On the CPU the check runs eager against --compile: a DQN run with FIRE + AdamO at its
-    midpoint ends at the eager run's parameters, and a run twice as long compiles no more."""
+    """On the CPU the check runs eager against --compile and --whole-graph (its check): a DQN
+    run with FIRE + AdamO at its midpoint ends at the eager run's parameters (bit for bit
+    for --whole-graph, which runs eagerly here), and a run twice as long compiles no more."""
     out = run_script(
         "-m",
         "benchmarks.gpu_check",
         *("--agents", "dqn", "--methods", "fire+adamo", "--steps", "200"),
         *("--results", str(tmp_path)),
     )
-    assert "1 of 1 checks passed" in out
-    (row,) = json.loads((tmp_path / "gpu_check.json").read_text())["correctness"]
-    assert row["mode"] == "compile" and row["interventions"] == {"q": 1}
-    assert row["graphs"] == row["graphs_twice_as_long"] and row["relative_error"] < 1e-4
-    assert "| dqn | `fire+adamo` | compile | yes |" in (tmp_path / "gpu_check.md").read_text()
+    assert "2 of 2 checks passed" in out
+    compiled, whole = json.loads((tmp_path / "gpu_check.json").read_text())["correctness"]
+    assert compiled["mode"] == "compile" and compiled["interventions"] == {"q": 1}
+    assert compiled["graphs"] == compiled["graphs_twice_as_long"]
+    assert compiled["relative_error"] < 1e-4
+    assert whole["mode"] == "whole_graph" and whole["interventions"] == {"q": 1}
+    assert whole["relative_error"] == 0.0 and whole["graphs"] == 0
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| dqn | `fire+adamo` | compile | yes |" in table
+    assert "| dqn | `fire+adamo` | whole_graph | yes | 0.0e+00 |" in table

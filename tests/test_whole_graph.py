@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from conftest import mlp, small_dqn_args, small_ppo_args, small_sac_args
 
 from agents import device, dqn, ppo, sac
-from agents.capture import OpStream, ReplayMismatch, WholeGraph
+from agents.capture import HostRead, OpStream, ReplayMismatch, WholeGraph
 from agents.cli import UserError
 from agents.device import configure
 from agents.files import read_checkpoint
@@ -101,8 +101,20 @@ def test_a_host_branch_inside_an_update_is_refused():
             graphed(*batch)
 
 
+def test_reading_a_value_on_the_host_is_refused():
+    def update(inputs, targets):
+        loss = (inputs.sum() - targets.sum()) ** 2
+        return loss * 2 if loss > 1 else loss  # bool(tensor): a host sync, no capture
+
+    graphed = whole(update)
+    with pytest.raises(HostRead, match=r"_local_scalar_dense.*a Python if on a tensor"):
+        for batch in batches(3):
+            graphed(*batch)
+
+
 def test_a_mismatch_is_one_line_for_the_user():
     assert issubclass(ReplayMismatch, UserError)  # reported as one line, exit 2
+    assert issubclass(HostRead, UserError)
 
 
 def test_the_stream_names_inputs_by_address_and_results_by_their_operator():
