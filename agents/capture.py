@@ -27,8 +27,9 @@ falls back to ``--cudagraphs``' compiled graphs with a notice.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -260,13 +261,9 @@ class WholeGraph:
     def _capture(self, capture: _Capture, args):
         capture.static_args = tuple(a.clone() for a in args)
         if self.device.type == "cuda":
-            capture.graph = torch.cuda.CUDAGraph()
-            torch.cuda.synchronize(self.device)
-            with self.deferred.outside(), torch.cuda.graph(capture.graph):
-                capture.outputs = self.fn(*capture.static_args)
-            return self._replay(capture)
+            return self._capture_cuda(capture, args)
         recorder = OpStream()
-        with self.deferred.around(), self.deferred.outside(), recorder:
+        with self.deferred.around(), self.deferred.outside(), recorder, _no_host_copies():
             capture.outputs = self.fn(*capture.static_args)
         capture.ops = recorder.ops
         reads = [name for name, _ in capture.ops if name in HOST_READS]
@@ -278,6 +275,37 @@ class WholeGraph:
             )
         return _copied(capture.outputs)
 
+    def _capture_cuda(self, capture: _Capture, args):
+        """Capture on the run's device (``torch.cuda.graph`` captures on the current one);
+        the graph is kept only once its capture succeeded. A capture that reads a CPU tensor
+        (a kernel takes a CPU scalar's value at capture time: a replay would keep it) is
+        dropped for the fallback."""
+        graph, recorder = torch.cuda.CUDAGraph(), OpStream()
+        try:
+            with (
+                torch.cuda.device(self.device),
+                self.deferred.outside(),
+                torch.cuda.graph(graph),
+                recorder,
+            ):
+                outputs = self.fn(*capture.static_args)
+        except RuntimeError as error:
+            raise NotCapturable(
+                f"capturing {self.fn.__name__} as a CUDA graph failed "
+                f"({str(error).splitlines()[0]}); run it without --whole-graph"
+            ) from None
+        on_host = [name for name, arguments in recorder.ops if _reads_cpu_tensor(arguments)]
+        if on_host:
+            print(
+                f"--whole-graph: {self.fn.__name__} passes a CPU tensor to {on_host[0]}, whose "
+                f"value a graph would keep; it runs {fallback_words(self.device)}",
+                file=sys.stderr,
+            )
+            self.replaced = self.fallback(self.fn)
+            return self.replaced(*args)  # the capture ran nothing: this call still runs
+        capture.graph, capture.outputs = graph, outputs
+        return self._replay(capture)
+
     def _replay(self, capture: _Capture):
         self.replays += 1
         if capture.graph is not None:
@@ -285,7 +313,7 @@ class WholeGraph:
                 capture.graph.replay()
             return _copied(capture.outputs)
         recorder = OpStream()
-        with self.deferred.around(), self.deferred.outside(), recorder:
+        with self.deferred.around(), self.deferred.outside(), recorder, _no_host_copies():
             capture.outputs = self.fn(*capture.static_args)
         if recorder.ops != capture.ops:
             raise ReplayMismatch(
@@ -294,6 +322,32 @@ class WholeGraph:
                 "run it without --whole-graph"
             )
         return _copied(capture.outputs)
+
+
+def _reads_cpu_tensor(arguments: tuple) -> bool:
+    return any(a[0] == "tensor" and a[4] == "cpu" for a in arguments)
+
+
+@contextlib.contextmanager
+def _no_host_copies() -> Iterator[None]:
+    """``Tensor.tolist`` and ``Tensor.numpy`` refused: on the CPU they dispatch no operator
+    the stream would see, on CUDA they copy to the host, which a capture refuses."""
+    originals = torch.Tensor.tolist, torch.Tensor.numpy
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise HostRead(
+                f"a captured function calls Tensor.{name}(), a copy to the host that a CUDA "
+                "graph cannot capture; run it without --whole-graph"
+            )
+
+        return method
+
+    torch.Tensor.tolist, torch.Tensor.numpy = refuse("tolist"), refuse("numpy")
+    try:
+        yield
+    finally:
+        torch.Tensor.tolist, torch.Tensor.numpy = originals
 
 
 def _copied(outputs):

@@ -112,6 +112,17 @@ def test_reading_a_value_on_the_host_is_refused():
             graphed(*batch)
 
 
+def test_a_copy_to_the_host_is_refused():
+    def update(inputs, targets):
+        return torch.tensor(inputs.sum(0).tolist())  # no operator on the CPU, a sync on CUDA
+
+    graphed = whole(update)
+    with pytest.raises(HostRead, match=r"calls Tensor.tolist\(\)"):
+        for batch in batches(3):
+            graphed(*batch)
+    assert torch.Tensor.tolist is not None and torch.ones(2).tolist() == [1.0, 1.0]
+
+
 def test_a_mismatch_is_one_line_for_the_user():
     assert issubclass(ReplayMismatch, UserError)  # reported as one line, exit 2
     assert issubclass(HostRead, UserError)
