@@ -28,7 +28,9 @@ leaves every method at 1.000).
 
 Run: ``python -m benchmarks.continual_supervised`` (``--quick`` for a smoke run). Writes
 ``benchmarks/results/<out>.{json,png}`` (and ``<out>_curvature.png``, ``<out>.md``) and prints
-the Markdown tables. ``--resume`` skips the (method, seed) runs the JSON already holds.
+the Markdown tables. ``--resume`` skips the (method, seed) runs the JSON already holds;
+``--resume --rerun er,spectral`` runs those methods again (their old runs are kept in
+``<out>.replaced.json``).
 """
 
 from __future__ import annotations
@@ -500,6 +502,15 @@ def extends(saved: dict, setup: dict) -> bool:
     return fixed(saved["setup"]) == fixed(setup) and not changed_network
 
 
+def keep_replaced(path: Path, saved: dict, methods: list[str]) -> None:
+    """Add the saved runs of ``methods`` to ``path`` (with the setup they ran with) before
+    they are run again: a rerun replaces them in the result, and loses none."""
+    replaced = json.loads(path.read_text()) if path.exists() else {"replaced": []}
+    runs = [r for r in saved["runs"] if r["method"] in methods]
+    replaced["replaced"].append({"setup": saved["setup"], "runs": runs})
+    write_result_json(path, replaced)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (few tasks)")
@@ -533,7 +544,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="continual_supervised", help="result file stem")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the result files")
     parser.add_argument("--resume", action="store_true", help="keep the runs the JSON holds")
+    parser.add_argument(
+        "--rerun",
+        help="with --resume: run these methods (comma-separated) again; their old runs move "
+        "to <out>.replaced.json",
+    )
     args = parser.parse_args(argv)
+    if args.rerun and not args.resume:
+        parser.error("--rerun replaces runs of a saved result: add --resume")
 
     torch.set_num_threads(1)  # small networks on a busy 2-core machine: one thread is fastest
     setup = Setup()
@@ -564,6 +582,12 @@ def main(argv: list[str] | None = None) -> None:
             setup.settings[key] = parse_setting(key, value)
         except (AttributeError, ValueError) as err:
             parser.error(f"--set {item}: {err}")
+    rerun = args.rerun.split(",") if args.rerun else []
+    if set(rerun) - set(setup.methods):
+        parser.error(
+            f"--rerun {','.join(sorted(set(rerun) - set(setup.methods)))}: not among the "
+            f"methods run ({','.join(setup.methods)})"
+        )
     for name in setup.methods:  # refuse a bad name or setting before any training
         try:
             make_method(name, **{**BOUNDARY_ONLY, **setup.settings})
@@ -583,6 +607,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = [
             r for r in saved["runs"] if r["seed"] in range(setup.seed, setup.seed + setup.seeds)
         ]
+        if rerun:
+            keep_replaced(results / f"{args.out}.replaced.json", saved, rerun)
+            runs = [r for r in runs if r["method"] not in rerun]
     seeds = list(range(setup.seed, setup.seed + setup.seeds))
     print(
         f"{setup.tasks} tasks × {setup.steps_per_task} updates, {len(seeds)} seed(s), "

@@ -66,6 +66,16 @@ def test_continual_supervised_smoke(tmp_path):
     again = json.loads((tmp_path / "smoke.json").read_text())
     assert again["runs"][:4] == data["runs"]
     assert {r["seed"] for r in again["runs"][4:]} == {2} and len(again["runs"]) == 6
+    # --rerun runs one method again; its old runs move to smoke.replaced.json
+    bench.main([*args[:-2], "--seeds", "3", "--resume", "--rerun", "fire", "--out", "smoke"])
+    rerun = json.loads((tmp_path / "smoke.json").read_text())
+    old_fire = [r for r in again["runs"] if r["method"] == "fire"]
+    assert [r for r in rerun["runs"] if r["method"] == "none"] == [
+        r for r in again["runs"] if r["method"] == "none"
+    ]
+    assert sorted(r["seed"] for r in rerun["runs"] if r["method"] == "fire") == [0, 1, 2]
+    (kept,) = json.loads((tmp_path / "smoke.replaced.json").read_text())["replaced"]
+    assert kept["runs"] == old_fire
     # a learning rate with more digits than the file keeps still matches on --resume
     precise = [*args[:-2], "--lr", "0.00123456789", "--out", "precise"]
     bench.main(precise)
@@ -74,7 +84,11 @@ def test_continual_supervised_smoke(tmp_path):
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
-    [("--speed-at", "0", "--speed-at must be between 1"), ("--ggn-every", "0", "--ggn-every")],
+    [
+        ("--speed-at", "0", "--speed-at must be between 1"),
+        ("--ggn-every", "0", "--ggn-every"),
+        ("--rerun", "fire", "--rerun replaces runs of a saved result: add --resume"),
+    ],
 )
 def test_continual_supervised_refuses_bad_settings(tmp_path, capsys, flag, value, message):
     from benchmarks import continual_supervised as bench
@@ -138,3 +152,12 @@ def test_method_settings_unset_by_default_parse_as_numbers_or_choices():
     assert parse_setting("er_lr", "0.001") == 0.001
     assert parse_setting("er_schedule", "steps") == "steps"
     assert parse_setting("er_every", "7") == 7
+
+
+def test_continual_supervised_rerun_of_a_method_not_run_is_refused(tmp_path, capsys):
+    from benchmarks import continual_supervised as bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--methods", "none", "--resume", "--rerun", "fire", "--results", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--rerun fire: not among the methods run (none)" in capsys.readouterr().err
