@@ -19,7 +19,7 @@ From a run's evaluation returns, the steps ``T`` of its interventions and two wi
 - **final**: the mean of the last three evaluations.
 
 The comparisons are named from the methods alone, before any result is read
-(:func:`family`): each method against ``none``, and FIRE (or the protocol's :data:`FOCUS`)
+(:func:`family`): each method against ``none``, and FIRE (or the protocol's ``focus``)
 against each other method. Every
 method of a seed shares that seed's pre-intervention phase, so the primary interval is the
 paired t-interval over seeds; Welch's interval of the two groups is given beside it. Each
@@ -30,6 +30,7 @@ measure is one family of comparisons, Holm–Bonferroni adjusted over the paired
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,35 +54,55 @@ LABELS = {
     "auc_after": "AUC after",
     "final": "final",
 }
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol of the DQN MinAtar grid: its ``methods`` besides ``none``, the prefix of
+    its branch runs' names (``runs``: a follow-up may read another protocol's branches), the
+    method it compares with each other one (``focus``), and where its interventions fall, in
+    quarters of a run (its branches start from the parent's checkpoint at the first)."""
+
+    methods: tuple[str, ...]
+    runs: str
+    quarters: tuple[int, ...]
+    focus: str = "fire"
+
+    @property
+    def own_methods(self) -> tuple[str, ...]:
+        """The methods whose runs this protocol makes: all, or for a follow-up that reads
+        another protocol's runs, its focus only."""
+        return self.methods if self.runs == self.name else (self.focus,)
+
+    @property
+    def name(self) -> str:
+        return next(name for name, protocol in PROTOCOLS.items() if protocol is self)
+
+
 PROTOCOLS = {
-    "midpoint": ("fire", "reset", "shrink_perturb", "injection", "cbp", "fire+adamo"),
-    "periodic": ("fire", "reset", "shrink_perturb"),
-    "every_layer": ("fire_every_layer", "fire", "reset"),
+    "midpoint": Protocol(
+        ("fire", "reset", "shrink_perturb", "injection", "cbp", "fire+adamo"), "midpoint", (2,)
+    ),
+    "periodic": Protocol(("fire", "reset", "shrink_perturb"), "periodic", (1, 2, 3)),
+    "every_layer": Protocol(
+        ("fire_every_layer", "fire", "reset"), "midpoint", (2,), focus="fire_every_layer"
+    ),
 }
-"""The DQN MinAtar grid's protocols and their methods besides ``none``
-(``benchmarks/evidence/midpoint_minatar.py`` runs the first two, ``benchmarks/midpoint_rl.py``
-reads them). ``every_layer`` is the follow-up named after the midpoint results: FIRE on every
-layer at the midpoint (``--fire-linear fire``, runs ``midpoint-fire_every_layer-s<seed>``)
-against ``none`` and the midpoint's FIRE (its DQN form) and reset."""
-
-RUN_GROUP = {"every_layer": "midpoint"}
-"""The protocols whose runs are another protocol's (by their run names' prefix)."""
-
-FOCUS = {"every_layer": "fire_every_layer"}
-"""The method a protocol compares with each other one (``fire`` where not named)."""
+"""The DQN MinAtar grid's protocols (``benchmarks/evidence/midpoint_minatar.py`` runs them,
+``benchmarks/midpoint_rl.py`` reads them). ``every_layer`` is the follow-up named after the
+midpoint results: FIRE on every layer at the midpoint (``--fire-linear fire``, runs
+``midpoint-fire_every_layer-s<seed>``) against ``none`` and the midpoint's FIRE (its DQN form)
+and reset."""
 
 Curve = tuple[np.ndarray, np.ndarray]
 """A run's evaluation steps (ascending) and returns."""
 
 
 def intervention_steps(protocol: str, total: int) -> list[int]:
-    """The steps of a :data:`PROTOCOLS` protocol's interventions in a run of ``total`` steps:
-    the midpoint, or each quarter; its branches start from the parent's checkpoint at the
+    """The steps of a :data:`PROTOCOLS` protocol's interventions in a run of ``total`` steps
+    (the midpoint, or each quarter); its branches start from the parent's checkpoint at the
     first."""
-    quarter = total // 4
-    if RUN_GROUP.get(protocol, protocol) == "midpoint":
-        return [2 * quarter]
-    return [quarter, 2 * quarter, 3 * quarter]
+    return [quarter * (total // 4) for quarter in PROTOCOLS[protocol].quarters]
 
 
 def family(methods: tuple[str, ...], focus: str = "fire") -> dict[str, tuple[str, str]]:

@@ -64,17 +64,14 @@ def analyse_protocol(protocol: str, runs: dict, total: int) -> dict | None:
     """:func:`benchmarks._midpoint.analyse` of one protocol's runs and their parents; None
     when it has no finished branch (a follow-up reading another protocol's runs: none of its
     focus method)."""
-    methods = _midpoint.PROTOCOLS[protocol]
-    group = _midpoint.RUN_GROUP.get(protocol, protocol)
-    focus = _midpoint.FOCUS.get(protocol, "fire")
+    spec = _midpoint.PROTOCOLS[protocol]
     groups = {"none": runs.get(("parent", "none"), {})}
-    groups.update({m: runs.get((group, m), {}) for m in methods})
-    own = methods if group == protocol else (focus,)  # a follow-up needs runs of its own
-    if not any(groups[m] for m in own):
+    groups.update({m: runs.get((spec.runs, m), {}) for m in spec.methods})
+    if not any(groups[m] for m in spec.own_methods):  # a follow-up needs runs of its own
         return None
     curves = {g: {s: eval_curve(r) for s, r in by_seed.items()} for g, by_seed in groups.items()}
     steps_at = _midpoint.intervention_steps(protocol, total)
-    return _midpoint.analyse(curves, steps_at, total, (BEFORE, AFTER), EVAL_EVERY, focus)
+    return _midpoint.analyse(curves, steps_at, total, (BEFORE, AFTER), EVAL_EVERY, spec.focus)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -164,3 +164,10 @@ def test_the_grid_plans_parents_first_and_its_flags_parse(tmp_path):
     assert (config.shrink_perturb_linear, config.clear_optimizer) == ("initial", "none")
     assert config.shrink_perturb_at == [50_000] and config.shrink_perturb_every == 0
     assert parsed(periodic).plasticity.fire_at == [25_000, 50_000, 75_000]
+    # the follow-up: its own branches only, named beside the midpoint runs it is read with
+    follow_up = midpoint_minatar.plan(["every_layer"], [1], 100_000, tmp_path, common)
+    assert [r.name for r in follow_up] == ["parent-none-s1", "midpoint-fire_every_layer-s1"]
+    every_layer = parsed(follow_up[1])
+    assert every_layer.method == "fire" and every_layer.plasticity.fire_linear == "fire"
+    assert every_layer.plasticity.fire_at == [50_000] and every_layer.plasticity.fire_every == 0
+    assert str(tmp_path / "parent-none-s1/checkpoints/step_50000.pt") in follow_up[1].argv

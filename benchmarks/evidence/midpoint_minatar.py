@@ -15,10 +15,13 @@ reinitialization" (arXiv 2602.08040, section 5). Two protocols:
   plasticity injection of the head, continual backprop from the midpoint on, and FIRE +
   AdamO (AdamO from the midpoint on);
 - ``periodic``: FIRE, reset and shrink & perturb every quarter (at 25%, 50% and 75% of the
-  run), branched from the first quarter's checkpoint.
+  run), branched from the first quarter's checkpoint;
+- ``every_layer``, the follow-up: FIRE on every layer at the midpoint (``--fire-linear
+  fire``), read beside the midpoint's FIRE and reset.
 
 ``none`` is the parents themselves. Runs go under ``--runs-dir`` (default
-``benchmarks/results/evidence/midpoint``) as ``<protocol>-<method>-s<seed>``, two at a time by
+``benchmarks/results/evidence/midpoint``) as ``<protocol>-<method>-s<seed>`` (the follow-up's
+as ``midpoint-fire_every_layer-s<seed>``, beside the runs it is read with), two at a time by
 default (``benchmarks/_rl_grid.py`` runs them: the parents first, each in a process of its own
 writing ``<run>.out`` beside its folder, kept when it fails). The command is resumable: a
 finished run is skipped, a stopped one resumed from its checkpoint (``train.py --resume``), a
@@ -83,8 +86,9 @@ def method_flags(method: str, steps: list[int]) -> list[str]:
         "injection": ["--injection-at", *map(str, steps)],
         "cbp": [],
         "fire+adamo": once_at("fire", steps),
+        "fire_every_layer": once_at("fire", steps) + ["--fire-linear", "fire"],
     }
-    return ["--method", method, *flags[method]]
+    return ["--method", method.removesuffix("_every_layer"), *flags[method]]
 
 
 def plan(names: list[str], seeds: list[int], total: int, runs_dir: Path, common: list[str]):
@@ -101,17 +105,18 @@ def plan(names: list[str], seeds: list[int], total: int, runs_dir: Path, common:
         for seed in seeds:
             parent = f"parent-none-s{seed}"
             checkpoint = runs_dir / parent / "checkpoints" / f"step_{steps[0]}.pt"
-            for method in PROTOCOLS[protocol]:
+            spec = PROTOCOLS[protocol]
+            for method in spec.own_methods:
                 argv = ("--branch-from", str(checkpoint), "--keep-checkpoints", "1")
                 argv += tuple(method_flags(method, steps))
-                runs.append(GridRun(runs_dir, f"{protocol}-{method}-s{seed}", "dqn",
+                runs.append(GridRun(runs_dir, f"{spec.runs}-{method}-s{seed}", "dqn",
                                     (*common, *argv), parent))  # fmt: skip
     return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=["midpoint", "periodic", "all"], default="all")
+    parser.add_argument("--protocol", choices=[*PROTOCOLS, "all"], default="all")
     parser.add_argument("--seeds", type=int, default=8, help="seeds 1..N (default 8)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     parser.add_argument(
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args, extra = parser.parse_known_args(argv)  # the rest goes to every train.py
-    names = ["midpoint", "periodic"] if args.protocol == "all" else [args.protocol]
+    names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
     total = args.total_timesteps
     common = common_flags(total, args.eval_every) + extra
     runs = plan(names, list(range(1, args.seeds + 1)), total, args.runs_dir, common)
