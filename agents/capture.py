@@ -196,12 +196,7 @@ class WholeGraph:
             optimizers, outputs = self._stepped_optimizers(args)
             refused = self._prepare(optimizers)
             if refused:
-                print(
-                    f"--whole-graph: {self.fn.__name__} steps {refused}, which cannot be "
-                    f"captured; it runs {fallback_words(self.device)}",
-                    file=sys.stderr,
-                )
-                self.replaced = self.fallback(self.fn)
+                self._fall_back(f"steps {refused}, which cannot be captured")
             return outputs
         if capture.graph is None and not capture.ops:
             return self._capture(capture, args)
@@ -235,6 +230,14 @@ class WholeGraph:
             hook.remove()
         return stepped, outputs
 
+    def _fall_back(self, reason: str) -> None:
+        """From now on ``fn`` runs as the fallback wraps it, with a one-line notice."""
+        print(
+            f"--whole-graph: {self.fn.__name__} {reason}; it runs {fallback_words(self.device)}",
+            file=sys.stderr,
+        )
+        self.replaced = self.fallback(self.fn)
+
     def _prepare(self, optimizers: list[torch.optim.Optimizer]) -> str:
         """Make ``optimizers`` capturable; the names of those that cannot be ('' if none)."""
         refused = sorted(
@@ -262,10 +265,7 @@ class WholeGraph:
         capture.static_args = tuple(a.clone() for a in args)
         if self.device.type == "cuda":
             return self._capture_cuda(capture, args)
-        recorder = OpStream()
-        with self.deferred.around(), self.deferred.outside(), recorder, _no_host_copies():
-            capture.outputs = self.fn(*capture.static_args)
-        capture.ops = recorder.ops
+        capture.ops = self._checked_call(capture)
         reads = [name for name, _ in capture.ops if name in HOST_READS]
         if reads:
             raise HostRead(
@@ -296,12 +296,7 @@ class WholeGraph:
             ) from None
         on_host = [name for name, arguments in recorder.ops if _reads_cpu_tensor(arguments)]
         if on_host:
-            print(
-                f"--whole-graph: {self.fn.__name__} passes a CPU tensor to {on_host[0]}, whose "
-                f"value a graph would keep; it runs {fallback_words(self.device)}",
-                file=sys.stderr,
-            )
-            self.replaced = self.fallback(self.fn)
+            self._fall_back(f"passes a CPU tensor to {on_host[0]}, whose value a graph would keep")
             return self.replaced(*args)  # the capture ran nothing: this call still runs
         capture.graph, capture.outputs = graph, outputs
         return self._replay(capture)
@@ -312,16 +307,22 @@ class WholeGraph:
             with self.deferred.around():
                 capture.graph.replay()
             return _copied(capture.outputs)
-        recorder = OpStream()
-        with self.deferred.around(), self.deferred.outside(), recorder, _no_host_copies():
-            capture.outputs = self.fn(*capture.static_args)
-        if recorder.ops != capture.ops:
+        ops = self._checked_call(capture)
+        if ops != capture.ops:
             raise ReplayMismatch(
                 f"{self.fn.__name__} launched other work than its captured call, which a CUDA "
-                f"graph would replay instead ({first_difference(capture.ops, recorder.ops)}); "
+                f"graph would replay instead ({first_difference(capture.ops, ops)}); "
                 "run it without --whole-graph"
             )
         return _copied(capture.outputs)
+
+    def _checked_call(self, capture: _Capture) -> list[tuple]:
+        """Run ``fn`` eagerly on the captured inputs as a replay would (AdamO's isometry step
+        around it); the operators it dispatched."""
+        recorder = OpStream()
+        with self.deferred.around(), self.deferred.outside(), recorder, _no_host_copies():
+            capture.outputs = self.fn(*capture.static_args)
+        return recorder.ops
 
 
 def _reads_cpu_tensor(arguments: tuple) -> bool:
