@@ -58,11 +58,13 @@ LABELS = {
 
 @dataclass(frozen=True)
 class Protocol:
-    """One protocol of the DQN MinAtar grid: its ``methods`` besides ``none``, the prefix of
-    its branch runs' names (``runs``: a follow-up may read another protocol's branches), the
-    method it compares with each other one (``focus``), and where its interventions fall, in
-    quarters of a run (its branches start from the parent's checkpoint at the first)."""
+    """One protocol of the DQN MinAtar grid: its ``name``, its ``methods`` besides ``none``,
+    the prefix of its branch runs' names (``runs``: a follow-up may read another protocol's
+    branches), where its interventions fall, in quarters of a run (its branches start from the
+    parent's checkpoint at the first), and the method it compares with each other one
+    (``focus``)."""
 
+    name: str
     methods: tuple[str, ...]
     runs: str
     quarters: tuple[int, ...]
@@ -74,19 +76,25 @@ class Protocol:
         another protocol's runs, its focus only."""
         return self.methods if self.runs == self.name else (self.focus,)
 
-    @property
-    def name(self) -> str:
-        return next(name for name, protocol in PROTOCOLS.items() if protocol is self)
-
 
 PROTOCOLS = {
-    "midpoint": Protocol(
-        ("fire", "reset", "shrink_perturb", "injection", "cbp", "fire+adamo"), "midpoint", (2,)
-    ),
-    "periodic": Protocol(("fire", "reset", "shrink_perturb"), "periodic", (1, 2, 3)),
-    "every_layer": Protocol(
-        ("fire_every_layer", "fire", "reset"), "midpoint", (2,), focus="fire_every_layer"
-    ),
+    protocol.name: protocol
+    for protocol in (
+        Protocol(
+            "midpoint",
+            ("fire", "reset", "shrink_perturb", "injection", "cbp", "fire+adamo"),
+            "midpoint",
+            (2,),
+        ),
+        Protocol("periodic", ("fire", "reset", "shrink_perturb"), "periodic", (1, 2, 3)),
+        Protocol(
+            "every_layer",
+            ("fire_every_layer", "fire", "reset"),
+            "midpoint",
+            (2,),
+            focus="fire_every_layer",
+        ),
+    )
 }
 """The DQN MinAtar grid's protocols (``benchmarks/evidence/midpoint_minatar.py`` runs them,
 ``benchmarks/midpoint_rl.py`` reads them). ``every_layer`` is the follow-up named after the

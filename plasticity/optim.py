@@ -283,7 +283,7 @@ class DeferredIsometry:
     computes each due isometry step before it (at the weights before the update, as the step
     does) and applies it after, counting each parameter's window on the host as the step does.
     For an update whose parameters get gradients every call, the arithmetic is the step's:
-    ``tests/test_optim.py`` checks it bit for bit.
+    ``tests/test_whole_graph.py`` checks it bit for bit.
     """
 
     def __init__(self, optimizers: Iterable[AdamO]):
